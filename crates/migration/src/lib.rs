@@ -1,0 +1,20 @@
+//! LexiFlow's database migrations: one forward-only set, applied unchanged to SQLite and PostgreSQL.
+//!
+//! Each change is a new `mNNNN_*` module appended to [`Migrator::migrations`]; a migration that
+//! has shipped is never edited. Constraint names are stable: the HTTP layer maps unique
+//! violations to `409 CONFLICT` by name (see `lexiflow::db::constraint_conflict`).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_foundation;
+
+/// The ordered list of every migration.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_foundation::Migration)]
+    }
+}

@@ -1,0 +1,337 @@
+//! Account operations: register, login, refresh, logout, sessions.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, sea_query::Expr,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    Principal,
+    model::{refresh_token, session},
+    password::password_problem,
+    tokens::{hash_refresh_token, new_refresh_token},
+};
+use crate::{
+    app::App,
+    clock, db, firms,
+    http::error::{ApiError, ApiResult, ErrorCode},
+    ids::{FirmId, SessionId, UserId},
+    input::{Fields, looks_like_email},
+    users::{
+        UserView,
+        model::{self as user, Role, UserStatus},
+    },
+};
+
+/// Where a login came from, kept on the session for the user's session list.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// `POST /auth/register` body. A `role` here is an unknown field and refused.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterInput {
+    pub firm_name: String,
+    pub email: String,
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+/// What register, login and refresh answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthTokens {
+    pub user: UserView,
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Access-token lifetime in seconds.
+    pub expires_in: u64,
+    pub token_type: &'static str,
+}
+
+/// A session as its owner sees it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub id: SessionId,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// True for the session the request was made with.
+    pub current: bool,
+}
+
+/// Lower-cases and checks an e-mail address used for login.
+pub fn normalize_email(field: &str, email: &str) -> Result<String, ApiError> {
+    let e = crate::input::plain(email).trim().to_lowercase();
+    if looks_like_email(&e) { Ok(e) } else { Err(ApiError::field(field, "must be an e-mail address")) }
+}
+
+/// Creates a firm and its first user, an admin, and logs them in.
+pub async fn register(app: &App, input: RegisterInput, client: ClientInfo) -> ApiResult<AuthTokens> {
+    let mut f = Fields::default();
+    let firm_name = f.text("firmName", &input.firm_name, 200);
+    let first_name = f.text("firstName", &input.first_name, 100);
+    let last_name = f.text("lastName", &input.last_name, 100);
+    let email = crate::input::plain(&input.email).trim().to_lowercase();
+    if !looks_like_email(&email) {
+        f.error("email", "must be an e-mail address");
+    }
+    if let Some(problem) = password_problem(&input.password) {
+        f.error("password", problem);
+    }
+    f.finish()?;
+    let hash = app.passwords.hash(input.password).await?;
+
+    let now = clock::now();
+    let tx = db::begin_write(&app.db).await?;
+    let firm = firms::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(firm_name),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&tx)
+    .await?;
+    let u = user::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        firm_id: Set(firm.id),
+        email: Set(email),
+        password_hash: Set(hash),
+        first_name: Set(first_name),
+        last_name: Set(last_name),
+        role: Set(Role::Admin),
+        status: Set(UserStatus::Active),
+        version: Set(1),
+        last_login_at: Set(Some(now)),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&tx)
+    .await?;
+    let tokens = start_session(app, &tx, &u, client).await?;
+    tx.commit().await?;
+    tracing::info!(firm_id = %firm.id, user_id = %u.id, "firm registered");
+    Ok(tokens)
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(ErrorCode::AuthInvalidCredentials, ErrorCode::AuthInvalidCredentials.default_message())
+}
+
+/// Checks e-mail and password; a wrong e-mail, a wrong password and a suspended account get
+/// the same answer after the same work.
+pub async fn login(app: &App, email: &str, password: String, client: ClientInfo) -> ApiResult<AuthTokens> {
+    let email = crate::input::plain(email).trim().to_lowercase();
+    let found = user::Entity::find().filter(user::Column::Email.eq(email)).one(&app.db).await?;
+    let ok = app.passwords.verify(password, found.as_ref().map(|u| u.password_hash.clone())).await?;
+    let u = match found {
+        Some(u) if ok && u.status == UserStatus::Active => u,
+        _ => {
+            tracing::info!(reason = "invalid_credentials", "login refused");
+            return Err(invalid_credentials());
+        }
+    };
+    let now = clock::now();
+    let tx = db::begin_write(&app.db).await?;
+    user::Entity::update_many()
+        .col_expr(user::Column::LastLoginAt, Expr::value(now))
+        .filter(user::Column::Id.eq(u.id))
+        .exec(&tx)
+        .await?;
+    let tokens = start_session(app, &tx, &u, client).await?;
+    tx.commit().await?;
+    Ok(tokens)
+}
+
+/// Opens a session for `u` and issues its first token pair.
+async fn start_session(
+    app: &App,
+    tx: &impl ConnectionTrait,
+    u: &user::Model,
+    client: ClientInfo,
+) -> ApiResult<AuthTokens> {
+    let now = clock::now();
+    let expires = now + chrono::Duration::from_std(app.tokens.refresh_ttl).map_err(ApiError::internal)?;
+    let s = session::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(u.id),
+        firm_id: Set(u.firm_id),
+        user_agent: Set(client.user_agent.map(|ua| crate::input::plain(&ua).chars().take(512).collect())),
+        ip: Set(client.ip),
+        created_at: Set(now),
+        last_seen_at: Set(now),
+        expires_at: Set(expires),
+        revoked_at: Set(None),
+        revoked_reason: Set(None),
+    }
+    .insert(tx)
+    .await?;
+    issue_pair(app, tx, u, &s).await
+}
+
+async fn issue_pair(
+    app: &App,
+    tx: &impl ConnectionTrait,
+    u: &user::Model,
+    s: &session::Model,
+) -> ApiResult<AuthTokens> {
+    let refresh = new_refresh_token()?;
+    refresh_token::ActiveModel {
+        token_hash: Set(hash_refresh_token(&refresh)),
+        session_id: Set(s.id),
+        created_at: Set(clock::now()),
+        used_at: Set(None),
+        expires_at: Set(s.expires_at),
+    }
+    .insert(tx)
+    .await?;
+    let access = app.tokens.issue(UserId(u.id), FirmId(u.firm_id), u.role, SessionId(s.id))?;
+    Ok(AuthTokens {
+        user: UserView::from(u.clone()),
+        access_token: access,
+        refresh_token: refresh,
+        expires_in: app.tokens.access_ttl.as_secs(),
+        token_type: "Bearer",
+    })
+}
+
+fn refresh_refused() -> ApiError {
+    ApiError::new(ErrorCode::AuthTokenInvalid, "the refresh token is not valid; log in again")
+}
+
+/// Rotates a refresh token. A token that was already rotated means it leaked (or a client
+/// raced itself): the whole session is revoked, so neither copy keeps working.
+pub async fn refresh(app: &App, token: &str) -> ApiResult<AuthTokens> {
+    let hash = hash_refresh_token(token);
+    let tx = db::begin_write(&app.db).await?;
+    let Some(rt) = refresh_token::Entity::find_by_id(hash.clone()).one(&tx).await? else {
+        return Err(refresh_refused());
+    };
+    let Some(s) = session::Entity::find_by_id(rt.session_id).one(&tx).await? else {
+        return Err(refresh_refused());
+    };
+    let now = clock::now();
+    if s.revoked_at.is_some() || s.expires_at <= now || rt.expires_at <= now {
+        return Err(refresh_refused());
+    }
+    // Claim the token: only one caller can turn used_at from NULL to a time.
+    let claimed = refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+        .filter(refresh_token::Column::TokenHash.eq(hash))
+        .filter(refresh_token::Column::UsedAt.is_null())
+        .exec(&tx)
+        .await?
+        .rows_affected
+        == 1;
+    if !claimed {
+        revoke(&tx, SessionId(s.id), "refresh token reused").await?;
+        tx.commit().await?;
+        tracing::warn!(session_id = %s.id, user_id = %s.user_id, "refresh token reuse: session revoked");
+        return Err(refresh_refused());
+    }
+    let Some(u) = user::Entity::find_by_id(s.user_id).one(&tx).await? else {
+        return Err(refresh_refused());
+    };
+    if u.status != UserStatus::Active {
+        return Err(refresh_refused());
+    }
+    session::Entity::update_many()
+        .col_expr(session::Column::LastSeenAt, Expr::value(now))
+        .filter(session::Column::Id.eq(s.id))
+        .exec(&tx)
+        .await?;
+    let tokens = issue_pair(app, &tx, &u, &s).await?;
+    tx.commit().await?;
+    Ok(tokens)
+}
+
+/// Marks a session revoked; its access and refresh tokens stop working at once.
+pub async fn revoke(tx: &impl ConnectionTrait, id: SessionId, reason: &str) -> Result<bool, sea_orm::DbErr> {
+    let n = session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(clock::now()))
+        .col_expr(session::Column::RevokedReason, Expr::value(reason))
+        .filter(session::Column::Id.eq(id.0))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(tx)
+        .await?
+        .rows_affected;
+    Ok(n > 0)
+}
+
+/// Revokes every live session of a user (suspension, role change).
+pub async fn revoke_all_for_user(tx: &impl ConnectionTrait, user: UserId, reason: &str) -> Result<u64, sea_orm::DbErr> {
+    Ok(session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(clock::now()))
+        .col_expr(session::Column::RevokedReason, Expr::value(reason))
+        .filter(session::Column::UserId.eq(user.0))
+        .filter(session::Column::RevokedAt.is_null())
+        .exec(tx)
+        .await?
+        .rows_affected)
+}
+
+/// Ends the caller's own session.
+pub async fn logout(app: &App, p: &Principal) -> ApiResult<()> {
+    let tx = db::begin_write(&app.db).await?;
+    revoke(&tx, p.session_id, "logout").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The caller's live sessions, newest first.
+pub async fn list_sessions(app: &App, p: &Principal) -> ApiResult<Vec<SessionView>> {
+    let now = clock::now();
+    let rows = session::Entity::find()
+        .filter(session::Column::UserId.eq(p.user_id.0))
+        .filter(session::Column::RevokedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(now))
+        .order_by_desc(session::Column::Id)
+        .all(&app.db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|s| SessionView {
+            current: s.id == p.session_id.0,
+            id: SessionId(s.id),
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at,
+            user_agent: s.user_agent,
+            ip: s.ip,
+        })
+        .collect())
+}
+
+/// Revokes one of the caller's own sessions; someone else's is "not found".
+pub async fn revoke_own_session(app: &App, p: &Principal, id: SessionId) -> ApiResult<()> {
+    let tx = db::begin_write(&app.db).await?;
+    let owned = session::Entity::find_by_id(id.0)
+        .filter(session::Column::UserId.eq(p.user_id.0))
+        .filter(session::Column::RevokedAt.is_null())
+        .one(&tx)
+        .await?;
+    if owned.is_none() {
+        return Err(ApiError::not_found("session"));
+    }
+    revoke(&tx, id, "revoked by user").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The caller's own account.
+pub async fn me(app: &App, p: &Principal) -> ApiResult<UserView> {
+    user::Entity::find_by_id(p.user_id.0)
+        .one(&app.db)
+        .await?
+        .map(UserView::from)
+        .ok_or_else(|| ApiError::not_found("user"))
+}

@@ -1,0 +1,65 @@
+//! Who may see and change a case.
+//!
+//! A user sees a case when they are on its team, or are an admin or partner of its firm.
+//! A case the caller may not see answers exactly like one that does not exist (404), so ids
+//! cannot be probed. Clients and staff read; admins, partners, attorneys and paralegals
+//! write; admins, partners and the lead attorney manage the team and delete.
+
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+
+use super::model::{TeamRole, case, team_member};
+use crate::{
+    auth::Principal,
+    http::error::{ApiError, ApiResult},
+    ids::CaseId,
+};
+
+/// A case the caller can see, and what they may do with it.
+#[derive(Debug)]
+pub struct CaseAccess {
+    pub case: case::Model,
+    pub team_role: Option<TeamRole>,
+    privileged: bool,
+    may_edit: bool,
+}
+
+impl CaseAccess {
+    /// Refuses callers who may only read.
+    pub fn require_edit(&self) -> ApiResult<()> {
+        if self.may_edit && self.team_role != Some(TeamRole::Client) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("you may read this case but not change it"))
+        }
+    }
+
+    /// Refuses callers who may not manage the team or delete the case.
+    pub fn require_manage(&self) -> ApiResult<()> {
+        if self.privileged || (self.may_edit && self.team_role == Some(TeamRole::LeadAttorney)) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("only an admin, a partner or the lead attorney may do this"))
+        }
+    }
+}
+
+/// Loads a live case of the caller's firm that the caller may see, or 404.
+pub async fn visible_case(db: &impl ConnectionTrait, p: &Principal, id: CaseId) -> ApiResult<CaseAccess> {
+    let found = case::Entity::find_by_id(id.0)
+        .filter(case::Column::FirmId.eq(p.firm_id.0))
+        .filter(case::Column::DeletedAt.is_null())
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))?;
+    let privileged = p.role.sees_all_cases();
+    // Admins and partners see every case, so their membership need not be looked up.
+    let team_role = if privileged {
+        None
+    } else {
+        team_member::Entity::find_by_id((id.0, p.user_id.0)).one(db).await?.map(|m| m.role)
+    };
+    if !privileged && team_role.is_none() {
+        return Err(ApiError::not_found("case"));
+    }
+    Ok(CaseAccess { case: found, team_role, privileged, may_edit: p.role.may_edit_cases() })
+}

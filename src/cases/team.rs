@@ -1,0 +1,117 @@
+//! A case's team: who works on it, and in which part.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    sea_query::{Expr, ExprTrait},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    access::visible_case,
+    model::{TeamRole, case, team_member},
+    ops::{add_member, set_team_lead, team_role_fits},
+};
+use crate::{
+    app::App,
+    auth::Principal,
+    clock, db,
+    http::error::{ApiError, ApiResult},
+    ids::{CaseId, UserId},
+    users::{model as user, ops::active_in_firm},
+};
+
+/// A team member as the API shows them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamMemberView {
+    pub user_id: UserId,
+    pub role: TeamRole,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub added_at: DateTime<Utc>,
+}
+
+/// `POST /cases/{id}/team` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddMember {
+    pub user_id: UserId,
+    pub role: TeamRole,
+}
+
+/// The team of a case the caller can see.
+pub async fn list(app: &App, p: &Principal, id: CaseId) -> ApiResult<Vec<TeamMemberView>> {
+    visible_case(&app.db, p, id).await?;
+    let members = team_member::Entity::find()
+        .filter(team_member::Column::CaseId.eq(id.0))
+        .order_by_asc(team_member::Column::AddedAt)
+        .all(&app.db)
+        .await?;
+    let users =
+        user::Entity::find().filter(user::Column::Id.is_in(members.iter().map(|m| m.user_id))).all(&app.db).await?;
+    Ok(members
+        .into_iter()
+        .filter_map(|m| {
+            let u = users.iter().find(|u| u.id == m.user_id)?;
+            Some(TeamMemberView {
+                user_id: UserId(m.user_id),
+                role: m.role,
+                first_name: u.first_name.clone(),
+                last_name: u.last_name.clone(),
+                email: u.email.clone(),
+                added_at: m.added_at,
+            })
+        })
+        .collect())
+}
+
+/// Adds a user of the firm to the team. Adding a lead attorney makes them the case's lead.
+pub async fn add(app: &App, p: &Principal, id: CaseId, input: AddMember) -> ApiResult<Vec<TeamMemberView>> {
+    let tx = db::begin_write(&app.db).await?;
+    let access = visible_case(&tx, p, id).await?;
+    access.require_manage()?;
+    let u = active_in_firm(&tx, p, input.user_id, "userId").await?;
+    team_role_fits(u.role, input.role).map_err(|m| ApiError::field("role", m))?;
+    if input.role == TeamRole::LeadAttorney {
+        add_member(&tx, p, id.0, u.id, TeamRole::Attorney).await?;
+        set_team_lead(&tx, p, id.0, Some(u.id)).await?;
+        bump_case(&tx, id, Some(Some(u.id))).await?;
+    } else {
+        add_member(&tx, p, id.0, u.id, input.role).await?;
+    }
+    tx.commit().await?;
+    list(app, p, id).await
+}
+
+/// Removes a user from the team; removing the lead clears the case's lead attorney.
+pub async fn remove(app: &App, p: &Principal, id: CaseId, user_id: UserId) -> ApiResult<()> {
+    let tx = db::begin_write(&app.db).await?;
+    let access = visible_case(&tx, p, id).await?;
+    access.require_manage()?;
+    let member = team_member::Entity::find_by_id((id.0, user_id.0))
+        .one(&tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found("team member"))?;
+    team_member::Entity::delete_by_id((id.0, user_id.0)).exec(&tx).await?;
+    if member.role == TeamRole::LeadAttorney || access.case.lead_attorney_id == Some(user_id.0) {
+        bump_case(&tx, id, Some(None)).await?;
+    } else {
+        bump_case(&tx, id, None).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A team change is a change of the case: its version moves, and the lead is kept in step.
+async fn bump_case(tx: &impl sea_orm::ConnectionTrait, id: CaseId, lead: Option<Option<uuid::Uuid>>) -> ApiResult<()> {
+    let mut q = case::Entity::update_many()
+        .col_expr(case::Column::Version, Expr::col(case::Column::Version).add(1))
+        .col_expr(case::Column::UpdatedAt, Expr::value(clock::now()));
+    if let Some(l) = lead {
+        q = q.col_expr(case::Column::LeadAttorneyId, Expr::value(l));
+    }
+    q.filter(case::Column::Id.eq(id.0)).exec(tx).await?;
+    Ok(())
+}

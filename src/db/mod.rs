@@ -1,0 +1,155 @@
+//! The data layer: one SeaORM connection over SQLite or PostgreSQL, migrations, write
+//! transactions, and the mapping of database errors to API errors.
+//!
+//! SQLite runs in WAL mode with a busy timeout and foreign keys on; write transactions start
+//! with `BEGIN IMMEDIATE` so a read-then-write transaction takes the write lock up front
+//! instead of failing with a busy snapshot when another writer commits in between.
+
+use std::time::Duration;
+
+use lexiflow_migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr, SqlErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use secrecy::ExposeSecret;
+
+use crate::{
+    config::DatabaseConfig,
+    http::error::{ApiError, ErrorCode},
+};
+
+/// Opens the pool. The SQLite file's directory is created when missing.
+pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    let url = cfg.url.expose_secret().to_owned();
+    let mut opts = ConnectOptions::new(url.clone());
+    opts.max_connections(cfg.max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    if cfg.is_postgres() {
+        if let Some(schema) = &cfg.schema {
+            opts.set_schema_search_path(schema.clone());
+        }
+        opts.set_application_name("lexiflow");
+    } else {
+        if let Some(path) = sqlite_path(&url)
+            && let Some(dir) = std::path::Path::new(&path).parent()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        opts.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .create_if_missing(true)
+        });
+    }
+    sea_orm::Database::connect(opts).await
+}
+
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// Starts a transaction that will write: `BEGIN IMMEDIATE` on SQLite, plain `BEGIN` on
+/// PostgreSQL (read committed; row locks and version checks guard the writes).
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let options = TransactionOptions {
+        sqlite_transaction_mode: (db.get_database_backend() == DbBackend::Sqlite)
+            .then_some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    db.begin_with_options(options).await
+}
+
+/// A unique constraint, how SQLite names its columns, and what a client is told.
+struct UniqueConstraint {
+    name: &'static str,
+    sqlite_columns: &'static str,
+    field: &'static str,
+    message: &'static str,
+}
+
+const UNIQUE_CONSTRAINTS: &[UniqueConstraint] = &[
+    UniqueConstraint {
+        name: "uq_cases_firm_case_number",
+        sqlite_columns: "cases.firm_id, cases.case_number",
+        field: "caseNumber",
+        message: "a case with this number already exists in your firm",
+    },
+    UniqueConstraint {
+        name: "uq_users_email",
+        sqlite_columns: "users.email",
+        field: "email",
+        message: "an account with this e-mail address already exists",
+    },
+    UniqueConstraint {
+        name: "pk_case_team_members",
+        sqlite_columns: "case_team_members.case_id, case_team_members.user_id",
+        field: "userId",
+        message: "this user is already on the case team",
+    },
+];
+
+/// The `409 CONFLICT` for a unique violation, found by constraint name (PostgreSQL) or column
+/// list (SQLite). Unknown constraints are a generic conflict.
+pub fn constraint_conflict(message: &str) -> ApiError {
+    for c in UNIQUE_CONSTRAINTS {
+        if message.contains(c.name) || message.contains(c.sqlite_columns) {
+            return ApiError::new(ErrorCode::Conflict, c.message)
+                .with_details(serde_json::json!({ "field": c.field, "constraint": c.name }));
+        }
+    }
+    ApiError::new(ErrorCode::Conflict, ErrorCode::Conflict.default_message())
+}
+
+impl From<DbErr> for ApiError {
+    fn from(e: DbErr) -> Self {
+        if let Some(SqlErr::UniqueConstraintViolation(m)) = e.sql_err() {
+            return constraint_conflict(&m);
+        }
+        if is_unavailable(&e) {
+            return ApiError::unavailable(e);
+        }
+        ApiError::internal(e)
+    }
+}
+
+/// True when the error means the database could not be reached or was too busy, rather than
+/// that the statement was wrong.
+pub fn is_unavailable(e: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as X;
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => match x.as_ref() {
+            X::Io(_) | X::PoolTimedOut | X::PoolClosed | X::WorkerCrashed => true,
+            X::Database(d) => {
+                // SQLITE_BUSY / SQLITE_LOCKED outlasting the busy timeout; PostgreSQL admin shutdown.
+                matches!(d.code().as_deref(), Some("5") | Some("6") | Some("517") | Some("57P01") | Some("57P03"))
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Runs `SELECT 1` with a timeout: the readiness probe's database check.
+pub async fn ping(db: &DatabaseConnection, timeout: Duration) -> Result<(), String> {
+    let stmt = sea_orm::Statement::from_string(db.get_database_backend(), "SELECT 1");
+    match tokio::time::timeout(timeout, db.execute_raw(stmt)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}

@@ -1,0 +1,195 @@
+//! The response envelope: `{"success":true,"data":…,"meta":{…}}` for success, the error body
+//! for failures, and the request context both read their `meta` from.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use serde_json::json;
+
+use super::error::ApiError;
+
+/// What every response's `meta` is made of, set by the request-context middleware.
+#[derive(Debug)]
+pub struct RequestContext {
+    pub correlation_id: String,
+    pub method: String,
+    pub path: String,
+    pub started: Instant,
+    pub received_at: DateTime<Utc>,
+}
+
+tokio::task_local! {
+    /// The context of the request this task is serving.
+    pub static REQUEST: Arc<RequestContext>;
+}
+
+/// `meta` as sent to clients.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub correlation_id: String,
+    pub timestamp: String,
+    pub path: String,
+    pub method: String,
+    pub response_time_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<Pagination>,
+}
+
+/// Paging information on list responses: offset or cursor style.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Pagination {
+    Offset(OffsetPagination),
+    Cursor(CursorPagination),
+}
+
+/// `?page=&limit=` paging.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetPagination {
+    pub page: u64,
+    pub limit: u64,
+    pub total: u64,
+    pub total_pages: u64,
+    pub has_next: bool,
+}
+
+/// `?cursor=&limit=` paging.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CursorPagination {
+    pub limit: u64,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+/// Builds `meta` from the current request's context (or a fresh one outside a request).
+pub fn meta(ctx: Option<&RequestContext>, pagination: Option<Pagination>) -> Meta {
+    let now = Utc::now();
+    match ctx {
+        Some(c) => Meta {
+            correlation_id: c.correlation_id.clone(),
+            timestamp: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            path: c.path.clone(),
+            method: c.method.clone(),
+            response_time_ms: (c.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            pagination,
+        },
+        None => Meta {
+            correlation_id: String::new(),
+            timestamp: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            path: String::new(),
+            method: String::new(),
+            response_time_ms: 0.0,
+            pagination,
+        },
+    }
+}
+
+fn current_meta(pagination: Option<Pagination>) -> Meta {
+    REQUEST.try_with(|c| meta(Some(c), pagination.clone())).unwrap_or_else(|_| meta(None, pagination))
+}
+
+/// The error body for `err` (`ctx` None: taken from the task-local, if any).
+pub fn render_error(err: &ApiError, ctx: Option<&RequestContext>) -> Vec<u8> {
+    let m = match ctx {
+        Some(c) => meta(Some(c), None),
+        None => current_meta(None),
+    };
+    let body = json!({
+        "success": false,
+        "error": {
+            "code": err.code,
+            "message": err.message,
+            "details": err.details,
+            "retryable": err.code.retryable(),
+        },
+        "meta": m,
+    });
+    serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"success\":false}".to_vec())
+}
+
+/// A successful response: status, data, optional paging and ETag.
+#[derive(Debug)]
+pub struct Envelope<T> {
+    status: StatusCode,
+    data: T,
+    pagination: Option<Pagination>,
+    etag: Option<String>,
+}
+
+/// The documented shape of a success body (for OpenAPI).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Success<T> {
+    pub success: bool,
+    pub data: T,
+    pub meta: Meta,
+}
+
+/// The documented shape of an error body (for OpenAPI).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub success: bool,
+    pub error: ErrorDetail,
+    pub meta: Meta,
+}
+
+/// The `error` member of an error body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: super::error::ErrorCode,
+    pub message: String,
+    pub details: Option<serde_json::Value>,
+    pub retryable: bool,
+}
+
+impl<T: Serialize> Envelope<T> {
+    /// 200 with `data`.
+    pub fn ok(data: T) -> Self {
+        Self { status: StatusCode::OK, data, pagination: None, etag: None }
+    }
+
+    /// 201 with `data`.
+    pub fn created(data: T) -> Self {
+        Self { status: StatusCode::CREATED, ..Self::ok(data) }
+    }
+
+    /// 200 with a page of items.
+    pub fn page(data: T, pagination: Pagination) -> Self {
+        Self { pagination: Some(pagination), ..Self::ok(data) }
+    }
+
+    /// Adds an `ETag` header (the resource's version).
+    pub fn etag(mut self, version: i32) -> Self {
+        self.etag = Some(format!("\"{version}\""));
+        self
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a, T> {
+    success: bool,
+    data: &'a T,
+    meta: Meta,
+}
+
+impl<T: Serialize> IntoResponse for Envelope<T> {
+    fn into_response(self) -> Response {
+        let body = Body { success: true, data: &self.data, meta: current_meta(self.pagination) };
+        match serde_json::to_vec(&body) {
+            Ok(bytes) => {
+                let mut res = (self.status, bytes).into_response();
+                res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if let Some(tag) = self.etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                    res.headers_mut().insert(header::ETAG, tag);
+                }
+                res
+            }
+            Err(e) => ApiError::internal(e).into_response(),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! The OpenAPI document's frame: title, security scheme, tags. Paths and schemas come from
+//! the handlers themselves (see [`super::router`]), so the document cannot drift.
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+/// The document's fixed parts.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "LexiFlow API", description = "Legal practice management: firms, users, cases, teams and parties. Every response is enveloped: `{success, data, meta}` or `{success:false, error:{code,message,details,retryable}, meta}`."),
+    modifiers(&BearerAuth),
+    security(("bearerAuth" = [])),
+    tags(
+        (name = "auth", description = "Registration, login, tokens and sessions"),
+        (name = "users", description = "A firm's people (admins only)"),
+        (name = "cases", description = "Matters and their teams"),
+        (name = "parties", description = "Parties to a case"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}

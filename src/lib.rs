@@ -1,0 +1,40 @@
+//! LexiFlow: the back end of a legal practice management system.
+//!
+//! # Layout
+//!
+//! Domains each hold their model (SeaORM entities), operations (plain async functions that
+//! open a transaction, write and commit) and HTTP handlers:
+//!
+//! - [`auth`]: registration, login, refresh-token rotation, sessions, the access-token layer.
+//! - [`users`]: a firm's people and their roles.
+//! - [`cases`]: matters, their teams, and who may see or change them ([`cases::access`]).
+//! - [`parties`]: the parties to a case.
+//!
+//! Infrastructure sits beside them, named for what it is:
+//!
+//! - [`config`]: the one typed configuration, from the environment and `lexiflow.toml`.
+//! - [`db`]: connecting (SQLite or PostgreSQL), migrations, write transactions, error mapping.
+//! - [`http`]: the router (every route in one place), the envelope, the error catalogue,
+//!   extractors whose rejections are our error body, the request-context middleware.
+//! - [`input`]: input hygiene and validation of plain text, rich text, URLs and e-mail.
+//! - [`health`]: liveness and readiness probes.
+//! - [`app`]: the [`app::App`] value that holds every handle; [`server`]: serving it.
+//!
+//! `docs/ARCHITECTURE.md` walks one request from socket to database and back.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod cases;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod firms;
+pub mod health;
+pub mod http;
+pub mod ids;
+pub mod input;
+pub mod parties;
+pub mod server;
+pub mod users;

@@ -1,0 +1,104 @@
+//! `/api/v1/cases/{id}/parties` handlers.
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use serde::Deserialize;
+
+use super::ops::{self, CreateParty, PartyView, UpdateParty};
+use crate::{
+    app::App,
+    auth::Principal,
+    http::{
+        ApiError, ApiResult, AppJson, AppPath, AppQuery, Envelope, IfMatch,
+        envelope::{ErrorBody, Success},
+        pagination::{DEFAULT_LIMIT, MAX_LIMIT},
+    },
+    ids::{CaseId, PartyId},
+};
+
+/// `GET /cases/{id}/parties` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListPartiesQuery {
+    /// Page number, from 1.
+    pub page: Option<u64>,
+    /// Items per page, at most 100.
+    pub limit: Option<u64>,
+}
+
+/// The parties of a case.
+#[utoipa::path(get, path = "/cases/{id}/parties", tag = "parties",
+    params(("id" = CaseId, Path, description = "case id"), ListPartiesQuery),
+    responses((status = 200, body = Success<Vec<PartyView>>), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(case_id): AppPath<CaseId>,
+    AppQuery(q): AppQuery<ListPartiesQuery>,
+) -> ApiResult<Envelope<Vec<PartyView>>> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::field("limit", format!("must be between 1 and {MAX_LIMIT}")));
+    }
+    let (items, pagination) = ops::list(&app, &p, case_id, q.page.unwrap_or(1).max(1), limit).await?;
+    Ok(Envelope::page(items, pagination))
+}
+
+/// Add a party to a case.
+#[utoipa::path(post, path = "/cases/{id}/parties", tag = "parties", request_body = CreateParty,
+    params(("id" = CaseId, Path, description = "case id")),
+    responses((status = 201, body = Success<PartyView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn create(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(case_id): AppPath<CaseId>,
+    AppJson(input): AppJson<CreateParty>,
+) -> ApiResult<Envelope<PartyView>> {
+    let v = ops::create(&app, &p, case_id, input).await?;
+    let version = v.version;
+    Ok(Envelope::created(v).etag(version))
+}
+
+/// One party.
+#[utoipa::path(get, path = "/cases/{id}/parties/{partyId}", tag = "parties",
+    params(("id" = CaseId, Path, description = "case id"), ("partyId" = PartyId, Path, description = "party id")),
+    responses((status = 200, body = Success<PartyView>), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(app): State<App>,
+    p: Principal,
+    AppPath((case_id, id)): AppPath<(CaseId, PartyId)>,
+) -> ApiResult<Envelope<PartyView>> {
+    let v = ops::get(&app, &p, case_id, id).await?;
+    let version = v.version;
+    Ok(Envelope::ok(v).etag(version))
+}
+
+/// Change a party (`If-Match` or `version` guards against lost updates).
+#[utoipa::path(patch, path = "/cases/{id}/parties/{partyId}", tag = "parties", request_body = UpdateParty,
+    params(("id" = CaseId, Path, description = "case id"), ("partyId" = PartyId, Path, description = "party id")),
+    responses((status = 200, body = Success<PartyView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
+pub async fn update(
+    State(app): State<App>,
+    p: Principal,
+    AppPath((case_id, id)): AppPath<(CaseId, PartyId)>,
+    IfMatch(if_match): IfMatch,
+    AppJson(input): AppJson<UpdateParty>,
+) -> ApiResult<Envelope<PartyView>> {
+    let v = ops::update(&app, &p, case_id, id, input, if_match).await?;
+    let version = v.version;
+    Ok(Envelope::ok(v).etag(version))
+}
+
+/// Remove a party from a case (soft delete).
+#[utoipa::path(delete, path = "/cases/{id}/parties/{partyId}", tag = "parties",
+    params(("id" = CaseId, Path, description = "case id"), ("partyId" = PartyId, Path, description = "party id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
+pub async fn delete(
+    State(app): State<App>,
+    p: Principal,
+    AppPath((case_id, id)): AppPath<(CaseId, PartyId)>,
+    IfMatch(if_match): IfMatch,
+) -> ApiResult<impl IntoResponse> {
+    ops::delete(&app, &p, case_id, id, if_match).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,276 @@
+//! Party operations, always through a case the caller can see.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::{Expr, ExprTrait},
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::model::{self as party, PartyKind, PartyType};
+use crate::{
+    app::App,
+    auth::Principal,
+    cases::access::visible_case,
+    clock, db,
+    http::{
+        envelope::{OffsetPagination, Pagination},
+        error::{ApiError, ApiResult, ErrorCode},
+    },
+    ids::{CaseId, PartyId},
+    input::Fields,
+};
+
+const MAX_SHORT: usize = 300;
+const MAX_RICH: usize = 100_000;
+
+/// A party as the API shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartyView {
+    pub id: PartyId,
+    pub case_id: CaseId,
+    pub name: String,
+    pub kind: PartyKind,
+    #[serde(rename = "type")]
+    pub party_type: PartyType,
+    pub role: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    pub website: Option<String>,
+    pub counsel: Option<String>,
+    /// Rich text (an HTML allowlist).
+    pub notes: Option<String>,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<party::Model> for PartyView {
+    fn from(m: party::Model) -> Self {
+        Self {
+            id: PartyId(m.id),
+            case_id: CaseId(m.case_id),
+            name: m.name,
+            kind: m.kind,
+            party_type: m.party_type,
+            role: m.role,
+            email: m.email,
+            phone: m.phone,
+            address: m.address,
+            website: m.website,
+            counsel: m.counsel,
+            notes: m.notes,
+            version: m.version,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// `POST /cases/{id}/parties` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateParty {
+    pub name: String,
+    pub kind: PartyKind,
+    #[serde(rename = "type")]
+    pub party_type: PartyType,
+    pub role: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: Option<String>,
+    /// http(s) only.
+    pub website: Option<String>,
+    pub counsel: Option<String>,
+    pub notes: Option<String>,
+}
+
+/// `PATCH /cases/{id}/parties/{partyId}` body: absent fields stay, `null` clears.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateParty {
+    pub name: Option<String>,
+    pub kind: Option<PartyKind>,
+    #[serde(rename = "type")]
+    pub party_type: Option<PartyType>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub role: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub address: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub website: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub counsel: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub notes: Option<Option<String>>,
+    pub version: Option<i32>,
+}
+
+/// Adds a party to a case the caller may change.
+pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreateParty) -> ApiResult<PartyView> {
+    let mut f = Fields::default();
+    let name = f.text("name", &input.name, MAX_SHORT);
+    let role = f.opt_text("role", input.role.as_deref(), MAX_SHORT);
+    let email = f.opt_email("email", input.email.as_deref());
+    let phone = f.opt_text("phone", input.phone.as_deref(), 50);
+    let address = f.opt_text("address", input.address.as_deref(), 1000);
+    let website = f.opt_url("website", input.website.as_deref());
+    let counsel = f.opt_text("counsel", input.counsel.as_deref(), MAX_SHORT);
+    let notes = f.opt_rich("notes", input.notes.as_deref(), MAX_RICH);
+    f.finish()?;
+    let tx = db::begin_write(&app.db).await?;
+    visible_case(&tx, p, case_id).await?.require_edit()?;
+    let now = clock::now();
+    let m = party::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        firm_id: Set(p.firm_id.0),
+        case_id: Set(case_id.0),
+        name: Set(name),
+        kind: Set(input.kind),
+        party_type: Set(input.party_type),
+        role: Set(role),
+        email: Set(email),
+        phone: Set(phone),
+        address: Set(address),
+        website: Set(website),
+        counsel: Set(counsel),
+        notes: Set(notes),
+        version: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+        deleted_at: Set(None),
+    }
+    .insert(&tx)
+    .await?;
+    tx.commit().await?;
+    Ok(m.into())
+}
+
+fn live(case_id: CaseId) -> sea_orm::Select<party::Entity> {
+    party::Entity::find().filter(party::Column::CaseId.eq(case_id.0)).filter(party::Column::DeletedAt.is_null())
+}
+
+/// The parties of a case the caller can see, oldest first.
+pub async fn list(
+    app: &App,
+    p: &Principal,
+    case_id: CaseId,
+    page: u64,
+    limit: u64,
+) -> ApiResult<(Vec<PartyView>, Pagination)> {
+    visible_case(&app.db, p, case_id).await?;
+    let total = live(case_id).count(&app.db).await?;
+    let rows =
+        live(case_id).order_by_asc(party::Column::Id).offset((page - 1) * limit).limit(limit).all(&app.db).await?;
+    let total_pages = total.div_ceil(limit);
+    Ok((
+        rows.into_iter().map(PartyView::from).collect(),
+        Pagination::Offset(OffsetPagination { page, limit, total, total_pages, has_next: page < total_pages }),
+    ))
+}
+
+async fn find(db: &impl sea_orm::ConnectionTrait, case_id: CaseId, id: PartyId) -> ApiResult<party::Model> {
+    live(case_id).filter(party::Column::Id.eq(id.0)).one(db).await?.ok_or_else(|| ApiError::not_found("party"))
+}
+
+/// One party.
+pub async fn get(app: &App, p: &Principal, case_id: CaseId, id: PartyId) -> ApiResult<PartyView> {
+    visible_case(&app.db, p, case_id).await?;
+    Ok(find(&app.db, case_id, id).await?.into())
+}
+
+fn stale(current: i32) -> ApiError {
+    ApiError::new(ErrorCode::PreconditionFailed, "the party has changed since you read it; re-read and retry")
+        .with_details(serde_json::json!({ "currentVersion": current }))
+}
+
+/// Changes a party, guarded by its version.
+pub async fn update(
+    app: &App,
+    p: &Principal,
+    case_id: CaseId,
+    id: PartyId,
+    input: UpdateParty,
+    if_match: Option<i32>,
+) -> ApiResult<PartyView> {
+    let tx = db::begin_write(&app.db).await?;
+    visible_case(&tx, p, case_id).await?.require_edit()?;
+    let current = find(&tx, case_id, id).await?;
+    let expected = if_match.or(input.version).unwrap_or(current.version);
+    if expected != current.version {
+        return Err(stale(current.version));
+    }
+    let mut f = Fields::default();
+    let mut q = party::Entity::update_many();
+    if let Some(v) = &input.name {
+        q = q.col_expr(party::Column::Name, Expr::value(f.text("name", v, MAX_SHORT)));
+    }
+    if let Some(v) = input.kind {
+        q = q.col_expr(party::Column::Kind, Expr::value(v));
+    }
+    if let Some(v) = input.party_type {
+        q = q.col_expr(party::Column::PartyType, Expr::value(v));
+    }
+    for (col, field, value, max) in [
+        (party::Column::Role, "role", &input.role, MAX_SHORT),
+        (party::Column::Phone, "phone", &input.phone, 50),
+        (party::Column::Address, "address", &input.address, 1000),
+        (party::Column::Counsel, "counsel", &input.counsel, MAX_SHORT),
+    ] {
+        if let Some(v) = value {
+            q = q.col_expr(col, Expr::value(f.opt_text(field, v.as_deref(), max)));
+        }
+    }
+    if let Some(v) = &input.email {
+        q = q.col_expr(party::Column::Email, Expr::value(f.opt_email("email", v.as_deref())));
+    }
+    if let Some(v) = &input.website {
+        q = q.col_expr(party::Column::Website, Expr::value(f.opt_url("website", v.as_deref())));
+    }
+    if let Some(v) = &input.notes {
+        q = q.col_expr(party::Column::Notes, Expr::value(f.opt_rich("notes", v.as_deref(), MAX_RICH)));
+    }
+    f.finish()?;
+    let n = q
+        .col_expr(party::Column::Version, Expr::col(party::Column::Version).add(1))
+        .col_expr(party::Column::UpdatedAt, Expr::value(clock::now()))
+        .filter(party::Column::Id.eq(id.0))
+        .filter(party::Column::Version.eq(expected))
+        .exec(&tx)
+        .await?
+        .rows_affected;
+    if n != 1 {
+        return Err(stale(current.version));
+    }
+    let updated = find(&tx, case_id, id).await?;
+    tx.commit().await?;
+    Ok(updated.into())
+}
+
+/// Removes a party from the case (soft: the row stays for the record).
+pub async fn delete(app: &App, p: &Principal, case_id: CaseId, id: PartyId, if_match: Option<i32>) -> ApiResult<()> {
+    let tx = db::begin_write(&app.db).await?;
+    visible_case(&tx, p, case_id).await?.require_edit()?;
+    let current = find(&tx, case_id, id).await?;
+    let expected = if_match.unwrap_or(current.version);
+    let n = party::Entity::update_many()
+        .col_expr(party::Column::DeletedAt, Expr::value(clock::now()))
+        .col_expr(party::Column::Version, Expr::col(party::Column::Version).add(1))
+        .filter(party::Column::Id.eq(id.0))
+        .filter(party::Column::Version.eq(expected))
+        .exec(&tx)
+        .await?
+        .rows_affected;
+    if n != 1 {
+        return Err(stale(current.version));
+    }
+    tx.commit().await?;
+    Ok(())
+}
