@@ -80,6 +80,7 @@ pub async fn add(app: &App, p: &Principal, id: CaseId, input: AddMember) -> ApiR
         bump_case(&tx, id, Some(Some(u.id))).await?;
     } else {
         add_member(&tx, p, id.0, u.id, input.role).await?;
+        bump_case(&tx, id, None).await?;
     }
     tx.commit().await?;
     list(app, p, id).await

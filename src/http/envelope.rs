@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
-use serde_json::json;
 
 use super::error::ApiError;
 
@@ -100,16 +99,16 @@ pub fn render_error(err: &ApiError, ctx: Option<&RequestContext>) -> Vec<u8> {
         Some(c) => meta(Some(c), None),
         None => current_meta(None),
     };
-    let body = json!({
-        "success": false,
-        "error": {
-            "code": err.code,
-            "message": err.message,
-            "details": err.details,
-            "retryable": err.code.retryable(),
+    let body = ErrorBody {
+        success: false,
+        error: ErrorDetail {
+            code: err.code,
+            message: err.message.to_string(),
+            details: err.details.clone(),
+            retryable: err.code.retryable(),
         },
-        "meta": m,
-    });
+        meta: m,
+    };
     serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"success\":false}".to_vec())
 }
 
