@@ -64,7 +64,7 @@ async fn case_round_trip_from_create_to_soft_delete(b: Backend) {
     assert_eq!(gone.code(), "RESOURCE_NOT_FOUND");
     assert_eq!(t.get("/api/v1/cases", &s.token).await.data().as_array().unwrap().len(), 0);
     // Soft: the row is still there for the legal record.
-    let rows = t.sql(&format!("SELECT deleted_at FROM cases WHERE case_number = '1:26-cv-00042'")).await;
+    let rows = t.sql("SELECT id FROM cases WHERE case_number = '1:26-cv-00042' AND deleted_at IS NOT NULL").await;
     assert_eq!(rows.len(), 1);
 }
 

@@ -1,5 +1,8 @@
 //! API tests: the router driven in process, every suite on SQLite and on PostgreSQL.
 
+// A test binary: a panic is a failed test, which is what unwrap and expect should do here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod auth;
