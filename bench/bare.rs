@@ -1,0 +1,57 @@
+//! The benchmark's floor: a bare axum server that reads the same `cases` rows as LexiFlow,
+//! through the same SeaORM entities and the same pool settings, with no middleware at all —
+//! no authentication, no envelope, no access checks, no logging. `bench/run.sh` loads it and
+//! the full LexiFlow stack side by side on one database and prints the ratio.
+//!
+//! Env: `DATABASE_URL` (the database LexiFlow uses), `PORT`, `DATABASE_MAX_CONNECTIONS`.
+
+#![allow(clippy::print_stdout, clippy::expect_used)]
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::get,
+};
+use lexiflow::{
+    cases::{CaseView, model::case},
+    config::{Config, FileConfig},
+};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+async fn one(State(db): State<DatabaseConnection>, Path(id): Path<Uuid>) -> Result<Json<CaseView>, StatusCode> {
+    match case::Entity::find_by_id(id).one(&db).await {
+        Ok(Some(c)) => Ok(Json(c.into())),
+        Ok(None) => Err(StatusCode::NOT_FOUND),
+        Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn list(State(db): State<DatabaseConnection>) -> Result<Json<Vec<CaseView>>, StatusCode> {
+    case::Entity::find()
+        .filter(case::Column::DeletedAt.is_null())
+        .order_by_desc(case::Column::CreatedAt)
+        .order_by_desc(case::Column::Id)
+        .limit(20)
+        .all(&db)
+        .await
+        .map(|rows| Json(rows.into_iter().map(CaseView::from).collect()))
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+#[tokio::main]
+async fn main() {
+    let env = std::env::vars().collect();
+    let config = Config::from_sources(FileConfig::default(), &env).expect("configuration");
+    let db = lexiflow::db::connect(&config.database).await.expect("database");
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/cases", get(list))
+        .route("/cases/{id}", get(one))
+        .with_state(db);
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3201);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+    println!("bare reference serving on http://127.0.0.1:{port}");
+    axum::serve(listener, app).await.expect("serve");
+}

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# LexiFlow's benchmark command. For each backend (PostgreSQL, SQLite) it starts the release
+# build of LexiFlow on a fresh database, seeds it through the API, starts the bare reference
+# (bench/bare.rs: the same rows through the same ORM and pool, no middleware at all) on the
+# same database, and loads both with wrk, interleaved, in the same run:
+#
+#   get   GET /api/v1/cases/{random seeded id}   (bare: GET /cases/{id})
+#   list  GET /api/v1/cases?limit=20             (bare: GET /cases, newest 20)
+#
+# It prints req/s, p50, p99, non-2xx and peak RSS per run, then medians per stack and the
+# ratio full/bare (target: the full stack keeps at least 60% of the bare throughput).
+#
+#   bench/run.sh                                 # both backends, 2 rounds x 15 s (~6 min)
+#   DUR=5s ROUNDS=1 bench/run.sh                 # a quick look; do not quote these figures
+#   BACKENDS=sqlite bench/run.sh
+#
+# Env: DUR (15s), WARMUP (3s, not recorded), ROUNDS (2), CONNS (64), THREADS (2),
+#      SEED (2000 cases), BACKENDS ("postgres sqlite"), ENDPOINTS ("get list"),
+#      PG_URL (postgres://postgres@127.0.0.1:5432; database lexiflow_bench is re-created),
+#      CARGO_TARGET_DIR ($HOME/.cache/lexiflow-target).
+# Needs: wrk, curl, python3, psql (Debian: apt-get install wrk curl python3 postgresql-client).
+# Output is also kept in bench/.state/run-<time>.txt.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE="$ROOT/bench/.state"
+mkdir -p "$STATE"
+
+DUR=${DUR:-15s}
+WARMUP=${WARMUP:-3s}
+ROUNDS=${ROUNDS:-2}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+SEED=${SEED:-2000}
+BACKENDS=${BACKENDS:-"postgres sqlite"}
+ENDPOINTS=${ENDPOINTS:-"get list"}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+PORT_FULL=${PORT_FULL:-3300}
+PORT_BARE=${PORT_BARE:-3301}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lexiflow-target}
+SECRET="bench-secret-0123456789-0123456789-0123456789"
+
+for c in wrk curl python3 psql cargo; do
+  command -v "$c" >/dev/null || { echo "error: $c not found (Debian: apt-get install wrk curl python3 postgresql-client)" >&2; exit 1; }
+done
+
+OUT="$STATE/run-$(date -u +%Y%m%dT%H%M%SZ).txt"
+RESULTS="$STATE/results.tsv"
+: >"$RESULTS"
+exec > >(tee "$OUT") 2>&1
+
+echo "== LexiFlow benchmark $(date -u +%FT%TZ) on $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== DUR=$DUR ROUNDS=$ROUNDS CONNS=$CONNS THREADS=$THREADS SEED=$SEED BACKENDS=\"$BACKENDS\""
+echo "== building (release)"
+cargo build --release --locked --quiet --manifest-path "$ROOT/Cargo.toml" --bin lexiflow --example bench-bare
+BIN="$CARGO_TARGET_DIR/release/lexiflow"
+BARE="$CARGO_TARGET_DIR/release/examples/bench-bare"
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_http() { # URL PID
+  for _ in $(seq 1 120); do
+    curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.25
+  done
+  return 1
+}
+
+to_ms() { # wrk latency such as 812.00us, 1.23ms, 2.01s -> ms
+  awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'
+}
+
+# run_wrk BACKEND ENDPOINT STACK ROUND PID URL SCRIPT [record]
+run_wrk() {
+  local backend=$1 ep=$2 stack=$3 round=$4 pid=$5 url=$6 script=$7 record=${8:-1}
+  local dur=$DUR raw peak=0 sampler
+  [ "$record" = 1 ] || dur=$WARMUP
+  ( while kill -0 "$pid" 2>/dev/null; do awk '/^VmRSS:/{print $2}' "/proc/$pid/status"; sleep 0.2; done ) >"$STATE/rss.$$" 2>/dev/null &
+  sampler=$!
+  raw=$(wrk -t"$THREADS" -c"$CONNS" -d"$dur" --latency --timeout 5s -s "$script" "$url" 2>&1) || true
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  [ "$record" = 1 ] || return 0
+  peak=$(sort -n "$STATE/rss.$$" | tail -1)
+  echo "$raw" >>"$STATE/wrk-raw.log"
+  local rps p50 p99 non2xx
+  rps=$(echo "$raw" | awk '/^Requests\/sec:/{printf "%.0f", $2}')
+  p50=$(to_ms "$(echo "$raw" | awk '$1=="50%"{print $2}')")
+  p99=$(to_ms "$(echo "$raw" | awk '$1=="99%"{print $2}')")
+  non2xx=$(echo "$raw" | awk '/Non-2xx/{print $NF}')
+  non2xx=${non2xx:-0}
+  printf "%-8s %-5s %-6s round %s  rps %8s  p50 %8s ms  p99 %8s ms  non2xx %6s  peak_rss %6.1f MB\n" \
+    "$backend" "$ep" "$stack" "$round" "$rps" "$p50" "$p99" "$non2xx" "$(awk -v k="${peak:-0}" 'BEGIN{print k/1024}')"
+  printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$backend" "$ep" "$stack" "$round" "$rps" "$p50" "$p99" "$non2xx" "${peak:-0}" >>"$RESULTS"
+}
+
+for backend in $BACKENDS; do
+  echo "== $backend: fresh database"
+  data="$STATE/data-$backend"
+  rm -rf "$data"
+  mkdir -p "$data"
+  if [ "$backend" = postgres ]; then
+    psql -X -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS lexiflow_bench" -c "CREATE DATABASE lexiflow_bench" >/dev/null
+    db_url="$PG_URL/lexiflow_bench"
+  else
+    db_url="sqlite://$data/lexiflow.db?mode=rwc"
+  fi
+
+  APP_ENV=production JWT_SECRET=$SECRET JWT_EXPIRES_IN=4h HOST=127.0.0.1 PORT=$PORT_FULL \
+    DATABASE_URL=$db_url LEXIFLOW_DATA_DIR=$data LOG_FORMAT=json \
+    "$BIN" serve >"$STATE/lexiflow-$backend.log" 2>&1 &
+  full_pid=$!
+  PIDS+=("$full_pid")
+  wait_http "http://127.0.0.1:$PORT_FULL/health/liveness" "$full_pid" || { tail -20 "$STATE/lexiflow-$backend.log"; exit 1; }
+  python3 "$ROOT/bench/seed.py" "http://127.0.0.1:$PORT_FULL" "$STATE" "$SEED"
+  token=$(cat "$STATE/token")
+
+  DATABASE_URL=$db_url LEXIFLOW_DATA_DIR=$data PORT=$PORT_BARE "$BARE" >"$STATE/bare-$backend.log" 2>&1 &
+  bare_pid=$!
+  PIDS+=("$bare_pid")
+  wait_http "http://127.0.0.1:$PORT_BARE/health" "$bare_pid" || { tail -20 "$STATE/bare-$backend.log"; exit 1; }
+
+  for round in $(seq 1 "$ROUNDS"); do
+    for ep in $ENDPOINTS; do
+      for stack in bare full; do
+        if [ "$stack" = bare ]; then pid=$bare_pid; base="http://127.0.0.1:$PORT_BARE"; prefix=/cases/; tok=
+        else pid=$full_pid; base="http://127.0.0.1:$PORT_FULL"; prefix=/api/v1/cases/; tok=$token; fi
+        if [ "$ep" = get ]; then url="$base/"; script="$ROOT/bench/wrk/get.lua"
+        elif [ "$stack" = bare ]; then url="$base/cases"; script="$ROOT/bench/wrk/token.lua"
+        else url="$base/api/v1/cases?limit=20"; script="$ROOT/bench/wrk/token.lua"; fi
+        export TOKEN=$tok GET_PREFIX=$prefix IDS_FILE="$STATE/ids"
+        [ "$round" = 1 ] && [ "$WARMUP" != 0 ] && run_wrk "$backend" "$ep" "$stack" 0 "$pid" "$url" "$script" 0
+        run_wrk "$backend" "$ep" "$stack" "$round" "$pid" "$url" "$script"
+        sleep 1
+      done
+    done
+  done
+  kill "$full_pid" "$bare_pid" 2>/dev/null || true
+  wait "$full_pid" "$bare_pid" 2>/dev/null || true
+done
+
+python3 - "$RESULTS" <<'PY'
+import sys, statistics, collections
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+g = collections.defaultdict(list)
+for b, ep, st, rnd, rps, p50, p99, non2xx, rss in rows:
+    g[(b, ep, st)].append((float(rps or 0), float(p50 or 0), float(p99 or 0), int(non2xx or 0), int(rss or 0)))
+print("\n== summary: median over rounds; errors and peak RSS over all rounds")
+print(f"{'backend':8} {'endpoint':8} {'stack':6} {'req/s':>8} {'p50_ms':>8} {'p99_ms':>8} {'errors':>7} {'peak_rss_MB':>11}")
+for (b, ep, st), v in g.items():
+    print(f"{b:8} {ep:8} {st:6} {statistics.median(x[0] for x in v):8.0f} {statistics.median(x[1] for x in v):8.2f} "
+          f"{statistics.median(x[2] for x in v):8.2f} {sum(x[3] for x in v):7d} {max(x[4] for x in v)/1024:11.1f}")
+print("\n== ratios: full stack / bare handler (req/s); target >= 0.60")
+for (b, ep, st), v in g.items():
+    if st != "full" or (b, ep, "bare") not in g:
+        continue
+    full = statistics.median(x[0] for x in v)
+    bare = statistics.median(x[0] for x in g[(b, ep, "bare")])
+    r = full / bare if bare else 0
+    print(f"{b:8} {ep:8} full/bare = {r:5.2f}  {'ok' if r >= 0.60 else 'BELOW TARGET'}")
+PY
