@@ -6,11 +6,14 @@ use std::{
 };
 
 use sea_orm::DatabaseConnection;
+use secrecy::ExposeSecret;
 
 use crate::{
     auth::{password::Passwords, tokens::TokenKeys},
     config::{Config, ConfigError},
     db,
+    ratelimit::Limiter,
+    redis_link::RedisLink,
 };
 
 /// Shared application state.
@@ -24,6 +27,9 @@ pub struct AppInner {
     pub db: DatabaseConnection,
     pub tokens: TokenKeys,
     pub passwords: Passwords,
+    /// The shared Redis connection, when configured.
+    pub redis: Option<Arc<RedisLink>>,
+    pub limiter: Limiter,
     /// Set when SIGTERM/SIGINT arrives: readiness turns 503 so load balancers stop sending.
     pub shutting_down: AtomicBool,
 }
@@ -46,6 +52,8 @@ pub enum StartError {
     Migrate(sea_orm::DbErr),
     #[error("password hashing parameters are invalid: {0}")]
     Argon2(String),
+    #[error("REDIS_URL is not usable: {0}")]
+    Redis(redis::RedisError),
 }
 
 impl App {
@@ -63,6 +71,22 @@ impl App {
             config.auth.jwt_secret.clone().ok_or_else(|| ConfigError::Insecure("no JWT secret was resolved".into()))?;
         let tokens = TokenKeys::new(&secret, config.auth.access_ttl, config.auth.refresh_ttl);
         let passwords = Passwords::new(config.auth.argon2).map_err(StartError::Argon2)?;
-        Ok(App(Arc::new(AppInner { config, db, tokens, passwords, shutting_down: AtomicBool::new(false) })))
+        let redis = match &config.redis_url {
+            Some(url) => Some(Arc::new(
+                RedisLink::new(url.expose_secret(), config.redis_prefix.clone(), config.redis_breaker)
+                    .map_err(StartError::Redis)?,
+            )),
+            None => None,
+        };
+        let limiter = Limiter::new(redis.clone());
+        Ok(App(Arc::new(AppInner {
+            config,
+            db,
+            tokens,
+            passwords,
+            redis,
+            limiter,
+            shutting_down: AtomicBool::new(false),
+        })))
     }
 }

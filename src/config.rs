@@ -15,6 +15,8 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::{http::client_ip::Cidr, ratelimit::Quota};
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -63,6 +65,64 @@ pub struct Config {
     pub max_json_body: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `REDIS_URL` (or `REDIS_HOST/PORT/PASSWORD`); None in the embedded default or `DEMO_MODE`.
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key (`lexiflow:`); tests give each app its own.
+    pub redis_prefix: String,
+    /// The circuit breaker in front of Redis.
+    pub redis_breaker: crate::resilience::BreakerConfig,
+    pub throttle: ThrottleConfig,
+    pub security: SecurityConfig,
+}
+
+/// Rate limits. The global one comes from `THROTTLE_LIMIT` per `THROTTLE_TTL` ms; the
+/// per-route ones are stricter and fixed here (tests and benchmarks adjust the struct).
+#[derive(Clone, Copy, Debug)]
+pub struct ThrottleConfig {
+    pub enabled: bool,
+    /// Every route but probes, metrics and docs, per user (or per address when anonymous).
+    pub global: Quota,
+    /// `POST /auth/login`, per client address.
+    pub login_ip: Quota,
+    /// `POST /auth/login`, per e-mail address tried, whatever address it comes from.
+    pub login_email: Quota,
+    /// `POST /auth/register`, per client address.
+    pub register: Quota,
+    /// `POST /auth/refresh`, per client address.
+    pub refresh: Quota,
+    /// Routes that hash a password (creating users), per user.
+    pub password: Quota,
+}
+
+/// Headers, deadlines, proxies and the brute-force defence.
+#[derive(Clone, Debug)]
+pub struct SecurityConfig {
+    /// `SECURITY_LAYER=off` (refused in production) turns off headers, rate limits and the
+    /// request deadline, for the benchmark's with-versus-without comparison only.
+    pub enabled: bool,
+    /// `Strict-Transport-Security` max-age; on (one year) by default in production.
+    pub hsts_max_age: Option<u64>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// A request not answered within this ends in 408.
+    pub request_timeout: Duration,
+    /// Deepest JSON nesting accepted in a request body.
+    pub max_json_depth: usize,
+    pub lockout: LockoutConfig,
+}
+
+/// Failed logins per account: slowed down, then locked for a while.
+#[derive(Clone, Copy, Debug)]
+pub struct LockoutConfig {
+    /// Failures in a row after which every further attempt waits first.
+    pub slowdown_after: u32,
+    /// The first wait; it doubles with each further failure, up to `slowdown_max`.
+    pub slowdown_base: Duration,
+    pub slowdown_max: Duration,
+    /// Failures in a row that lock the account.
+    pub threshold: u32,
+    /// How long a lock lasts.
+    pub duration: Duration,
 }
 
 /// Which database and how many connections.
@@ -126,6 +186,16 @@ pub struct FileConfig {
     pub max_json_body: Option<usize>,
     pub shutdown_grace_seconds: Option<u64>,
     pub argon2: Option<Argon2Cost>,
+    pub redis_url: Option<String>,
+    pub demo_mode: Option<bool>,
+    pub throttle_ttl: Option<u64>,
+    pub throttle_limit: Option<u32>,
+    pub trusted_proxies: Option<String>,
+    pub hsts_max_age: Option<u64>,
+    pub request_timeout_seconds: Option<u64>,
+    pub max_json_depth: Option<usize>,
+    pub login_lockout_threshold: Option<u32>,
+    pub login_lockout_seconds: Option<u64>,
 }
 
 /// Secrets that ship in examples and tutorials; refused in production.
@@ -208,10 +278,18 @@ impl Config {
             "REFRESH_TOKEN_EXPIRES_IN",
             &get("REFRESH_TOKEN_EXPIRES_IN").or(file.refresh_token_expires_in).unwrap_or_else(|| "30d".into()),
         )?;
-        let cors_origins = get("CORS_ORIGIN")
+        let cors_origins: Vec<String> = get("CORS_ORIGIN")
             .or(file.cors_origin)
             .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
+        for o in &cors_origins {
+            let ok = o == "*"
+                || (url::Url::parse(o).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.path() == "/")
+                    && !o.ends_with('/'));
+            if !ok {
+                return Err(invalid("CORS_ORIGIN", &format!("{o:?} is not an origin such as https://app.example.com")));
+            }
+        }
         let log_format = match get("LOG_FORMAT") {
             Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
             Some(v) if v.eq_ignore_ascii_case("pretty") || v.eq_ignore_ascii_case("text") => LogFormat::Pretty,
@@ -231,6 +309,62 @@ impl Config {
             None => file.shutdown_grace_seconds.unwrap_or(30),
         });
 
+        let demo_mode = match get("DEMO_MODE") {
+            Some(v) => parse_bool("DEMO_MODE", &v)?,
+            None => file.demo_mode.unwrap_or(false),
+        };
+        let redis_url = match get("REDIS_URL").or(file.redis_url) {
+            Some(u) => Some(u),
+            None => get("REDIS_HOST").map(|host| {
+                let port = get("REDIS_PORT").unwrap_or_else(|| "6379".into());
+                match get("REDIS_PASSWORD") {
+                    Some(p) => {
+                        let p = url::form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>();
+                        format!("redis://:{p}@{host}:{port}")
+                    }
+                    None => format!("redis://{host}:{port}"),
+                }
+            }),
+        };
+        if let Some(u) = &redis_url
+            && !(u.starts_with("redis://") || u.starts_with("rediss://"))
+        {
+            return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
+        }
+        let redis_url = if demo_mode { None } else { redis_url.map(SecretString::from) };
+
+        let throttle_ttl: u64 = num(&get, "THROTTLE_TTL", file.throttle_ttl, 60_000)?;
+        let throttle_limit: u32 = num(&get, "THROTTLE_LIMIT", file.throttle_limit, 100)?;
+        if throttle_ttl == 0 || throttle_limit == 0 {
+            return Err(invalid("THROTTLE_TTL", "THROTTLE_TTL and THROTTLE_LIMIT must be more than zero"));
+        }
+        let security_enabled = match get("SECURITY_LAYER") {
+            Some(v) if v.eq_ignore_ascii_case("off") => false,
+            Some(v) if v.eq_ignore_ascii_case("on") => true,
+            Some(_) => return Err(invalid("SECURITY_LAYER", "use on or off")),
+            None => true,
+        };
+        if !security_enabled && app_env == AppEnv::Production {
+            return Err(ConfigError::Insecure("SECURITY_LAYER=off is refused in production".into()));
+        }
+        let trusted_proxies = get("TRUSTED_PROXIES")
+            .or(file.trusted_proxies)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                Cidr::parse(s).ok_or_else(|| invalid("TRUSTED_PROXIES", &format!("{s:?} is not an address or block")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let hsts_default = if app_env == AppEnv::Production { 31_536_000 } else { 0 };
+        let hsts: u64 = num(&get, "HSTS_MAX_AGE", file.hsts_max_age, hsts_default)?;
+        let request_timeout =
+            Duration::from_secs(num(&get, "REQUEST_TIMEOUT_SECONDS", file.request_timeout_seconds, 30)?);
+        let max_json_depth = num(&get, "MAX_JSON_DEPTH", file.max_json_depth, 32)?;
+        let lock_threshold: u32 = num(&get, "LOGIN_LOCKOUT_THRESHOLD", file.login_lockout_threshold, 10)?;
+        let lock_secs: u64 = num(&get, "LOGIN_LOCKOUT_SECONDS", file.login_lockout_seconds, 900)?;
+
         Ok(Config {
             env: app_env,
             host,
@@ -247,6 +381,32 @@ impl Config {
             log_format,
             max_json_body,
             shutdown_grace,
+            redis_url,
+            redis_prefix: "lexiflow:".into(),
+            redis_breaker: crate::resilience::BreakerConfig::default(),
+            throttle: ThrottleConfig {
+                enabled: security_enabled,
+                global: Quota { limit: throttle_limit, period: Duration::from_millis(throttle_ttl) },
+                login_ip: Quota::per_seconds(5, 60),
+                login_email: Quota::per_seconds(5, 60),
+                register: Quota::per_seconds(5, 3600),
+                refresh: Quota::per_seconds(30, 60),
+                password: Quota::per_seconds(30, 60),
+            },
+            security: SecurityConfig {
+                enabled: security_enabled,
+                hsts_max_age: (hsts > 0).then_some(hsts),
+                trusted_proxies,
+                request_timeout,
+                max_json_depth,
+                lockout: LockoutConfig {
+                    slowdown_after: 3,
+                    slowdown_base: Duration::from_millis(250),
+                    slowdown_max: Duration::from_secs(4),
+                    threshold: lock_threshold.max(1),
+                    duration: Duration::from_secs(lock_secs),
+                },
+            },
         })
     }
 
@@ -298,6 +458,27 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
+}
+
+/// A number from the environment, else the file, else the default.
+fn num<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    file: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(name) {
+        Some(v) => v.trim().parse().map_err(|_| invalid(name, "not a valid number")),
+        None => Ok(file.unwrap_or(default)),
+    }
+}
+
+fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(name, "use true or false")),
+    }
 }
 
 fn invalid(name: &'static str, reason: &str) -> ConfigError {
@@ -398,6 +579,36 @@ mod tests {
         let mut b = Config::from_sources(FileConfig::default(), &e).unwrap();
         b.resolve_secrets().unwrap();
         assert_eq!(a.auth.jwt_secret.unwrap().expose_secret(), b.auth.jwt_secret.unwrap().expose_secret());
+    }
+
+    #[test]
+    fn redis_comes_from_url_or_parts_and_demo_mode_turns_it_off() {
+        let c =
+            Config::from_sources(FileConfig::default(), &env(&[("REDIS_HOST", "cache"), ("REDIS_PASSWORD", "p w")]))
+                .unwrap();
+        assert_eq!(c.redis_url.unwrap().expose_secret(), "redis://:p+w@cache:6379");
+        let c = Config::from_sources(
+            FileConfig::default(),
+            &env(&[("REDIS_URL", "redis://127.0.0.1:6379"), ("DEMO_MODE", "true")]),
+        )
+        .unwrap();
+        assert!(c.redis_url.is_none());
+        assert!(Config::from_sources(FileConfig::default(), &env(&[("REDIS_URL", "http://x")])).is_err());
+    }
+
+    #[test]
+    fn throttle_takes_the_seed_names_and_the_security_layer_stays_on_in_production() {
+        let c = Config::from_sources(FileConfig::default(), &env(&[("THROTTLE_TTL", "1000"), ("THROTTLE_LIMIT", "7")]))
+            .unwrap();
+        assert_eq!(c.throttle.global, Quota { limit: 7, period: Duration::from_secs(1) });
+        assert!(c.security.hsts_max_age.is_none());
+        let prod = env(&[("APP_ENV", "production"), ("SECURITY_LAYER", "off")]);
+        assert!(matches!(Config::from_sources(FileConfig::default(), &prod), Err(ConfigError::Insecure(_))));
+        let prod = Config::from_sources(FileConfig::default(), &env(&[("APP_ENV", "production")])).unwrap();
+        assert_eq!(prod.security.hsts_max_age, Some(31_536_000));
+        assert!(Config::from_sources(FileConfig::default(), &env(&[("TRUSTED_PROXIES", "10.0.0.0/8, nope")])).is_err());
+        assert!(Config::from_sources(FileConfig::default(), &env(&[("CORS_ORIGIN", "*")])).is_ok());
+        assert!(Config::from_sources(FileConfig::default(), &env(&[("CORS_ORIGIN", "javascript:x")])).is_err());
     }
 
     #[test]

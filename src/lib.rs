@@ -18,6 +18,9 @@
 //!   extractors whose rejections are our error body, the request-context middleware.
 //! - [`input`]: input hygiene and validation of plain text, rich text, URLs and e-mail.
 //! - [`health`]: liveness and readiness probes.
+//! - [`ratelimit`]: GCRA rate limits, in process or shared through Redis.
+//! - [`resilience`]: timeouts and circuit breakers for calls leaving the process.
+//! - [`redis_link`]: the shared Redis connection of the scale-out shape.
 //! - [`app`]: the [`app::App`] value that holds every handle; [`server`]: serving it.
 //!
 //! `docs/ARCHITECTURE.md` walks one request from socket to database and back.
@@ -36,5 +39,8 @@ pub mod http;
 pub mod ids;
 pub mod input;
 pub mod parties;
+pub mod ratelimit;
+pub mod redis_link;
+pub mod resilience;
 pub mod server;
 pub mod users;

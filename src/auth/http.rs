@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use axum::{
     extract::{ConnectInfo, FromRequestParts, State},
     http::{StatusCode, request::Parts},
-    response::IntoResponse,
+    response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 
@@ -15,11 +15,13 @@ use super::{
 };
 use crate::{
     app::App,
+    http::client_ip::ClientIp,
     http::{
         ApiResult, AppJson, AppPath, Envelope,
         envelope::{ErrorBody, Success},
     },
     ids::SessionId,
+    ratelimit,
     users::UserView,
 };
 
@@ -29,7 +31,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(ClientInfo {
             user_agent: parts.headers.get(::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
-            ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()),
+            ip: parts
+                .extensions
+                .get::<ClientIp>()
+                .map(|c| c.0)
+                .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+                .map(|ip| ip.to_string()),
         })
     }
 }
@@ -61,16 +68,24 @@ pub async fn register(
     Ok(Envelope::created(ops::register(&app, input, client).await?))
 }
 
-/// Log in with e-mail and password.
+/// Log in with e-mail and password. Limited per client address and per e-mail address;
+/// repeated failures for one address slow it down and then lock it for a while.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", security(()),
     request_body = LoginInput,
-    responses((status = 200, body = Success<AuthTokens>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Success<AuthTokens>), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(app): State<App>,
     client: ClientInfo,
     AppJson(input): AppJson<LoginInput>,
-) -> ApiResult<Envelope<AuthTokens>> {
-    Ok(Envelope::ok(ops::login(&app, &input.email, input.password, client).await?))
+) -> ApiResult<Response> {
+    let key = ops::login_key(&input.email);
+    let decision = match ratelimit::enforce(&app, "login_email", &key, app.config.throttle.login_email).await {
+        Ok(d) => d,
+        Err(refused) => return Ok(refused),
+    };
+    let mut res = Envelope::ok(ops::login(&app, &input.email, input.password, client).await?).into_response();
+    ratelimit::set_headers(res.headers_mut(), "login_email", &decision);
+    Ok(res)
 }
 
 /// Exchange a refresh token for a new pair. Reusing a rotated token ends the session.

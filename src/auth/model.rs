@@ -49,3 +49,25 @@ pub mod refresh_token {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// The `login_attempts` table: failed logins in a row per e-mail address tried (whether or
+/// not it has an account, so the work done reveals nothing), and the lock they led to.
+pub mod login_attempt {
+    use sea_orm::entity::prelude::*;
+
+    /// Failures since the last success or lock, and the lock's end.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "login_attempts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub email: String,
+        pub failures: i32,
+        pub locked_until: Option<DateTimeUtc>,
+        pub last_failure_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

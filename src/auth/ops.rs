@@ -2,14 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    sea_query::{Expr, OnConflict},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
     Principal,
-    model::{refresh_token, session},
+    model::{login_attempt, refresh_token, session},
     password::password_problem,
     tokens::{hash_refresh_token, new_refresh_token},
 };
@@ -127,29 +128,94 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(ErrorCode::AuthInvalidCredentials, ErrorCode::AuthInvalidCredentials.default_message())
 }
 
-/// Checks e-mail and password; a wrong e-mail, a wrong password and a suspended account get
-/// the same answer after the same work.
+/// The key failed logins are counted under: the address as typed, normalised and bounded.
+pub fn login_key(email: &str) -> String {
+    crate::input::plain(email).trim().to_lowercase().chars().take(320).collect()
+}
+
+/// Checks e-mail and password; a wrong e-mail, a wrong password, a suspended account and a
+/// locked one get the same answer after the same work.
+///
+/// Brute-force defence, per address tried and whatever client address it comes from: after
+/// `slowdown_after` failures in a row every attempt waits first (doubling, capped); after
+/// `threshold` failures the address is locked for `duration`, during which even the right
+/// password is refused. Success clears the count.
 pub async fn login(app: &App, email: &str, password: String, client: ClientInfo) -> ApiResult<AuthTokens> {
-    let email = crate::input::plain(email).trim().to_lowercase();
-    let found = user::Entity::find().filter(user::Column::Email.eq(email)).one(&app.db).await?;
+    let key = login_key(email);
+    let lock = app.config.security.lockout;
+    let now = clock::now();
+    let attempt = login_attempt::Entity::find_by_id(key.clone()).one(&app.db).await?;
+    let locked = attempt.as_ref().and_then(|a| a.locked_until).is_some_and(|t| t > now);
+    let failures = attempt.as_ref().map(|a| u32::try_from(a.failures).unwrap_or(0)).unwrap_or(0);
+    if failures >= lock.slowdown_after {
+        let doublings = (failures - lock.slowdown_after).min(16);
+        let wait = lock.slowdown_base.saturating_mul(1 << doublings).min(lock.slowdown_max);
+        tokio::time::sleep(wait).await;
+    }
+    let found = user::Entity::find().filter(user::Column::Email.eq(key.as_str())).one(&app.db).await?;
     let ok = app.passwords.verify(password, found.as_ref().map(|u| u.password_hash.clone())).await?;
     let u = match found {
-        Some(u) if ok && u.status == UserStatus::Active => u,
-        _ => {
-            tracing::info!(reason = "invalid_credentials", "login refused");
+        Some(u) if ok && !locked && u.status == UserStatus::Active => u,
+        found => {
+            let reason = if locked { "locked" } else { "invalid_credentials" };
+            metrics::counter!("lexiflow_auth_failures_total", "reason" => reason).increment(1);
+            if !locked && record_failure(app, &key).await? {
+                tracing::warn!(user_id = found.map(|u| u.id.to_string()), "login locked after repeated failures");
+            }
+            tracing::info!(reason, "login refused");
             return Err(invalid_credentials());
         }
     };
-    let now = clock::now();
     let tx = db::begin_write(&app.db).await?;
     user::Entity::update_many()
         .col_expr(user::Column::LastLoginAt, Expr::value(now))
         .filter(user::Column::Id.eq(u.id))
         .exec(&tx)
         .await?;
+    if attempt.is_some() {
+        login_attempt::Entity::delete_by_id(key).exec(&tx).await?;
+    }
     let tokens = start_session(app, &tx, &u, client).await?;
     tx.commit().await?;
     Ok(tokens)
+}
+
+/// Counts a failed login for `key`; returns true when this failure locked it.
+async fn record_failure(app: &App, key: &str) -> ApiResult<bool> {
+    use sea_orm::sea_query::ExprTrait as _;
+    let lock = app.config.security.lockout;
+    let now = clock::now();
+    let tx = db::begin_write(&app.db).await?;
+    login_attempt::Entity::insert(login_attempt::ActiveModel {
+        email: Set(key.to_owned()),
+        failures: Set(1),
+        locked_until: Set(None),
+        last_failure_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(login_attempt::Column::Email)
+            .value(
+                login_attempt::Column::Failures,
+                // Qualified: inside ON CONFLICT, PostgreSQL would find `failures` ambiguous.
+                Expr::col((login_attempt::Entity, login_attempt::Column::Failures)).add(1),
+            )
+            .value(login_attempt::Column::LastFailureAt, Expr::value(now))
+            .to_owned(),
+    )
+    .exec_without_returning(&tx)
+    .await?;
+    let until = now + chrono::Duration::from_std(lock.duration).map_err(ApiError::internal)?;
+    let locked_now = login_attempt::Entity::update_many()
+        .col_expr(login_attempt::Column::LockedUntil, Expr::value(until))
+        .col_expr(login_attempt::Column::Failures, Expr::value(0))
+        .filter(login_attempt::Column::Email.eq(key))
+        .filter(login_attempt::Column::Failures.gte(lock.threshold as i32))
+        .exec(&tx)
+        .await?
+        .rows_affected
+        == 1;
+    tx.commit().await?;
+    Ok(locked_now)
 }
 
 /// Opens a session for `u` and issues its first token pair.

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 
 use crate::{config::Argon2Cost, http::error::ApiError};
@@ -19,6 +21,9 @@ pub const MAX_PASSWORD_CHARS: usize = 256;
 pub struct Passwords {
     params: Params,
     dummy_hash: Arc<String>,
+    /// Bounds concurrent hashing: each one holds `memory_kib` of memory and a blocking
+    /// thread, so a flood of logins queues here instead of exhausting memory.
+    permits: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -33,12 +38,14 @@ impl Passwords {
         let params =
             Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None).map_err(|e| e.to_string())?;
         let dummy = hash_with(&params, "dummy password for unknown accounts").map_err(|e| e.to_string())?;
-        Ok(Self { params, dummy_hash: Arc::new(dummy) })
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(Self { params, dummy_hash: Arc::new(dummy), permits: Arc::new(Semaphore::new(cores * 2)) })
     }
 
     /// Hashes a password (PHC string).
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
         let params = self.params.clone();
+        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
         tokio::task::spawn_blocking(move || hash_with(&params, &password))
             .await
             .map_err(ApiError::internal)?
@@ -49,12 +56,16 @@ impl Passwords {
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
         let exists = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
+        // No stored password is longer than the maximum: refuse after the same work.
+        let too_long = password.chars().count() > MAX_PASSWORD_CHARS;
+        let password = if too_long { String::from("x") } else { password };
+        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
         let ok = tokio::task::spawn_blocking(move || {
             Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok()
         })
         .await
         .map_err(ApiError::internal)?;
-        Ok(ok && exists)
+        Ok(ok && exists && !too_long)
     }
 }
 

@@ -21,6 +21,8 @@ pub struct CaseAccess {
     pub team_role: Option<TeamRole>,
     privileged: bool,
     may_edit: bool,
+    /// The caller's firm role may lead cases (a lead demoted to paralegal no longer manages).
+    may_lead: bool,
 }
 
 impl CaseAccess {
@@ -35,7 +37,7 @@ impl CaseAccess {
 
     /// Refuses callers who may not manage the team or delete the case.
     pub fn require_manage(&self) -> ApiResult<()> {
-        if self.privileged || (self.may_edit && self.team_role == Some(TeamRole::LeadAttorney)) {
+        if self.privileged || (self.may_lead && self.team_role == Some(TeamRole::LeadAttorney)) {
             Ok(())
         } else {
             Err(ApiError::forbidden("only an admin, a partner or the lead attorney may do this"))
@@ -61,5 +63,11 @@ pub async fn visible_case(db: &impl ConnectionTrait, p: &Principal, id: CaseId) 
     if !privileged && team_role.is_none() {
         return Err(ApiError::not_found("case"));
     }
-    Ok(CaseAccess { case: found, team_role, privileged, may_edit: p.role.may_edit_cases() })
+    Ok(CaseAccess {
+        case: found,
+        team_role,
+        privileged,
+        may_edit: p.role.may_edit_cases(),
+        may_lead: p.role.may_lead_cases(),
+    })
 }

@@ -49,7 +49,23 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         received_at: Utc::now(),
     });
 
-    let mut res = REQUEST.scope(ctx.clone(), next.run(req)).await;
+    // A panicking handler becomes a 500 in our body and a log line, not a dropped connection.
+    let run = std::panic::AssertUnwindSafe(REQUEST.scope(ctx.clone(), next.run(req)));
+    let mut res = match futures_util::FutureExt::catch_unwind(run).await {
+        Ok(res) => res,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let err = ApiError::internal(std::io::Error::other(format!("handler panicked: {what}")));
+            let mut res = (err.code.status(), render_error(&err, Some(&ctx))).into_response();
+            res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res.extensions_mut().insert(err);
+            res
+        }
+    };
 
     let status = res.status();
     let error = res.extensions_mut().remove::<ApiError>();
@@ -63,7 +79,13 @@ pub async fn request_context(req: Request, next: Next) -> Response {
             );
         }
         Some(_) => {}
-        None if status.is_client_error() || status.is_server_error() => {
+        // Health probes answer 503 with their own JSON body: leave bodies that are already JSON.
+        None if (status.is_client_error() || status.is_server_error())
+            && res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_none_or(|v| !v.as_bytes().starts_with(b"application/json")) =>
+        {
             // Produced outside our handlers (no route, wrong method, a layer's own rejection):
             // replace the framework's body with ours, keeping headers such as `Allow`.
             let code = ErrorCode::for_status(status);

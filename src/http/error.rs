@@ -209,9 +209,9 @@ impl std::error::Error for ApiError {}
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl IntoResponse for ApiError {
-    /// Produces a placeholder carrying the error in its extensions; the request-context
-    /// middleware renders the body (it knows the correlation id, path and timing) and logs the
-    /// cause. Outside that middleware the placeholder still has the right status and a body.
+    /// Renders the error body (its `meta` comes from the request's task-local context) and
+    /// keeps the error in the response's extensions, so the request-context middleware logs
+    /// the cause of a 5xx once and records the code on the request's log line.
     fn into_response(self) -> Response {
         let status = self.code.status();
         let mut res = (status, crate::http::envelope::render_error(&self, None)).into_response();

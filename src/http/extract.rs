@@ -7,21 +7,79 @@ use axum::{
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorCode};
+use crate::app::App;
 
 /// JSON body. Unknown fields are refused by the body types themselves
 /// (`#[serde(deny_unknown_fields)]`), so a smuggled `role` is an error, never ignored.
+/// The content type must be JSON, the body within `MAX_JSON_BODY` and its nesting within
+/// `MAX_JSON_DEPTH` — checked on the raw bytes before anything is parsed.
 #[derive(Debug)]
 pub struct AppJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+impl<T: DeserializeOwned> FromRequest<App> for AppJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+    async fn from_request(req: Request, app: &App) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the body as application/json (Content-Type: application/json)",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, app).await.map_err(|e| {
+            if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+            } else {
+                ApiError::new(ErrorCode::ValidationFailed, "the request body could not be read")
+            }
+        })?;
+        let max = app.config.security.max_json_depth;
+        if nesting_depth(&bytes) > max {
+            return Err(ApiError::new(
+                ErrorCode::ValidationFailed,
+                format!("the body is nested more than {max} levels deep"),
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(AppJson(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `application/json` or any `application/*+json`, parameters ignored.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(ct) = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The deepest nesting of arrays and objects in a JSON text (strings skipped).
+pub fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
@@ -106,5 +164,18 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         tag.parse::<i32>()
             .map(|n| IfMatch(Some(n)))
             .map_err(|_| ApiError::field("If-Match", "not an ETag this server issued"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_depth;
+
+    #[test]
+    fn depth_counts_containers_and_ignores_brackets_in_strings() {
+        assert_eq!(nesting_depth(br#"{"a":1}"#), 1);
+        assert_eq!(nesting_depth(br#"{"a":[{"b":[]}]}"#), 4);
+        assert_eq!(nesting_depth(br#"{"a":"[[[[{{{{\"[["}"#), 1);
+        assert_eq!(nesting_depth(&b"[".repeat(10_000)), 10_000);
     }
 }

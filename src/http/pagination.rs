@@ -14,6 +14,8 @@ use super::error::ApiError;
 
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: u64 = 100;
+/// Highest page number accepted (deep offsets are slow; use cursors).
+pub const MAX_PAGE: u64 = 100_000;
 /// Page size when none is asked for.
 pub const DEFAULT_LIMIT: u64 = 20;
 
@@ -86,6 +88,9 @@ impl PageRequest {
             (_, Some("")) => Ok(PageRequest::Cursor { after: None, limit }),
             (_, Some(c)) => Ok(PageRequest::Cursor { after: Some(Cursor::decode(c, sort)?), limit }),
             (Some(0), None) => Err(ApiError::field("page", "pages start at 1")),
+            (Some(p), None) if p > MAX_PAGE => {
+                Err(ApiError::field("page", format!("must be at most {MAX_PAGE}; use cursor paging to go deeper")))
+            }
             (page, None) => Ok(PageRequest::Offset { page: page.unwrap_or(1), limit }),
         }
     }
@@ -109,6 +114,7 @@ mod tests {
         assert!(PageRequest::parse(None, Some(101), None, "x").is_err());
         assert!(PageRequest::parse(None, Some(0), None, "x").is_err());
         assert!(PageRequest::parse(Some(0), None, None, "x").is_err());
+        assert!(PageRequest::parse(Some(u64::MAX), None, None, "x").is_err());
         assert_eq!(PageRequest::parse(None, None, None, "x").unwrap(), PageRequest::Offset { page: 1, limit: 20 });
         assert_eq!(
             PageRequest::parse(None, Some(5), Some(""), "x").unwrap(),

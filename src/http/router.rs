@@ -1,7 +1,8 @@
 //! Every route of the server, in one place: the API's table of contents.
 //!
 //! Routes are public only when listed under "public"; everything else sits behind
-//! [`require_auth`], applied to the whole protected group at once.
+//! [`require_auth`], applied to the whole protected group at once. Per-route rate limits
+//! (the seed's `@RateLimit`) are declared here, next to the routes they guard.
 
 use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
 use http::{HeaderName, HeaderValue, Method, header};
@@ -11,17 +12,43 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
+    client_ip,
     context::{CORRELATION_ID, RESPONSE_TIME, not_found, request_context},
     openapi::ApiDoc,
+    security,
 };
-use crate::{app::App, auth, auth::require_auth, cases, health, parties, users};
+use crate::{
+    app::App,
+    auth,
+    auth::require_auth,
+    cases,
+    config::ThrottleConfig,
+    health, parties,
+    ratelimit::{By, RoutePolicy, global_limit, route_limit},
+    users,
+};
+
+/// Login: 5 a minute per client address (and, in the handler, 5 a minute per e-mail).
+const LOGIN: RoutePolicy = RoutePolicy { name: "login", quota: |t: &ThrottleConfig| t.login_ip, by: By::Ip };
+/// Registering a firm: a handful an hour per address.
+const REGISTER: RoutePolicy = RoutePolicy { name: "register", quota: |t: &ThrottleConfig| t.register, by: By::Ip };
+/// Refreshing tokens: stricter than the global limit.
+const REFRESH: RoutePolicy = RoutePolicy { name: "refresh", quota: |t: &ThrottleConfig| t.refresh, by: By::Ip };
+
+/// Puts a route policy on `router` when serving (`app` is None when only documenting).
+fn limited(router: OpenApiRouter<App>, app: Option<&App>, policy: RoutePolicy) -> OpenApiRouter<App> {
+    match app {
+        Some(app) => router.route_layer(middleware::from_fn_with_state((app.clone(), policy), route_limit)),
+        None => router,
+    }
+}
 
 /// Routes anyone may call.
-fn public_api() -> OpenApiRouter<App> {
+fn public_api(app: Option<&App>) -> OpenApiRouter<App> {
     OpenApiRouter::new()
-        .routes(routes!(auth::http::register))
-        .routes(routes!(auth::http::login))
-        .routes(routes!(auth::http::refresh))
+        .merge(limited(OpenApiRouter::new().routes(routes!(auth::http::register)), app, REGISTER))
+        .merge(limited(OpenApiRouter::new().routes(routes!(auth::http::login)), app, LOGIN))
+        .merge(limited(OpenApiRouter::new().routes(routes!(auth::http::refresh)), app, REFRESH))
 }
 
 /// Routes that need a valid access token.
@@ -48,14 +75,14 @@ fn protected_api() -> OpenApiRouter<App> {
 /// The OpenAPI document, built from the same handlers the router serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     OpenApiRouter::<App>::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", public_api().merge(protected_api()))
+        .nest("/api/v1", public_api(None).merge(protected_api()))
         .into_openapi()
 }
 
 /// The whole HTTP application.
 pub fn build(app: App) -> Router {
-    let api =
-        public_api().merge(protected_api().route_layer(middleware::from_fn_with_state(app.clone(), require_auth)));
+    let api = public_api(Some(&app))
+        .merge(protected_api().route_layer(middleware::from_fn_with_state(app.clone(), require_auth)));
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).split_for_parts();
 
     Router::new()
@@ -66,16 +93,28 @@ pub fn build(app: App) -> Router {
         .route("/health/readiness", get(health::readiness))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .fallback(not_found)
+        // Layers, innermost first: a request meets them bottom to top.
         .layer(DefaultBodyLimit::max(app.config.max_json_body))
+        .layer(middleware::from_fn_with_state(app.clone(), security::deadline))
+        .layer(middleware::from_fn_with_state(app.clone(), global_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), client_ip::resolve))
         .layer(cors(&app.config.cors_origins))
         .layer(middleware::from_fn(request_context))
+        // Outermost, so every response — errors, 429s, a caught panic — carries the headers.
+        .layer(middleware::from_fn_with_state(app.clone(), security::headers))
         .with_state(app)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
-    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    // `*` allows any origin (bearer tokens, not cookies, so no credentials are involved);
+    // otherwise only the listed origins. Config validation refused malformed entries.
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(allowed))
+        .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,
@@ -85,6 +124,16 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("traceparent"),
         ])
-        .expose_headers([CORRELATION_ID.clone(), RESPONSE_TIME.clone(), header::ETAG, header::RETRY_AFTER])
+        .expose_headers([
+            CORRELATION_ID.clone(),
+            RESPONSE_TIME.clone(),
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }

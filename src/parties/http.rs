@@ -40,7 +40,8 @@ pub async fn list(
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::field("limit", format!("must be between 1 and {MAX_LIMIT}")));
     }
-    let (items, pagination) = ops::list(&app, &p, case_id, q.page.unwrap_or(1).max(1), limit).await?;
+    let (items, pagination) =
+        ops::list(&app, &p, case_id, q.page.unwrap_or(1).clamp(1, crate::http::pagination::MAX_PAGE), limit).await?;
     Ok(Envelope::page(items, pagination))
 }
 

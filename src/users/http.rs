@@ -54,7 +54,7 @@ pub async fn list(
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::field("limit", format!("must be between 1 and {MAX_LIMIT}")));
     }
-    let page = q.page.unwrap_or(1).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, crate::http::pagination::MAX_PAGE);
     let (items, pagination) = ops::list(&app, &p, page, limit).await?;
     Ok(Envelope::page(items, pagination))
 }

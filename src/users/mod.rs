@@ -23,6 +23,8 @@ pub struct UserView {
     pub status: UserStatus,
     pub version: i32,
     pub last_login_at: Option<DateTime<Utc>>,
+    /// Set while repeated failed logins keep the account locked (admins can unlock it).
+    pub locked_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -38,6 +40,7 @@ impl From<model::Model> for UserView {
             role: u.role,
             status: u.status,
             version: u.version,
+            locked_until: None,
             last_login_at: u.last_login_at,
             created_at: u.created_at,
             updated_at: u.updated_at,

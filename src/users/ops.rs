@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     app::App,
-    auth::{Principal, ops::revoke_all_for_user, password::password_problem},
+    auth::{Principal, model::login_attempt, ops::revoke_all_for_user, password::password_problem},
     clock, db,
     http::{
         envelope::{OffsetPagination, Pagination},
@@ -40,8 +40,24 @@ pub struct CreateUser {
 pub struct UpdateUser {
     pub role: Option<Role>,
     pub status: Option<UserStatus>,
+    /// `true` lifts a lock left by repeated failed logins, and clears the failure count.
+    pub unlock: Option<bool>,
     /// The version last read; a stale one is refused with 412.
     pub version: Option<i32>,
+}
+
+/// Fills `locked_until` of each view from the failed-login record of its address.
+async fn with_locks(db: &impl sea_orm::ConnectionTrait, mut views: Vec<UserView>) -> ApiResult<Vec<UserView>> {
+    let now = clock::now();
+    let locks = login_attempt::Entity::find()
+        .filter(login_attempt::Column::Email.is_in(views.iter().map(|v| v.email.clone())))
+        .filter(login_attempt::Column::LockedUntil.gt(now))
+        .all(db)
+        .await?;
+    for v in &mut views {
+        v.locked_until = locks.iter().find(|l| l.email == v.email).and_then(|l| l.locked_until);
+    }
+    Ok(views)
 }
 
 fn require_admin(p: &Principal) -> ApiResult<()> {
@@ -93,7 +109,7 @@ pub async fn list(app: &App, p: &Principal, page: u64, limit: u64) -> ApiResult<
     let rows = q.order_by_asc(user::Column::Id).offset((page - 1) * limit).limit(limit).all(&app.db).await?;
     let total_pages = total.div_ceil(limit);
     Ok((
-        rows.into_iter().map(UserView::from).collect(),
+        with_locks(&app.db, rows.into_iter().map(UserView::from).collect()).await?,
         Pagination::Offset(OffsetPagination { page, limit, total, total_pages, has_next: page < total_pages }),
     ))
 }
@@ -143,9 +159,14 @@ pub async fn update(
     if input.status == Some(UserStatus::Suspended) {
         revoke_all_for_user(&tx, id, "account suspended").await?;
     }
+    if input.unlock == Some(true) {
+        login_attempt::Entity::delete_by_id(current.email.clone()).exec(&tx).await?;
+        tracing::info!(user_id = %id, "login lock lifted by an admin");
+    }
     let updated = user::Entity::find_by_id(id.0).one(&tx).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let view = with_locks(&tx, vec![updated.into()]).await?.pop().ok_or_else(|| ApiError::not_found("user"))?;
     tx.commit().await?;
-    Ok(updated.into())
+    Ok(view)
 }
 
 /// Loads an active user of the caller's firm, for team and lead-attorney assignments.

@@ -22,6 +22,7 @@ crate::on_both_backends!(
     filters_and_search_work_and_treat_wildcards_literally,
     hostile_text_round_trips_and_rich_text_is_cleaned,
     lead_attorney_joins_the_team_and_can_manage_it,
+    demoted_lead_no_longer_manages_the_team,
     team_rules_are_enforced,
 );
 
@@ -464,6 +465,29 @@ async fn lead_attorney_joins_the_team_and_can_manage_it(b: Backend) {
     let c = t.get(&format!("/api/v1/cases/{id}"), &admin.token).await;
     assert_eq!(c.data()["leadAttorneyId"], Value::Null);
     t.get(&format!("/api/v1/cases/{id}"), &lead.token).await.expect(404);
+}
+
+async fn demoted_lead_no_longer_manages_the_team(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Firm").await;
+    let lead = t.user(&admin, "attorney").await;
+    let para = t.user(&admin, "paralegal").await;
+    let res = t
+        .post(
+            "/api/v1/cases",
+            &admin.token,
+            json!({"caseNumber": "D-1", "title": "Demotion", "type": "civil", "leadAttorneyId": lead.user_id}),
+        )
+        .await;
+    res.expect(201);
+    let id = res.data()["id"].as_str().unwrap().to_owned();
+    t.patch(&format!("/api/v1/users/{}", lead.user_id), &admin.token, json!({"role": "paralegal"})).await.expect(200);
+    // Still on the team (so the case stays visible), but a paralegal does not manage it.
+    t.get(&format!("/api/v1/cases/{id}"), &lead.token).await.expect(200);
+    t.post(&format!("/api/v1/cases/{id}/team"), &lead.token, json!({"userId": para.user_id, "role": "paralegal"}))
+        .await
+        .expect(403);
+    t.delete(&format!("/api/v1/cases/{id}"), &lead.token).await.expect(403);
 }
 
 async fn team_rules_are_enforced(b: Backend) {

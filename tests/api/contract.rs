@@ -121,7 +121,11 @@ async fn health_probes_answer_without_a_token(b: Backend) {
         assert_eq!(res.body["status"], "ok");
     }
     t.app.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
-    t.call(Method::GET, "/health/readiness", None, None).await.expect(503);
+    let down = t.call(Method::GET, "/health/readiness", None, None).await;
+    down.expect(503);
+    // The Terminus body survives: the error middleware does not replace a probe's own JSON.
+    assert_eq!(down.body["status"], "error");
+    assert_eq!(down.body["error"]["lifecycle"]["status"], "down");
     t.call(Method::GET, "/health/liveness", None, None).await.expect(200);
 }
 

@@ -9,4 +9,5 @@ mod auth;
 mod cases;
 mod contract;
 mod parties;
+mod security;
 mod users;

@@ -23,6 +23,7 @@ use http_body_util::BodyExt;
 use lexiflow::{
     app::App,
     config::{Argon2Cost, Config, FileConfig},
+    ratelimit::Quota,
 };
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
@@ -68,6 +69,42 @@ pub async fn postgres_available() -> bool {
                 std::io::stderr(),
                 "NOTE: PostgreSQL at {} is unreachable; the postgres:: tests are SKIPPED (set LEXIFLOW_REQUIRE_POSTGRES=1 to fail instead)",
                 pg_url()
+            );
+        }
+    }
+    ok
+}
+
+/// The Redis the scale-out tests share (`LEXIFLOW_TEST_REDIS_URL`, default the local one).
+pub fn redis_url() -> String {
+    std::env::var("LEXIFLOW_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+static REDIS_SKIP_NOTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether Redis tests should run: true when reachable; panics when `LEXIFLOW_REQUIRE_REDIS=1`
+/// and it is not.
+pub fn redis_available() -> bool {
+    static REACHABLE: OnceLock<bool> = OnceLock::new();
+    let ok = *REACHABLE.get_or_init(|| {
+        let url = url::Url::parse(&redis_url()).expect("LEXIFLOW_TEST_REDIS_URL is not a URL");
+        let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+        let port = url.port().unwrap_or(6379);
+        (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+    });
+    if !ok {
+        if std::env::var("LEXIFLOW_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
+            panic!("LEXIFLOW_REQUIRE_REDIS=1 but Redis at {} is unreachable", redis_url());
+        }
+        if !REDIS_SKIP_NOTED.swap(true, Ordering::Relaxed) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOTE: Redis at {} is unreachable; the Redis tests are SKIPPED (set LEXIFLOW_REQUIRE_REDIS=1 to fail instead)",
+                redis_url()
             );
         }
     }
@@ -176,6 +213,12 @@ impl TestApp {
         config.database.max_connections = 5;
         // Hashing cost is not under test; keep it cheap so the suite stays fast.
         config.auth.argon2 = Argon2Cost { memory_kib: 1024, iterations: 1, parallelism: 1 };
+        // Rate limits and login slow-down are under test only where a test sets them.
+        let lots = Quota::per_seconds(1_000_000, 60);
+        let t = &mut config.throttle;
+        (t.global, t.login_ip, t.login_email, t.register, t.refresh, t.password) = (lots, lots, lots, lots, lots, lots);
+        config.security.lockout.slowdown_base = Duration::from_millis(1);
+        config.security.lockout.slowdown_max = Duration::from_millis(5);
         tweak(&mut config);
         let app = App::build(config).await.unwrap();
         let router = lexiflow::http::router::build(app.clone());
@@ -196,17 +239,22 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Res {
-        let mut b = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            b = b.header("authorization", format!("Bearer {t}"));
-        }
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        let req = match body {
-            Some(v) => b.header("content-type", "application/json").body(Body::from(v.to_string())).unwrap(),
-            None => b.body(Body::empty()).unwrap(),
-        };
+        self.send(request(method, path, token, body, headers)).await
+    }
+
+    /// Like [`call_with`](Self::call_with), as if the TCP peer were `peer` (an IP address).
+    pub async fn call_from(
+        &self,
+        peer: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Res {
+        let mut req = request(method, path, token, body, headers);
+        let addr = std::net::SocketAddr::new(peer.parse().unwrap(), 40_000);
+        req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
         self.send(req).await
     }
 
@@ -294,6 +342,27 @@ impl TestApp {
     pub async fn sql(&self, sql: &str) -> Vec<sea_orm::QueryResult> {
         let db = &self.app.db;
         db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap()
+    }
+}
+
+/// Builds a request; `token` becomes a bearer header, `body` JSON.
+pub fn request(
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    match body {
+        Some(v) => b.header("content-type", "application/json").body(Body::from(v.to_string())).unwrap(),
+        None => b.body(Body::empty()).unwrap(),
     }
 }
 

@@ -1,0 +1,80 @@
+//! The shared Redis connection (scale-out shape), behind a circuit breaker and a short
+//! response timeout. When Redis is slow or gone, callers get an error within milliseconds
+//! and fall back to their in-process path; the connection is re-established by itself.
+
+use std::{sync::RwLock, time::Duration};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::resilience::{Breaker, BreakerConfig, CallError, guarded};
+
+/// How long one Redis command may take before it counts as a failure.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A Redis client with lazy (re)connection, guarded by the `redis` breaker.
+#[derive(Debug)]
+pub struct RedisLink {
+    client: redis::Client,
+    conn: RwLock<Option<ConnectionManager>>,
+    breaker: Breaker,
+    /// Prefix of every key this process writes (tests give each app its own).
+    pub prefix: String,
+}
+
+/// A failed Redis call.
+pub type RedisError = CallError<redis::RedisError>;
+
+impl RedisLink {
+    /// A link to `url`; nothing is connected until the first call.
+    pub fn new(url: &str, prefix: String, breaker: BreakerConfig) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            conn: RwLock::new(None),
+            breaker: Breaker::new("redis", breaker),
+            prefix,
+        })
+    }
+
+    /// The breaker guarding Redis.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    fn cached(&self) -> Option<ConnectionManager> {
+        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let c = self.client.get_connection_manager_with_config(config).await?;
+        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `f` on a connection, through the breaker and a deadline.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, redis::RedisError>>,
+    {
+        guarded(&self.breaker, CONNECT_TIMEOUT + RESPONSE_TIMEOUT, async {
+            let conn = self.connection().await?;
+            f(conn).await
+        })
+        .await
+    }
+
+    /// `PING`, for readiness.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
+    }
+}
