@@ -7,8 +7,13 @@
 #   get   GET /api/v1/cases/{random seeded id}   (bare: GET /cases/{id})
 #   list  GET /api/v1/cases?limit=20             (bare: GET /cases, newest 20)
 #
+# Three stacks per backend, on the same database:
+#   bare    bench/bare.rs — the floor
+#   full    LexiFlow as deployed: security layer on (headers, rate limits raised so that they
+#           never refuse, request deadline), JSON logs
+#   nosec   LexiFlow with SECURITY_LAYER=off (no security headers, no rate limiting, no deadline)
 # It prints req/s, p50, p99, non-2xx and peak RSS per run, then medians per stack and the
-# ratio full/bare (target: the full stack keeps at least 60% of the bare throughput).
+# ratios full/bare (target >= 0.60) and full/nosec (the security layer's cost; target >= 0.90).
 #
 #   bench/run.sh                                 # both backends, 2 rounds x 15 s (~6 min)
 #   DUR=5s ROUNDS=1 bench/run.sh                 # a quick look; do not quote these figures
@@ -36,6 +41,8 @@ ENDPOINTS=${ENDPOINTS:-"get list"}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PORT_FULL=${PORT_FULL:-3300}
 PORT_BARE=${PORT_BARE:-3301}
+PORT_NOSEC=${PORT_NOSEC:-3302}
+STACKS=${STACKS:-"bare full nosec"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lexiflow-target}
 SECRET="bench-secret-0123456789-0123456789-0123456789"
 
@@ -111,12 +118,18 @@ for backend in $BACKENDS; do
     db_url="sqlite://$data/lexiflow.db?mode=rwc"
   fi
 
-  APP_ENV=production JWT_SECRET=$SECRET JWT_EXPIRES_IN=4h HOST=127.0.0.1 PORT=$PORT_FULL \
-    DATABASE_URL=$db_url LEXIFLOW_DATA_DIR=$data LOG_FORMAT=json \
-    "$BIN" serve >"$STATE/lexiflow-$backend.log" 2>&1 &
+  # development, not production, only because production refuses SECURITY_LAYER=off; both
+  # stacks log JSON lines at info level as production does, and send HSTS.
+  common=(APP_ENV=development JWT_SECRET=$SECRET JWT_EXPIRES_IN=4h HOST=127.0.0.1 DATABASE_URL=$db_url
+    LEXIFLOW_DATA_DIR=$data LOG_FORMAT=json HSTS_MAX_AGE=31536000 THROTTLE_LIMIT=1000000000 THROTTLE_TTL=60000)
+  env "${common[@]}" PORT=$PORT_FULL "$BIN" serve >"$STATE/lexiflow-$backend.log" 2>&1 &
   full_pid=$!
   PIDS+=("$full_pid")
   wait_http "http://127.0.0.1:$PORT_FULL/health/liveness" "$full_pid" || { tail -20 "$STATE/lexiflow-$backend.log"; exit 1; }
+  env "${common[@]}" PORT=$PORT_NOSEC SECURITY_LAYER=off "$BIN" serve >"$STATE/lexiflow-nosec-$backend.log" 2>&1 &
+  nosec_pid=$!
+  PIDS+=("$nosec_pid")
+  wait_http "http://127.0.0.1:$PORT_NOSEC/health/liveness" "$nosec_pid" || { tail -20 "$STATE/lexiflow-nosec-$backend.log"; exit 1; }
   python3 "$ROOT/bench/seed.py" "http://127.0.0.1:$PORT_FULL" "$STATE" "$SEED"
   token=$(cat "$STATE/token")
 
@@ -127,9 +140,12 @@ for backend in $BACKENDS; do
 
   for round in $(seq 1 "$ROUNDS"); do
     for ep in $ENDPOINTS; do
-      for stack in bare full; do
-        if [ "$stack" = bare ]; then pid=$bare_pid; base="http://127.0.0.1:$PORT_BARE"; prefix=/cases/; tok=
-        else pid=$full_pid; base="http://127.0.0.1:$PORT_FULL"; prefix=/api/v1/cases/; tok=$token; fi
+      for stack in $STACKS; do
+        case $stack in
+          bare) pid=$bare_pid; base="http://127.0.0.1:$PORT_BARE"; prefix=/cases/; tok= ;;
+          full) pid=$full_pid; base="http://127.0.0.1:$PORT_FULL"; prefix=/api/v1/cases/; tok=$token ;;
+          nosec) pid=$nosec_pid; base="http://127.0.0.1:$PORT_NOSEC"; prefix=/api/v1/cases/; tok=$token ;;
+        esac
         if [ "$ep" = get ]; then url="$base/"; script="$ROOT/bench/wrk/get.lua"
         elif [ "$stack" = bare ]; then url="$base/cases"; script="$ROOT/bench/wrk/token.lua"
         else url="$base/api/v1/cases?limit=20"; script="$ROOT/bench/wrk/token.lua"; fi
@@ -140,8 +156,8 @@ for backend in $BACKENDS; do
       done
     done
   done
-  kill "$full_pid" "$bare_pid" 2>/dev/null || true
-  wait "$full_pid" "$bare_pid" 2>/dev/null || true
+  kill "$full_pid" "$nosec_pid" "$bare_pid" 2>/dev/null || true
+  wait "$full_pid" "$nosec_pid" "$bare_pid" 2>/dev/null || true
 done
 
 python3 - "$RESULTS" <<'PY'
@@ -155,12 +171,17 @@ print(f"{'backend':8} {'endpoint':8} {'stack':6} {'req/s':>8} {'p50_ms':>8} {'p9
 for (b, ep, st), v in g.items():
     print(f"{b:8} {ep:8} {st:6} {statistics.median(x[0] for x in v):8.0f} {statistics.median(x[1] for x in v):8.2f} "
           f"{statistics.median(x[2] for x in v):8.2f} {sum(x[3] for x in v):7d} {max(x[4] for x in v)/1024:11.1f}")
-print("\n== ratios: full stack / bare handler (req/s); target >= 0.60")
-for (b, ep, st), v in g.items():
-    if st != "full" or (b, ep, "bare") not in g:
+def med(key):
+    return statistics.median(x[0] for x in g[key]) if key in g else None
+
+print("\n== ratios (req/s): full/bare target >= 0.60; full/nosec (security layer cost) target >= 0.90")
+for (b, ep, st) in list(g):
+    if st != "full":
         continue
-    full = statistics.median(x[0] for x in v)
-    bare = statistics.median(x[0] for x in g[(b, ep, "bare")])
-    r = full / bare if bare else 0
-    print(f"{b:8} {ep:8} full/bare = {r:5.2f}  {'ok' if r >= 0.60 else 'BELOW TARGET'}")
+    full = med((b, ep, "full"))
+    for other, target in (("bare", 0.60), ("nosec", 0.90)):
+        base = med((b, ep, other))
+        if base:
+            r = full / base
+            print(f"{b:8} {ep:8} full/{other:5} = {r:5.2f}  {'ok' if r >= target else 'BELOW TARGET'}")
 PY

@@ -9,7 +9,11 @@ use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 
 use crate::{
-    auth::{password::Passwords, tokens::TokenKeys},
+    auth::{
+        cache::{Eviction, SessionCache},
+        password::Passwords,
+        tokens::TokenKeys,
+    },
     config::{Config, ConfigError},
     db,
     ratelimit::Limiter,
@@ -30,6 +34,10 @@ pub struct AppInner {
     /// The shared Redis connection, when configured.
     pub redis: Option<Arc<RedisLink>>,
     pub limiter: Limiter,
+    /// Checked sessions, so authentication need not hit the database on every request.
+    pub sessions: SessionCache,
+    /// When this process started serving.
+    pub started: std::time::Instant,
     /// Set when SIGTERM/SIGINT arrives: readiness turns 503 so load balancers stop sending.
     pub shutting_down: AtomicBool,
 }
@@ -56,7 +64,30 @@ pub enum StartError {
     Redis(redis::RedisError),
 }
 
+/// The Redis channel on which instances tell each other which sessions to forget.
+const EVICTIONS: &str = "auth:evict";
+
 impl App {
+    /// Forgets cached sessions on this instance and, through Redis, on every other one.
+    /// Call after the transaction that revoked them has committed.
+    pub fn evict(&self, e: Eviction) {
+        self.evict_local(e);
+        if let Some(link) = self.redis.clone() {
+            tokio::spawn(async move {
+                if let Err(err) = link.publish(EVICTIONS, e.encode()).await {
+                    tracing::warn!(error = %err, "could not tell other instances about a revoked session");
+                }
+            });
+        }
+    }
+
+    fn evict_local(&self, e: Eviction) {
+        match e {
+            Eviction::Session(id) => self.sessions.evict_session(id),
+            Eviction::User(id) => self.sessions.evict_user(id),
+        }
+    }
+
     /// Connects, migrates and prepares keys. `config` must have had its secrets resolved.
     pub async fn build(mut config: Config) -> Result<Self, StartError> {
         config.resolve_secrets()?;
@@ -78,15 +109,30 @@ impl App {
             )),
             None => None,
         };
+        crate::telemetry::metrics::install();
         let limiter = Limiter::new(redis.clone());
-        Ok(App(Arc::new(AppInner {
+        let sessions = SessionCache::new(config.auth_cache_ttl);
+        let app = App(Arc::new(AppInner {
             config,
             db,
             tokens,
             passwords,
             redis,
             limiter,
+            sessions,
+            started: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
-        })))
+        }));
+        if let Some(link) = &app.redis {
+            // Other instances' revocations reach this one's session cache. A weak handle, so
+            // the subscription does not keep a dropped App alive.
+            let weak = Arc::downgrade(&app.0);
+            link.subscribe_forever(EVICTIONS, move |msg| {
+                if let (Some(inner), Some(e)) = (weak.upgrade(), Eviction::decode(&msg)) {
+                    App(inner).evict_local(e);
+                }
+            });
+        }
+        Ok(app)
     }
 }

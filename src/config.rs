@@ -73,6 +73,34 @@ pub struct Config {
     pub redis_breaker: crate::resilience::BreakerConfig,
     pub throttle: ThrottleConfig,
     pub security: SecurityConfig,
+    pub ops: OpsConfig,
+    /// `METRICS_TOKEN`: when set, the metrics routes need `Authorization: Bearer <token>`.
+    pub metrics_token: Option<SecretString>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: base URL of an OTLP/HTTP collector; spans are exported
+    /// to `<endpoint>/v1/traces` when set.
+    pub otlp_endpoint: Option<String>,
+    /// `UPLOAD_DIR` (default `<data_dir>/uploads`): where file blobs will live; its free
+    /// space is a health check.
+    pub upload_dir: PathBuf,
+    /// How long a checked session may be trusted without asking the database again
+    /// (`AUTH_CACHE_TTL_MS`, default 2000; 0 turns the cache off). Revocations on this
+    /// instance, and on others through Redis when configured, take effect at once.
+    pub auth_cache_ttl: Duration,
+}
+
+/// Health thresholds and the shutdown sequence.
+#[derive(Clone, Copy, Debug)]
+pub struct OpsConfig {
+    /// `/health` reports memory down above this resident set size (`HEALTH_MEMORY_MAX_BYTES`).
+    pub memory_max_bytes: u64,
+    /// `/health` reports disk down below this much free space (`HEALTH_DISK_MIN_FREE_BYTES`).
+    pub disk_min_free_bytes: u64,
+    /// Readiness fails while Redis is down only when `REDIS_REQUIRED=true`; by default the
+    /// service degrades to per-instance limits and stays ready.
+    pub redis_required: bool,
+    /// After SIGTERM: how long to keep serving (readiness already 503) so load balancers
+    /// notice, before no longer accepting connections (`SHUTDOWN_DRAIN_SECONDS`).
+    pub drain: Duration,
 }
 
 /// Rate limits. The global one comes from `THROTTLE_LIMIT` per `THROTTLE_TTL` ms; the
@@ -196,6 +224,12 @@ pub struct FileConfig {
     pub max_json_depth: Option<usize>,
     pub login_lockout_threshold: Option<u32>,
     pub login_lockout_seconds: Option<u64>,
+    pub health_memory_max_bytes: Option<u64>,
+    pub health_disk_min_free_bytes: Option<u64>,
+    pub redis_required: Option<bool>,
+    pub shutdown_drain_seconds: Option<u64>,
+    pub upload_dir: Option<PathBuf>,
+    pub auth_cache_ttl_ms: Option<u64>,
 }
 
 /// Secrets that ship in examples and tutorials; refused in production.
@@ -365,6 +399,31 @@ impl Config {
         let lock_threshold: u32 = num(&get, "LOGIN_LOCKOUT_THRESHOLD", file.login_lockout_threshold, 10)?;
         let lock_secs: u64 = num(&get, "LOGIN_LOCKOUT_SECONDS", file.login_lockout_seconds, 900)?;
 
+        let redis_required = match get("REDIS_REQUIRED") {
+            Some(v) => parse_bool("REDIS_REQUIRED", &v)?,
+            None => file.redis_required.unwrap_or(false),
+        };
+        let drain_default = if app_env == AppEnv::Production { 5 } else { 0 };
+        let ops = OpsConfig {
+            memory_max_bytes: num(&get, "HEALTH_MEMORY_MAX_BYTES", file.health_memory_max_bytes, 1_536 * 1024 * 1024)?,
+            disk_min_free_bytes: num(
+                &get,
+                "HEALTH_DISK_MIN_FREE_BYTES",
+                file.health_disk_min_free_bytes,
+                512 * 1024 * 1024,
+            )?,
+            redis_required,
+            drain: Duration::from_secs(num(
+                &get,
+                "SHUTDOWN_DRAIN_SECONDS",
+                file.shutdown_drain_seconds,
+                drain_default,
+            )?),
+        };
+        let upload_dir =
+            get("UPLOAD_DIR").map(PathBuf::from).or(file.upload_dir).unwrap_or_else(|| data_dir.join("uploads"));
+        let auth_cache_ttl = Duration::from_millis(num(&get, "AUTH_CACHE_TTL_MS", file.auth_cache_ttl_ms, 2_000)?);
+
         Ok(Config {
             env: app_env,
             host,
@@ -382,6 +441,11 @@ impl Config {
             max_json_body,
             shutdown_grace,
             redis_url,
+            ops,
+            metrics_token: get("METRICS_TOKEN").map(SecretString::from),
+            otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            upload_dir,
+            auth_cache_ttl,
             redis_prefix: "lexiflow:".into(),
             redis_breaker: crate::resilience::BreakerConfig::default(),
             throttle: ThrottleConfig {

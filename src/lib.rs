@@ -21,6 +21,7 @@
 //! - [`ratelimit`]: GCRA rate limits, in process or shared through Redis.
 //! - [`resilience`]: timeouts and circuit breakers for calls leaving the process.
 //! - [`redis_link`]: the shared Redis connection of the scale-out shape.
+//! - [`telemetry`]: Prometheus metrics, the system snapshot, logs and OTLP trace export.
 //! - [`app`]: the [`app::App`] value that holds every handle; [`server`]: serving it.
 //!
 //! `docs/ARCHITECTURE.md` walks one request from socket to database and back.
@@ -43,4 +44,5 @@ pub mod ratelimit;
 pub mod redis_link;
 pub mod resilience;
 pub mod server;
+pub mod telemetry;
 pub mod users;

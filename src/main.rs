@@ -2,14 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lexiflow::{
-    app::App,
-    config::{Config, LogFormat},
-    db,
-    http::router,
-    server,
-};
-use tracing_subscriber::EnvFilter;
+use lexiflow::{app::App, config::Config, db, http::router, server, telemetry::tracing_setup};
 
 #[derive(Parser)]
 #[command(name = "lexiflow", version, about = "LexiFlow legal practice management back end")]
@@ -28,17 +21,6 @@ enum Command {
     Openapi,
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -51,7 +33,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = Config::load()?;
-    init_tracing(config.log_format);
+    let telemetry = tracing_setup::init(config.log_format, config.otlp_endpoint.as_deref())
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
     match cli.command {
         Some(Command::Migrate) => {
             let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
@@ -74,5 +57,6 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("stopped");
         }
     }
+    telemetry.shutdown();
     Ok(())
 }

@@ -77,4 +77,47 @@ impl RedisLink {
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
     }
+
+    /// `PUBLISH channel message` (channel without the key prefix; it is added here).
+    pub async fn publish(&self, channel: &str, message: String) -> Result<(), RedisError> {
+        let channel = format!("{}{channel}", self.prefix);
+        self.run(
+            |mut c| async move { redis::cmd("PUBLISH").arg(channel).arg(message).query_async::<i64>(&mut c).await },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Subscribes to `channel` for the life of the process, calling `on_message` for each
+    /// message; reconnects (after a pause) whenever the subscription breaks.
+    pub fn subscribe_forever(
+        self: &std::sync::Arc<Self>,
+        channel: &str,
+        on_message: impl Fn(String) + Send + Sync + 'static,
+    ) {
+        let channel = format!("{}{channel}", self.prefix);
+        let link = self.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            loop {
+                let attempt = async {
+                    let mut pubsub = link.client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    tracing::debug!(channel = %channel, "subscribed");
+                    let mut stream = pubsub.into_on_message();
+                    while let Some(msg) = stream.next().await {
+                        if let Ok(payload) = msg.get_payload::<String>() {
+                            on_message(payload);
+                        }
+                    }
+                    Ok::<(), redis::RedisError>(())
+                };
+                match attempt.await {
+                    Ok(()) => tracing::debug!(channel = %channel, "subscription ended; resubscribing"),
+                    Err(e) => tracing::debug!(channel = %channel, error = %e, "subscription failed; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
 }

@@ -1,20 +1,67 @@
 //! Serving the router on a listener, and stopping cleanly on SIGTERM or SIGINT.
+//!
+//! The shutdown sequence, for load balancers and Kubernetes:
+//! 1. the signal arrives: readiness answers 503 at once;
+//! 2. for `SHUTDOWN_DRAIN_SECONDS` the server keeps accepting and serving, so traffic still
+//!    routed here is answered while the load balancer notices;
+//! 3. then it stops accepting and lets in-flight requests finish, for at most
+//!    `SHUTDOWN_GRACE_SECONDS`;
+//! 4. the database pool is closed and `serve` returns (the process exits 0).
 
-use std::{net::SocketAddr, sync::atomic::Ordering};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Notify};
 
 use crate::{app::App, http::router};
 
-/// Serves until a shutdown signal, then lets in-flight requests finish.
+/// Serves until a shutdown signal, then drains as described in the module docs.
 pub async fn serve(app: App, listener: TcpListener) -> std::io::Result<()> {
+    serve_until(app, listener, signal()).await
+}
+
+/// Like [`serve`], with the shutdown trigger given (tests use a channel instead of a signal).
+pub async fn serve_until(
+    app: App,
+    listener: TcpListener,
+    trigger: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let service = router::build(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown_signal(app.clone())).await?;
+    let stop_accepting = Arc::new(Notify::new());
+    let drained = stop_accepting.clone();
+    let drain = app.config.ops.drain;
+    let grace = app.config.shutdown_grace;
+    let flag = app.clone();
+    let sequence = async move {
+        trigger.await;
+        flag.shutting_down.store(true, Ordering::SeqCst);
+        tracing::info!(
+            drain_seconds = drain.as_secs_f64(),
+            "shutdown: readiness now 503, still serving while draining"
+        );
+        tokio::time::sleep(drain).await;
+        tracing::info!(
+            grace_seconds = grace.as_secs_f64(),
+            "shutdown: no longer accepting; finishing in-flight requests"
+        );
+        drained.notify_one();
+    };
+    let server = axum::serve(listener, service).with_graceful_shutdown(sequence);
+    let bounded = async {
+        stop_accepting.notified().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = bounded => tracing::warn!("shutdown: grace period over; stopping with requests still in flight"),
+    }
     app.db.clone().close().await.ok();
     Ok(())
 }
 
-async fn shutdown_signal(app: App) {
+async fn signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
@@ -39,6 +86,5 @@ async fn shutdown_signal(app: App) {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    app.shutting_down.store(true, Ordering::Relaxed);
-    tracing::info!("shutdown signal received: draining in-flight requests");
+    tracing::info!("shutdown signal received");
 }

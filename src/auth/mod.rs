@@ -1,6 +1,7 @@
 //! Authentication: registration and login, refresh-token rotation with reuse detection,
 //! sessions, and the layer that requires a valid access token on every non-public route.
 
+pub mod cache;
 pub mod http;
 pub mod model;
 pub mod ops;
@@ -62,8 +63,22 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
 
 /// Requires a valid access token whose session is live and whose user is active.
 pub async fn require_auth(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let claims = app.tokens.verify(bearer(&req)?)?;
-    let principal = live_principal(&app, &claims).await?;
+    let claims = bearer(&req).and_then(|t| app.tokens.verify(t)).inspect_err(|e| {
+        let reason = match e.code {
+            ErrorCode::AuthRequired => "missing",
+            ErrorCode::AuthTokenExpired => "expired",
+            _ => "invalid",
+        };
+        metrics::counter!("lexiflow_auth_failures_total", "reason" => reason).increment(1);
+    })?;
+    let principal = match app.sessions.get(claims.sid, claims.sub) {
+        Some(p) if p.firm_id.0 == claims.firm => p,
+        _ => live_principal(&app, &claims).await.inspect_err(|e| {
+            if e.code == ErrorCode::AuthTokenInvalid {
+                metrics::counter!("lexiflow_auth_failures_total", "reason" => "session_ended").increment(1);
+            }
+        })?,
+    };
     req.extensions_mut().insert(principal.clone());
     let mut res = next.run(req).await;
     res.extensions_mut().insert(principal);
@@ -95,5 +110,7 @@ async fn live_principal(app: &App, claims: &tokens::Claims) -> Result<Principal,
     if revoked.is_some() || expires <= chrono::Utc::now() || status != UserStatus::Active || firm != claims.firm {
         return Err(ended());
     }
-    Ok(Principal { user_id: UserId(claims.sub), firm_id: FirmId(firm), role, session_id: SessionId(claims.sid) })
+    let p = Principal { user_id: UserId(claims.sub), firm_id: FirmId(firm), role, session_id: SessionId(claims.sid) };
+    app.sessions.put(&p, expires);
+    Ok(p)
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{
     Principal,
+    cache::Eviction,
     model::{login_attempt, refresh_token, session},
     password::password_problem,
     tokens::{hash_refresh_token, new_refresh_token},
@@ -301,6 +302,7 @@ pub async fn refresh(app: &App, token: &str) -> ApiResult<AuthTokens> {
     if !claimed {
         revoke(&tx, SessionId(s.id), "refresh token reused").await?;
         tx.commit().await?;
+        app.evict(Eviction::Session(s.id));
         tracing::warn!(session_id = %s.id, user_id = %s.user_id, "refresh token reuse: session revoked");
         return Err(refresh_refused());
     }
@@ -350,6 +352,7 @@ pub async fn logout(app: &App, p: &Principal) -> ApiResult<()> {
     let tx = db::begin_write(&app.db).await?;
     revoke(&tx, p.session_id, "logout").await?;
     tx.commit().await?;
+    app.evict(Eviction::Session(p.session_id.0));
     Ok(())
 }
 
@@ -390,6 +393,7 @@ pub async fn revoke_own_session(app: &App, p: &Principal, id: SessionId) -> ApiR
     }
     revoke(&tx, id, "revoked by user").await?;
     tx.commit().await?;
+    app.evict(Eviction::Session(id.0));
     Ok(())
 }
 

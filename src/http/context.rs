@@ -1,16 +1,18 @@
-//! The outermost middleware: correlation id, timing, the error body for every rejection, and
-//! the one log line per request.
+//! The request-context middleware: correlation id, timing, the request span (a child of the
+//! caller's W3C `traceparent` when there is one), the error body for every rejection, a
+//! caught panic, the HTTP metrics, and the one log line per request.
 
 use std::{sync::Arc, time::Instant};
 
 use axum::{
     body::Body,
-    extract::Request,
+    extract::{MatchedPath, Request},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use chrono::Utc;
 use http::{HeaderName, HeaderValue, header};
+use tracing::Instrument;
 
 use super::{
     envelope::{REQUEST, RequestContext, render_error},
@@ -33,9 +35,65 @@ pub fn sane_correlation_id(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
+/// The route template a request matched (`/api/v1/cases/{id}`), handed from inside the
+/// router to [`request_context`] through the response extensions.
+#[derive(Clone, Debug)]
+pub struct RouteTemplate(pub Arc<str>);
+
+/// Route layer: records the matched route template on the response.
+pub async fn record_route(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|m| Arc::<str>::from(m.as_str()));
+    let mut res = next.run(req).await;
+    if let Some(r) = route {
+        res.extensions_mut().insert(RouteTemplate(r));
+    }
+    res
+}
+
+/// Methods get their own label value; anything else is `_OTHER` (bounded cardinality).
+fn method_label(m: &http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "_OTHER",
+    }
+}
+
+/// Decrements the in-flight gauge however the request ends (even if it is cancelled).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics::gauge!("http_server_active_requests").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("http_server_active_requests").decrement(1.0);
+    }
+}
+
 /// Wraps every request: see the module docs.
 pub async fn request_context(req: Request, next: Next) -> Response {
+    let _in_flight = InFlight::enter();
     let started = Instant::now();
+    let method = method_label(req.method());
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let trace_id = crate::telemetry::tracing_setup::adopt_parent(&span, req.headers());
     let correlation_id = req
         .headers()
         .get(&CORRELATION_ID)
@@ -50,7 +108,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     });
 
     // A panicking handler becomes a 500 in our body and a log line, not a dropped connection.
-    let run = std::panic::AssertUnwindSafe(REQUEST.scope(ctx.clone(), next.run(req)));
+    let run = std::panic::AssertUnwindSafe(REQUEST.scope(ctx.clone(), next.run(req)).instrument(span.clone()));
     let mut res = match futures_util::FutureExt::catch_unwind(run).await {
         Ok(res) => res,
         Err(panic) => {
@@ -107,19 +165,32 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         headers.insert(RESPONSE_TIME.clone(), v);
     }
 
+    let route = res.extensions().get::<RouteTemplate>().map(|r| r.0.clone()).unwrap_or_else(|| "unmatched".into());
+    let status_label = status.as_u16().to_string();
+    metrics::histogram!("http_server_request_duration_seconds",
+        "method" => method, "route" => route.to_string(), "status" => status_label)
+    .record(elapsed.as_secs_f64());
+    span.record("otel.name", format!("{method} {route}"));
+    span.record("http.route", &*route);
+    span.record("http.response.status_code", status.as_u16());
+
     let principal = res.extensions().get::<Principal>();
+    let _entered = span.enter();
     tracing::info!(
         target: "lexiflow::http",
         correlation_id = %ctx.correlation_id,
         method = %ctx.method,
+        route = &*route,
         path = %ctx.path,
         status = status.as_u16(),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         firm_id = principal.map(|p| p.firm_id.to_string()),
         user_id = principal.map(|p| p.user_id.to_string()),
+        trace_id = trace_id.as_deref(),
         error_code = error.as_ref().map(|e| format!("{:?}", e.code)),
         "request"
     );
+    drop(_entered);
     res
 }
 

@@ -13,7 +13,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
     client_ip,
-    context::{CORRELATION_ID, RESPONSE_TIME, not_found, request_context},
+    context::{CORRELATION_ID, RESPONSE_TIME, not_found, record_route, request_context},
     openapi::ApiDoc,
     security,
 };
@@ -25,7 +25,7 @@ use crate::{
     config::ThrottleConfig,
     health, parties,
     ratelimit::{By, RoutePolicy, global_limit, route_limit},
-    users,
+    telemetry, users,
 };
 
 /// Login: 5 a minute per client address (and, in the handler, 5 a minute per e-mail).
@@ -91,7 +91,13 @@ pub fn build(app: App) -> Router {
         .route("/health", get(health::health))
         .route("/health/liveness", get(health::liveness))
         .route("/health/readiness", get(health::readiness))
+        // Public unless METRICS_TOKEN is set (checked by the handlers).
+        .route("/metrics", get(telemetry::prometheus))
+        .route("/metrics/json", get(telemetry::json))
+        .route("/metrics/system", get(telemetry::system))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
+        // After routing: hands the matched route template out to the request line and metrics.
+        .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
         // Layers, innermost first: a request meets them bottom to top.
         .layer(DefaultBodyLimit::max(app.config.max_json_body))

@@ -166,6 +166,10 @@ pub async fn update(
     let updated = user::Entity::find_by_id(id.0).one(&tx).await?.ok_or_else(|| ApiError::not_found("user"))?;
     let view = with_locks(&tx, vec![updated.into()]).await?.pop().ok_or_else(|| ApiError::not_found("user"))?;
     tx.commit().await?;
+    if input.role.is_some() || input.status.is_some() {
+        // Cached sessions hold the old role or status: drop them everywhere.
+        app.evict(crate::auth::cache::Eviction::User(id.0));
+    }
     Ok(view)
 }
 

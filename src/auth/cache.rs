@@ -1,0 +1,119 @@
+//! A short-lived cache of checked sessions, so an authenticated request need not ask the
+//! database whether its session is still live on every call.
+//!
+//! Correctness rests on invalidation, not on the time to live: every path that ends a
+//! session or changes what a session may do (logout, revoking a session, refresh-token
+//! reuse, suspension, a role change) evicts the affected entries on this instance at once,
+//! and — when Redis is configured — tells every other instance through Redis pub/sub. The
+//! TTL (`AUTH_CACHE_TTL_MS`, default 2 s) only bounds staleness for multi-instance
+//! deployments without Redis, or while Redis is unreachable.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use uuid::Uuid;
+
+use super::Principal;
+
+#[derive(Debug)]
+struct Entry {
+    principal: Principal,
+    user_id: Uuid,
+    session_expires: chrono::DateTime<chrono::Utc>,
+    cached_at: Instant,
+}
+
+/// Checked sessions by session id.
+#[derive(Debug)]
+pub struct SessionCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<Uuid, Entry>>,
+}
+
+/// Bound on entries; past it the oldest half is dropped.
+const MAX_ENTRIES: usize = 100_000;
+
+impl SessionCache {
+    /// A cache whose entries live `ttl` (zero: no caching at all).
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+        // Entries are inserted and removed whole; a poisoned lock holds nothing half-written.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached principal of `session` for `user`, if fresh and the session not expired.
+    pub fn get(&self, session: Uuid, user: Uuid) -> Option<Principal> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let map = self.lock();
+        let e = map.get(&session)?;
+        (e.user_id == user && e.cached_at.elapsed() < self.ttl && e.session_expires > chrono::Utc::now())
+            .then(|| e.principal.clone())
+    }
+
+    /// Remembers a freshly checked session.
+    pub fn put(&self, principal: &Principal, session_expires: chrono::DateTime<chrono::Utc>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.lock();
+        if map.len() >= MAX_ENTRIES {
+            let ttl = self.ttl;
+            map.retain(|_, e| e.cached_at.elapsed() < ttl);
+        }
+        map.insert(
+            principal.session_id.0,
+            Entry {
+                principal: principal.clone(),
+                user_id: principal.user_id.0,
+                session_expires,
+                cached_at: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets one session.
+    pub fn evict_session(&self, session: Uuid) {
+        self.lock().remove(&session);
+    }
+
+    /// Forgets every session of a user.
+    pub fn evict_user(&self, user: Uuid) {
+        self.lock().retain(|_, e| e.user_id != user);
+    }
+}
+
+/// What one instance tells the others (over Redis) to forget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    Session(Uuid),
+    User(Uuid),
+}
+
+impl Eviction {
+    /// `s:<uuid>` or `u:<uuid>`.
+    pub fn encode(self) -> String {
+        match self {
+            Eviction::Session(id) => format!("s:{id}"),
+            Eviction::User(id) => format!("u:{id}"),
+        }
+    }
+
+    /// Parses what [`encode`](Self::encode) wrote.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (kind, id) = s.split_once(':')?;
+        let id = Uuid::parse_str(id).ok()?;
+        match kind {
+            "s" => Some(Eviction::Session(id)),
+            "u" => Some(Eviction::User(id)),
+            _ => None,
+        }
+    }
+}

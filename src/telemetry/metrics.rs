@@ -1,0 +1,217 @@
+//! Prometheus metrics: one process-wide recorder (the `metrics` crate's facade, so any module
+//! records with `counter!`, `gauge!`, `histogram!`), rendered as Prometheus text for
+//! `/metrics` and as JSON for `/metrics/json`.
+//!
+//! Histograms named `*_seconds` get explicit buckets (rendered as Prometheus histograms);
+//! other histograms are rendered as summaries (quantiles). Every metric is described here,
+//! so the exposition carries `# HELP` and `# TYPE` for each family and `promtool check
+//! metrics` has nothing to complain about.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sea_orm::DatabaseConnection;
+use serde_json::{Map, Value, json};
+
+/// Latency buckets, in seconds: 1 ms to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+struct Installed {
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+}
+
+static INSTALLED: OnceLock<Option<Installed>> = OnceLock::new();
+
+/// Installs the recorder once per process (later calls reuse it) and describes every metric.
+/// Returns false when another recorder was installed first (metrics then go there).
+pub fn install() -> bool {
+    INSTALLED
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            let process = metrics_process::Collector::default();
+            process.describe();
+            describe_all();
+            let upkeep = handle.clone();
+            // Drains histogram buffers between scrapes so memory stays bounded.
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok()?;
+            metrics::gauge!("lexiflow_build_info", "version" => env!("CARGO_PKG_VERSION"), "edition" => "2024")
+                .set(1.0);
+            Some(Installed { handle, process })
+        })
+        .is_some()
+}
+
+fn describe_all() {
+    describe_histogram!(
+        "http_server_request_duration_seconds",
+        Unit::Seconds,
+        "Duration of HTTP requests, by method, route template and status"
+    );
+    describe_gauge!("http_server_active_requests", "HTTP requests being served right now");
+    describe_counter!("lexiflow_rate_limit_refusals_total", "Requests refused with 429, by policy");
+    describe_gauge!(
+        "lexiflow_rate_limit_degraded",
+        "1 while Redis is configured but unreachable and rate limits are per instance"
+    );
+    describe_counter!("lexiflow_auth_failures_total", "Rejected authentications, by reason");
+    describe_gauge!(
+        "lexiflow_circuit_breaker_state",
+        "Circuit breaker state by dependency: 0 closed, 1 open, 2 half-open"
+    );
+    describe_counter!("lexiflow_circuit_breaker_transitions_total", "Circuit breaker state changes");
+    describe_counter!("lexiflow_circuit_breaker_rejected_calls_total", "Calls refused because a breaker was open");
+    describe_gauge!("lexiflow_db_pool_connections", "Database pool connections, by state (idle, in_use)");
+    describe_gauge!("lexiflow_db_pool_max_connections", "Largest size the database pool may grow to");
+    describe_gauge!(
+        "lexiflow_db_pool_acquire_wait_seconds",
+        Unit::Seconds,
+        "Time the last scrape waited to acquire a database connection"
+    );
+    describe_gauge!("lexiflow_build_info", "Build information; the value is always 1");
+}
+
+/// Refreshes the figures that are read rather than recorded (process, pool), then renders.
+pub async fn render(db: &DatabaseConnection) -> Option<String> {
+    let installed = INSTALLED.get()?.as_ref()?;
+    installed.process.collect();
+    record_pool(db).await;
+    Some(installed.handle.render())
+}
+
+async fn record_pool(db: &DatabaseConnection) {
+    macro_rules! pool_stats {
+        ($pool:expr) => {{
+            let pool = $pool;
+            let size = pool.size() as f64;
+            let idle = pool.num_idle() as f64;
+            metrics::gauge!("lexiflow_db_pool_connections", "state" => "idle").set(idle);
+            metrics::gauge!("lexiflow_db_pool_connections", "state" => "in_use").set((size - idle).max(0.0));
+            metrics::gauge!("lexiflow_db_pool_max_connections").set(f64::from(pool.options().get_max_connections()));
+            let started = std::time::Instant::now();
+            let waited = match tokio::time::timeout(Duration::from_secs(2), pool.acquire()).await {
+                Ok(Ok(conn)) => {
+                    drop(conn);
+                    started.elapsed()
+                }
+                _ => Duration::from_secs(2),
+            };
+            metrics::gauge!("lexiflow_db_pool_acquire_wait_seconds").set(waited.as_secs_f64());
+        }};
+    }
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => pool_stats!(db.get_postgres_connection_pool()),
+        sea_orm::DbBackend::Sqlite => pool_stats!(db.get_sqlite_connection_pool()),
+        _ => {}
+    }
+}
+
+/// The Prometheus text as JSON: `{family: {type, help, samples: [{labels, value}]}}`.
+pub fn text_to_json(text: &str) -> Value {
+    let mut families = Map::new();
+    let mut types: Map<String, Value> = Map::new();
+    let mut helps: Map<String, Value> = Map::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some((name, t)) = rest.split_once(' ') {
+                types.insert(name.to_owned(), json!(t));
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some((name, h)) = rest.split_once(' ') {
+                helps.insert(name.to_owned(), json!(h));
+            }
+            continue;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, parse_labels(l.trim_end_matches('}'))),
+            None => (series, Map::new()),
+        };
+        let family = [("_bucket", true), ("_sum", true), ("_count", true), ("", true)]
+            .iter()
+            .filter_map(|(suffix, _)| name.strip_suffix(suffix))
+            .find(|base| types.contains_key(*base))
+            .unwrap_or(name)
+            .to_owned();
+        let entry = families.entry(family.clone()).or_insert_with(|| {
+            json!({
+                "type": types.get(&family).cloned().unwrap_or(json!("untyped")),
+                "help": helps.get(&family).cloned().unwrap_or(Value::Null),
+                "samples": [],
+            })
+        });
+        let v: Value = value
+            .parse::<f64>()
+            .ok()
+            .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
+            .unwrap_or(json!(value));
+        if let Some(samples) = entry["samples"].as_array_mut() {
+            samples.push(json!({ "name": name, "labels": labels, "value": v }));
+        }
+    }
+    Value::Object(families)
+}
+
+fn parse_labels(s: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut rest = s;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(key.trim_start_matches(',').trim().to_owned(), json!(value));
+        rest = &after[end..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_becomes_json_families() {
+        let text = "# HELP x_total Things\n# TYPE x_total counter\nx_total{a=\"1\",b=\"q\\\"z\"} 3\n\
+                    # TYPE h_seconds histogram\nh_seconds_bucket{le=\"0.1\"} 1\nh_seconds_sum 0.05\nh_seconds_count 1\n";
+        let j = text_to_json(text);
+        assert_eq!(j["x_total"]["type"], "counter");
+        assert_eq!(j["x_total"]["help"], "Things");
+        assert_eq!(j["x_total"]["samples"][0]["labels"]["b"], "q\"z");
+        assert_eq!(j["x_total"]["samples"][0]["value"], 3.0);
+        assert_eq!(j["h_seconds"]["samples"].as_array().unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,97 @@
+//! Logging and tracing set-up: `tracing` to stdout (JSON lines in production, readable lines
+//! in development; level from `RUST_LOG` or `LOG_LEVEL`), plus — when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set — spans exported over OTLP/HTTP (protobuf) to
+//! `<endpoint>/v1/traces` with W3C trace-context propagation from incoming `traceparent`.
+//!
+//! What is logged: the one request line (correlation id, method, route, status, latency,
+//! firm and user ids, trace id), warnings and errors with their causes. Never bodies, never
+//! headers: passwords, tokens, `Authorization` and cookies do not reach any log line.
+
+use opentelemetry::{
+    propagation::{Extractor, TextMapPropagator},
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::LogFormat;
+
+/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes pending spans.
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider
+            && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(error = %e, "could not flush the trace exporter");
+        }
+    }
+}
+
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())))
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Installs the global subscriber. `otlp_endpoint` is the base URL of an OTLP/HTTP collector.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry, String> {
+    let fmt = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter()));
+    let Some(endpoint) = otlp_endpoint else {
+        registry.try_init().map_err(|e| e.to_string())?;
+        return Ok(Telemetry::default());
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()
+        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name("lexiflow").build())
+        .build();
+    let tracer = provider.tracer("lexiflow");
+    // Only our own spans are exported; the log filter does not decide what is traced.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(tracing_subscriber::filter::Targets::new().with_target("lexiflow", tracing::Level::INFO));
+    registry.with(otel).try_init().map_err(|e| e.to_string())?;
+    Ok(Telemetry { provider: Some(provider) })
+}
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Makes `span` a child of the caller's trace when the request carries a valid `traceparent`,
+/// and returns the trace id to log (the caller's, or the new span's own when exporting).
+pub fn adopt_parent(span: &tracing::Span, headers: &http::HeaderMap) -> Option<String> {
+    let cx = TraceContextPropagator::new().extract(&Headers(headers));
+    let remote = cx.span().span_context().clone();
+    if remote.is_valid() {
+        let _ = span.set_parent(cx);
+        return Some(remote.trace_id().to_string());
+    }
+    let own = span.context().span().span_context().clone();
+    own.is_valid().then(|| own.trace_id().to_string())
+}
