@@ -292,7 +292,7 @@ impl Config {
                     get("DATABASE_USER").as_deref().unwrap_or("postgres"),
                     get("DATABASE_PASSWORD").as_deref(),
                     get("DATABASE_NAME").as_deref().unwrap_or("lexiflow"),
-                ),
+                )?,
                 None => format!("sqlite://{}?mode=rwc", data_dir.join("lexiflow.db").display()),
             },
         };
@@ -349,16 +349,18 @@ impl Config {
         };
         let redis_url = match get("REDIS_URL").or(file.redis_url) {
             Some(u) => Some(u),
-            None => get("REDIS_HOST").map(|host| {
-                let port = get("REDIS_PORT").unwrap_or_else(|| "6379".into());
-                match get("REDIS_PASSWORD") {
-                    Some(p) => {
-                        let p = url::form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>();
-                        format!("redis://:{p}@{host}:{port}")
-                    }
-                    None => format!("redis://{host}:{port}"),
-                }
-            }),
+            None => match get("REDIS_HOST") {
+                Some(host) => Some(url_from_parts(
+                    "REDIS_HOST",
+                    "redis",
+                    &host,
+                    &get("REDIS_PORT").unwrap_or_else(|| "6379".into()),
+                    "",
+                    get("REDIS_PASSWORD").as_deref(),
+                    "",
+                )?),
+                None => None,
+            },
         };
         if let Some(u) = &redis_url
             && !(u.starts_with("redis://") || u.starts_with("rediss://"))
@@ -396,6 +398,12 @@ impl Config {
         let request_timeout =
             Duration::from_secs(num(&get, "REQUEST_TIMEOUT_SECONDS", file.request_timeout_seconds, 30)?);
         let max_json_depth = num(&get, "MAX_JSON_DEPTH", file.max_json_depth, 32)?;
+        if request_timeout.is_zero() || max_json_depth == 0 {
+            return Err(invalid(
+                "REQUEST_TIMEOUT_SECONDS",
+                "REQUEST_TIMEOUT_SECONDS and MAX_JSON_DEPTH must be more than zero",
+            ));
+        }
         let lock_threshold: u32 = num(&get, "LOGIN_LOCKOUT_THRESHOLD", file.login_lockout_threshold, 10)?;
         let lock_secs: u64 = num(&get, "LOGIN_LOCKOUT_SECONDS", file.login_lockout_seconds, 900)?;
 
@@ -576,12 +584,34 @@ pub fn parse_duration(name: &'static str, v: &str) -> Result<Duration, ConfigErr
     Ok(Duration::from_secs(secs))
 }
 
-fn postgres_url_from_parts(host: &str, port: &str, user: &str, password: Option<&str>, db: &str) -> String {
-    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    match password {
-        Some(p) => format!("postgres://{}:{}@{}:{}/{}", enc(user), enc(p), host, port, enc(db)),
-        None => format!("postgres://{}@{}:{}/{}", enc(user), host, port, enc(db)),
-    }
+/// `scheme://user:password@host:port/path` with user and password percent-encoded for the
+/// user-info part (a space is `%20`; `+` would mean a literal plus there).
+fn url_from_parts(
+    name: &'static str,
+    scheme: &str,
+    host: &str,
+    port: &str,
+    user: &str,
+    password: Option<&str>,
+    path: &str,
+) -> Result<String, ConfigError> {
+    let mut u = url::Url::parse(&format!("{scheme}://{host}:{port}"))
+        .map_err(|e| invalid(name, &format!("host or port is not valid: {e}")))?;
+    let bad = |_| invalid(name, "cannot hold these credentials");
+    u.set_username(user).map_err(bad)?;
+    u.set_password(password).map_err(bad)?;
+    u.set_path(path);
+    Ok(u.to_string())
+}
+
+fn postgres_url_from_parts(
+    host: &str,
+    port: &str,
+    user: &str,
+    password: Option<&str>,
+    db: &str,
+) -> Result<String, ConfigError> {
+    url_from_parts("DATABASE_HOST", "postgres", host, port, user, password, db)
 }
 
 #[cfg(test)]
@@ -608,7 +638,7 @@ mod tests {
             &env(&[("DATABASE_HOST", "db"), ("DATABASE_PASSWORD", "p@ss word"), ("DATABASE_NAME", "lf")]),
         )
         .unwrap();
-        assert_eq!(c.database.url.expose_secret(), "postgres://postgres:p%40ss+word@db:5432/lf");
+        assert_eq!(c.database.url.expose_secret(), "postgres://postgres:p%40ss%20word@db:5432/lf");
     }
 
     #[test]
@@ -650,7 +680,7 @@ mod tests {
         let c =
             Config::from_sources(FileConfig::default(), &env(&[("REDIS_HOST", "cache"), ("REDIS_PASSWORD", "p w")]))
                 .unwrap();
-        assert_eq!(c.redis_url.unwrap().expose_secret(), "redis://:p+w@cache:6379");
+        assert_eq!(c.redis_url.unwrap().expose_secret(), "redis://:p%20w@cache:6379");
         let c = Config::from_sources(
             FileConfig::default(),
             &env(&[("REDIS_URL", "redis://127.0.0.1:6379"), ("DEMO_MODE", "true")]),

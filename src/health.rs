@@ -56,7 +56,10 @@ async fn redis(app: &App) -> Option<(bool, Result<Value, String>)> {
     let link = app.redis.as_ref()?;
     let r = match link.ping().await {
         Ok(()) => Ok(json!({ "breaker": format!("{:?}", link.breaker().state()).to_lowercase() })),
-        Err(e) => Err(e.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis health check failed");
+            Err("Redis did not answer".to_owned())
+        }
     };
     Some((app.config.ops.redis_required, r))
 }

@@ -45,8 +45,13 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
         ]
         .into_iter()
         .collect();
+        // `empty()` clears the tags only: ammonia's default generic and per-tag attributes
+        // (lang, title, cite, …) and relative URLs are cleared here too.
         let mut b = ammonia::Builder::empty();
         b.tags(tags)
+            .generic_attributes(HashSet::new())
+            .tag_attributes(std::collections::HashMap::new())
+            .url_relative(ammonia::UrlRelative::Deny)
             .add_tag_attributes("a", ["href", "title"])
             .url_schemes(["http", "https", "mailto"].into_iter().collect())
             .link_rel(Some("noopener noreferrer nofollow"));
@@ -194,6 +199,17 @@ mod tests {
         for bad in ["script", "onclick", "javascript:", "onerror", "<img"] {
             assert!(!out.contains(bad), "{bad} survived in {out}");
         }
+    }
+
+    #[test]
+    fn relative_and_cited_urls_do_not_survive() {
+        let out = rich(
+            r#"<a href="//evil.example/x">a</a><blockquote cite="javascript:alert(1)">q</blockquote><p lang="en">t</p>"#,
+        );
+        assert!(!out.contains("evil.example"), "{out}");
+        assert!(!out.contains("cite="), "{out}");
+        assert!(!out.contains("lang="), "{out}");
+        assert!(out.contains("<blockquote>q</blockquote>"), "{out}");
     }
 
     #[test]

@@ -45,11 +45,16 @@ impl Passwords {
     /// Hashes a password (PHC string).
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
         let params = self.params.clone();
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
-        tokio::task::spawn_blocking(move || hash_with(&params, &password))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))
+        // The permit moves into the blocking task: it is held while argon2 runs, even if the
+        // request that asked is dropped meanwhile.
+        let permit = self.permits.clone().acquire_owned().await.map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_with(&params, &password)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))
     }
 
     /// Verifies `password` against `hash`, or against the dummy hash when there is no account.
@@ -59,8 +64,9 @@ impl Passwords {
         // No stored password is longer than the maximum: refuse after the same work.
         let too_long = password.chars().count() > MAX_PASSWORD_CHARS;
         let password = if too_long { String::from("x") } else { password };
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
+        let permit = self.permits.clone().acquire_owned().await.map_err(ApiError::internal)?;
         let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok()
         })
         .await

@@ -59,23 +59,43 @@ fn prefix_eq(a: u128, b: u128, bits: u8, width: u32) -> bool {
     (a >> shift) == (b >> shift)
 }
 
-/// The client address of a request whose TCP peer is `peer`.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr]) -> IpAddr {
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:443`.
+fn parse_hop(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Ok(sock) = s.parse::<SocketAddr>() {
+        return Some(sock.ip());
+    }
+    s.strip_prefix('[').and_then(|r| r.split_once(']')).and_then(|(ip, _)| ip.parse().ok())
+}
+
+/// The client address of a request whose TCP peer is `peer`; `forwarded_for` holds every
+/// `X-Forwarded-For` header line in order (a proxy may add its own line).
+pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[Cidr]) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     if !is_trusted(peer) {
         return peer;
     }
     // Walk from the nearest hop outwards; the first address we do not trust is the client.
-    let hops: Vec<IpAddr> =
-        forwarded_for.into_iter().flat_map(|h| h.split(',')).filter_map(|s| s.trim().parse().ok()).collect();
-    hops.iter().rev().copied().find(|ip| !is_trusted(*ip)).or_else(|| hops.first().copied()).unwrap_or(peer)
+    // An entry that is not an address stops the walk: nothing beyond it can be believed.
+    let mut last_trusted = peer;
+    for entry in forwarded_for.iter().flat_map(|h| h.split(',')).collect::<Vec<_>>().into_iter().rev() {
+        match parse_hop(entry) {
+            Some(ip) if is_trusted(ip) => last_trusted = ip,
+            Some(ip) => return ip,
+            None => return last_trusted,
+        }
+    }
+    last_trusted
 }
 
 /// Middleware: resolves the client address once and records it for everyone downstream.
 pub async fn resolve(State(app): State<App>, mut req: Request, next: Next) -> Response {
     if let Some(peer) = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()) {
-        let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let ip = client_ip(peer, xff, &app.config.security.trusted_proxies);
+        let xff: Vec<&str> = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        let ip = client_ip(peer, &xff, &app.config.security.trusted_proxies);
         req.extensions_mut().insert(ClientIp(ip));
     }
     next.run(req).await
@@ -92,16 +112,21 @@ mod tests {
     #[test]
     fn forwarded_for_is_ignored_from_an_untrusted_peer() {
         let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
-        assert_eq!(client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("203.0.113.9"), &["1.2.3.4"], &trusted), ip("203.0.113.9"));
     }
 
     #[test]
     fn the_nearest_untrusted_hop_is_the_client() {
         let trusted = [Cidr::parse("10.0.0.0/8").unwrap(), Cidr::parse("::1").unwrap()];
         // The client sent a forged first entry; the proxy appended the real address.
-        assert_eq!(client_ip(ip("10.1.2.3"), Some("6.6.6.6, 198.51.100.7, 10.0.0.5"), &trusted), ip("198.51.100.7"));
-        assert_eq!(client_ip(ip("::1"), Some("198.51.100.7"), &trusted), ip("198.51.100.7"));
-        assert_eq!(client_ip(ip("10.1.2.3"), None, &trusted), ip("10.1.2.3"));
+        assert_eq!(client_ip(ip("10.1.2.3"), &["6.6.6.6, 198.51.100.7, 10.0.0.5"], &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("::1"), &["198.51.100.7"], &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("10.1.2.3"), &[], &trusted), ip("10.1.2.3"));
+        // A forged first line does not win over the line the proxy appended.
+        assert_eq!(client_ip(ip("10.1.2.3"), &["6.6.6.6", "198.51.100.7:5555"], &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("10.1.2.3"), &["[2001:db8::7]:443"], &trusted), ip("2001:db8::7"));
+        // Garbage stops the walk at the last trusted hop.
+        assert_eq!(client_ip(ip("10.1.2.3"), &["6.6.6.6, junk, 10.0.0.9"], &trusted), ip("10.0.0.9"));
     }
 
     #[test]

@@ -82,17 +82,30 @@ pub struct Rejected;
 pub struct Permit<'a> {
     breaker: &'a Breaker,
     trial: bool,
+    reported: bool,
 }
 
 impl Permit<'_> {
     /// The call succeeded.
-    pub fn success(self) {
+    pub fn success(mut self) {
+        self.reported = true;
         self.breaker.record_at(Instant::now(), true, self.trial);
     }
 
     /// The call failed (error or timeout).
-    pub fn failure(self) {
+    pub fn failure(mut self) {
+        self.reported = true;
         self.breaker.record_at(Instant::now(), false, self.trial);
+    }
+}
+
+impl Drop for Permit<'_> {
+    /// A call abandoned before it finished (its future was dropped) decides nothing, but a
+    /// half-open trial slot it held is given back, or the breaker would stay half-open.
+    fn drop(&mut self) {
+        if !self.reported && self.trial {
+            self.breaker.release_trial();
+        }
     }
 }
 
@@ -125,7 +138,13 @@ impl Breaker {
 
     /// Asks to make a call now.
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
-        self.try_acquire_at(Instant::now()).map(|trial| Permit { breaker: self, trial })
+        self.try_acquire_at(Instant::now()).map(|trial| Permit { breaker: self, trial, reported: false })
+    }
+
+    fn release_trial(&self) {
+        if let Inner::HalfOpen { in_flight, .. } = &mut *self.lock() {
+            *in_flight = in_flight.saturating_sub(1);
+        }
     }
 
     /// Asks to make a call at `now`; `Ok(true)` is a half-open trial call.
@@ -289,6 +308,22 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         assert!(b.try_acquire_at(t1 + Duration::from_secs(4)).is_err());
         assert!(b.try_acquire_at(t1 + Duration::from_secs(5)).is_ok());
+    }
+
+    #[test]
+    fn an_abandoned_trial_call_gives_its_slot_back() {
+        let b = Breaker::new(
+            "test",
+            BreakerConfig { failure_threshold: 1, cool_down: Duration::ZERO, ..Default::default() },
+        );
+        b.record_at(Instant::now(), false, false);
+        let permit = b.try_acquire().unwrap();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.try_acquire_at(Instant::now()).is_err());
+        drop(permit);
+        let again = b.try_acquire().unwrap();
+        again.success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]

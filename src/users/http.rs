@@ -31,15 +31,20 @@ pub struct ListUsersQuery {
 
 /// Add a user to the caller's firm.
 #[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUser,
-    responses((status = 201, body = Success<UserView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Success<UserView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn create(
     State(app): State<App>,
     p: Principal,
     AppJson(input): AppJson<CreateUser>,
-) -> ApiResult<Envelope<UserView>> {
+) -> ApiResult<axum::response::Response> {
+    // Hashing a password is expensive, and a 409 tells whether an address is taken: limited.
+    let quota = app.config.throttle.password;
+    if let Err(refused) = crate::ratelimit::enforce(&app, "password", &format!("u:{}", p.user_id), quota).await {
+        return Ok(refused);
+    }
     let u = ops::create(&app, &p, input).await?;
     let v = u.version;
-    Ok(Envelope::created(u).etag(v))
+    Ok(axum::response::IntoResponse::into_response(Envelope::created(u).etag(v)))
 }
 
 /// The firm's users.
