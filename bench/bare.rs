@@ -3,7 +3,8 @@
 //! no authentication, no envelope, no access checks, no logging. `bench/run.sh` loads it and
 //! the full LexiFlow stack side by side on one database and prints the ratio.
 //!
-//! Env: `DATABASE_URL` (the database LexiFlow uses), `PORT`, `DATABASE_MAX_CONNECTIONS`.
+//! Env: `DATABASE_URL` (the database LexiFlow uses), `PORT`, `DATABASE_MAX_CONNECTIONS`,
+//! `BARE_FIRM_ID` (the firm whose cases the list shows).
 
 #![allow(clippy::print_stdout, clippy::expect_used)]
 
@@ -20,7 +21,10 @@ use lexiflow::{
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-async fn one(State(db): State<DatabaseConnection>, Path(id): Path<Uuid>) -> Result<Json<CaseView>, StatusCode> {
+async fn one(
+    State((db, _)): State<(DatabaseConnection, Uuid)>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<CaseView>, StatusCode> {
     match case::Entity::find_by_id(id).one(&db).await {
         Ok(Some(c)) => Ok(Json(c.into())),
         Ok(None) => Err(StatusCode::NOT_FOUND),
@@ -28,8 +32,9 @@ async fn one(State(db): State<DatabaseConnection>, Path(id): Path<Uuid>) -> Resu
     }
 }
 
-async fn list(State(db): State<DatabaseConnection>) -> Result<Json<Vec<CaseView>>, StatusCode> {
+async fn list(State((db, firm)): State<(DatabaseConnection, Uuid)>) -> Result<Json<Vec<CaseView>>, StatusCode> {
     case::Entity::find()
+        .filter(case::Column::FirmId.eq(firm))
         .filter(case::Column::DeletedAt.is_null())
         .order_by_desc(case::Column::CreatedAt)
         .order_by_desc(case::Column::Id)
@@ -45,11 +50,13 @@ async fn main() {
     let env = std::env::vars().collect();
     let config = Config::from_sources(FileConfig::default(), &env).expect("configuration");
     let db = lexiflow::db::connect(&config.database).await.expect("database");
+    // The list reads the same firm's newest cases as LexiFlow's list does.
+    let firm: Uuid = std::env::var("BARE_FIRM_ID").ok().and_then(|f| f.parse().ok()).unwrap_or_default();
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/cases", get(list))
         .route("/cases/{id}", get(one))
-        .with_state(db);
+        .with_state((db, firm));
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3201);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
     println!("bare reference serving on http://127.0.0.1:{port}");

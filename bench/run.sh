@@ -133,7 +133,7 @@ for backend in $BACKENDS; do
   python3 "$ROOT/bench/seed.py" "http://127.0.0.1:$PORT_FULL" "$STATE" "$SEED"
   token=$(cat "$STATE/token")
 
-  DATABASE_URL=$db_url LEXIFLOW_DATA_DIR=$data PORT=$PORT_BARE "$BARE" >"$STATE/bare-$backend.log" 2>&1 &
+  DATABASE_URL=$db_url LEXIFLOW_DATA_DIR=$data PORT=$PORT_BARE BARE_FIRM_ID=$(cat "$STATE/firm") "$BARE" >"$STATE/bare-$backend.log" 2>&1 &
   bare_pid=$!
   PIDS+=("$bare_pid")
   wait_http "http://127.0.0.1:$PORT_BARE/health" "$bare_pid" || { tail -20 "$STATE/bare-$backend.log"; exit 1; }

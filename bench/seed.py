@@ -47,6 +47,8 @@ for i in range(n):
     ids.append(c["data"]["id"])
 with open(f"{state}/token", "w") as f:
     f.write(token)
+with open(f"{state}/firm", "w") as f:
+    f.write(reg["data"]["user"]["firmId"])
 with open(f"{state}/ids", "w") as f:
     f.write("\n".join(ids) + "\n")
 print(f"seeded {n} cases as {email}")
