@@ -336,14 +336,6 @@ impl CaseSort {
     }
 }
 
-/// A case row with the window count of all matching rows.
-#[derive(Debug, sea_orm::FromQueryResult)]
-struct CountedCase {
-    #[sea_orm(nested)]
-    case: case::Model,
-    total_count: i64,
-}
-
 /// Filters of `GET /cases`.
 #[derive(Debug, Default)]
 pub struct CaseFilter {
@@ -413,26 +405,20 @@ pub async fn list(
     let q = visible(p, &filter);
     match page {
         PageRequest::Offset { page, limit } => {
-            // The page and the total in one round trip: a window count rides along with each
-            // row. Only a page past the end (no rows to carry it) needs a separate count.
-            let rows: Vec<CountedCase> = q
-                .clone()
-                .column_as(Expr::cust("COUNT(*) OVER ()"), "total_count")
+            // The count is answered from the partial index of live cases per firm
+            // (`ix_cases_firm_live`); a window count in the page query was measured slower on
+            // both databases (it materialises every matching row).
+            let total = q.clone().count(&app.db).await?;
+            let rows = q
                 .order_by(sort.column(), order.clone())
                 .order_by(case::Column::Id, order)
                 .offset((page - 1) * limit)
                 .limit(limit)
-                .into_model::<CountedCase>()
                 .all(&app.db)
                 .await?;
-            let total = match rows.first() {
-                Some(r) => u64::try_from(r.total_count).unwrap_or(0),
-                None if page == 1 => 0,
-                None => q.count(&app.db).await?,
-            };
             let total_pages = total.div_ceil(limit);
             Ok((
-                rows.into_iter().map(|r| CaseView::from(r.case)).collect(),
+                rows.into_iter().map(CaseView::from).collect(),
                 Pagination::Offset(OffsetPagination { page, limit, total, total_pages, has_next: page < total_pages }),
             ))
         }

@@ -18,14 +18,15 @@ use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::Subscribe
 
 use crate::config::LogFormat;
 
-/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
-#[derive(Debug, Default)]
+/// Keeps the log writer and the trace exporter alive; [`Telemetry::shutdown`] flushes both.
+#[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    _log_writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl Telemetry {
-    /// Flushes pending spans.
+    /// Flushes pending spans, then pending log lines (when the guard drops).
     pub fn shutdown(self) {
         if let Some(p) = self.provider
             && let Err(e) = p.shutdown()
@@ -43,14 +44,26 @@ fn filter() -> EnvFilter {
 
 /// Installs the global subscriber. `otlp_endpoint` is the base URL of an OTLP/HTTP collector.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry, String> {
+    // Lines are written by a background thread, so a request never waits on stdout. The
+    // writer blocks (rather than dropping lines) if that thread falls far behind: a log
+    // line of a security event is never silently lost.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::stdout());
     let fmt = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false).boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
     let registry = tracing_subscriber::registry().with(fmt.with_filter(filter()));
     let Some(endpoint) = otlp_endpoint else {
         registry.try_init().map_err(|e| e.to_string())?;
-        return Ok(Telemetry::default());
+        return Ok(Telemetry { provider: None, _log_writer: guard });
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -68,7 +81,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
         .with_tracer(tracer)
         .with_filter(tracing_subscriber::filter::Targets::new().with_target("lexiflow", tracing::Level::INFO));
     registry.with(otel).try_init().map_err(|e| e.to_string())?;
-    Ok(Telemetry { provider: Some(provider) })
+    Ok(Telemetry { provider: Some(provider), _log_writer: guard })
 }
 
 struct Headers<'a>(&'a http::HeaderMap);

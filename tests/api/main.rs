@@ -8,6 +8,7 @@ mod support;
 mod auth;
 mod cases;
 mod contract;
+mod operations;
 mod parties;
 mod security;
 mod users;

@@ -39,7 +39,7 @@ pub enum Backend {
     Postgres,
 }
 
-fn pg_url() -> String {
+pub fn pg_url() -> String {
     std::env::var("LEXIFLOW_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 

@@ -1,6 +1,7 @@
 //! Brute-force defence: failed logins counted per e-mail address (known or not, so the work
-//! done does not reveal which addresses have accounts), and the index the default case list
-//! sort (`-createdAt`) was missing.
+//! done does not reveal which addresses have accounts); the index the default case list
+//! sort (`-createdAt`) was missing; and a partial index of live cases per firm, which answers
+//! the case list's total count without reading the rows.
 
 use sea_orm_migration::prelude::*;
 
@@ -46,6 +47,11 @@ impl MigrationTrait for Migration {
                 .col(Cases::Id)
                 .to_owned(),
         )
-        .await
+        .await?;
+        // Same syntax on SQLite and PostgreSQL; sea-query has no portable partial index.
+        m.get_connection()
+            .execute_unprepared("CREATE INDEX ix_cases_firm_live ON cases (firm_id) WHERE deleted_at IS NULL")
+            .await?;
+        Ok(())
     }
 }

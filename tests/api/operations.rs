@@ -1,0 +1,204 @@
+//! Operations: Prometheus metrics and their JSON and system views, the metrics token, health
+//! probes with their checks, and readiness following the database down and back up.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use http::Method;
+use serde_json::json;
+use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
+
+use crate::support::{Backend, TestApp, postgres_available};
+
+crate::on_both_backends!(
+    metrics_carry_the_required_families_and_route_templates_not_raw_paths,
+    metrics_json_and_system_views_answer,
+    metrics_token_guards_the_metrics_routes,
+    health_reports_database_memory_and_disk,
+);
+
+async fn metrics_carry_the_required_families_and_route_templates_not_raw_paths(b: Backend) {
+    let t = TestApp::with(b, |c| c.throttle.login_ip = lexiflow::ratelimit::Quota::per_seconds(1, 60)).await;
+    let s = t.register("Firm").await;
+    let id = t.case(&s, "M-1").await;
+    t.get(&format!("/api/v1/cases/{id}"), &s.token).await.expect(200);
+    t.call(Method::GET, "/api/v1/cases", None, None).await.expect(401);
+    let login = json!({"email": "x@y.test", "password": "wrong password"});
+    t.call_from("192.0.2.1", Method::POST, "/api/v1/auth/login", None, Some(login.clone()), &[]).await.expect(401);
+    t.call_from("192.0.2.1", Method::POST, "/api/v1/auth/login", None, Some(login), &[]).await.expect(429);
+
+    let res = t.call(Method::GET, "/metrics", None, None).await;
+    res.expect(200);
+    assert!(res.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = res.body.as_str().expect("Prometheus text, not JSON").to_owned();
+    for family in [
+        "# TYPE http_server_request_duration_seconds histogram",
+        "# TYPE http_server_active_requests gauge",
+        "# TYPE lexiflow_db_pool_connections gauge",
+        "# TYPE lexiflow_db_pool_max_connections gauge",
+        "# TYPE lexiflow_db_pool_acquire_wait_seconds gauge",
+        "# TYPE lexiflow_rate_limit_refusals_total counter",
+        "# TYPE lexiflow_auth_failures_total counter",
+        "# TYPE lexiflow_build_info gauge",
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_start_time_seconds gauge",
+        "# TYPE process_open_fds gauge",
+        "# TYPE process_cpu_seconds_total counter",
+    ] {
+        assert!(text.contains(family), "missing {family:?} in:\n{text}");
+    }
+    assert!(
+        text.contains(
+            r#"http_server_request_duration_seconds_bucket{method="GET",route="/api/v1/cases/{id}",status="200",le="#
+        ),
+        "no histogram series for the route template"
+    );
+    assert!(text.contains(r#"lexiflow_rate_limit_refusals_total{policy="login"}"#));
+    assert!(text.contains(r#"lexiflow_auth_failures_total{reason="missing"}"#));
+    assert!(text.contains(r#"lexiflow_build_info{version=""#));
+    // Route templates only: no raw id (and so no unbounded label values) anywhere.
+    assert!(!text.contains(&id), "a raw path leaked into the metrics");
+    // Every family has help text.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+    }
+}
+
+async fn metrics_json_and_system_views_answer(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    t.get("/api/v1/auth/me", &s.token).await.expect(200);
+    let j = t.call(Method::GET, "/metrics/json", None, None).await;
+    j.expect(200);
+    let fam = &j.data()["http_server_request_duration_seconds"];
+    assert_eq!(fam["type"], "histogram");
+    assert!(fam["samples"].as_array().unwrap().iter().any(|s| s["labels"]["route"] == "/api/v1/auth/me"));
+    let sys = t.call(Method::GET, "/metrics/system", None, None).await;
+    sys.expect(200);
+    let d = sys.data();
+    assert!(d["memory"]["totalBytes"].as_u64().unwrap() > 0);
+    assert!(d["process"]["residentBytes"].as_u64().unwrap() > 0);
+    assert!(d["disk"]["availableBytes"].as_u64().unwrap() > 0);
+    assert!(d["cpu"]["cores"].as_u64().unwrap() >= 1);
+    assert!(d["cpu"]["loadAverage"]["1m"].is_number());
+}
+
+async fn metrics_token_guards_the_metrics_routes(b: Backend) {
+    let t = TestApp::with(b, |c| c.metrics_token = Some("scrape-secret-1234".to_string().into())).await;
+    for path in ["/metrics", "/metrics/json", "/metrics/system"] {
+        let r = t.call(Method::GET, path, None, None).await;
+        r.expect(401);
+        assert_eq!(r.code(), "AUTH_REQUIRED");
+        t.call(Method::GET, path, Some("wrong-token"), None).await.expect(401);
+        t.call(Method::GET, path, Some("scrape-secret-1234"), None).await.expect(200);
+    }
+}
+
+async fn health_reports_database_memory_and_disk(b: Backend) {
+    let t = TestApp::new(b).await;
+    let h = t.call(Method::GET, "/health", None, None).await;
+    h.expect(200);
+    assert_eq!(h.body["status"], "ok");
+    for check in ["database", "memory", "disk_data", "disk_uploads", "lifecycle"] {
+        assert_eq!(h.body["details"][check]["status"], "up", "{check}: {}", h.body);
+    }
+    assert!(h.body["details"]["memory"]["residentBytes"].as_u64().unwrap() > 0);
+    // Thresholds turn a check down (and the whole report 503) without a restart.
+    let tight = TestApp::with(b, |c| {
+        c.ops.memory_max_bytes = 1;
+        c.ops.disk_min_free_bytes = u64::MAX;
+    })
+    .await;
+    let h = tight.call(Method::GET, "/health", None, None).await;
+    h.expect(503);
+    assert_eq!(h.body["status"], "error");
+    assert_eq!(h.body["error"]["memory"]["status"], "down");
+    assert_eq!(h.body["error"]["disk_data"]["status"], "down");
+    // Readiness does not depend on memory or disk.
+    tight.call(Method::GET, "/health/readiness", None, None).await.expect(200);
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut and restore, to make the
+/// database unreachable without touching the real server.
+struct ChaosProxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    _accept: JoinHandle<()>,
+}
+
+impl ChaosProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (up2, links2) = (up.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                links2.lock().await.push(tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                }));
+            }
+        });
+        Self { port, up, links, _accept: accept }
+    }
+
+    async fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for l in self.links.lock().await.drain(..) {
+            l.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_while_postgres_is_unreachable_and_200_when_it_returns() {
+    if !postgres_available().await {
+        return;
+    }
+    let pg = url::Url::parse(&crate::support::pg_url()).unwrap();
+    let upstream = format!("{}:{}", pg.host_str().unwrap(), pg.port().unwrap_or(5432));
+    let proxy = ChaosProxy::start(upstream).await;
+    let mut via_proxy = pg.clone();
+    via_proxy.set_port(Some(proxy.port)).unwrap();
+    let t = TestApp::with(Backend::Postgres, |c| c.database.url = via_proxy.to_string().into()).await;
+    t.call(Method::GET, "/health/readiness", None, None).await.expect(200);
+
+    proxy.cut().await;
+    let down = t.call(Method::GET, "/health/readiness", None, None).await;
+    down.expect(503);
+    assert_eq!(down.body["error"]["database"]["status"], "down");
+    // The API answers in our error body, as a dependency outage, not a client error.
+    let s = t.call(Method::POST, "/api/v1/auth/login", None, Some(json!({"email": "a@b.test", "password": "x"}))).await;
+    assert_eq!(s.status.as_u16(), 503, "{}", s.body);
+    assert_eq!(s.code(), "DEPENDENCY_UNAVAILABLE");
+
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = t.call(Method::GET, "/health/readiness", None, None).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "readiness did not recover: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
