@@ -128,9 +128,11 @@ impl App {
             // the subscription does not keep a dropped App alive.
             let weak = Arc::downgrade(&app.0);
             link.subscribe_forever(EVICTIONS, move |msg| {
-                if let (Some(inner), Some(e)) = (weak.upgrade(), Eviction::decode(&msg)) {
+                let Some(inner) = weak.upgrade() else { return false };
+                if let Some(e) = Eviction::decode(&msg) {
                     App(inner).evict_local(e);
                 }
+                true
             });
         }
         Ok(app)

@@ -86,6 +86,9 @@ pub struct Config {
     /// (`AUTH_CACHE_TTL_MS`, default 2000; 0 turns the cache off). Revocations on this
     /// instance, and on others through Redis when configured, take effect at once.
     pub auth_cache_ttl: Duration,
+    /// `AUDIT_RETENTION_DAYS`: audit entries older than this are pruned (keeping the chain
+    /// verifiable); None keeps everything, the default.
+    pub audit_retention_days: Option<u32>,
 }
 
 /// Health thresholds and the shutdown sequence.
@@ -230,6 +233,7 @@ pub struct FileConfig {
     pub shutdown_drain_seconds: Option<u64>,
     pub upload_dir: Option<PathBuf>,
     pub auth_cache_ttl_ms: Option<u64>,
+    pub audit_retention_days: Option<u32>,
 }
 
 /// Secrets that ship in examples and tutorials; refused in production.
@@ -454,6 +458,15 @@ impl Config {
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             upload_dir,
             auth_cache_ttl,
+            audit_retention_days: match get("AUDIT_RETENTION_DAYS") {
+                Some(v) => Some(
+                    v.parse()
+                        .ok()
+                        .filter(|d| *d > 0)
+                        .ok_or_else(|| invalid("AUDIT_RETENTION_DAYS", "a number of days, at least 1"))?,
+                ),
+                None => file.audit_retention_days,
+            },
             redis_prefix: "lexiflow:".into(),
             redis_breaker: crate::resilience::BreakerConfig::default(),
             throttle: ThrottleConfig {

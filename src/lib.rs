@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cases;
 pub mod clock;

@@ -19,6 +19,64 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document as JSON.
     Openapi,
+    /// The audit trail: verify its hash chains, or prune past the retention period.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every firm's chain (or one firm's); exits 1 if any chain is broken.
+    Verify {
+        /// Only this firm.
+        #[arg(long)]
+        firm: Option<uuid::Uuid>,
+    },
+    /// Delete entries older than AUDIT_RETENTION_DAYS, keeping each chain verifiable.
+    Prune,
+}
+
+/// Runs `lexiflow audit …`; false when a chain is broken.
+async fn audit_command(
+    conn: &sea_orm::DatabaseConnection,
+    config: &Config,
+    command: AuditCommand,
+) -> anyhow::Result<bool> {
+    use lexiflow::audit::chain;
+    #[allow(clippy::print_stdout)]
+    match command {
+        AuditCommand::Verify { firm } => {
+            let firms = match firm {
+                Some(f) => vec![f],
+                None => chain::firms(conn).await?,
+            };
+            let mut all_valid = true;
+            for f in firms {
+                let v = chain::verify(conn, f).await?;
+                all_valid &= v.valid;
+                println!(
+                    "{}",
+                    serde_json::json!({ "firmId": f, "valid": v.valid, "entriesChecked": v.entries_checked,
+                                        "firstInvalidSequence": v.first_invalid_sequence })
+                );
+            }
+            Ok(all_valid)
+        }
+        AuditCommand::Prune => {
+            let Some(days) = config.audit_retention_days else {
+                println!("AUDIT_RETENTION_DAYS is not set: every entry is kept");
+                return Ok(true);
+            };
+            let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+            for f in chain::firms(conn).await? {
+                let n = chain::prune(conn, f, before).await?;
+                println!("{}", serde_json::json!({ "firmId": f, "pruned": n }));
+            }
+            Ok(true)
+        }
+    }
 }
 
 #[tokio::main]
@@ -36,6 +94,16 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = tracing_setup::init(config.log_format, config.otlp_endpoint.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
     match cli.command {
+        Some(Command::Audit { command }) => {
+            let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
+            db::migrate(&conn).await.context("migration failed")?;
+            let ok = audit_command(&conn, &config, command).await?;
+            telemetry.shutdown();
+            if !ok {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
         Some(Command::Migrate) => {
             let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
             db::migrate(&conn).await.context("migration failed")?;

@@ -88,12 +88,12 @@ impl RedisLink {
         .map(|_| ())
     }
 
-    /// Subscribes to `channel` for the life of the process, calling `on_message` for each
-    /// message; reconnects (after a pause) whenever the subscription breaks.
+    /// Subscribes to `channel`, calling `on_message` for each message until it returns
+    /// false; reconnects (after a pause) whenever the subscription breaks.
     pub fn subscribe_forever(
         self: &std::sync::Arc<Self>,
         channel: &str,
-        on_message: impl Fn(String) + Send + Sync + 'static,
+        on_message: impl Fn(String) -> bool + Send + Sync + 'static,
     ) {
         let channel = format!("{}{channel}", self.prefix);
         let link = self.clone();
@@ -106,14 +106,17 @@ impl RedisLink {
                     tracing::debug!(channel = %channel, "subscribed");
                     let mut stream = pubsub.into_on_message();
                     while let Some(msg) = stream.next().await {
-                        if let Ok(payload) = msg.get_payload::<String>() {
-                            on_message(payload);
+                        if let Ok(payload) = msg.get_payload::<String>()
+                            && !on_message(payload)
+                        {
+                            return Ok(false);
                         }
                     }
-                    Ok::<(), redis::RedisError>(())
+                    Ok::<bool, redis::RedisError>(true)
                 };
                 match attempt.await {
-                    Ok(()) => tracing::debug!(channel = %channel, "subscription ended; resubscribing"),
+                    Ok(false) => return,
+                    Ok(true) => tracing::debug!(channel = %channel, "subscription ended; resubscribing"),
                     Err(e) => tracing::debug!(channel = %channel, error = %e, "subscription failed; retrying"),
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -26,25 +26,33 @@ struct Entry {
     cached_at: Instant,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<Uuid, Entry>,
+    /// When each session or user was last evicted: a lookup that started before an eviction
+    /// must not put its (possibly pre-revocation) answer into the cache afterwards.
+    evicted: HashMap<Uuid, Instant>,
+}
+
 /// Checked sessions by session id.
 #[derive(Debug)]
 pub struct SessionCache {
     ttl: Duration,
-    entries: Mutex<HashMap<Uuid, Entry>>,
+    state: Mutex<State>,
 }
 
-/// Bound on entries; past it the oldest half is dropped.
+/// Bound on entries; past it expired entries are swept, and if that is not enough, all.
 const MAX_ENTRIES: usize = 100_000;
 
 impl SessionCache {
     /// A cache whose entries live `ttl` (zero: no caching at all).
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::new(HashMap::new()) }
+        Self { ttl, state: Mutex::new(State::default()) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Entries are inserted and removed whole; a poisoned lock holds nothing half-written.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cached principal of `session` for `user`, if fresh and the session not expired.
@@ -52,23 +60,33 @@ impl SessionCache {
         if self.ttl.is_zero() {
             return None;
         }
-        let map = self.lock();
-        let e = map.get(&session)?;
+        let state = self.lock();
+        let e = state.entries.get(&session)?;
         (e.user_id == user && e.cached_at.elapsed() < self.ttl && e.session_expires > chrono::Utc::now())
             .then(|| e.principal.clone())
     }
 
-    /// Remembers a freshly checked session.
-    pub fn put(&self, principal: &Principal, session_expires: chrono::DateTime<chrono::Utc>) {
+    /// Remembers a session checked by a lookup that started at `looked_up_at`, unless the
+    /// session or its user was evicted since then.
+    pub fn put(&self, principal: &Principal, session_expires: chrono::DateTime<chrono::Utc>, looked_up_at: Instant) {
         if self.ttl.is_zero() {
             return;
         }
-        let mut map = self.lock();
-        if map.len() >= MAX_ENTRIES {
-            let ttl = self.ttl;
-            map.retain(|_, e| e.cached_at.elapsed() < ttl);
+        let mut state = self.lock();
+        let stale = [principal.session_id.0, principal.user_id.0]
+            .iter()
+            .any(|id| state.evicted.get(id).is_some_and(|at| *at >= looked_up_at));
+        if stale {
+            return;
         }
-        map.insert(
+        if state.entries.len() >= MAX_ENTRIES {
+            let ttl = self.ttl;
+            state.entries.retain(|_, e| e.cached_at.elapsed() < ttl);
+            if state.entries.len() >= MAX_ENTRIES {
+                state.entries.clear();
+            }
+        }
+        state.entries.insert(
             principal.session_id.0,
             Entry {
                 principal: principal.clone(),
@@ -79,14 +97,28 @@ impl SessionCache {
         );
     }
 
+    fn note_eviction(&self, state: &mut State, id: Uuid) {
+        let now = Instant::now();
+        // Eviction marks only matter for lookups in flight, which last far less than a TTL.
+        let keep = self.ttl.max(Duration::from_secs(1)) * 2;
+        if state.evicted.len() >= 10_000 {
+            state.evicted.retain(|_, at| now.duration_since(*at) < keep);
+        }
+        state.evicted.insert(id, now);
+    }
+
     /// Forgets one session.
     pub fn evict_session(&self, session: Uuid) {
-        self.lock().remove(&session);
+        let mut state = self.lock();
+        state.entries.remove(&session);
+        self.note_eviction(&mut state, session);
     }
 
     /// Forgets every session of a user.
     pub fn evict_user(&self, user: Uuid) {
-        self.lock().retain(|_, e| e.user_id != user);
+        let mut state = self.lock();
+        state.entries.retain(|_, e| e.user_id != user);
+        self.note_eviction(&mut state, user);
     }
 }
 

@@ -86,6 +86,7 @@ pub async fn require_auth(State(app): State<App>, mut req: Request, next: Next) 
 }
 
 async fn live_principal(app: &App, claims: &tokens::Claims) -> Result<Principal, ApiError> {
+    let looked_up_at = std::time::Instant::now();
     let ended = || ApiError::new(ErrorCode::AuthTokenInvalid, "the session of this token has ended; log in again");
     let stmt = Query::select()
         .expr_as(Expr::col((session::Entity, session::Column::RevokedAt)), "revoked_at")
@@ -111,6 +112,6 @@ async fn live_principal(app: &App, claims: &tokens::Claims) -> Result<Principal,
         return Err(ended());
     }
     let p = Principal { user_id: UserId(claims.sub), firm_id: FirmId(firm), role, session_id: SessionId(claims.sid) };
-    app.sessions.put(&p, expires);
+    app.sessions.put(&p, expires, looked_up_at);
     Ok(p)
 }

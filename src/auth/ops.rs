@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     app::App,
+    audit::{self, Actor, AuditEvent},
     clock, db, firms,
     http::error::{ApiError, ApiResult, ErrorCode},
     ids::{FirmId, SessionId, UserId},
@@ -119,6 +120,24 @@ pub async fn register(app: &App, input: RegisterInput, client: ClientInfo) -> Ap
     }
     .insert(&tx)
     .await?;
+    let actor = Actor::account(u.id, u.role);
+    let view = UserView::from(u.clone());
+    audit::record(
+        &tx,
+        FirmId(firm.id),
+        &actor,
+        AuditEvent::new("firm.register", "firm", Some(firm.id.to_string()))
+            .changes(serde_json::json!({ "name": { "old": null, "new": firm.name } })),
+    )
+    .await?;
+    let user_json = serde_json::to_value(&view).map_err(ApiError::internal)?;
+    audit::record(
+        &tx,
+        FirmId(firm.id),
+        &actor,
+        AuditEvent::new("user.create", "user", Some(u.id.to_string())).changes(audit::created(&user_json)),
+    )
+    .await?;
     let tokens = start_session(app, &tx, &u, client).await?;
     tx.commit().await?;
     tracing::info!(firm_id = %firm.id, user_id = %u.id, "firm registered");
@@ -160,7 +179,7 @@ pub async fn login(app: &App, email: &str, password: String, client: ClientInfo)
         found => {
             let reason = if locked { "locked" } else { "invalid_credentials" };
             metrics::counter!("lexiflow_auth_failures_total", "reason" => reason).increment(1);
-            if !locked && record_failure(app, &key).await? {
+            if !locked && record_failure(app, &key, found.as_ref()).await? {
                 tracing::warn!(user_id = found.map(|u| u.id.to_string()), "login locked after repeated failures");
             }
             tracing::info!(reason, "login refused");
@@ -182,7 +201,7 @@ pub async fn login(app: &App, email: &str, password: String, client: ClientInfo)
 }
 
 /// Counts a failed login for `key`; returns true when this failure locked it.
-async fn record_failure(app: &App, key: &str) -> ApiResult<bool> {
+async fn record_failure(app: &App, key: &str, account: Option<&user::Model>) -> ApiResult<bool> {
     use sea_orm::sea_query::ExprTrait as _;
     let lock = app.config.security.lockout;
     let now = clock::now();
@@ -215,6 +234,23 @@ async fn record_failure(app: &App, key: &str) -> ApiResult<bool> {
         .await?
         .rows_affected
         == 1;
+    // Failures against an existing account go into its firm's trail; an address with no
+    // account belongs to no firm, so it is only counted (and logged).
+    if let Some(u) = account {
+        let actor = Actor::account(u.id, u.role);
+        let firm = FirmId(u.firm_id);
+        audit::record(&tx, firm, &actor, AuditEvent::new("auth.login_failed", "user", Some(u.id.to_string()))).await?;
+        if locked_now {
+            let change = serde_json::json!({ "lockedUntil": { "old": null, "new": until } });
+            audit::record(
+                &tx,
+                firm,
+                &Actor::system(),
+                AuditEvent::new("auth.locked", "user", Some(u.id.to_string())).changes(change),
+            )
+            .await?;
+        }
+    }
     tx.commit().await?;
     Ok(locked_now)
 }
@@ -241,6 +277,13 @@ async fn start_session(
         revoked_reason: Set(None),
     }
     .insert(tx)
+    .await?;
+    audit::record(
+        tx,
+        FirmId(u.firm_id),
+        &Actor::account(u.id, u.role),
+        AuditEvent::new("auth.login", "session", Some(s.id.to_string())),
+    )
     .await?;
     issue_pair(app, tx, u, &s).await
 }
@@ -301,6 +344,14 @@ pub async fn refresh(app: &App, token: &str) -> ApiResult<AuthTokens> {
         == 1;
     if !claimed {
         revoke(&tx, SessionId(s.id), "refresh token reused").await?;
+        let change = serde_json::json!({ "reason": { "old": null, "new": "refresh token reused" } });
+        audit::record(
+            &tx,
+            FirmId(s.firm_id),
+            &Actor::system(),
+            AuditEvent::new("auth.session_revoked", "session", Some(s.id.to_string())).changes(change),
+        )
+        .await?;
         tx.commit().await?;
         app.evict(Eviction::Session(s.id));
         tracing::warn!(session_id = %s.id, user_id = %s.user_id, "refresh token reuse: session revoked");
@@ -318,6 +369,13 @@ pub async fn refresh(app: &App, token: &str) -> ApiResult<AuthTokens> {
         .exec(&tx)
         .await?;
     let tokens = issue_pair(app, &tx, &u, &s).await?;
+    audit::record(
+        &tx,
+        FirmId(u.firm_id),
+        &Actor::account(u.id, u.role),
+        AuditEvent::new("auth.refresh", "session", Some(s.id.to_string())),
+    )
+    .await?;
     tx.commit().await?;
     Ok(tokens)
 }
@@ -351,6 +409,13 @@ pub async fn revoke_all_for_user(tx: &impl ConnectionTrait, user: UserId, reason
 pub async fn logout(app: &App, p: &Principal) -> ApiResult<()> {
     let tx = db::begin_write(&app.db).await?;
     revoke(&tx, p.session_id, "logout").await?;
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("auth.logout", "session", Some(p.session_id.to_string())),
+    )
+    .await?;
     tx.commit().await?;
     app.evict(Eviction::Session(p.session_id.0));
     Ok(())
@@ -392,6 +457,14 @@ pub async fn revoke_own_session(app: &App, p: &Principal, id: SessionId) -> ApiR
         return Err(ApiError::not_found("session"));
     }
     revoke(&tx, id, "revoked by user").await?;
+    let change = serde_json::json!({ "reason": { "old": null, "new": "revoked by user" } });
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("auth.session_revoked", "session", Some(id.to_string())).changes(change),
+    )
+    .await?;
     tx.commit().await?;
     app.evict(Eviction::Session(id.0));
     Ok(())

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     app::App,
+    audit::{self, Actor, AuditEvent},
     auth::Principal,
     clock, db,
     http::{
@@ -196,8 +197,18 @@ pub async fn create(app: &App, p: &Principal, input: CreateCase) -> ApiResult<Ca
     if let Some(l) = lead.filter(|l| *l != p.user_id.0) {
         add_member(&tx, p, id, l, TeamRole::LeadAttorney).await?;
     }
+    let view = CaseView::from(created);
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("case.create", "case", Some(id.to_string()))
+            .case(id)
+            .changes(audit::created(&audit::json(&view))),
+    )
+    .await?;
     tx.commit().await?;
-    Ok(created.into())
+    Ok(view)
 }
 
 /// Checks that a user may lead a case of the caller's firm.
@@ -545,8 +556,18 @@ pub async fn update(
         return Err(stale(current.version));
     }
     let updated = case::Entity::find_by_id(current.id).one(&tx).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    let view = CaseView::from(updated);
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("case.update", "case", Some(current.id.to_string()))
+            .case(current.id)
+            .changes(audit::diff(&audit::json(&CaseView::from(current.clone())), &audit::json(&view))),
+    )
+    .await?;
     tx.commit().await?;
-    Ok(updated.into())
+    Ok(view)
 }
 
 /// Soft-deletes a case: it disappears from the API and stays in the database for the record.
@@ -567,6 +588,14 @@ pub async fn delete(app: &App, p: &Principal, id: CaseId, if_match: Option<i32>)
     if n != 1 {
         return Err(stale(access.case.version));
     }
+    let change = serde_json::json!({ "deleted": { "old": false, "new": true } });
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("case.delete", "case", Some(id.to_string())).case(id.0).changes(change),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     app::App,
+    audit::{self, Actor, AuditEvent},
     auth::Principal,
     clock, db,
     http::error::{ApiError, ApiResult},
@@ -82,6 +83,14 @@ pub async fn add(app: &App, p: &Principal, id: CaseId, input: AddMember) -> ApiR
         add_member(&tx, p, id.0, u.id, input.role).await?;
         bump_case(&tx, id, None).await?;
     }
+    let change = serde_json::json!({ "role": { "old": null, "new": audit::json(&input.role) } });
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("case.team_add", "team_member", Some(u.id.to_string())).case(id.0).changes(change),
+    )
+    .await?;
     tx.commit().await?;
     list(app, p, id).await
 }
@@ -101,6 +110,14 @@ pub async fn remove(app: &App, p: &Principal, id: CaseId, user_id: UserId) -> Ap
     } else {
         bump_case(&tx, id, None).await?;
     }
+    let change = serde_json::json!({ "role": { "old": audit::json(&member.role), "new": null } });
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("case.team_remove", "team_member", Some(user_id.to_string())).case(id.0).changes(change),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -5,15 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::{
-    extract::{ConnectInfo, Request, State},
-    middleware::Next,
-    response::Response,
-};
-
-use crate::app::App;
-
-/// The resolved client address, put in request extensions by [`resolve`].
+/// The resolved client address, put in request extensions by the request-context middleware.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
@@ -89,16 +81,6 @@ pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[Cidr]) -> IpAd
         }
     }
     last_trusted
-}
-
-/// Middleware: resolves the client address once and records it for everyone downstream.
-pub async fn resolve(State(app): State<App>, mut req: Request, next: Next) -> Response {
-    if let Some(peer) = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()) {
-        let xff: Vec<&str> = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-        let ip = client_ip(peer, &xff, &app.config.security.trusted_proxies);
-        req.extensions_mut().insert(ClientIp(ip));
-    }
-    next.run(req).await
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 
 use std::{sync::Arc, time::Instant};
 
+use std::net::SocketAddr;
+
 use axum::{
     body::Body,
-    extract::{MatchedPath, Request},
+    extract::{ConnectInfo, MatchedPath, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -14,11 +16,12 @@ use chrono::Utc;
 use http::{HeaderName, HeaderValue, header};
 use tracing::Instrument;
 
+use super::client_ip::{ClientIp, client_ip};
 use super::{
     envelope::{REQUEST, RequestContext, render_error},
     error::{ApiError, ErrorCode},
 };
-use crate::auth::Principal;
+use crate::{app::App, auth::Principal};
 
 /// `X-Correlation-ID`, read from requests and set on every response.
 pub static CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -81,7 +84,7 @@ impl Drop for InFlight {
 }
 
 /// Wraps every request: see the module docs.
-pub async fn request_context(req: Request, next: Next) -> Response {
+pub async fn request_context(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let _in_flight = InFlight::enter();
     let started = Instant::now();
     let method = method_label(req.method());
@@ -99,12 +102,26 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         .get(&CORRELATION_ID)
         .and_then(sane_correlation_id)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let client_ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).map(|peer| {
+        let xff: Vec<&str> = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        client_ip(peer, &xff, &app.config.security.trusted_proxies)
+    });
+    if let Some(ip) = client_ip {
+        req.extensions_mut().insert(ClientIp(ip));
+    }
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| crate::input::plain(ua).chars().take(512).collect());
     let ctx = Arc::new(RequestContext {
         correlation_id,
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
         started,
         received_at: Utc::now(),
+        client_ip,
+        user_agent,
     });
 
     // A panicking handler becomes a 500 in our body and a log line, not a dropped connection.

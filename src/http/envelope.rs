@@ -18,6 +18,10 @@ pub struct RequestContext {
     pub path: String,
     pub started: Instant,
     pub received_at: DateTime<Utc>,
+    /// The client's address (see `http::client_ip`), when served from a socket.
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The `User-Agent`, cleaned and cut to 512 characters.
+    pub user_agent: Option<String>,
 }
 
 tokio::task_local! {

@@ -17,6 +17,7 @@ use utoipa::{
         (name = "users", description = "A firm's people (admins only)"),
         (name = "cases", description = "Matters and their teams"),
         (name = "parties", description = "Parties to a case"),
+        (name = "audit", description = "The tamper-evident audit trail (admins)"),
     )
 )]
 pub struct ApiDoc;

@@ -12,14 +12,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{
-    client_ip,
     context::{CORRELATION_ID, RESPONSE_TIME, not_found, record_route, request_context},
     openapi::ApiDoc,
     security,
 };
 use crate::{
     app::App,
-    auth,
+    audit, auth,
     auth::require_auth,
     cases,
     config::ThrottleConfig,
@@ -67,6 +66,11 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(cases::http::get, cases::http::update, cases::http::delete))
         .routes(routes!(cases::http::team_list, cases::http::team_add))
         .routes(routes!(cases::http::team_remove))
+        .routes(routes!(audit::http::case_history))
+        // audit (admins)
+        .routes(routes!(audit::http::list))
+        .routes(routes!(audit::http::verify))
+        .routes(routes!(audit::http::report))
         // parties
         .routes(routes!(parties::http::list, parties::http::create))
         .routes(routes!(parties::http::get, parties::http::update, parties::http::delete))
@@ -103,9 +107,8 @@ pub fn build(app: App) -> Router {
         .layer(DefaultBodyLimit::max(app.config.max_json_body))
         .layer(middleware::from_fn_with_state(app.clone(), security::deadline))
         .layer(middleware::from_fn_with_state(app.clone(), global_limit))
-        .layer(middleware::from_fn_with_state(app.clone(), client_ip::resolve))
         .layer(cors(&app.config.cors_origins))
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(app.clone(), request_context))
         // Outermost, so every response — errors, 429s, a caught panic — carries the headers.
         .layer(middleware::from_fn_with_state(app.clone(), security::headers))
         .with_state(app)

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::model::{self as party, PartyKind, PartyType};
 use crate::{
     app::App,
+    audit::{self, Actor, AuditEvent},
     auth::Principal,
     cases::access::visible_case,
     clock, db,
@@ -149,8 +150,18 @@ pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreatePart
     }
     .insert(&tx)
     .await?;
+    let view = PartyView::from(m);
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("party.create", "party", Some(view.id.to_string()))
+            .case(case_id.0)
+            .changes(audit::created(&audit::json(&view))),
+    )
+    .await?;
     tx.commit().await?;
-    Ok(m.into())
+    Ok(view)
 }
 
 fn live(case_id: CaseId) -> sea_orm::Select<party::Entity> {
@@ -250,8 +261,18 @@ pub async fn update(
         return Err(stale(current.version));
     }
     let updated = find(&tx, case_id, id).await?;
+    let view = PartyView::from(updated);
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("party.update", "party", Some(id.to_string()))
+            .case(case_id.0)
+            .changes(audit::diff(&audit::json(&PartyView::from(current.clone())), &audit::json(&view))),
+    )
+    .await?;
     tx.commit().await?;
-    Ok(updated.into())
+    Ok(view)
 }
 
 /// Removes a party from the case (soft: the row stays for the record).
@@ -271,6 +292,14 @@ pub async fn delete(app: &App, p: &Principal, case_id: CaseId, id: PartyId, if_m
     if n != 1 {
         return Err(stale(current.version));
     }
+    let change = serde_json::json!({ "deleted": { "old": false, "new": true } });
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("party.delete", "party", Some(id.to_string())).case(case_id.0).changes(change),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     app::App,
+    audit::{self, Actor, AuditEvent},
     auth::{Principal, model::login_attempt, ops::revoke_all_for_user, password::password_problem},
     clock, db,
     http::{
@@ -97,8 +98,16 @@ pub async fn create(app: &App, p: &Principal, input: CreateUser) -> ApiResult<Us
     }
     .insert(&tx)
     .await?;
+    let view = UserView::from(u);
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("user.create", "user", Some(view.id.to_string())).changes(audit::created(&audit::json(&view))),
+    )
+    .await?;
     tx.commit().await?;
-    Ok(u.into())
+    Ok(view)
 }
 
 /// The firm's users, oldest first.
@@ -165,6 +174,20 @@ pub async fn update(
     }
     let updated = user::Entity::find_by_id(id.0).one(&tx).await?.ok_or_else(|| ApiError::not_found("user"))?;
     let view = with_locks(&tx, vec![updated.into()]).await?.pop().ok_or_else(|| ApiError::not_found("user"))?;
+    let mut changes = audit::diff(&audit::json(&UserView::from(current.clone())), &audit::json(&view));
+    if input.unlock == Some(true)
+        && let Some(m) = changes.as_object_mut()
+    {
+        m.insert("unlocked".into(), serde_json::json!({ "old": null, "new": true }));
+    }
+    let action = if input.role.is_some_and(|r| r != current.role) { "user.role_change" } else { "user.update" };
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new(action, "user", Some(id.to_string())).changes(changes),
+    )
+    .await?;
     tx.commit().await?;
     if input.role.is_some() || input.status.is_some() {
         // Cached sessions hold the old role or status: drop them everywhere.

@@ -338,6 +338,12 @@ impl TestApp {
         res.data()["id"].as_str().unwrap().to_owned()
     }
 
+    /// Executes a statement directly against this test's database (tampering, set-up).
+    pub async fn sql_exec(&self, sql: &str) {
+        let db = &self.app.db;
+        db.execute_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap();
+    }
+
     /// Runs SQL directly against this test's database (for checks behind the API's back).
     pub async fn sql(&self, sql: &str) -> Vec<sea_orm::QueryResult> {
         let db = &self.app.db;

@@ -319,6 +319,45 @@ async fn spans_are_exported_over_otlp_and_join_the_callers_trace() {
     assert!(found, "no exported span carried the caller's trace id and the route");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_cli_exits_non_zero_when_the_chain_is_broken() {
+    let mut server = Server::start(&[("SHUTDOWN_DRAIN_SECONDS", "0")]);
+    let addr = server.addr.clone();
+    let (token, _) = register(&addr).await;
+    let auth = format!("Bearer {token}");
+    for i in 0..3 {
+        let body = json!({"caseNumber": format!("CLI-{i}"), "title": "Audited", "type": "civil"});
+        assert_eq!(call(&addr, "POST", "/api/v1/cases", &[("Authorization", &auth)], Some(body)).await.status, 201);
+    }
+    server.sigterm();
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    let dir = server._dir.path().to_owned();
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_lexiflow"))
+            .args(["audit", "verify"])
+            .env("LEXIFLOW_DATA_DIR", &dir)
+            .env("JWT_SECRET", SECRET)
+            .env("LOG_LEVEL", "warn")
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("\"valid\":true"));
+
+    // Someone with access to the database file edits an entry.
+    let url = format!("sqlite://{}?mode=rw", dir.join("lexiflow.db").display());
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared("DROP TRIGGER audit_entries_no_update").await.unwrap();
+    db.execute_unprepared("UPDATE audit_entries SET action = 'case.view' WHERE sequence = 4").await.unwrap();
+    db.close().await.unwrap();
+    let broken = verify();
+    assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stdout));
+    let out = String::from_utf8_lossy(&broken.stdout);
+    assert!(out.contains("\"valid\":false") && out.contains("\"firstInvalidSequence\":4"), "{out}");
+}
+
 fn promtool_required() -> bool {
     std::env::var("LEXIFLOW_REQUIRE_PROMTOOL").is_ok_and(|v| v == "1")
 }

@@ -1,0 +1,310 @@
+//! The audit trail: every write leaves an entry in its own transaction, entries are
+//! append-only, the hash chain catches every kind of tampering, reports and history read it.
+
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Backend, TestApp};
+
+crate::on_both_backends!(
+    every_write_leaves_an_entry_with_old_and_new_values,
+    a_failed_change_leaves_neither_change_nor_entry,
+    the_database_refuses_update_and_delete_of_entries,
+    an_edited_entry_is_detected,
+    a_deleted_entry_is_detected,
+    an_inserted_entry_is_detected,
+    reordered_entries_are_detected,
+    pruning_keeps_the_chain_verifiable_and_is_itself_audited,
+    only_admins_read_the_trail_and_history_follows_case_visibility,
+    report_totals_by_action_and_actor_as_json_and_csv,
+);
+
+async fn actions(t: &TestApp, token: &str) -> Vec<Value> {
+    let r = t.get("/api/v1/audit?limit=100", token).await;
+    r.expect(200);
+    r.data().as_array().unwrap().clone()
+}
+
+async fn verify(t: &TestApp, token: &str) -> Value {
+    let r = t.get("/api/v1/audit/verify", token).await;
+    r.expect(200);
+    r.data().clone()
+}
+
+async fn every_write_leaves_an_entry_with_old_and_new_values(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Firm").await;
+    let para = t.user(&admin, "paralegal").await;
+    let case = t.case(&admin, "A-1").await;
+    t.patch(&format!("/api/v1/cases/{case}"), &admin.token, json!({"status": "discovery"})).await.expect(200);
+    t.post(&format!("/api/v1/cases/{case}/team"), &admin.token, json!({"userId": para.user_id, "role": "paralegal"}))
+        .await
+        .expect(201);
+    let party = t
+        .post(
+            &format!("/api/v1/cases/{case}/parties"),
+            &admin.token,
+            json!({"name": "Jane", "kind": "individual", "type": "plaintiff"}),
+        )
+        .await;
+    party.expect(201);
+    let pid = party.data()["id"].as_str().unwrap().to_owned();
+    t.patch(&format!("/api/v1/cases/{case}/parties/{pid}"), &admin.token, json!({"name": "Jane Roe"}))
+        .await
+        .expect(200);
+    t.delete(&format!("/api/v1/cases/{case}/parties/{pid}"), &admin.token).await.expect(204);
+    t.patch(&format!("/api/v1/users/{}", para.user_id), &admin.token, json!({"role": "attorney"})).await.expect(200);
+    t.call(Method::POST, "/api/v1/auth/login", None, Some(json!({"email": para.email, "password": "not it at all"})))
+        .await
+        .expect(401);
+    t.call(Method::POST, "/api/v1/auth/logout", Some(&para.token), None).await.expect(204);
+    t.delete(&format!("/api/v1/cases/{case}"), &admin.token).await.expect(204);
+
+    let entries = actions(&t, &admin.token).await;
+    let names: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for want in [
+        "firm.register",
+        "user.create",
+        "auth.login",
+        "case.create",
+        "case.update",
+        "case.team_add",
+        "party.create",
+        "party.update",
+        "party.delete",
+        "user.role_change",
+        "auth.login_failed",
+        "auth.logout",
+        "case.delete",
+    ] {
+        assert!(names.contains(&want), "no {want} entry in {names:?}");
+    }
+    let upd = entries.iter().find(|e| e["action"] == "case.update").unwrap();
+    assert_eq!(upd["changes"]["status"], json!({"old": "open", "new": "discovery"}));
+    assert_eq!(upd["actorId"], admin.user_id.as_str());
+    assert_eq!(upd["actorRole"], "admin");
+    assert_eq!(upd["caseId"], case.as_str());
+    assert!(upd["correlationId"].is_string());
+    let role = entries.iter().find(|e| e["action"] == "user.role_change").unwrap();
+    assert_eq!(role["changes"]["role"], json!({"old": "paralegal", "new": "attorney"}));
+    // Sequences are gapless, newest first, and the chain holds.
+    let seqs: Vec<i64> = entries.iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] == w[1] + 1), "{seqs:?}");
+    assert_eq!(seqs.last(), Some(&1));
+    let v = verify(&t, &admin.token).await;
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["entriesChecked"].as_u64().unwrap() as usize, entries.len());
+    // No secret in any entry: passwords and tokens never reach the trail.
+    let all = t.sql("SELECT changes FROM audit_entries").await;
+    for row in all {
+        let c: String = row.try_get("", "changes").unwrap();
+        assert!(!c.contains(crate::support::PASSWORD) && !c.contains(&admin.token) && !c.contains("$argon2"), "{c}");
+    }
+}
+
+async fn count(t: &TestApp, action: &str) -> i64 {
+    t.sql(&format!("SELECT COUNT(*) AS n FROM audit_entries WHERE action = '{action}'")).await[0]
+        .try_get("", "n")
+        .unwrap()
+}
+
+async fn a_failed_change_leaves_neither_change_nor_entry(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    let case = t.case(&s, "F-1").await;
+    let before = count(&t, "case.create").await;
+    t.post("/api/v1/cases", &s.token, json!({"caseNumber": "F-1", "title": "dup", "type": "civil"})).await.expect(409);
+    assert_eq!(count(&t, "case.create").await, before);
+    t.patch(&format!("/api/v1/cases/{case}"), &s.token, json!({"title": "x", "version": 99})).await.expect(412);
+    assert_eq!(count(&t, "case.update").await, 0);
+    assert_eq!(verify(&t, &s.token).await["valid"], true);
+}
+
+async fn the_database_refuses_update_and_delete_of_entries(b: Backend) {
+    let t = TestApp::new(b).await;
+    t.register("Firm").await;
+    let db = &t.app.db;
+    let stmt = |sql: &str| sea_orm::Statement::from_string(db.get_database_backend(), sql.to_owned());
+    use sea_orm::ConnectionTrait;
+    let upd = db.execute_raw(stmt("UPDATE audit_entries SET action = 'nothing.happened'")).await;
+    assert!(upd.is_err(), "UPDATE of audit entries was accepted");
+    assert!(format!("{:?}", upd.unwrap_err()).contains("append-only"));
+    let del = db.execute_raw(stmt("DELETE FROM audit_entries")).await;
+    assert!(del.is_err(), "DELETE of audit entries was accepted");
+    if b == Backend::Postgres {
+        assert!(db.execute_raw(stmt("TRUNCATE audit_entries")).await.is_err(), "TRUNCATE was accepted");
+    }
+    assert!(t.sql("SELECT COUNT(*) AS n FROM audit_entries").await[0].try_get::<i64>("", "n").unwrap() > 0);
+}
+
+/// Tampering as someone with database access would: triggers off first.
+async fn tamper(t: &TestApp, b: Backend, sqls: &[&str]) {
+    let off: &[&str] = match b {
+        Backend::Sqlite => &["DROP TRIGGER audit_entries_no_update", "DROP TRIGGER audit_entries_no_delete"],
+        Backend::Postgres => &["ALTER TABLE audit_entries DISABLE TRIGGER USER"],
+    };
+    for s in off.iter().chain(sqls) {
+        t.sql_exec(s).await;
+    }
+}
+
+async fn seeded(b: Backend) -> (TestApp, String) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    for i in 0..4 {
+        t.case(&s, &format!("T-{i}")).await;
+    }
+    assert_eq!(verify(&t, &s.token).await["valid"], true);
+    (t, s.token)
+}
+
+async fn an_edited_entry_is_detected(b: Backend) {
+    let (t, token) = seeded(b).await;
+    tamper(&t, b, &["UPDATE audit_entries SET changes = '{}' WHERE sequence = 4"]).await;
+    let v = verify(&t, &token).await;
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["firstInvalidSequence"], 4);
+    assert_eq!(v["entriesChecked"], 3);
+}
+
+async fn a_deleted_entry_is_detected(b: Backend) {
+    let (t, token) = seeded(b).await;
+    tamper(&t, b, &["DELETE FROM audit_entries WHERE sequence = 3"]).await;
+    let v = verify(&t, &token).await;
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["firstInvalidSequence"], 3);
+    // Cutting entries off the end is caught by the head.
+    let (t, token) = seeded(b).await;
+    let last: i64 = t.sql("SELECT MAX(sequence) AS n FROM audit_entries").await[0].try_get("", "n").unwrap();
+    tamper(&t, b, &[&format!("DELETE FROM audit_entries WHERE sequence = {last}")]).await;
+    let v = verify(&t, &token).await;
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["firstInvalidSequence"], last);
+}
+
+async fn an_inserted_entry_is_detected(b: Backend) {
+    let (t, token) = seeded(b).await;
+    // A forged entry copied from a real one, appended after the head.
+    let last: i64 = t.sql("SELECT MAX(sequence) AS n FROM audit_entries").await[0].try_get("", "n").unwrap();
+    // A well-formed id for each backend (SQLite stores UUIDs as 16-byte blobs).
+    let id = match b {
+        Backend::Sqlite => "randomblob(16)".to_owned(),
+        Backend::Postgres => format!("'{}'", uuid::Uuid::now_v7()),
+    };
+    tamper(
+        &t,
+        b,
+        &[&format!(
+            "INSERT INTO audit_entries (id, firm_id, sequence, occurred_at, actor_type, actor_id, actor_role, action, \
+             entity_type, entity_id, case_id, changes, correlation_id, ip, user_agent, prev_hash, hash) \
+             SELECT {id}, firm_id, sequence + 1, occurred_at, actor_type, actor_id, actor_role, 'case.delete', \
+             entity_type, entity_id, case_id, changes, correlation_id, ip, user_agent, hash, hash \
+             FROM audit_entries WHERE sequence = {last}"
+        )],
+    )
+    .await;
+    let v = verify(&t, &token).await;
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["firstInvalidSequence"], last + 1);
+}
+
+async fn reordered_entries_are_detected(b: Backend) {
+    let (t, token) = seeded(b).await;
+    tamper(
+        &t,
+        b,
+        &[
+            "UPDATE audit_entries SET sequence = -1 WHERE sequence = 2",
+            "UPDATE audit_entries SET sequence = 2 WHERE sequence = 3",
+            "UPDATE audit_entries SET sequence = 3 WHERE sequence = -1",
+        ],
+    )
+    .await;
+    let v = verify(&t, &token).await;
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["firstInvalidSequence"], 2);
+}
+
+async fn pruning_keeps_the_chain_verifiable_and_is_itself_audited(b: Backend) {
+    let (t, token) = seeded(b).await;
+    let firm: uuid::Uuid = t.sql("SELECT firm_id FROM audit_heads").await[0].try_get("", "firm_id").unwrap();
+    let total: i64 = t.sql("SELECT COUNT(*) AS n FROM audit_entries").await[0].try_get("", "n").unwrap();
+    let cutoff = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let removed = lexiflow::audit::chain::prune(&t.app.db, firm, cutoff).await.unwrap();
+    // Everything but the head went; the prune itself is the newest entry.
+    assert_eq!(removed as i64, total - 1);
+    let v = verify(&t, &token).await;
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["entriesChecked"], 2);
+    let entries = actions(&t, &token).await;
+    assert_eq!(entries[0]["action"], "audit.prune");
+    assert_eq!(entries[0]["actorType"], "system");
+    assert_eq!(entries[0]["changes"]["removedEntries"], removed);
+    // New writes keep chaining from the head.
+    let s2 = t.get("/api/v1/auth/me", &token).await;
+    s2.expect(200);
+    t.post("/api/v1/cases", &token, json!({"caseNumber": "P-1", "title": "after", "type": "civil"})).await.expect(201);
+    assert_eq!(verify(&t, &token).await["valid"], true);
+}
+
+async fn only_admins_read_the_trail_and_history_follows_case_visibility(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Firm").await;
+    let para = t.user(&admin, "paralegal").await;
+    let outsider = t.user(&admin, "paralegal").await;
+    let case = t.case(&admin, "H-1").await;
+    t.post(&format!("/api/v1/cases/{case}/team"), &admin.token, json!({"userId": para.user_id, "role": "paralegal"}))
+        .await
+        .expect(201);
+    t.patch(&format!("/api/v1/cases/{case}"), &para.token, json!({"title": "Renamed"})).await.expect(200);
+    for path in ["/api/v1/audit", "/api/v1/audit/verify"] {
+        t.get(path, &para.token).await.expect(403);
+    }
+    let h = t.get(&format!("/api/v1/cases/{case}/history"), &para.token).await;
+    h.expect(200);
+    let acts: Vec<&str> = h.data().as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(acts, ["case.create", "case.team_add", "case.update"]);
+    t.get(&format!("/api/v1/cases/{case}/history"), &outsider.token).await.expect(404);
+    // Another firm's admin sees nothing of this firm.
+    let other = t.register("Other").await;
+    let theirs = actions(&t, &other.token).await;
+    assert!(theirs.iter().all(|e| e["caseId"] != case.as_str()));
+    t.get(&format!("/api/v1/cases/{case}/history"), &other.token).await.expect(404);
+}
+
+async fn report_totals_by_action_and_actor_as_json_and_csv(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    for i in 0..3 {
+        t.case(&s, &format!("R-{i}")).await;
+    }
+    let from = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let r = t.get(&format!("/api/v1/audit/report?from={from}&to={to}"), &s.token).await;
+    r.expect(200);
+    let d = r.data();
+    let creates = d["byAction"].as_array().unwrap().iter().find(|a| a["action"] == "case.create").unwrap();
+    assert_eq!(creates["count"], 3);
+    assert_eq!(d["total"].as_u64().unwrap() as usize, d["entries"].as_array().unwrap().len());
+    assert_eq!(d["chain"]["valid"], true);
+    assert!(d["byActor"].as_array().unwrap().iter().any(|a| a["actorId"] == s.user_id.as_str()));
+
+    let csv = t.get(&format!("/api/v1/audit/report?from={from}&to={to}&format=csv"), &s.token).await;
+    csv.expect(200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(csv.header("content-disposition").unwrap().contains("attachment"));
+    let text = csv.body.as_str().unwrap();
+    assert!(text.contains("\"byAction\",\"case.create\",\"3\""), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("\"sequence\",\"occurredAt\"")));
+    t.get(&format!("/api/v1/audit/report?from={to}&to={from}"), &s.token).await.expect(400);
+    t.get(&format!("/api/v1/audit/report?from={from}&to={to}&format=xml"), &s.token).await.expect(400);
+}
+
+#[test]
+fn csv_fields_cannot_smuggle_formulas_into_a_spreadsheet() {
+    use lexiflow::audit::http::csv_field;
+    assert_eq!(csv_field("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+    assert_eq!(csv_field("+1"), "\"'+1\"");
+    assert_eq!(csv_field("@SUM(A1)"), "\"'@SUM(A1)\"");
+    assert_eq!(csv_field("plain, text"), "\"plain, text\"");
+}
