@@ -6,14 +6,17 @@
 #
 #   get   GET /api/v1/cases/{random seeded id}   (bare: GET /cases/{id})
 #   list  GET /api/v1/cases?limit=20             (bare: GET /cases, newest 20)
+#   post  POST /api/v1/cases, a unique case number per request (full vs noaudit only)
 #
 # Three stacks per backend, on the same database:
 #   bare    bench/bare.rs — the floor
 #   full    LexiFlow as deployed: security layer on (headers, rate limits raised so that they
 #           never refuse, request deadline), JSON logs
 #   nosec   LexiFlow with SECURITY_LAYER=off (no security headers, no rate limiting, no deadline)
+#   noaudit LexiFlow with AUDIT_TRAIL=off (writes not audited), for the post endpoint
 # It prints req/s, p50, p99, non-2xx and peak RSS per run, then medians per stack and the
-# ratios full/bare (target >= 0.60) and full/nosec (the security layer's cost; target >= 0.90).
+# ratios full/bare (target >= 0.60), full/nosec (the security layer's cost; target >= 0.90)
+# and, for post, full/noaudit (auditing's cost; target >= 0.75).
 #
 #   bench/run.sh                                 # both backends, 2 rounds x 15 s (~6 min)
 #   DUR=5s ROUNDS=1 bench/run.sh                 # a quick look; do not quote these figures
@@ -37,12 +40,13 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 SEED=${SEED:-2000}
 BACKENDS=${BACKENDS:-"postgres sqlite"}
-ENDPOINTS=${ENDPOINTS:-"get list"}
+ENDPOINTS=${ENDPOINTS:-"get list post"}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PORT_FULL=${PORT_FULL:-3300}
 PORT_BARE=${PORT_BARE:-3301}
 PORT_NOSEC=${PORT_NOSEC:-3302}
-STACKS=${STACKS:-"bare full nosec"}
+PORT_NOAUDIT=${PORT_NOAUDIT:-3303}
+STACKS=${STACKS:-"bare full nosec noaudit"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lexiflow-target}
 SECRET="bench-secret-0123456789-0123456789-0123456789"
 
@@ -130,6 +134,10 @@ for backend in $BACKENDS; do
   nosec_pid=$!
   PIDS+=("$nosec_pid")
   wait_http "http://127.0.0.1:$PORT_NOSEC/health/liveness" "$nosec_pid" || { tail -20 "$STATE/lexiflow-nosec-$backend.log"; exit 1; }
+  env "${common[@]}" PORT=$PORT_NOAUDIT AUDIT_TRAIL=off "$BIN" serve >"$STATE/lexiflow-noaudit-$backend.log" 2>&1 &
+  noaudit_pid=$!
+  PIDS+=("$noaudit_pid")
+  wait_http "http://127.0.0.1:$PORT_NOAUDIT/health/liveness" "$noaudit_pid" || { tail -20 "$STATE/lexiflow-noaudit-$backend.log"; exit 1; }
   python3 "$ROOT/bench/seed.py" "http://127.0.0.1:$PORT_FULL" "$STATE" "$SEED"
   token=$(cat "$STATE/token")
 
@@ -141,12 +149,20 @@ for backend in $BACKENDS; do
   for round in $(seq 1 "$ROUNDS"); do
     for ep in $ENDPOINTS; do
       for stack in $STACKS; do
+        # Reads compare against the floor and the no-security stack; the write against no-audit.
+        if [ "$ep" = post ]; then
+          case $stack in full | noaudit) ;; *) continue ;; esac
+        elif [ "$stack" = noaudit ]; then
+          continue
+        fi
         case $stack in
           bare) pid=$bare_pid; base="http://127.0.0.1:$PORT_BARE"; prefix=/cases/; tok= ;;
           full) pid=$full_pid; base="http://127.0.0.1:$PORT_FULL"; prefix=/api/v1/cases/; tok=$token ;;
           nosec) pid=$nosec_pid; base="http://127.0.0.1:$PORT_NOSEC"; prefix=/api/v1/cases/; tok=$token ;;
+          noaudit) pid=$noaudit_pid; base="http://127.0.0.1:$PORT_NOAUDIT"; prefix=/api/v1/cases/; tok=$token ;;
         esac
-        if [ "$ep" = get ]; then url="$base/"; script="$ROOT/bench/wrk/get.lua"
+        if [ "$ep" = post ]; then url="$base/api/v1/cases"; script="$ROOT/bench/wrk/post.lua"
+        elif [ "$ep" = get ]; then url="$base/"; script="$ROOT/bench/wrk/get.lua"
         elif [ "$stack" = bare ]; then url="$base/cases"; script="$ROOT/bench/wrk/token.lua"
         else url="$base/api/v1/cases?limit=20"; script="$ROOT/bench/wrk/token.lua"; fi
         export TOKEN=$tok GET_PREFIX=$prefix IDS_FILE="$STATE/ids"
@@ -156,8 +172,8 @@ for backend in $BACKENDS; do
       done
     done
   done
-  kill "$full_pid" "$nosec_pid" "$bare_pid" 2>/dev/null || true
-  wait "$full_pid" "$nosec_pid" "$bare_pid" 2>/dev/null || true
+  kill "$full_pid" "$nosec_pid" "$noaudit_pid" "$bare_pid" 2>/dev/null || true
+  wait "$full_pid" "$nosec_pid" "$noaudit_pid" "$bare_pid" 2>/dev/null || true
 done
 
 python3 - "$RESULTS" <<'PY'
@@ -174,12 +190,12 @@ for (b, ep, st), v in g.items():
 def med(key):
     return statistics.median(x[0] for x in g[key]) if key in g else None
 
-print("\n== ratios (req/s): full/bare target >= 0.60; full/nosec (security layer cost) target >= 0.90")
+print("\n== ratios (req/s): full/bare >= 0.60; full/nosec (security cost) >= 0.90; full/noaudit (audit cost) >= 0.75")
 for (b, ep, st) in list(g):
     if st != "full":
         continue
     full = med((b, ep, "full"))
-    for other, target in (("bare", 0.60), ("nosec", 0.90)):
+    for other, target in (("bare", 0.60), ("nosec", 0.90), ("noaudit", 0.75)):
         base = med((b, ep, other))
         if base:
             r = full / base

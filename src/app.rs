@@ -74,7 +74,10 @@ impl App {
         self.evict_local(e);
         if let Some(link) = self.redis.clone() {
             tokio::spawn(async move {
-                if let Err(err) = link.publish(EVICTIONS, e.encode()).await {
+                // Publishing twice is harmless (evicting is idempotent), so it is retried.
+                let policy = crate::resilience::RetryPolicy::default();
+                let sent = crate::resilience::retry(policy, |_| true, |_| link.publish(EVICTIONS, e.encode())).await;
+                if let Err(err) = sent {
                     tracing::warn!(error = %err, "could not tell other instances about a revoked session");
                 }
             });
@@ -110,6 +113,9 @@ impl App {
             None => None,
         };
         crate::telemetry::metrics::install();
+        if !config.audit_enabled {
+            crate::audit::disable_for_benchmark();
+        }
         let limiter = Limiter::new(redis.clone());
         let sessions = SessionCache::new(config.auth_cache_ttl);
         let app = App(Arc::new(AppInner {

@@ -89,6 +89,8 @@ pub struct Config {
     /// `AUDIT_RETENTION_DAYS`: audit entries older than this are pruned (keeping the chain
     /// verifiable); None keeps everything, the default.
     pub audit_retention_days: Option<u32>,
+    /// `AUDIT_TRAIL=off` (refused in production) turns auditing off, for the benchmark only.
+    pub audit_enabled: bool,
 }
 
 /// Health thresholds and the shutdown sequence.
@@ -458,6 +460,17 @@ impl Config {
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             upload_dir,
             auth_cache_ttl,
+            audit_enabled: match get("AUDIT_TRAIL") {
+                Some(v) if v.eq_ignore_ascii_case("off") => {
+                    if app_env == AppEnv::Production {
+                        return Err(ConfigError::Insecure("AUDIT_TRAIL=off is refused in production".into()));
+                    }
+                    false
+                }
+                Some(v) if v.eq_ignore_ascii_case("on") => true,
+                Some(_) => return Err(invalid("AUDIT_TRAIL", "use on or off")),
+                None => true,
+            },
             audit_retention_days: match get("AUDIT_RETENTION_DAYS") {
                 Some(v) => Some(
                     v.parse()

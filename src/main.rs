@@ -111,7 +111,11 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {
             let addr = std::net::SocketAddr::new(config.host, config.port);
+            let retention = config.audit_retention_days;
             let app = App::build(config).await?;
+            if let Some(days) = retention {
+                lexiflow::audit::spawn_retention(app.db.clone(), days);
+            }
             let listener =
                 tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;

@@ -107,6 +107,17 @@ impl AuditEvent {
     }
 }
 
+/// Set only by `AUDIT_TRAIL=off`, which exists for the benchmark's with-versus-without
+/// comparison and is refused in production (see `Config`). A process-wide switch rather
+/// than a parameter, so that no write path can forget to pass it on.
+static DISABLED_FOR_BENCHMARK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns auditing off for this process (benchmark only; refused in production by config).
+pub fn disable_for_benchmark() {
+    DISABLED_FOR_BENCHMARK.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::warn!("AUDIT_TRAIL=off: changes are NOT being audited (benchmark mode)");
+}
+
 /// Appends an entry to `firm`'s chain in the caller's transaction.
 pub async fn record(
     db: &impl sea_orm::ConnectionTrait,
@@ -114,7 +125,35 @@ pub async fn record(
     actor: &Actor,
     event: AuditEvent,
 ) -> Result<(), sea_orm::DbErr> {
+    if DISABLED_FOR_BENCHMARK.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     chain::append(db, firm.0, actor, event).await
+}
+
+/// Prunes every firm's trail past `AUDIT_RETENTION_DAYS`, a minute after start and daily
+/// after that. Safe on several instances at once: pruning takes each firm's chain head
+/// lock, and a second run finds nothing left to prune.
+pub fn spawn_retention(db: sea_orm::DatabaseConnection, days: u32) {
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        loop {
+            let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+            match chain::firms(&db).await {
+                Ok(firms) => {
+                    for f in firms {
+                        match chain::prune(&db, f, before).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(firm_id = %f, pruned = n, "audit retention pruned entries"),
+                            Err(e) => tracing::error!(firm_id = %f, error = %e, "audit retention failed"),
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "audit retention could not list firms"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
+        }
+    });
 }
 
 /// Any serialisable view as JSON (for [`diff`] and [`created`]).

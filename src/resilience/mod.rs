@@ -1,10 +1,15 @@
 //! The one way to call anything outside the process: a timeout and a circuit breaker per
-//! named dependency (Redis today). When a dependency keeps failing, the breaker opens and
-//! callers fall back at once instead of each waiting out a timeout.
+//! named dependency (Redis today), and a retry policy for calls that are safe to repeat.
+//! When a dependency keeps failing, the breaker opens and callers fall back at once instead
+//! of each waiting out a timeout. Calls on a request's path that have a fallback (the rate
+//! limiter) do not retry; background calls (telling other instances about a revoked
+//! session) retry with backoff.
 
 pub mod breaker;
+pub mod retry;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use retry::{RetryPolicy, retry};
 
 use std::{future::Future, time::Duration};
 
