@@ -63,7 +63,12 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
 
 /// Requires a valid access token whose session is live and whose user is active.
 pub async fn require_auth(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let claims = bearer(&req).and_then(|t| app.tokens.verify(t)).inspect_err(|e| {
+    let verified = req.extensions_mut().remove::<crate::ratelimit::VerifiedClaims>().map(|v| v.0);
+    let claims = match verified {
+        Some(c) => Ok(c),
+        None => bearer(&req).and_then(|t| app.tokens.verify(t)),
+    }
+    .inspect_err(|e| {
         let reason = match e.code {
             ErrorCode::AuthRequired => "missing",
             ErrorCode::AuthTokenExpired => "expired",

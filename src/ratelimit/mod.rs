@@ -116,6 +116,11 @@ impl Limiter {
     }
 }
 
+/// Access-token claims whose signature, algorithm, expiry and type were already checked
+/// for this request (by the rate limiter, which needs the user to pick the budget).
+#[derive(Clone, Debug)]
+pub struct VerifiedClaims(pub crate::auth::tokens::Claims);
+
 /// Paths no limit applies to: probes, metrics and the documentation.
 fn exempt(path: &str) -> bool {
     path.starts_with("/health")
@@ -125,7 +130,9 @@ fn exempt(path: &str) -> bool {
 }
 
 /// Who a request counts against: the user of a valid access token, else the client address.
-fn client_key(app: &App, req: &Request) -> String {
+/// A token verified here is handed on (as [`VerifiedClaims`]) so authentication does not
+/// verify the same signature again.
+fn client_key(app: &App, req: &mut Request) -> String {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -134,7 +141,9 @@ fn client_key(app: &App, req: &Request) -> String {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     if let Some(claims) = token.and_then(|t| app.tokens.verify(t).ok()) {
-        return format!("u:{}", claims.sub);
+        let key = format!("u:{}", claims.sub);
+        req.extensions_mut().insert(VerifiedClaims(claims));
+        return key;
     }
     ip_key(req)
 }
@@ -147,11 +156,11 @@ fn ip_key(req: &Request) -> String {
 }
 
 /// The global limit: `THROTTLE_LIMIT` per `THROTTLE_TTL` per client.
-pub async fn global_limit(State(app): State<App>, req: Request, next: Next) -> Response {
+pub async fn global_limit(State(app): State<App>, mut req: Request, next: Next) -> Response {
     if !app.config.throttle.enabled || exempt(req.uri().path()) {
         return next.run(req).await;
     }
-    let key = format!("global:{}", client_key(&app, &req));
+    let key = format!("global:{}", client_key(&app, &mut req));
     let d = app.limiter.check(&key, app.config.throttle.global).await;
     if !d.allowed {
         return refused("global", d);
@@ -179,13 +188,13 @@ pub struct RoutePolicy {
 }
 
 /// The per-route limit layer: `middleware::from_fn_with_state((app, policy), route_limit)`.
-pub async fn route_limit(State((app, policy)): State<(App, RoutePolicy)>, req: Request, next: Next) -> Response {
+pub async fn route_limit(State((app, policy)): State<(App, RoutePolicy)>, mut req: Request, next: Next) -> Response {
     if !app.config.throttle.enabled {
         return next.run(req).await;
     }
     let who = match policy.by {
         By::Ip => ip_key(&req),
-        By::Client => client_key(&app, &req),
+        By::Client => client_key(&app, &mut req),
     };
     let d = app.limiter.check(&format!("{}:{who}", policy.name), (policy.quota)(&app.config.throttle)).await;
     if !d.allowed {
