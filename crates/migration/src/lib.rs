@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_foundation;
 mod m0002_login_defence;
+mod m0003_jobs;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -16,6 +17,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_foundation::Migration), Box::new(m0002_login_defence::Migration)]
+        vec![
+            Box::new(m0001_foundation::Migration),
+            Box::new(m0002_login_defence::Migration),
+            Box::new(m0003_jobs::Migration),
+        ]
     }
 }
