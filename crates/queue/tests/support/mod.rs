@@ -5,7 +5,8 @@
 //! `postgres://postgres@127.0.0.1:5432/test`). When it is unreachable they are skipped with a
 //! note on stderr, unless `LEXIFLOW_REQUIRE_POSTGRES=1`, which turns the skip into a failure.
 
-#![allow(dead_code)]
+// Harness code is test code: a failed set-up should panic the test that needed it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     io::Write,
