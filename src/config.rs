@@ -91,6 +91,11 @@ pub struct Config {
     pub audit_retention_days: Option<u32>,
     /// `AUDIT_TRAIL=off` (refused in production) turns auditing off, for the benchmark only.
     pub audit_enabled: bool,
+    /// `OPERATOR_FIRM_ID`: only admins of this firm operate the job queue (hosted
+    /// deployments); unset, any admin may (the single-firm embedded default).
+    pub operator_firm_id: Option<uuid::Uuid>,
+    /// `WORKER_IN_SERVE` (default true): `lexiflow serve` also runs a job worker.
+    pub worker_in_serve: bool,
 }
 
 /// Health thresholds and the shutdown sequence.
@@ -460,6 +465,14 @@ impl Config {
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             upload_dir,
             auth_cache_ttl,
+            operator_firm_id: match get("OPERATOR_FIRM_ID") {
+                Some(v) => Some(v.parse().map_err(|_| invalid("OPERATOR_FIRM_ID", "not a firm id (UUID)"))?),
+                None => None,
+            },
+            worker_in_serve: match get("WORKER_IN_SERVE") {
+                Some(v) => parse_bool("WORKER_IN_SERVE", &v)?,
+                None => true,
+            },
             audit_enabled: match get("AUDIT_TRAIL") {
                 Some(v) if v.eq_ignore_ascii_case("off") => {
                     if app_env == AppEnv::Production {

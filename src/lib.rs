@@ -9,6 +9,8 @@
 //! - [`users`]: a firm's people and their roles.
 //! - [`cases`]: matters, their teams, and who may see or change them ([`cases::access`]).
 //! - [`parties`]: the parties to a case.
+//! - [`audit`]: the tamper-evident audit trail every change writes to.
+//! - [`jobs`]: the jobs run on the durable queue (crate `lexiflow-queue`), and its admin API.
 //!
 //! Infrastructure sits beside them, named for what it is:
 //!
@@ -40,6 +42,7 @@ pub mod health;
 pub mod http;
 pub mod ids;
 pub mod input;
+pub mod jobs;
 pub mod parties;
 pub mod ratelimit;
 pub mod redis_link;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lexiflow::{app::App, config::Config, db, http::router, server, telemetry::tracing_setup};
+use lexiflow::{app::App, config::Config, db, http::router, jobs, server, telemetry::tracing_setup};
 
 #[derive(Parser)]
 #[command(name = "lexiflow", version, about = "LexiFlow legal practice management back end")]
@@ -17,6 +17,8 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Run a job worker only (no HTTP), until SIGTERM or SIGINT; run as many as you like.
+    Worker,
     /// Print the OpenAPI document as JSON.
     Openapi,
     /// The audit trail: verify its hash chains, or prune past the retention period.
@@ -104,6 +106,20 @@ async fn main() -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Some(Command::Worker) => {
+            let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
+            db::migrate(&conn).await.context("migration failed")?;
+            lexiflow::telemetry::metrics::install();
+            let w = jobs::worker(conn.clone(), &config).context("cannot set up the job worker")?;
+            tracing::info!(worker = w.id(), "job worker running");
+            let stop = tokio_util::sync::CancellationToken::new();
+            let run = tokio::spawn(w.run(stop.clone()));
+            server::signal().await;
+            stop.cancel();
+            let _ = run.await;
+            conn.close().await.ok();
+            tracing::info!("worker stopped");
+        }
         Some(Command::Migrate) => {
             let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
             db::migrate(&conn).await.context("migration failed")?;
@@ -111,11 +127,15 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {
             let addr = std::net::SocketAddr::new(config.host, config.port);
-            let retention = config.audit_retention_days;
+            let in_serve = config.worker_in_serve;
             let app = App::build(config).await?;
-            if let Some(days) = retention {
-                lexiflow::audit::spawn_retention(app.db.clone(), days);
-            }
+            let stop_worker = tokio_util::sync::CancellationToken::new();
+            let worker = if in_serve {
+                let w = jobs::worker(app.db.clone(), &app.config).context("cannot set up the job worker")?;
+                Some(tokio::spawn(w.run(stop_worker.clone())))
+            } else {
+                None
+            };
             let listener =
                 tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
@@ -126,6 +146,10 @@ async fn main() -> anyhow::Result<()> {
                 "LexiFlow is serving"
             );
             server::serve(app, listener).await?;
+            stop_worker.cancel();
+            if let Some(w) = worker {
+                let _ = w.await;
+            }
             tracing::info!("stopped");
         }
     }

@@ -61,7 +61,8 @@ pub async fn serve_until(
     Ok(())
 }
 
-async fn signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");

@@ -131,31 +131,6 @@ pub async fn record(
     chain::append(db, firm.0, actor, event).await
 }
 
-/// Prunes every firm's trail past `AUDIT_RETENTION_DAYS`, a minute after start and daily
-/// after that. Safe on several instances at once: pruning takes each firm's chain head
-/// lock, and a second run finds nothing left to prune.
-pub fn spawn_retention(db: sea_orm::DatabaseConnection, days: u32) {
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        loop {
-            let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-            match chain::firms(&db).await {
-                Ok(firms) => {
-                    for f in firms {
-                        match chain::prune(&db, f, before).await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(firm_id = %f, pruned = n, "audit retention pruned entries"),
-                            Err(e) => tracing::error!(firm_id = %f, error = %e, "audit retention failed"),
-                        }
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "audit retention could not list firms"),
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
-        }
-    });
-}
-
 /// Any serialisable view as JSON (for [`diff`] and [`created`]).
 pub fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)

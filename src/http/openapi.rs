@@ -18,6 +18,7 @@ use utoipa::{
         (name = "cases", description = "Matters and their teams"),
         (name = "parties", description = "Parties to a case"),
         (name = "audit", description = "The tamper-evident audit trail (admins)"),
+        (name = "admin", description = "Operating the job queue (operator admins)"),
     )
 )]
 pub struct ApiDoc;

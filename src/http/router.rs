@@ -22,7 +22,7 @@ use crate::{
     auth::require_auth,
     cases,
     config::ThrottleConfig,
-    health, parties,
+    health, jobs, parties,
     ratelimit::{By, RoutePolicy, global_limit, route_limit},
     telemetry, users,
 };
@@ -71,6 +71,14 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(audit::http::list))
         .routes(routes!(audit::http::verify))
         .routes(routes!(audit::http::report))
+        // job queue (operator admins)
+        .routes(routes!(jobs::http::queues))
+        .routes(routes!(jobs::http::jobs))
+        .routes(routes!(jobs::http::pause))
+        .routes(routes!(jobs::http::resume))
+        .routes(routes!(jobs::http::clean))
+        .routes(routes!(jobs::http::retry))
+        .routes(routes!(jobs::http::cancel))
         // parties
         .routes(routes!(parties::http::list, parties::http::create))
         .routes(routes!(parties::http::get, parties::http::update, parties::http::delete))

@@ -81,6 +81,14 @@ fn describe_all() {
         "Time the last scrape waited to acquire a database connection"
     );
     describe_gauge!("lexiflow_build_info", "Build information; the value is always 1");
+    describe_gauge!("lexiflow_queue_jobs", "Jobs by queue and state (refreshed at each scrape)");
+    describe_histogram!(
+        "lexiflow_queue_job_duration_seconds",
+        Unit::Seconds,
+        "Time a job's handler ran, by queue and type"
+    );
+    describe_counter!("lexiflow_queue_job_failures_total", "Failed job attempts, by queue and type");
+    describe_counter!("lexiflow_queue_dead_letters_total", "Jobs that exhausted their attempts, by queue");
 }
 
 /// Refreshes the figures that are read rather than recorded (process, pool), then renders.
@@ -88,6 +96,10 @@ pub async fn render(db: &DatabaseConnection) -> Option<String> {
     let installed = INSTALLED.get()?.as_ref()?;
     installed.process.collect();
     record_pool(db).await;
+    // Refreshes `lexiflow_queue_jobs{queue,state}` from the tables.
+    if let Err(e) = lexiflow_queue::admin::stats(db, chrono::Utc::now()).await {
+        tracing::warn!(error = %e, "cannot read queue figures for the metrics");
+    }
     Some(installed.handle.render())
 }
 

@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod cases;
 mod contract;
+mod jobs;
 mod operations;
 mod parties;
 mod security;

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_foundation;
 mod m0002_login_defence;
 mod m0003_audit;
+mod m0004_jobs;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_foundation::Migration),
             Box::new(m0002_login_defence::Migration),
             Box::new(m0003_audit::Migration),
+            Box::new(m0004_jobs::Migration),
         ]
     }
 }

@@ -1,0 +1,214 @@
+//! `/api/v1/admin/queues*` and `/api/v1/admin/jobs/*`: operating the job queue.
+//!
+//! Queues serve every firm of the deployment, so these routes are for the operator: an
+//! admin of the firm named by `OPERATOR_FIRM_ID`, or — when that is not set (the embedded,
+//! single-firm default) — any admin. Job payloads are never shown (they can carry one
+//! firm's data); ids, types, states, attempts and errors are. Every change is audited in
+//! the acting admin's firm trail.
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use lexiflow_queue::{JobId, JobState, QueueError, admin};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    app::App,
+    audit::{self, Actor, AuditEvent},
+    auth::Principal,
+    db,
+    http::{
+        ApiError, ApiResult, AppJson, AppPath, AppQuery, Envelope, ErrorCode, envelope::ErrorBody,
+        pagination::MAX_LIMIT,
+    },
+    users::model::Role,
+};
+
+fn require_operator(app: &App, p: &Principal) -> ApiResult<()> {
+    let operator_firm = app.config.operator_firm_id.is_none_or(|f| f == p.firm_id.0);
+    if p.role == Role::Admin && operator_firm {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("only the deployment's operator admins may manage the job queue"))
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Db(d) => d.into(),
+            QueueError::Duplicate { queue, key } => ApiError::new(
+                ErrorCode::Conflict,
+                format!("a job with unique key {key:?} is already pending in queue {queue:?}"),
+            ),
+            QueueError::InvalidState(m) => ApiError::new(ErrorCode::Conflict, m),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+fn valid_queue(name: &str) -> ApiResult<()> {
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok { Ok(()) } else { Err(ApiError::field("name", "a queue name is 1-64 letters, digits, '-', '_' or '.'")) }
+}
+
+/// Every queue: counts by state, paused, throughput, oldest waiting age.
+#[utoipa::path(get, path = "/admin/queues", tag = "admin",
+    responses((status = 200, body = Success<Vec<Object>>), (status = 403, body = ErrorBody)))]
+pub async fn queues(State(app): State<App>, p: Principal) -> ApiResult<Envelope<Vec<Value>>> {
+    require_operator(&app, &p)?;
+    let stats = admin::stats(&app.db, chrono::Utc::now()).await?;
+    Ok(Envelope::ok(stats.iter().map(audit::json).collect()))
+}
+
+/// `GET /admin/queues/{name}/jobs` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobsQuery {
+    /// waiting, delayed, active, completed, failed or dead.
+    pub state: String,
+    pub page: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+/// Jobs of a queue in a state, without their payloads.
+#[utoipa::path(get, path = "/admin/queues/{name}/jobs", tag = "admin", params(("name" = String, Path), JobsQuery),
+    responses((status = 200, body = Success<Vec<Object>>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn jobs(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(name): AppPath<String>,
+    AppQuery(q): AppQuery<JobsQuery>,
+) -> ApiResult<Envelope<Vec<Value>>> {
+    require_operator(&app, &p)?;
+    valid_queue(&name)?;
+    let state = JobState::parse(&q.state)
+        .ok_or_else(|| ApiError::field("state", "use waiting, delayed, active, completed, failed or dead"))?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::field("limit", format!("must be between 1 and {MAX_LIMIT}")));
+    }
+    let page = q.page.unwrap_or(1).clamp(1, crate::http::pagination::MAX_PAGE);
+    let rows = admin::list(&app.db, &name, state, limit, (page - 1) * limit, chrono::Utc::now()).await?;
+    let views = rows
+        .iter()
+        .map(|j| {
+            let mut v = audit::json(j);
+            if let Some(o) = v.as_object_mut() {
+                o.remove("payload");
+            }
+            v
+        })
+        .collect();
+    Ok(Envelope::ok(views))
+}
+
+async fn audited(app: &App, p: &Principal, action: &'static str, entity: String, change: Value) -> ApiResult<()> {
+    let tx = db::begin_write(&app.db).await?;
+    audit::record(&tx, p.firm_id, &Actor::user(p), AuditEvent::new(action, "queue", Some(entity)).changes(change))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Pause a queue on every instance (jobs wait; active ones finish).
+#[utoipa::path(post, path = "/admin/queues/{name}/pause", tag = "admin", params(("name" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody)))]
+pub async fn pause(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(name): AppPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    require_operator(&app, &p)?;
+    valid_queue(&name)?;
+    let tx = db::begin_write(&app.db).await?;
+    admin::pause(&tx, &name).await?;
+    let change = json!({ "paused": { "old": false, "new": true } });
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(&p),
+        AuditEvent::new("queue.pause", "queue", Some(name)).changes(change),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Resume a paused queue.
+#[utoipa::path(post, path = "/admin/queues/{name}/resume", tag = "admin", params(("name" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody)))]
+pub async fn resume(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(name): AppPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    require_operator(&app, &p)?;
+    valid_queue(&name)?;
+    let tx = db::begin_write(&app.db).await?;
+    admin::resume(&tx, &name).await?;
+    let change = json!({ "paused": { "old": true, "new": false } });
+    audit::record(
+        &tx,
+        p.firm_id,
+        &Actor::user(&p),
+        AuditEvent::new("queue.resume", "queue", Some(name)).changes(change),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /admin/queues/{name}/clean` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CleanInput {
+    /// completed, dead, failed, waiting or delayed (not active).
+    pub state: String,
+    /// Only jobs that finished (or were due) at least this long ago.
+    pub older_than_seconds: u64,
+}
+
+/// Delete a queue's jobs in a state older than an age.
+#[utoipa::path(post, path = "/admin/queues/{name}/clean", tag = "admin", params(("name" = String, Path)), request_body = CleanInput,
+    responses((status = 200, body = Success<Object>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn clean(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(name): AppPath<String>,
+    AppJson(input): AppJson<CleanInput>,
+) -> ApiResult<Envelope<Value>> {
+    require_operator(&app, &p)?;
+    valid_queue(&name)?;
+    let state = JobState::parse(&input.state).ok_or_else(|| ApiError::field("state", "not a job state"))?;
+    let age = std::time::Duration::from_secs(input.older_than_seconds);
+    let removed = admin::clean(&app.db, &name, state, age, chrono::Utc::now()).await?;
+    let change = json!({ "removed": { "old": null, "new": removed }, "state": { "old": null, "new": input.state } });
+    audited(&app, &p, "queue.clean", name, change).await?;
+    Ok(Envelope::ok(json!({ "removed": removed })))
+}
+
+/// Send a dead (or failed) job back to waiting.
+#[utoipa::path(post, path = "/admin/jobs/{id}/retry", tag = "admin", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retry(State(app): State<App>, p: Principal, AppPath(id): AppPath<i64>) -> ApiResult<impl IntoResponse> {
+    require_operator(&app, &p)?;
+    if !admin::retry(&app.db, JobId(id), chrono::Utc::now()).await? {
+        return Err(ApiError::not_found("retryable job"));
+    }
+    audited(&app, &p, "job.retry", id.to_string(), json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cancel a job that has not started.
+#[utoipa::path(delete, path = "/admin/jobs/{id}", tag = "admin", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn cancel(State(app): State<App>, p: Principal, AppPath(id): AppPath<i64>) -> ApiResult<impl IntoResponse> {
+    require_operator(&app, &p)?;
+    if !admin::cancel(&app.db, JobId(id)).await? {
+        return Err(ApiError::not_found("cancellable job"));
+    }
+    audited(&app, &p, "job.cancel", id.to_string(), json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,59 @@
+//! The jobs LexiFlow runs on the durable queue (`lexiflow-queue`): which handlers exist,
+//! which schedules fire, and how a worker is assembled for `lexiflow serve` (in process, by
+//! default) or `lexiflow worker` (alone, any number of them).
+//!
+//! Handlers must be idempotent: a job is delivered at least once (a worker that dies after
+//! finishing the work but before recording it has the job run again after its lease).
+
+pub mod http;
+
+use std::time::Duration;
+
+use lexiflow_queue::{NewJob, Priority, Schedule, Worker};
+use sea_orm::DatabaseConnection;
+
+use crate::config::Config;
+
+/// The queue for LexiFlow's own housekeeping.
+pub const MAINTENANCE: &str = "maintenance";
+/// Prune the audit trail past `AUDIT_RETENTION_DAYS` (daily at 03:00 UTC when configured).
+pub const AUDIT_RETENTION: &str = "audit.retention";
+
+/// Why a job failed (kept on the job as its error message).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+async fn audit_retention(db: DatabaseConnection, days: Option<u32>) -> Result<(), JobError> {
+    let Some(days) = days else { return Ok(()) };
+    let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+    // Idempotent: a second run (or a second instance) finds nothing older left to prune.
+    for firm in crate::audit::chain::firms(&db).await? {
+        let n = crate::audit::chain::prune(&db, firm, before).await?;
+        if n > 0 {
+            tracing::info!(firm_id = %firm, pruned = n, "audit retention pruned entries");
+        }
+    }
+    Ok(())
+}
+
+/// The worker with every handler and schedule, ready to `run` until its token is cancelled.
+pub fn worker(db: DatabaseConnection, config: &Config) -> Result<Worker, lexiflow_queue::QueueError> {
+    let days = config.audit_retention_days;
+    let handler_db = db.clone();
+    let mut builder = Worker::builder(db)
+        .queue(MAINTENANCE, 2)
+        .drain_timeout(config.shutdown_grace)
+        .handler(AUDIT_RETENTION, move |_job| audit_retention(handler_db.clone(), days));
+    if days.is_some() {
+        let job = NewJob::new(AUDIT_RETENTION, serde_json::json!({}))
+            .queue(MAINTENANCE)
+            .priority(Priority::Low)
+            .max_attempts(5)
+            .unique_key(AUDIT_RETENTION);
+        builder = builder.schedule(Schedule::new("audit-retention", "0 3 * * *", "UTC", job)?);
+    }
+    Ok(builder.poll_interval(Duration::from_millis(500)).build())
+}

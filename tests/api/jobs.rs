@@ -1,0 +1,102 @@
+//! The job queue inside LexiFlow: the operator admin API over real queue tables, audited,
+//! and the worker `lexiflow serve` runs, with its scheduled housekeeping job.
+
+use std::time::Duration;
+
+use lexiflow_queue::{JobState, NewJob, lease};
+use serde_json::json;
+
+use crate::support::{Backend, TestApp};
+
+crate::on_both_backends!(operators_see_and_steer_the_queues_and_others_cannot, the_serve_worker_runs_housekeeping_jobs,);
+
+async fn operators_see_and_steer_the_queues_and_others_cannot(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Ops").await;
+    let para = t.user(&admin, "paralegal").await;
+    let db = &t.app.db;
+    lexiflow_queue::enqueue(db, NewJob::new("report.render", json!({"secret": "client data"})).queue("reports"))
+        .await
+        .unwrap();
+    lexiflow_queue::enqueue(db, NewJob::new("report.render", json!({})).queue("reports")).await.unwrap();
+    // A job that fails its only attempt is dead.
+    lexiflow_queue::enqueue(db, NewJob::new("report.render", json!({})).queue("doomed").max_attempts(1)).await.unwrap();
+    let now = chrono::Utc::now();
+    let claimed = lease::claim(db, "doomed", 1, Duration::from_secs(30), "test", now).await.unwrap();
+    let state = lease::fail(db, &claimed[0].lease, "boom", now).await.unwrap();
+    assert_eq!(state, JobState::Dead);
+
+    let q = t.get("/api/v1/admin/queues", &admin.token).await;
+    q.expect(200);
+    let reports = q.data().as_array().unwrap().iter().find(|s| s["queue"] == "reports").unwrap().clone();
+    assert_eq!(reports["counts"]["waiting"], 2);
+    assert_eq!(reports["paused"], false);
+
+    let listed = t.get("/api/v1/admin/queues/reports/jobs?state=waiting", &admin.token).await;
+    listed.expect(200);
+    let jobs = listed.data().as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.get("payload").is_none()), "payloads must not be shown");
+    t.get("/api/v1/admin/queues/reports/jobs?state=bogus", &admin.token).await.expect(400);
+
+    t.call(http::Method::POST, "/api/v1/admin/queues/reports/pause", Some(&admin.token), None).await.expect(204);
+    let q = t.get("/api/v1/admin/queues", &admin.token).await;
+    assert_eq!(q.data().as_array().unwrap().iter().find(|s| s["queue"] == "reports").unwrap()["paused"], true);
+    assert!(
+        lease::claim(db, "reports", 5, Duration::from_secs(30), "test", chrono::Utc::now()).await.unwrap().is_empty()
+    );
+    t.call(http::Method::POST, "/api/v1/admin/queues/reports/resume", Some(&admin.token), None).await.expect(204);
+
+    let dead = t.get("/api/v1/admin/queues/doomed/jobs?state=dead", &admin.token).await;
+    let dead_id = dead.data()[0]["id"].as_i64().unwrap();
+    assert_eq!(dead.data()[0]["lastError"], "boom");
+    t.call(http::Method::POST, &format!("/api/v1/admin/jobs/{dead_id}/retry"), Some(&admin.token), None)
+        .await
+        .expect(204);
+    let again = t.get("/api/v1/admin/queues/doomed/jobs?state=waiting", &admin.token).await;
+    assert_eq!(again.data()[0]["id"], dead_id);
+
+    let first = jobs[0]["id"].as_i64().unwrap();
+    t.delete(&format!("/api/v1/admin/jobs/{first}"), &admin.token).await.expect(204);
+    t.delete(&format!("/api/v1/admin/jobs/{first}"), &admin.token).await.expect(404);
+
+    // Other roles, and admins of firms other than the operator's, are refused.
+    t.get("/api/v1/admin/queues", &para.token).await.expect(403);
+    t.call(http::Method::POST, "/api/v1/admin/queues/reports/pause", Some(&para.token), None).await.expect(403);
+    let hosted = TestApp::with(b, |c| c.operator_firm_id = Some(uuid::Uuid::now_v7())).await;
+    let tenant = hosted.register("Tenant").await;
+    hosted.get("/api/v1/admin/queues", &tenant.token).await.expect(403);
+
+    // Each change is in the acting admin's audit trail.
+    let trail = t.get("/api/v1/audit?limit=100", &admin.token).await;
+    let actions: Vec<String> =
+        trail.data().as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+    for want in ["queue.pause", "queue.resume", "job.retry", "job.cancel"] {
+        assert!(actions.iter().any(|a| a == want), "{want} not audited: {actions:?}");
+    }
+}
+
+async fn the_serve_worker_runs_housekeeping_jobs(b: Backend) {
+    let t = TestApp::with(b, |c| c.audit_retention_days = Some(3650)).await;
+    let admin = t.register("Ops").await;
+    let db = t.app.db.clone();
+    let job = NewJob::new(lexiflow::jobs::AUDIT_RETENTION, json!({})).queue(lexiflow::jobs::MAINTENANCE);
+    let id = lexiflow_queue::enqueue(&db, job).await.unwrap().unwrap();
+    let worker = lexiflow::jobs::worker(db.clone(), &t.app.config).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let j = lexiflow_queue::admin::get(&db, id, chrono::Utc::now()).await.unwrap().unwrap();
+        if j.state == JobState::Completed {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the retention job never completed: {j:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    run.await.unwrap();
+    // Nothing is old enough to prune, and the chain is intact.
+    let v = t.get("/api/v1/audit/verify", &admin.token).await;
+    assert_eq!(v.data()["valid"], true);
+}
