@@ -96,6 +96,10 @@ pub struct Config {
     pub operator_firm_id: Option<uuid::Uuid>,
     /// `WORKER_IN_SERVE` (default true): `lexiflow serve` also runs a job worker.
     pub worker_in_serve: bool,
+    /// `AUDIT_RETENTION_CRON` (croner syntax, default `0 3 * * *`) in `CRON_TIMEZONE`
+    /// (an IANA name, default `UTC`): when the audit retention job fires.
+    pub audit_retention_cron: String,
+    pub cron_timezone: String,
 }
 
 /// Health thresholds and the shutdown sequence.
@@ -469,6 +473,8 @@ impl Config {
                 Some(v) => Some(v.parse().map_err(|_| invalid("OPERATOR_FIRM_ID", "not a firm id (UUID)"))?),
                 None => None,
             },
+            audit_retention_cron: get("AUDIT_RETENTION_CRON").unwrap_or_else(|| "0 3 * * *".into()),
+            cron_timezone: get("CRON_TIMEZONE").unwrap_or_else(|| "UTC".into()),
             worker_in_serve: match get("WORKER_IN_SERVE") {
                 Some(v) => parse_bool("WORKER_IN_SERVE", &v)?,
                 None => true,

@@ -145,11 +145,16 @@ async fn main() -> anyhow::Result<()> {
                 backend = ?app.db.get_database_backend(),
                 "LexiFlow is serving"
             );
-            server::serve(app, listener).await?;
+            server::serve(app.clone(), listener, stop_worker.clone()).await?;
             stop_worker.cancel();
             if let Some(w) = worker {
-                let _ = w.await;
+                // The worker drains its running jobs within the grace period itself.
+                let limit = app.config.shutdown_grace + std::time::Duration::from_secs(5);
+                if tokio::time::timeout(limit, w).await.is_err() {
+                    tracing::warn!("the job worker did not stop in time; its jobs return through their leases");
+                }
             }
+            app.db.clone().close().await.ok();
             tracing::info!("stopped");
         }
     }

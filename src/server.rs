@@ -4,9 +4,10 @@
 //! 1. the signal arrives: readiness answers 503 at once;
 //! 2. for `SHUTDOWN_DRAIN_SECONDS` the server keeps accepting and serving, so traffic still
 //!    routed here is answered while the load balancer notices;
-//! 3. then it stops accepting and lets in-flight requests finish, for at most
-//!    `SHUTDOWN_GRACE_SECONDS`;
-//! 4. the database pool is closed and `serve` returns (the process exits 0).
+//! 3. then it stops accepting (and tells the in-process job worker to stop claiming) and
+//!    lets in-flight requests finish, for at most `SHUTDOWN_GRACE_SECONDS`;
+//! 4. `serve` returns; the caller waits for the worker to drain, then closes the pool (a
+//!    pool closed under a worker's LISTEN connection would wait for it forever).
 
 use std::{
     net::SocketAddr,
@@ -14,12 +15,14 @@ use std::{
 };
 
 use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::{app::App, http::router};
 
-/// Serves until a shutdown signal, then drains as described in the module docs.
-pub async fn serve(app: App, listener: TcpListener) -> std::io::Result<()> {
-    serve_until(app, listener, signal()).await
+/// Serves until a shutdown signal, then drains as described in the module docs; `stopping`
+/// is cancelled when the listener closes.
+pub async fn serve(app: App, listener: TcpListener, stopping: CancellationToken) -> std::io::Result<()> {
+    serve_until(app, listener, signal(), stopping).await
 }
 
 /// Like [`serve`], with the shutdown trigger given (tests use a channel instead of a signal).
@@ -27,6 +30,7 @@ pub async fn serve_until(
     app: App,
     listener: TcpListener,
     trigger: impl Future<Output = ()> + Send + 'static,
+    stopping: CancellationToken,
 ) -> std::io::Result<()> {
     let service = router::build(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop_accepting = Arc::new(Notify::new());
@@ -46,6 +50,7 @@ pub async fn serve_until(
             grace_seconds = grace.as_secs_f64(),
             "shutdown: no longer accepting; finishing in-flight requests"
         );
+        stopping.cancel();
         drained.notify_one();
     };
     let server = axum::serve(listener, service).with_graceful_shutdown(sequence);
@@ -57,7 +62,6 @@ pub async fn serve_until(
         r = server => r?,
         _ = bounded => tracing::warn!("shutdown: grace period over; stopping with requests still in flight"),
     }
-    app.db.clone().close().await.ok();
     Ok(())
 }
 

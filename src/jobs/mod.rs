@@ -16,7 +16,8 @@ use crate::config::Config;
 
 /// The queue for LexiFlow's own housekeeping.
 pub const MAINTENANCE: &str = "maintenance";
-/// Prune the audit trail past `AUDIT_RETENTION_DAYS` (daily at 03:00 UTC when configured).
+/// Prune the audit trail past `AUDIT_RETENTION_DAYS` (on `AUDIT_RETENTION_CRON`, by default
+/// daily at 03:00 in `CRON_TIMEZONE`, when a retention period is configured).
 pub const AUDIT_RETENTION: &str = "audit.retention";
 
 /// Why a job failed (kept on the job as its error message).
@@ -53,7 +54,8 @@ pub fn worker(db: DatabaseConnection, config: &Config) -> Result<Worker, lexiflo
             .priority(Priority::Low)
             .max_attempts(5)
             .unique_key(AUDIT_RETENTION);
-        builder = builder.schedule(Schedule::new("audit-retention", "0 3 * * *", "UTC", job)?);
+        let schedule = Schedule::new("audit-retention", &config.audit_retention_cron, &config.cron_timezone, job)?;
+        builder = builder.schedule(schedule);
     }
     Ok(builder.poll_interval(Duration::from_millis(500)).build())
 }

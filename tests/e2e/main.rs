@@ -235,6 +235,34 @@ async fn sigterm_turns_readiness_503_drains_in_flight_requests_and_exits_zero() 
     assert!(status.success(), "exit status {status:?}; output:\n{}", server.output());
 }
 
+/// On PostgreSQL the in-process job worker holds a LISTEN connection; shutting down must stop
+/// the worker before closing the pool, or the process never exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_postgres_with_the_job_worker_exits_zero() {
+    let base = std::env::var("LEXIFLOW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let Ok(admin) = sea_orm::Database::connect(base.clone()).await else {
+        assert_ne!(
+            std::env::var("LEXIFLOW_REQUIRE_POSTGRES").as_deref(),
+            Ok("1"),
+            "PostgreSQL is required but unreachable"
+        );
+        return;
+    };
+    use sea_orm::ConnectionTrait;
+    let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&name);
+    let mut server = Server::start(&[("DATABASE_URL", url.as_str()), ("SHUTDOWN_DRAIN_SECONDS", "0")]);
+    register(&server.addr.clone()).await;
+    server.sigterm();
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}; output:\n{}", server.output());
+    assert!(server.output().contains("queue worker stopped"));
+    admin.execute_unprepared(&format!("DROP DATABASE {name}")).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_token_or_cookie_reaches_any_log_line() {
     let mut server = Server::start(&[("LOG_LEVEL", "trace"), ("SHUTDOWN_DRAIN_SECONDS", "0")]);

@@ -50,7 +50,9 @@ impl MigrationTrait for Migration {
         .await?;
         // Same syntax on SQLite and PostgreSQL; sea-query has no portable partial index.
         m.get_connection()
-            .execute_unprepared("CREATE INDEX ix_cases_firm_live ON cases (firm_id) WHERE deleted_at IS NULL")
+            .execute_unprepared(
+                "CREATE INDEX ix_cases_firm_live ON cases (firm_id, created_at, id) WHERE deleted_at IS NULL",
+            )
             .await?;
         Ok(())
     }

@@ -97,6 +97,16 @@ impl TestDb {
         db
     }
 
+    /// The database URL (for child processes).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The PostgreSQL schema on the search path, if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
     /// A new pool on this database, as a separate instance would have.
     pub async fn connect(&self) -> DatabaseConnection {
         let mut opts = ConnectOptions::new(self.url.clone());
