@@ -61,6 +61,7 @@ async fn audit_command(
                 println!(
                     "{}",
                     serde_json::json!({ "firmId": f, "valid": v.valid, "entriesChecked": v.entries_checked,
+                                        "firstInvalidChain": v.first_invalid_chain,
                                         "firstInvalidSequence": v.first_invalid_sequence })
                 );
             }

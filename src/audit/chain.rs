@@ -1,10 +1,19 @@
-//! Writing, verifying and pruning the hash chain.
+//! Writing, verifying and pruning the hash chains.
 //!
 //! `hash = SHA-256(prev_hash ‖ canonical JSON of the entry)`, hex. The canonical encoding
 //! is a fixed-order JSON object of every stored field but the hashes themselves, with times
-//! in RFC 3339 (microseconds, `Z`) and `changes` as the exact stored text. A firm's first
+//! in RFC 3339 (microseconds, `Z`) and `changes` as the exact stored text. A chain's first
 //! entry chains to [`GENESIS`]; after pruning, the first kept entry chains to the anchor
 //! kept in `audit_heads`.
+//!
+//! Each firm has [`CHAINS`] parallel chains, and an entry goes to the chain its entity hashes
+//! to, so all the changes of one case (or user, or session) are in one chain, in order.
+//! Appending locks the chain's head row until the transaction commits; with one chain per
+//! firm, every write of a firm would wait for the previous one's commit (fsync included),
+//! which on PostgreSQL cut write throughput by about 70% in the benchmark. Parallel chains
+//! keep the same guarantee per chain — an edited, deleted, inserted or reordered entry
+//! breaks its chain, and each chain's head catches a cut-off tail — while unrelated writes
+//! proceed side by side.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::{
@@ -22,12 +31,27 @@ use super::{
 };
 use crate::clock;
 
-/// The `prev_hash` of a firm's first entry.
+/// Parallel chains per firm. Changing it is safe: existing chains keep verifying (verify
+/// walks every chain it finds), new entries spread over the new count.
+pub const CHAINS: u32 = 8;
+
+/// The chain an entity's entries go to: FNV-1a of its type and id.
+pub fn chain_for(entity_type: &str, entity_id: Option<&str>) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in entity_type.bytes().chain([b':']).chain(entity_id.unwrap_or("").bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % CHAINS) as i32
+}
+
+/// The `prev_hash` of a chain's first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 #[derive(Serialize)]
 struct Canonical<'a> {
     firm_id: &'a Uuid,
+    chain: i32,
     sequence: i64,
     occurred_at: String,
     actor_type: &'a str,
@@ -51,6 +75,7 @@ fn time(t: DateTime<Utc>) -> String {
 pub fn entry_hash(prev_hash: &str, e: &entry::Model) -> String {
     let canonical = Canonical {
         firm_id: &e.firm_id,
+        chain: e.chain,
         sequence: e.sequence,
         occurred_at: time(e.occurred_at),
         actor_type: &e.actor_type,
@@ -73,22 +98,45 @@ pub fn entry_hash(prev_hash: &str, e: &entry::Model) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Appends `event` to `firm`'s chain inside the caller's transaction. The firm's head row
-/// is locked (PostgreSQL `FOR UPDATE`; SQLite writers are already serialised by
-/// `BEGIN IMMEDIATE`) so concurrent writers of one firm chain one after the other.
+/// Appends `event` to its chain of `firm` inside the caller's transaction. The chain's head
+/// row is locked (PostgreSQL `FOR UPDATE`; SQLite writers are already serialised by
+/// `BEGIN IMMEDIATE`) so concurrent writers of one chain append one after the other.
 pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event: AuditEvent) -> Result<(), DbErr> {
-    let mut q = head::Entity::find_by_id(firm);
-    if db.get_database_backend() == DbBackend::Postgres {
-        q = q.lock(LockType::Update);
-    }
-    let current = q.one(db).await?;
-    let (prev_seq, prev_hash) = match &current {
-        Some(h) => (h.sequence, h.hash.clone()),
-        None => (0, GENESIS.to_owned()),
+    let chain = chain_for(event.entity_type, event.entity_id.as_deref());
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
+    let lock_head = || {
+        let q = head::Entity::find_by_id((firm, chain));
+        if postgres { q.lock(LockType::Update) } else { q }
     };
+    let current = match lock_head().one(db).await? {
+        Some(h) => h,
+        None => {
+            // A chain's first entry: create its head (a concurrent first writer may win the
+            // insert; then lock the row it made).
+            head::Entity::insert(head::ActiveModel {
+                firm_id: Set(firm),
+                chain: Set(chain),
+                sequence: Set(0),
+                hash: Set(GENESIS.to_owned()),
+                anchor_sequence: Set(0),
+                anchor_hash: Set(GENESIS.to_owned()),
+                pruned_at: Set(None),
+            })
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([head::Column::FirmId, head::Column::Chain])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+            lock_head().one(db).await?.ok_or_else(|| DbErr::RecordNotFound("audit chain head".into()))?
+        }
+    };
+    let (prev_seq, prev_hash) = (current.sequence, current.hash.clone());
     let mut e = entry::Model {
         id: Uuid::now_v7(),
         firm_id: firm,
+        chain,
         sequence: prev_seq + 1,
         occurred_at: clock::now(),
         actor_type: actor.kind.as_str().to_owned(),
@@ -108,59 +156,82 @@ pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event:
     e.hash = entry_hash(&prev_hash, &e);
     let (seq, hash) = (e.sequence, e.hash.clone());
     entry::ActiveModel::from(e).insert(db).await?;
-    match current {
-        Some(_) => {
-            head::Entity::update_many()
-                .col_expr(head::Column::Sequence, Expr::value(seq))
-                .col_expr(head::Column::Hash, Expr::value(hash))
-                .filter(head::Column::FirmId.eq(firm))
-                .exec(db)
-                .await?;
-        }
-        None => {
-            head::ActiveModel {
-                firm_id: Set(firm),
-                sequence: Set(seq),
-                hash: Set(hash),
-                anchor_sequence: Set(0),
-                anchor_hash: Set(GENESIS.to_owned()),
-                pruned_at: Set(None),
-            }
-            .insert(db)
-            .await?;
-        }
-    }
+    head::Entity::update_many()
+        .col_expr(head::Column::Sequence, Expr::value(seq))
+        .col_expr(head::Column::Hash, Expr::value(hash))
+        .filter(head::Column::FirmId.eq(firm))
+        .filter(head::Column::Chain.eq(chain))
+        .exec(db)
+        .await?;
     Ok(())
 }
 
-/// The result of recomputing a chain.
+/// The result of recomputing a firm's chains.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
     pub valid: bool,
     pub entries_checked: u64,
-    /// The first sequence number at which the chain does not hold (an edited, inserted,
-    /// deleted or reordered entry, or a head that does not match the last entry).
+    /// The chain in which the first break was found.
+    pub first_invalid_chain: Option<i32>,
+    /// The first sequence number (in that chain) at which it does not hold: an edited,
+    /// inserted, deleted or reordered entry, or a head that does not match the last entry.
     pub first_invalid_sequence: Option<i64>,
 }
 
 const PAGE: u64 = 1_000;
 
-/// Recomputes `firm`'s chain from its anchor to its head.
+/// Recomputes every chain of `firm` from its anchor to its head.
 pub async fn verify(db: &impl ConnectionTrait, firm: Uuid) -> Result<Verification, DbErr> {
-    let h = head::Entity::find_by_id(firm).one(db).await?;
-    let (mut expect_seq, mut prev_hash) = match &h {
-        Some(h) => (h.anchor_sequence + 1, h.anchor_hash.clone()),
-        None => (1, GENESIS.to_owned()),
-    };
+    let heads = head::Entity::find().filter(head::Column::FirmId.eq(firm)).all(db).await?;
+    // Chains that have entries but no head are broken too (a forged chain, or a deleted head).
+    let chains_with_entries: Vec<i32> = entry::Entity::find()
+        .select_only()
+        .column(entry::Column::Chain)
+        .distinct()
+        .filter(entry::Column::FirmId.eq(firm))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut checked = 0u64;
+    for c in &chains_with_entries {
+        if !heads.iter().any(|h| h.chain == *c) {
+            return Ok(Verification {
+                valid: false,
+                entries_checked: checked,
+                first_invalid_chain: Some(*c),
+                first_invalid_sequence: Some(1),
+            });
+        }
+    }
+    let mut heads = heads;
+    heads.sort_by_key(|h| h.chain);
+    for h in heads {
+        let (n, broken) = verify_chain(db, firm, &h).await?;
+        checked += n;
+        if let Some(seq) = broken {
+            return Ok(Verification {
+                valid: false,
+                entries_checked: checked,
+                first_invalid_chain: Some(h.chain),
+                first_invalid_sequence: Some(seq),
+            });
+        }
+    }
+    Ok(Verification { valid: true, entries_checked: checked, first_invalid_chain: None, first_invalid_sequence: None })
+}
+
+/// Walks one chain; returns the entries that held and the first sequence that did not.
+async fn verify_chain(db: &impl ConnectionTrait, firm: Uuid, h: &head::Model) -> Result<(u64, Option<i64>), DbErr> {
+    let (mut expect_seq, mut prev_hash) = (h.anchor_sequence + 1, h.anchor_hash.clone());
     let mut checked = 0u64;
     let mut after = i64::MIN;
     loop {
         let rows = entry::Entity::find()
             .filter(entry::Column::FirmId.eq(firm))
+            .filter(entry::Column::Chain.eq(h.chain))
             .filter(entry::Column::Sequence.gt(after))
             .order_by_asc(entry::Column::Sequence)
-            .order_by_asc(entry::Column::Id)
             .limit(PAGE)
             .all(db)
             .await?;
@@ -168,11 +239,7 @@ pub async fn verify(db: &impl ConnectionTrait, firm: Uuid) -> Result<Verificatio
         for e in rows {
             after = e.sequence;
             if e.sequence != expect_seq || e.prev_hash != prev_hash || e.hash != entry_hash(&prev_hash, &e) {
-                return Ok(Verification {
-                    valid: false,
-                    entries_checked: checked,
-                    first_invalid_sequence: Some(expect_seq.min(e.sequence)),
-                });
+                return Ok((checked, Some(expect_seq.min(e.sequence))));
             }
             checked += 1;
             expect_seq += 1;
@@ -183,64 +250,69 @@ pub async fn verify(db: &impl ConnectionTrait, firm: Uuid) -> Result<Verificatio
         }
     }
     // The head must agree with the last entry: otherwise entries were cut off the end.
-    let head_ok = match &h {
-        Some(h) => h.sequence == expect_seq - 1 && h.hash == prev_hash,
-        None => checked == 0,
-    };
-    if !head_ok {
-        return Ok(Verification { valid: false, entries_checked: checked, first_invalid_sequence: Some(expect_seq) });
+    if h.sequence != expect_seq - 1 || h.hash != prev_hash {
+        return Ok((checked, Some(expect_seq)));
     }
-    Ok(Verification { valid: true, entries_checked: checked, first_invalid_sequence: None })
+    Ok((checked, None))
 }
 
 /// Every firm that has a chain.
 pub async fn firms(db: &impl ConnectionTrait) -> Result<Vec<Uuid>, DbErr> {
-    Ok(head::Entity::find().all(db).await?.into_iter().map(|h| h.firm_id).collect())
+    let mut firms: Vec<Uuid> = head::Entity::find().all(db).await?.into_iter().map(|h| h.firm_id).collect();
+    firms.sort();
+    firms.dedup();
+    Ok(firms)
 }
 
-/// Deletes `firm`'s entries older than `before`, keeping the chain verifiable: the last
-/// pruned entry's sequence and hash become the anchor the first kept entry chains to. The
-/// deletion is itself audited (as a system action) in the same transaction. Returns how
-/// many entries were removed.
+/// Deletes `firm`'s entries older than `before`, keeping every chain verifiable: in each
+/// chain, the last pruned entry's sequence and hash become the anchor the first kept entry
+/// chains to, and the newest entry always stays. The deletion is itself audited (as a
+/// system action) in the same transaction. Returns how many entries were removed.
 pub async fn prune(db: &sea_orm::DatabaseConnection, firm: Uuid, before: DateTime<Utc>) -> Result<u64, DbErr> {
     let tx = crate::db::begin_write(db).await?;
-    let mut q = head::Entity::find_by_id(firm);
+    let mut q = head::Entity::find().filter(head::Column::FirmId.eq(firm)).order_by_asc(head::Column::Chain);
     if tx.get_database_backend() == DbBackend::Postgres {
         q = q.lock(LockType::Update);
     }
-    let Some(h) = q.one(&tx).await? else {
-        return Ok(0);
-    };
-    // Never prune the head itself: the newest entry must stay to show where the chain ends.
-    let last = entry::Entity::find()
-        .filter(entry::Column::FirmId.eq(firm))
-        .filter(entry::Column::OccurredAt.lt(before))
-        .filter(entry::Column::Sequence.lt(h.sequence))
-        .order_by_desc(entry::Column::Sequence)
-        .one(&tx)
-        .await?;
-    let Some(last) = last else {
-        return Ok(0);
-    };
+    let heads = q.all(&tx).await?;
+    let mut removed = 0u64;
+    let mut anchors = Vec::new();
     tx.execute_unprepared("INSERT INTO audit_prune_guard (id) VALUES (1)").await?;
-    let removed = entry::Entity::delete_many()
-        .filter(entry::Column::FirmId.eq(firm))
-        .filter(entry::Column::Sequence.lte(last.sequence))
-        .exec(&tx)
-        .await?
-        .rows_affected;
+    for h in heads {
+        let last = entry::Entity::find()
+            .filter(entry::Column::FirmId.eq(firm))
+            .filter(entry::Column::Chain.eq(h.chain))
+            .filter(entry::Column::OccurredAt.lt(before))
+            .filter(entry::Column::Sequence.lt(h.sequence))
+            .order_by_desc(entry::Column::Sequence)
+            .one(&tx)
+            .await?;
+        let Some(last) = last else { continue };
+        removed += entry::Entity::delete_many()
+            .filter(entry::Column::FirmId.eq(firm))
+            .filter(entry::Column::Chain.eq(h.chain))
+            .filter(entry::Column::Sequence.lte(last.sequence))
+            .exec(&tx)
+            .await?
+            .rows_affected;
+        head::Entity::update_many()
+            .col_expr(head::Column::AnchorSequence, Expr::value(last.sequence))
+            .col_expr(head::Column::AnchorHash, Expr::value(last.hash.clone()))
+            .col_expr(head::Column::PrunedAt, Expr::value(clock::now()))
+            .filter(head::Column::FirmId.eq(firm))
+            .filter(head::Column::Chain.eq(h.chain))
+            .exec(&tx)
+            .await?;
+        anchors
+            .push(serde_json::json!({ "chain": h.chain, "throughSequence": last.sequence, "anchorHash": last.hash }));
+    }
     tx.execute_unprepared("DELETE FROM audit_prune_guard").await?;
-    head::Entity::update_many()
-        .col_expr(head::Column::AnchorSequence, Expr::value(last.sequence))
-        .col_expr(head::Column::AnchorHash, Expr::value(last.hash.clone()))
-        .col_expr(head::Column::PrunedAt, Expr::value(clock::now()))
-        .filter(head::Column::FirmId.eq(firm))
-        .exec(&tx)
-        .await?;
+    if removed == 0 {
+        return Ok(0);
+    }
     let event = AuditEvent::new("audit.prune", "audit_trail", None).changes(serde_json::json!({
         "removedEntries": removed,
-        "throughSequence": last.sequence,
-        "anchorHash": last.hash,
+        "anchors": anchors,
         "before": time(before),
     }));
     append(&tx, firm, &Actor::system(), event).await?;

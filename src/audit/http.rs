@@ -33,6 +33,8 @@ use crate::{
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntryView {
     pub id: Uuid,
+    /// The chain (of the firm's parallel chains) and the place in it.
+    pub chain: i32,
     pub sequence: i64,
     pub occurred_at: DateTime<Utc>,
     pub actor_type: String,
@@ -56,6 +58,7 @@ impl From<entry::Model> for AuditEntryView {
     fn from(e: entry::Model) -> Self {
         Self {
             id: e.id,
+            chain: e.chain,
             sequence: e.sequence,
             occurred_at: e.occurred_at,
             actor_type: e.actor_type,
@@ -137,7 +140,13 @@ pub async fn list(
     let page = q.page.unwrap_or(1).clamp(1, MAX_PAGE);
     let base = filtered(&p, &q);
     let total = base.clone().count(&app.db).await?;
-    let rows = base.order_by_desc(entry::Column::Sequence).offset((page - 1) * limit).limit(limit).all(&app.db).await?;
+    let rows = base
+        .order_by_desc(entry::Column::OccurredAt)
+        .order_by_desc(entry::Column::Id)
+        .offset((page - 1) * limit)
+        .limit(limit)
+        .all(&app.db)
+        .await?;
     let total_pages = total.div_ceil(limit);
     Ok(Envelope::page(
         rows.into_iter().map(AuditEntryView::from).collect(),
@@ -207,7 +216,7 @@ pub async fn report(State(app): State<App>, p: Principal, AppQuery(q): AppQuery<
             format!("the period holds {total} entries; report at most {REPORT_MAX_ENTRIES} at once"),
         ));
     }
-    let rows = base.order_by_asc(entry::Column::Sequence).all(&app.db).await?;
+    let rows = base.order_by_asc(entry::Column::OccurredAt).order_by_asc(entry::Column::Id).all(&app.db).await?;
     let mut by_action: std::collections::BTreeMap<String, u64> = Default::default();
     let mut by_actor: std::collections::BTreeMap<(String, String), u64> = Default::default();
     for e in &rows {
@@ -299,6 +308,7 @@ fn csv_response(
         line(
             &mut out,
             &[
+                e.chain.to_string(),
                 e.sequence.to_string(),
                 e.occurred_at.to_rfc3339(),
                 e.actor_type,
@@ -337,7 +347,8 @@ pub async fn case_history(
     let rows = entry::Entity::find()
         .filter(entry::Column::FirmId.eq(p.firm_id.0))
         .filter(entry::Column::CaseId.eq(id.0))
-        .order_by_asc(entry::Column::Sequence)
+        .order_by_asc(entry::Column::OccurredAt)
+        .order_by_asc(entry::Column::Id)
         .limit(1_000)
         .all(&app.db)
         .await?;

@@ -11,6 +11,8 @@ pub mod entry {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: Uuid,
         pub firm_id: Uuid,
+        /// Which of the firm's parallel chains (see `audit::chain`).
+        pub chain: i32,
         pub sequence: i64,
         pub occurred_at: DateTimeUtc,
         pub actor_type: String,
@@ -35,7 +37,7 @@ pub mod entry {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// Each firm's chain head (last sequence and hash) and the anchor pruning left behind.
+/// Each chain's head (last sequence and hash) and the anchor pruning left behind.
 pub mod head {
     use sea_orm::entity::prelude::*;
 
@@ -45,6 +47,8 @@ pub mod head {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub firm_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub chain: i32,
         pub sequence: i64,
         pub hash: String,
         /// The last pruned entry's sequence (0 when nothing was pruned).

@@ -17,7 +17,33 @@ crate::on_both_backends!(
     pruning_keeps_the_chain_verifiable_and_is_itself_audited,
     only_admins_read_the_trail_and_history_follows_case_visibility,
     report_totals_by_action_and_actor_as_json_and_csv,
+    concurrent_writers_of_one_firm_all_land_in_valid_chains,
 );
+
+async fn concurrent_writers_of_one_firm_all_land_in_valid_chains(b: Backend) {
+    let t = std::sync::Arc::new(TestApp::new(b).await);
+    let s = t.register("Busy").await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (t, token) = (t.clone(), s.token.clone());
+        tasks.push(tokio::spawn(async move {
+            t.post(
+                "/api/v1/cases",
+                &token,
+                json!({"caseNumber": format!("C-{i}"), "title": "Parallel", "type": "civil"}),
+            )
+            .await
+            .status
+            .as_u16()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 201);
+    }
+    assert_eq!(count(&t, "case.create").await, 24);
+    let v = verify(&t, &s.token).await;
+    assert_eq!(v["valid"], true, "{v}");
+}
 
 async fn actions(t: &TestApp, token: &str) -> Vec<Value> {
     let r = t.get("/api/v1/audit?limit=100", token).await;
@@ -87,10 +113,20 @@ async fn every_write_leaves_an_entry_with_old_and_new_values(b: Backend) {
     assert!(upd["correlationId"].is_string());
     let role = entries.iter().find(|e| e["action"] == "user.role_change").unwrap();
     assert_eq!(role["changes"]["role"], json!({"old": "paralegal", "new": "attorney"}));
-    // Sequences are gapless, newest first, and the chain holds.
-    let seqs: Vec<i64> = entries.iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] == w[1] + 1), "{seqs:?}");
-    assert_eq!(seqs.last(), Some(&1));
+    // Within each chain, sequences are gapless from 1; the chains hold.
+    let mut by_chain: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for e in &entries {
+        by_chain.entry(e["chain"].as_i64().unwrap()).or_default().push(e["sequence"].as_i64().unwrap());
+    }
+    assert!(by_chain.len() > 1, "entries should spread over several chains: {by_chain:?}");
+    for seqs in by_chain.values_mut() {
+        seqs.sort();
+        assert_eq!(*seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    }
+    // All of one case's changes are in one chain, in order.
+    let case_chains: std::collections::BTreeSet<i64> =
+        entries.iter().filter(|e| e["entityType"] == "case").map(|e| e["chain"].as_i64().unwrap()).collect();
+    assert_eq!(case_chains.len(), 1);
     let v = verify(&t, &admin.token).await;
     assert_eq!(v["valid"], true);
     assert_eq!(v["entriesChecked"].as_u64().unwrap() as usize, entries.len());
@@ -148,44 +184,58 @@ async fn tamper(t: &TestApp, b: Backend, sqls: &[&str]) {
     }
 }
 
-async fn seeded(b: Backend) -> (TestApp, String) {
+/// A firm with one case changed five times: its chain holds at least six entries.
+async fn seeded(b: Backend) -> (TestApp, String, i64) {
     let t = TestApp::new(b).await;
     let s = t.register("Firm").await;
-    for i in 0..4 {
-        t.case(&s, &format!("T-{i}")).await;
+    let case = t.case(&s, "T-1").await;
+    for i in 0..5 {
+        t.patch(&format!("/api/v1/cases/{case}"), &s.token, json!({"title": format!("Title {i}")})).await.expect(200);
     }
     assert_eq!(verify(&t, &s.token).await["valid"], true);
-    (t, s.token)
+    let chain: i64 = t.sql("SELECT chain FROM audit_entries WHERE action = 'case.create'").await[0]
+        .try_get::<i32>("", "chain")
+        .unwrap()
+        .into();
+    (t, s.token, chain)
+}
+
+async fn chain_len(t: &TestApp, chain: i64) -> i64 {
+    t.sql(&format!("SELECT MAX(sequence) AS n FROM audit_entries WHERE chain = {chain}")).await[0]
+        .try_get("", "n")
+        .unwrap()
 }
 
 async fn an_edited_entry_is_detected(b: Backend) {
-    let (t, token) = seeded(b).await;
-    tamper(&t, b, &["UPDATE audit_entries SET changes = '{}' WHERE sequence = 4"]).await;
+    let (t, token, chain) = seeded(b).await;
+    tamper(&t, b, &[&format!("UPDATE audit_entries SET changes = '{{}}' WHERE chain = {chain} AND sequence = 4")])
+        .await;
     let v = verify(&t, &token).await;
     assert_eq!(v["valid"], false);
+    assert_eq!(v["firstInvalidChain"], chain);
     assert_eq!(v["firstInvalidSequence"], 4);
-    assert_eq!(v["entriesChecked"], 3);
 }
 
 async fn a_deleted_entry_is_detected(b: Backend) {
-    let (t, token) = seeded(b).await;
-    tamper(&t, b, &["DELETE FROM audit_entries WHERE sequence = 3"]).await;
+    let (t, token, chain) = seeded(b).await;
+    tamper(&t, b, &[&format!("DELETE FROM audit_entries WHERE chain = {chain} AND sequence = 3")]).await;
     let v = verify(&t, &token).await;
     assert_eq!(v["valid"], false);
+    assert_eq!(v["firstInvalidChain"], chain);
     assert_eq!(v["firstInvalidSequence"], 3);
     // Cutting entries off the end is caught by the head.
-    let (t, token) = seeded(b).await;
-    let last: i64 = t.sql("SELECT MAX(sequence) AS n FROM audit_entries").await[0].try_get("", "n").unwrap();
-    tamper(&t, b, &[&format!("DELETE FROM audit_entries WHERE sequence = {last}")]).await;
+    let (t, token, chain) = seeded(b).await;
+    let last = chain_len(&t, chain).await;
+    tamper(&t, b, &[&format!("DELETE FROM audit_entries WHERE chain = {chain} AND sequence = {last}")]).await;
     let v = verify(&t, &token).await;
     assert_eq!(v["valid"], false);
     assert_eq!(v["firstInvalidSequence"], last);
 }
 
 async fn an_inserted_entry_is_detected(b: Backend) {
-    let (t, token) = seeded(b).await;
+    let (t, token, chain) = seeded(b).await;
     // A forged entry copied from a real one, appended after the head.
-    let last: i64 = t.sql("SELECT MAX(sequence) AS n FROM audit_entries").await[0].try_get("", "n").unwrap();
+    let last = chain_len(&t, chain).await;
     // A well-formed id for each backend (SQLite stores UUIDs as 16-byte blobs).
     let id = match b {
         Backend::Sqlite => "randomblob(16)".to_owned(),
@@ -195,11 +245,11 @@ async fn an_inserted_entry_is_detected(b: Backend) {
         &t,
         b,
         &[&format!(
-            "INSERT INTO audit_entries (id, firm_id, sequence, occurred_at, actor_type, actor_id, actor_role, action, \
-             entity_type, entity_id, case_id, changes, correlation_id, ip, user_agent, prev_hash, hash) \
-             SELECT {id}, firm_id, sequence + 1, occurred_at, actor_type, actor_id, actor_role, 'case.delete', \
+            "INSERT INTO audit_entries (id, firm_id, chain, sequence, occurred_at, actor_type, actor_id, actor_role, \
+             action, entity_type, entity_id, case_id, changes, correlation_id, ip, user_agent, prev_hash, hash) \
+             SELECT {id}, firm_id, chain, sequence + 1, occurred_at, actor_type, actor_id, actor_role, 'case.delete', \
              entity_type, entity_id, case_id, changes, correlation_id, ip, user_agent, hash, hash \
-             FROM audit_entries WHERE sequence = {last}"
+             FROM audit_entries WHERE chain = {chain} AND sequence = {last}"
         )],
     )
     .await;
@@ -209,14 +259,14 @@ async fn an_inserted_entry_is_detected(b: Backend) {
 }
 
 async fn reordered_entries_are_detected(b: Backend) {
-    let (t, token) = seeded(b).await;
+    let (t, token, chain) = seeded(b).await;
     tamper(
         &t,
         b,
         &[
-            "UPDATE audit_entries SET sequence = -1 WHERE sequence = 2",
-            "UPDATE audit_entries SET sequence = 2 WHERE sequence = 3",
-            "UPDATE audit_entries SET sequence = 3 WHERE sequence = -1",
+            &format!("UPDATE audit_entries SET sequence = -1 WHERE chain = {chain} AND sequence = 2"),
+            &format!("UPDATE audit_entries SET sequence = 2 WHERE chain = {chain} AND sequence = 3"),
+            &format!("UPDATE audit_entries SET sequence = 3 WHERE chain = {chain} AND sequence = -1"),
         ],
     )
     .await;
@@ -226,16 +276,19 @@ async fn reordered_entries_are_detected(b: Backend) {
 }
 
 async fn pruning_keeps_the_chain_verifiable_and_is_itself_audited(b: Backend) {
-    let (t, token) = seeded(b).await;
+    let (t, token, _) = seeded(b).await;
     let firm: uuid::Uuid = t.sql("SELECT firm_id FROM audit_heads").await[0].try_get("", "firm_id").unwrap();
     let total: i64 = t.sql("SELECT COUNT(*) AS n FROM audit_entries").await[0].try_get("", "n").unwrap();
+    let chains: i64 = t.sql("SELECT COUNT(DISTINCT chain) AS n FROM audit_entries").await[0].try_get("", "n").unwrap();
     let cutoff = chrono::Utc::now() + chrono::Duration::seconds(5);
     let removed = lexiflow::audit::chain::prune(&t.app.db, firm, cutoff).await.unwrap();
-    // Everything but the head went; the prune itself is the newest entry.
-    assert_eq!(removed as i64, total - 1);
+    // Everything but each chain's newest entry went; the prune itself is audited.
+    assert_eq!(removed as i64, total - chains);
     let v = verify(&t, &token).await;
     assert_eq!(v["valid"], true, "{v}");
-    assert_eq!(v["entriesChecked"], 2);
+    let left: i64 = t.sql("SELECT COUNT(*) AS n FROM audit_entries").await[0].try_get("", "n").unwrap();
+    assert_eq!(v["entriesChecked"].as_i64().unwrap(), left);
+    assert!(left <= chains + 1);
     let entries = actions(&t, &token).await;
     assert_eq!(entries[0]["action"], "audit.prune");
     assert_eq!(entries[0]["actorType"], "system");

@@ -1,5 +1,6 @@
-//! The tamper-evident audit trail: `audit_entries` (append-only, hash-chained per firm),
-//! `audit_heads` (each firm's chain head and, after pruning, its anchor), and the triggers
+//! The tamper-evident audit trail: `audit_entries` (append-only, hash-chained per firm in a
+//! few parallel chains), `audit_heads` (each chain's head and, after pruning, its anchor),
+//! and the triggers
 //! that refuse UPDATE and DELETE on entries on both databases. Not reversible by design.
 
 use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
@@ -12,6 +13,7 @@ enum AuditEntries {
     Table,
     Id,
     FirmId,
+    Chain,
     Sequence,
     OccurredAt,
     ActorType,
@@ -33,6 +35,7 @@ enum AuditEntries {
 enum AuditHeads {
     Table,
     FirmId,
+    Chain,
     Sequence,
     Hash,
     AnchorSequence,
@@ -56,6 +59,7 @@ impl MigrationTrait for Migration {
                 .table(AuditEntries::Table)
                 .col(ColumnDef::new(AuditEntries::Id).uuid().not_null().primary_key())
                 .col(ColumnDef::new(AuditEntries::FirmId).uuid().not_null())
+                .col(ColumnDef::new(AuditEntries::Chain).integer().not_null())
                 .col(ColumnDef::new(AuditEntries::Sequence).big_integer().not_null())
                 .col(ColumnDef::new(AuditEntries::OccurredAt).timestamp_with_time_zone().not_null())
                 .col(text(AuditEntries::ActorType))
@@ -76,9 +80,10 @@ impl MigrationTrait for Migration {
         .await?;
         m.create_index(
             Index::create()
-                .name("uq_audit_firm_sequence")
+                .name("uq_audit_firm_chain_sequence")
                 .table(AuditEntries::Table)
                 .col(AuditEntries::FirmId)
+                .col(AuditEntries::Chain)
                 .col(AuditEntries::Sequence)
                 .unique()
                 .to_owned(),
@@ -98,12 +103,14 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table(AuditHeads::Table)
-                .col(ColumnDef::new(AuditHeads::FirmId).uuid().not_null().primary_key())
+                .col(ColumnDef::new(AuditHeads::FirmId).uuid().not_null())
+                .col(ColumnDef::new(AuditHeads::Chain).integer().not_null())
                 .col(ColumnDef::new(AuditHeads::Sequence).big_integer().not_null())
                 .col(ColumnDef::new(AuditHeads::Hash).text().not_null())
                 .col(ColumnDef::new(AuditHeads::AnchorSequence).big_integer().not_null().default(0))
                 .col(ColumnDef::new(AuditHeads::AnchorHash).text().not_null())
                 .col(ColumnDef::new(AuditHeads::PrunedAt).timestamp_with_time_zone().null())
+                .primary_key(Index::create().name("pk_audit_heads").col(AuditHeads::FirmId).col(AuditHeads::Chain))
                 .to_owned(),
         )
         .await?;
