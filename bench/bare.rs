@@ -21,6 +21,10 @@ use lexiflow::{
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
+/// The same allocator as the `lexiflow` binary, so the comparison is of the stacks alone.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn one(
     State((db, _)): State<(DatabaseConnection, Uuid)>,
     Path(id): Path<Uuid>,
