@@ -497,7 +497,10 @@ impl Config {
                         .filter(|d| *d > 0)
                         .ok_or_else(|| invalid("AUDIT_RETENTION_DAYS", "a number of days, at least 1"))?,
                 ),
-                None => file.audit_retention_days,
+                None => match file.audit_retention_days {
+                    Some(0) => return Err(invalid("AUDIT_RETENTION_DAYS", "a number of days, at least 1")),
+                    other => other,
+                },
             },
             redis_prefix: "lexiflow:".into(),
             redis_breaker: crate::resilience::BreakerConfig::default(),

@@ -181,8 +181,17 @@ pub struct Verification {
 
 const PAGE: u64 = 1_000;
 
-/// Recomputes every chain of `firm` from its anchor to its head.
-pub async fn verify(db: &impl ConnectionTrait, firm: Uuid) -> Result<Verification, DbErr> {
+/// Recomputes every chain of `firm` from its anchor to its head, in one read-only snapshot
+/// (so a write committed meanwhile cannot make a healthy chain look broken).
+pub async fn verify(db: &sea_orm::DatabaseConnection, firm: Uuid) -> Result<Verification, DbErr> {
+    use sea_orm::{AccessMode, IsolationLevel, TransactionTrait};
+    let tx = db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?;
+    let v = verify_in(&tx, firm).await?;
+    tx.commit().await?;
+    Ok(v)
+}
+
+async fn verify_in(db: &impl ConnectionTrait, firm: Uuid) -> Result<Verification, DbErr> {
     let heads = head::Entity::find().filter(head::Column::FirmId.eq(firm)).all(db).await?;
     // Chains that have entries but no head are broken too (a forged chain, or a deleted head).
     let chains_with_entries: Vec<i32> = entry::Entity::find()
@@ -259,6 +268,10 @@ async fn verify_chain(db: &impl ConnectionTrait, firm: Uuid, h: &head::Model) ->
 /// Every firm that has a chain.
 pub async fn firms(db: &impl ConnectionTrait) -> Result<Vec<Uuid>, DbErr> {
     let mut firms: Vec<Uuid> = head::Entity::find().all(db).await?.into_iter().map(|h| h.firm_id).collect();
+    // A firm whose heads were deleted still has entries: it must be verified (and fail).
+    let with_entries: Vec<Uuid> =
+        entry::Entity::find().select_only().column(entry::Column::FirmId).distinct().into_tuple().all(db).await?;
+    firms.extend(with_entries);
     firms.sort();
     firms.dedup();
     Ok(firms)

@@ -287,6 +287,7 @@ fn csv_response(
     }
     out.push_str("\r\n");
     let header = [
+        "chain",
         "sequence",
         "occurredAt",
         "actorType",
@@ -344,6 +345,7 @@ pub async fn case_history(
     AppPath(id): AppPath<CaseId>,
 ) -> ApiResult<Envelope<Vec<AuditEntryView>>> {
     visible_case(&app.db, &p, id).await?;
+    let admin = p.role == Role::Admin;
     let rows = entry::Entity::find()
         .filter(entry::Column::FirmId.eq(p.firm_id.0))
         .filter(entry::Column::CaseId.eq(id.0))
@@ -352,5 +354,18 @@ pub async fn case_history(
         .limit(1_000)
         .all(&app.db)
         .await?;
-    Ok(Envelope::ok(rows.into_iter().map(AuditEntryView::from).collect()))
+    // Who acted and when is for everyone on the case; where from (address, browser) is for
+    // the firm's admins only — a client on the team need not learn staff members' addresses.
+    let views = rows
+        .into_iter()
+        .map(AuditEntryView::from)
+        .map(|mut v| {
+            if !admin {
+                v.ip = None;
+                v.user_agent = None;
+            }
+            v
+        })
+        .collect();
+    Ok(Envelope::ok(views))
 }

@@ -1,8 +1,9 @@
 //! `/api/v1/admin/queues*` and `/api/v1/admin/jobs/*`: operating the job queue.
 //!
 //! Queues serve every firm of the deployment, so these routes are for the operator: an
-//! admin of the firm named by `OPERATOR_FIRM_ID`, or — when that is not set (the embedded,
-//! single-firm default) — any admin. Job payloads are never shown (they can carry one
+//! admin of the firm named by `OPERATOR_FIRM_ID`, or — when that is not set outside
+//! production (the embedded, single-firm default) — any admin. In production without
+//! `OPERATOR_FIRM_ID` nobody may use them. Job payloads are never shown (they can carry one
 //! firm's data); ids, types, states, attempts and errors are. Every change is audited in
 //! the acting admin's firm trail.
 
@@ -24,7 +25,12 @@ use crate::{
 };
 
 fn require_operator(app: &App, p: &Principal) -> ApiResult<()> {
-    let operator_firm = app.config.operator_firm_id.is_none_or(|f| f == p.firm_id.0);
+    // In production anyone can register a firm and be its admin, so without a named operator
+    // firm nobody operates the queue through the API.
+    let operator_firm = match app.config.operator_firm_id {
+        Some(f) => f == p.firm_id.0,
+        None => app.config.env != crate::config::AppEnv::Production,
+    };
     if p.role == Role::Admin && operator_firm {
         Ok(())
     } else {
@@ -104,11 +110,16 @@ pub async fn jobs(
     Ok(Envelope::ok(views))
 }
 
-async fn audited(app: &App, p: &Principal, action: &'static str, entity: String, change: Value) -> ApiResult<()> {
-    let tx = db::begin_write(&app.db).await?;
-    audit::record(&tx, p.firm_id, &Actor::user(p), AuditEvent::new(action, "queue", Some(entity)).changes(change))
+/// Records a queue change in the acting admin's trail, in the change's own transaction.
+async fn audited(
+    tx: &impl sea_orm::ConnectionTrait,
+    p: &Principal,
+    action: &'static str,
+    entity: String,
+    change: Value,
+) -> ApiResult<()> {
+    audit::record(tx, p.firm_id, &Actor::user(p), AuditEvent::new(action, "queue", Some(entity)).changes(change))
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -183,9 +194,11 @@ pub async fn clean(
     valid_queue(&name)?;
     let state = JobState::parse(&input.state).ok_or_else(|| ApiError::field("state", "not a job state"))?;
     let age = std::time::Duration::from_secs(input.older_than_seconds);
-    let removed = admin::clean(&app.db, &name, state, age, chrono::Utc::now()).await?;
+    let tx = db::begin_write(&app.db).await?;
+    let removed = admin::clean(&tx, &name, state, age, chrono::Utc::now()).await?;
     let change = json!({ "removed": { "old": null, "new": removed }, "state": { "old": null, "new": input.state } });
-    audited(&app, &p, "queue.clean", name, change).await?;
+    audited(&tx, &p, "queue.clean", name, change).await?;
+    tx.commit().await?;
     Ok(Envelope::ok(json!({ "removed": removed })))
 }
 
@@ -194,10 +207,12 @@ pub async fn clean(
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn retry(State(app): State<App>, p: Principal, AppPath(id): AppPath<i64>) -> ApiResult<impl IntoResponse> {
     require_operator(&app, &p)?;
-    if !admin::retry(&app.db, JobId(id), chrono::Utc::now()).await? {
+    let tx = db::begin_write(&app.db).await?;
+    if !admin::retry(&tx, JobId(id), chrono::Utc::now()).await? {
         return Err(ApiError::not_found("retryable job"));
     }
-    audited(&app, &p, "job.retry", id.to_string(), json!({})).await?;
+    audited(&tx, &p, "job.retry", id.to_string(), json!({})).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -206,9 +221,11 @@ pub async fn retry(State(app): State<App>, p: Principal, AppPath(id): AppPath<i6
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn cancel(State(app): State<App>, p: Principal, AppPath(id): AppPath<i64>) -> ApiResult<impl IntoResponse> {
     require_operator(&app, &p)?;
-    if !admin::cancel(&app.db, JobId(id)).await? {
+    let tx = db::begin_write(&app.db).await?;
+    if !admin::cancel(&tx, JobId(id)).await? {
         return Err(ApiError::not_found("cancellable job"));
     }
-    audited(&app, &p, "job.cancel", id.to_string(), json!({})).await?;
+    audited(&tx, &p, "job.cancel", id.to_string(), json!({})).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

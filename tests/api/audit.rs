@@ -348,7 +348,25 @@ async fn report_totals_by_action_and_actor_as_json_and_csv(b: Backend) {
     assert!(csv.header("content-disposition").unwrap().contains("attachment"));
     let text = csv.body.as_str().unwrap();
     assert!(text.contains("\"byAction\",\"case.create\",\"3\""), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("\"sequence\",\"occurredAt\"")));
+    // The entries' header and rows line up, column for column.
+    let lines: Vec<&str> = text.lines().collect();
+    let h = lines.iter().position(|l| l.starts_with("\"chain\",\"sequence\",\"occurredAt\"")).expect("entries header");
+    // Fields of one CSV line: commas outside quotes separate; "" inside quotes is a quote.
+    let columns = |l: &str| {
+        let (mut n, mut quoted) = (1, false);
+        for c in l.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => n += 1,
+                _ => {}
+            }
+        }
+        n
+    };
+    assert!(lines.len() > h + 3);
+    for row in &lines[h + 1..] {
+        assert_eq!(columns(row), columns(lines[h]), "{row}");
+    }
     t.get(&format!("/api/v1/audit/report?from={to}&to={from}"), &s.token).await.expect(400);
     t.get(&format!("/api/v1/audit/report?from={from}&to={to}&format=xml"), &s.token).await.expect(400);
 }
