@@ -117,13 +117,15 @@ async fn main() -> anyhow::Result<()> {
             let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
             db::migrate(&conn).await.context("migration failed")?;
             lexiflow::telemetry::metrics::install();
-            let w = jobs::worker(conn.clone(), &config).context("cannot set up the job worker")?;
+            let queue_db = db::connect_for_queue(&config.database).await.context("cannot connect to the database")?;
+            let w = jobs::worker(queue_db.clone(), conn.clone(), &config).context("cannot set up the job worker")?;
             tracing::info!(worker = w.id(), "job worker running");
             let stop = tokio_util::sync::CancellationToken::new();
             let run = tokio::spawn(w.run(stop.clone()));
             server::signal().await;
             stop.cancel();
             let _ = run.await;
+            queue_db.close().await.ok();
             conn.close().await.ok();
             tracing::info!("worker stopped");
         }
@@ -138,8 +140,11 @@ async fn main() -> anyhow::Result<()> {
             let app = App::build(config).await?;
             let stop_worker = tokio_util::sync::CancellationToken::new();
             let worker = if in_serve {
-                let w = jobs::worker(app.db.clone(), &app.config).context("cannot set up the job worker")?;
-                Some(tokio::spawn(w.run(stop_worker.clone())))
+                let queue_db =
+                    db::connect_for_queue(&app.config.database).await.context("cannot connect to the database")?;
+                let w = jobs::worker(queue_db.clone(), app.db.clone(), &app.config)
+                    .context("cannot set up the job worker")?;
+                Some((tokio::spawn(w.run(stop_worker.clone())), queue_db))
             } else {
                 None
             };
@@ -154,12 +159,13 @@ async fn main() -> anyhow::Result<()> {
             );
             server::serve(app.clone(), listener, stop_worker.clone()).await?;
             stop_worker.cancel();
-            if let Some(w) = worker {
+            if let Some((w, queue_db)) = worker {
                 // The worker drains its running jobs within the grace period itself.
                 let limit = app.config.shutdown_grace + std::time::Duration::from_secs(5);
                 if tokio::time::timeout(limit, w).await.is_err() {
                     tracing::warn!("the job worker did not stop in time; its jobs return through their leases");
                 }
+                queue_db.close().await.ok();
             }
             app.db.clone().close().await.ok();
             tracing::info!("stopped");

@@ -22,6 +22,22 @@ use crate::{
 
 /// Opens the pool. The SQLite file's directory is created when missing.
 pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    connect_with(cfg, false).await
+}
+
+/// A small pool for the job queue's own bookkeeping (claiming, completing, leases), whose
+/// commits do not wait for the disk: PostgreSQL `synchronous_commit = off`, SQLite
+/// `synchronous = NORMAL`. A crash can lose the last moments of such commits — a claim or a
+/// completion — and the job then simply runs again, which the queue's at-least-once contract
+/// (idempotent handlers) already allows; a commit is still lost whole or kept whole. Never
+/// use it for domain data: handlers write through the application's pool.
+pub async fn connect_for_queue(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    let mut queue_cfg = cfg.clone();
+    queue_cfg.max_connections = cfg.max_connections.clamp(2, 8);
+    connect_with(&queue_cfg, true).await
+}
+
+async fn connect_with(cfg: &DatabaseConfig, relaxed_durability: bool) -> Result<DatabaseConnection, DbErr> {
     let url = cfg.url.expose_secret().to_owned();
     let mut opts = ConnectOptions::new(url.clone());
     opts.max_connections(cfg.max_connections)
@@ -34,15 +50,18 @@ pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> 
             opts.set_schema_search_path(schema.clone());
         }
         opts.set_application_name("lexiflow");
+        if relaxed_durability {
+            opts.map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
+        }
     } else {
         if let Some(path) = sqlite_path(&url)
             && let Some(dir) = std::path::Path::new(&path).parent()
         {
             std::fs::create_dir_all(dir).map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
         }
-        opts.map_sqlx_sqlite_opts(|o| {
+        opts.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(if relaxed_durability { SqliteSynchronous::Normal } else { SqliteSynchronous::Full })
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 .create_if_missing(true)

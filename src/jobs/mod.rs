@@ -41,10 +41,16 @@ async fn audit_retention(db: DatabaseConnection, days: Option<u32>) -> Result<()
 }
 
 /// The worker with every handler and schedule, ready to `run` until its token is cancelled.
-pub fn worker(db: DatabaseConnection, config: &Config) -> Result<Worker, lexiflow_queue::QueueError> {
+/// `queue_db` carries the queue's bookkeeping (see `db::connect_for_queue`); handlers write
+/// domain data through `app_db`, the application's fully durable pool.
+pub fn worker(
+    queue_db: DatabaseConnection,
+    app_db: DatabaseConnection,
+    config: &Config,
+) -> Result<Worker, lexiflow_queue::QueueError> {
     let days = config.audit_retention_days;
-    let handler_db = db.clone();
-    let mut builder = Worker::builder(db)
+    let handler_db = app_db;
+    let mut builder = Worker::builder(queue_db)
         .queue(MAINTENANCE, 2)
         .drain_timeout(config.shutdown_grace)
         .handler(AUDIT_RETENTION, move |_job| audit_retention(handler_db.clone(), days));

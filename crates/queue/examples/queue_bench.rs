@@ -50,8 +50,21 @@ async fn main() {
                 .busy_timeout(Duration::from_secs(10))
         });
     }
-    let db = Database::connect(opts).await.unwrap();
+    let db = Database::connect(opts.clone()).await.unwrap();
     Migrator::up(&db, None).await.unwrap();
+    // The worker's bookkeeping pool, as `lexiflow` opens it (`db::connect_for_queue`):
+    // commits that do not wait for the disk, safe under at-least-once delivery.
+    let mut relaxed = opts;
+    if schema.is_some() {
+        relaxed.map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
+    } else {
+        relaxed.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    }
+    let worker_db = Database::connect(relaxed).await.unwrap();
 
     let started = Instant::now();
     let mut left = n;
@@ -67,7 +80,7 @@ async fn main() {
 
     let done = Arc::new(AtomicUsize::new(0));
     let counter = done.clone();
-    let worker = Worker::builder(db.clone())
+    let worker = Worker::builder(worker_db)
         .queue("default", concurrency)
         .poll_interval(Duration::from_millis(50))
         .handler("noop", move |_job| {
