@@ -36,6 +36,8 @@ pub struct AppInner {
     pub limiter: Limiter,
     /// Checked sessions, so authentication need not hit the database on every request.
     pub sessions: SessionCache,
+    /// Case-list totals, so offset paging need not count every case on every request.
+    pub case_counts: crate::cases::counts::CaseCounts,
     /// When this process started serving.
     pub started: std::time::Instant,
     /// Set when SIGTERM/SIGINT arrives: readiness turns 503 so load balancers stop sending.
@@ -88,6 +90,7 @@ impl App {
         match e {
             Eviction::Session(id) => self.sessions.evict_session(id),
             Eviction::User(id) => self.sessions.evict_user(id),
+            Eviction::CaseCounts(id) => self.case_counts.evict_firm(id),
         }
     }
 
@@ -118,6 +121,7 @@ impl App {
         }
         let limiter = Limiter::new(redis.clone());
         let sessions = SessionCache::new(config.auth_cache_ttl);
+        let case_counts = crate::cases::counts::CaseCounts::new(config.auth_cache_ttl);
         let app = App(Arc::new(AppInner {
             config,
             db,
@@ -126,6 +130,7 @@ impl App {
             redis,
             limiter,
             sessions,
+            case_counts,
             started: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
         }));

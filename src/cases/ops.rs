@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{
     access::{CaseAccess, visible_case},
+    counts::CountKey,
     model::{CaseStatus, CaseType, TeamRole, case, team_member},
 };
 use crate::{
@@ -208,6 +209,7 @@ pub async fn create(app: &App, p: &Principal, input: CreateCase) -> ApiResult<Ca
     )
     .await?;
     tx.commit().await?;
+    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
     Ok(view)
 }
 
@@ -419,7 +421,21 @@ pub async fn list(
             // The count is answered from the partial index of live cases per firm
             // (`ix_cases_firm_live`); a window count in the page query was measured slower on
             // both databases (it materialises every matching row).
-            let total = q.clone().count(&app.db).await?;
+            let privileged = p.role.sees_all_cases();
+            let key = CountKey::new(
+                p.firm_id.0,
+                (!privileged).then_some(p.user_id.0),
+                (filter.status.map(|s| s as u8), filter.case_type.map(|t| t as u8), filter.q.as_deref()),
+            );
+            let total = match app.case_counts.get(&key) {
+                Some(n) => n,
+                None => {
+                    let started = std::time::Instant::now();
+                    let n = q.clone().count(&app.db).await?;
+                    app.case_counts.put(key, n, started);
+                    n
+                }
+            };
             let rows = q
                 .order_by(sort.column(), order.clone())
                 .order_by(case::Column::Id, order)
@@ -567,6 +583,7 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
+    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
     Ok(view)
 }
 
@@ -597,6 +614,7 @@ pub async fn delete(app: &App, p: &Principal, id: CaseId, if_match: Option<i32>)
     )
     .await?;
     tx.commit().await?;
+    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
     Ok(())
 }
 

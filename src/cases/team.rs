@@ -92,6 +92,7 @@ pub async fn add(app: &App, p: &Principal, id: CaseId, input: AddMember) -> ApiR
     )
     .await?;
     tx.commit().await?;
+    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
     list(app, p, id).await
 }
 
@@ -119,6 +120,7 @@ pub async fn remove(app: &App, p: &Principal, id: CaseId, user_id: UserId) -> Ap
     )
     .await?;
     tx.commit().await?;
+    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
     Ok(())
 }
 

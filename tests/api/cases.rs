@@ -23,6 +23,7 @@ crate::on_both_backends!(
     hostile_text_round_trips_and_rich_text_is_cleaned,
     lead_attorney_joins_the_team_and_can_manage_it,
     demoted_lead_no_longer_manages_the_team,
+    cached_list_totals_follow_writes_at_once,
     team_rules_are_enforced,
 );
 
@@ -465,6 +466,43 @@ async fn lead_attorney_joins_the_team_and_can_manage_it(b: Backend) {
     let c = t.get(&format!("/api/v1/cases/{id}"), &admin.token).await;
     assert_eq!(c.data()["leadAttorneyId"], Value::Null);
     t.get(&format!("/api/v1/cases/{id}"), &lead.token).await.expect(404);
+}
+
+async fn cached_list_totals_follow_writes_at_once(b: Backend) {
+    let t = TestApp::with(b, |c| c.auth_cache_ttl = std::time::Duration::from_secs(60)).await;
+    let admin = t.register("Firm").await;
+    let para = t.user(&admin, "paralegal").await;
+    let total = |token: String, query: &'static str| {
+        let t = &t;
+        async move {
+            t.get(&format!("/api/v1/cases?page=1&limit=5{query}"), &token).await.body["meta"]["pagination"]["total"]
+                .clone()
+        }
+    };
+    assert_eq!(total(admin.token.clone(), "").await, 0);
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(t.case(&admin, &format!("TOT-{i}")).await);
+        }
+        v
+    };
+    assert_eq!(total(admin.token.clone(), "").await, 3);
+    assert_eq!(total(admin.token.clone(), "&status=open").await, 3);
+    t.patch(&format!("/api/v1/cases/{}", ids[0]), &admin.token, json!({"status": "closed"})).await.expect(200);
+    assert_eq!(total(admin.token.clone(), "&status=open").await, 2);
+    t.delete(&format!("/api/v1/cases/{}", ids[1]), &admin.token).await.expect(204);
+    assert_eq!(total(admin.token.clone(), "").await, 2);
+    // A team-limited caller has a total of their own, which follows team changes.
+    assert_eq!(total(para.token.clone(), "").await, 0);
+    t.post(
+        &format!("/api/v1/cases/{}/team", ids[2]),
+        &admin.token,
+        json!({"userId": para.user_id, "role": "paralegal"}),
+    )
+    .await
+    .expect(201);
+    assert_eq!(total(para.token.clone(), "").await, 1);
 }
 
 async fn demoted_lead_no_longer_manages_the_team(b: Backend) {
