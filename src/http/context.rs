@@ -88,14 +88,20 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
     let _in_flight = InFlight::enter();
     let started = Instant::now();
     let method = method_label(req.method());
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = tracing::field::Empty,
-        otel.kind = "server",
-        http.request.method = method,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
+    // A span per request only when spans are exported: otherwise the log line carries all
+    // of it, and building a span's field set on every request is measurable under load.
+    let span = if crate::telemetry::tracing_setup::exporting() {
+        tracing::info_span!(
+            "http.request",
+            otel.name = tracing::field::Empty,
+            otel.kind = "server",
+            http.request.method = method,
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let trace_id = crate::telemetry::tracing_setup::adopt_parent(&span, req.headers());
     let correlation_id = req
         .headers()

@@ -81,7 +81,16 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
         .with_tracer(tracer)
         .with_filter(tracing_subscriber::filter::Targets::new().with_target("lexiflow", tracing::Level::INFO));
     registry.with(otel).try_init().map_err(|e| e.to_string())?;
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(Telemetry { provider: Some(provider), _log_writer: guard })
+}
+
+/// Set once spans are exported: only then is a span per request worth its cost.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether request spans are exported (OTLP configured).
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 struct Headers<'a>(&'a http::HeaderMap);
