@@ -47,6 +47,9 @@ struct State {
 pub struct CaseCounts {
     ttl: Duration,
     state: Mutex<State>,
+    /// One gate per key being counted, so concurrent misses count once (the others wait
+    /// and read the result) instead of all counting when a total expires under load.
+    gates: Mutex<HashMap<CountKey, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 const MAX_ENTRIES: usize = 50_000;
@@ -54,7 +57,17 @@ const MAX_ENTRIES: usize = 50_000;
 impl CaseCounts {
     /// A cache whose totals live `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, state: Mutex::new(State::default()) }
+        Self { ttl, state: Mutex::new(State::default()), gates: Mutex::new(HashMap::new()) }
+    }
+
+    /// The gate for counting `key`: hold its lock while counting, then check the cache again.
+    pub fn gate(&self, key: CountKey) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        if gates.len() >= 10_000 {
+            // Gates nobody holds or waits for can go.
+            gates.retain(|_, g| std::sync::Arc::strong_count(g) > 1);
+        }
+        gates.entry(key).or_default().clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -430,10 +430,17 @@ pub async fn list(
             let total = match app.case_counts.get(&key) {
                 Some(n) => n,
                 None => {
-                    let started = std::time::Instant::now();
-                    let n = q.clone().count(&app.db).await?;
-                    app.case_counts.put(key, n, started);
-                    n
+                    let gate = app.case_counts.gate(key);
+                    let _counting = gate.lock().await;
+                    match app.case_counts.get(&key) {
+                        Some(n) => n,
+                        None => {
+                            let started = std::time::Instant::now();
+                            let n = q.clone().count(&app.db).await?;
+                            app.case_counts.put(key, n, started);
+                            n
+                        }
+                    }
                 }
             };
             let rows = q
