@@ -123,6 +123,22 @@ async fn audited(
     Ok(())
 }
 
+/// Pauses or resumes a queue, audited in the same transaction.
+async fn set_paused(app: &App, p: &Principal, name: String, paused: bool) -> ApiResult<StatusCode> {
+    require_operator(app, p)?;
+    valid_queue(&name)?;
+    let tx = db::begin_write(&app.db).await?;
+    if paused {
+        admin::pause(&tx, &name).await?;
+    } else {
+        admin::resume(&tx, &name).await?;
+    }
+    let action = if paused { "queue.pause" } else { "queue.resume" };
+    audited(&tx, p, action, name, json!({ "paused": { "old": !paused, "new": paused } })).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Pause a queue on every instance (jobs wait; active ones finish).
 #[utoipa::path(post, path = "/admin/queues/{name}/pause", tag = "admin", params(("name" = String, Path)),
     responses((status = 204), (status = 403, body = ErrorBody)))]
@@ -131,20 +147,7 @@ pub async fn pause(
     p: Principal,
     AppPath(name): AppPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    require_operator(&app, &p)?;
-    valid_queue(&name)?;
-    let tx = db::begin_write(&app.db).await?;
-    admin::pause(&tx, &name).await?;
-    let change = json!({ "paused": { "old": false, "new": true } });
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(&p),
-        AuditEvent::new("queue.pause", "queue", Some(name)).changes(change),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    set_paused(&app, &p, name, true).await
 }
 
 /// Resume a paused queue.
@@ -155,20 +158,7 @@ pub async fn resume(
     p: Principal,
     AppPath(name): AppPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    require_operator(&app, &p)?;
-    valid_queue(&name)?;
-    let tx = db::begin_write(&app.db).await?;
-    admin::resume(&tx, &name).await?;
-    let change = json!({ "paused": { "old": true, "new": false } });
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(&p),
-        AuditEvent::new("queue.resume", "queue", Some(name)).changes(change),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    set_paused(&app, &p, name, false).await
 }
 
 /// `POST /admin/queues/{name}/clean` body.

@@ -43,16 +43,22 @@ pub fn pg_url() -> String {
     std::env::var("LEXIFLOW_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-static SKIP_NOTED: AtomicBool = AtomicBool::new(false);
-
-/// Whether PostgreSQL tests should run: true when reachable; panics when required but not.
-/// Reachability is probed once per test binary (a TCP connect), not once per test.
-pub async fn postgres_available() -> bool {
-    static REACHABLE: OnceLock<bool> = OnceLock::new();
-    let ok = *REACHABLE.get_or_init(|| {
-        let url = url::Url::parse(&pg_url()).expect("LEXIFLOW_TEST_DATABASE_URL is not a URL");
-        let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
-        let port = url.port().unwrap_or(5432);
+/// Whether the service at `url` answers a TCP connect (probed once per test binary through
+/// `cache`). When it does not, `require_var=1` makes that a panic; otherwise the skip is noted
+/// once on stderr (`noted`), since the harness would swallow eprintln! on success.
+fn service_available(
+    cache: &OnceLock<bool>,
+    noted: &AtomicBool,
+    what: &str,
+    url: &str,
+    default_port: u16,
+    require_var: &str,
+    skipped: &str,
+) -> bool {
+    let ok = *cache.get_or_init(|| {
+        let u = url::Url::parse(url).unwrap_or_else(|_| panic!("{what} URL {url} is not a URL"));
+        let host = u.host_str().unwrap_or("127.0.0.1").to_owned();
+        let port = u.port().unwrap_or(default_port);
         (host.as_str(), port)
             .to_socket_addrs()
             .ok()
@@ -60,19 +66,32 @@ pub async fn postgres_available() -> bool {
             .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
     });
     if !ok {
-        if std::env::var("LEXIFLOW_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
-            panic!("LEXIFLOW_REQUIRE_POSTGRES=1 but PostgreSQL at {} is unreachable", pg_url());
+        if std::env::var(require_var).is_ok_and(|v| v == "1") {
+            panic!("{require_var}=1 but {what} at {url} is unreachable");
         }
-        if !SKIP_NOTED.swap(true, Ordering::Relaxed) {
-            // Written straight to stderr: the test harness would swallow eprintln! on success.
+        if !noted.swap(true, Ordering::Relaxed) {
             let _ = writeln!(
                 std::io::stderr(),
-                "NOTE: PostgreSQL at {} is unreachable; the postgres:: tests are SKIPPED (set LEXIFLOW_REQUIRE_POSTGRES=1 to fail instead)",
-                pg_url()
+                "NOTE: {what} at {url} is unreachable; {skipped} are SKIPPED (set {require_var}=1 to fail instead)"
             );
         }
     }
     ok
+}
+
+/// Whether PostgreSQL tests should run: true when reachable; panics when required but not.
+pub async fn postgres_available() -> bool {
+    static REACHABLE: OnceLock<bool> = OnceLock::new();
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    service_available(
+        &REACHABLE,
+        &NOTED,
+        "PostgreSQL",
+        &pg_url(),
+        5432,
+        "LEXIFLOW_REQUIRE_POSTGRES",
+        "the postgres:: tests",
+    )
 }
 
 /// The Redis the scale-out tests share (`LEXIFLOW_TEST_REDIS_URL`, default the local one).
@@ -80,35 +99,12 @@ pub fn redis_url() -> String {
     std::env::var("LEXIFLOW_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-static REDIS_SKIP_NOTED: AtomicBool = AtomicBool::new(false);
-
 /// Whether Redis tests should run: true when reachable; panics when `LEXIFLOW_REQUIRE_REDIS=1`
 /// and it is not.
 pub fn redis_available() -> bool {
     static REACHABLE: OnceLock<bool> = OnceLock::new();
-    let ok = *REACHABLE.get_or_init(|| {
-        let url = url::Url::parse(&redis_url()).expect("LEXIFLOW_TEST_REDIS_URL is not a URL");
-        let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
-        let port = url.port().unwrap_or(6379);
-        (host.as_str(), port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
-    });
-    if !ok {
-        if std::env::var("LEXIFLOW_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
-            panic!("LEXIFLOW_REQUIRE_REDIS=1 but Redis at {} is unreachable", redis_url());
-        }
-        if !REDIS_SKIP_NOTED.swap(true, Ordering::Relaxed) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "NOTE: Redis at {} is unreachable; the Redis tests are SKIPPED (set LEXIFLOW_REQUIRE_REDIS=1 to fail instead)",
-                redis_url()
-            );
-        }
-    }
-    ok
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    service_available(&REACHABLE, &NOTED, "Redis", &redis_url(), 6379, "LEXIFLOW_REQUIRE_REDIS", "the Redis tests")
 }
 
 /// Runs each listed `async fn name(b: Backend)` once per backend, as `sqlite::name` and
