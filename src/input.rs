@@ -17,34 +17,36 @@ pub fn plain(s: &str) -> String {
     s.nfc().filter(|c| !c.is_control() || *c == '\t' || *c == '\n').collect()
 }
 
+/// The HTML tags a rich-text field may keep; only `a` keeps attributes (`href`, `title`, and
+/// the `rel` the cleaner adds). Everything else is removed, its text kept.
+pub const RICH_TEXT_TAGS: &[&str] = &[
+    "a",
+    "b",
+    "blockquote",
+    "br",
+    "code",
+    "em",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "i",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "s",
+    "strong",
+    "sub",
+    "sup",
+    "u",
+    "ul",
+];
+
 fn sanitizer() -> &'static ammonia::Builder<'static> {
     static B: OnceLock<ammonia::Builder<'static>> = OnceLock::new();
     B.get_or_init(|| {
-        let tags: HashSet<&str> = [
-            "a",
-            "b",
-            "blockquote",
-            "br",
-            "code",
-            "em",
-            "h1",
-            "h2",
-            "h3",
-            "h4",
-            "i",
-            "li",
-            "ol",
-            "p",
-            "pre",
-            "s",
-            "strong",
-            "sub",
-            "sup",
-            "u",
-            "ul",
-        ]
-        .into_iter()
-        .collect();
+        let tags: HashSet<&str> = RICH_TEXT_TAGS.iter().copied().collect();
         // `empty()` clears the tags only: ammonia's default generic and per-tag attributes
         // (lang, title, cite, …) and relative URLs are cleared here too.
         let mut b = ammonia::Builder::empty();
