@@ -36,8 +36,9 @@ pub struct AppInner {
     pub limiter: Limiter,
     /// Checked sessions, so authentication need not hit the database on every request.
     pub sessions: SessionCache,
-    /// Case-list totals, so offset paging need not count every case on every request.
-    pub case_counts: crate::cases::counts::CaseCounts,
+    /// The data cache (case-list totals, reports, case-team lookups), two-level when Redis is
+    /// configured.
+    pub cache: Arc<crate::cache::Cache>,
     /// When this process started serving.
     pub started: std::time::Instant,
     /// Set when SIGTERM/SIGINT arrives: readiness turns 503 so load balancers stop sending.
@@ -90,8 +91,18 @@ impl App {
         match e {
             Eviction::Session(id) => self.sessions.evict_session(id),
             Eviction::User(id) => self.sessions.evict_user(id),
-            Eviction::CaseCounts(id) => self.case_counts.evict_firm(id),
         }
+    }
+
+    /// After a committed change to a firm's cases (or to one case and its team): makes the
+    /// totals, reports and access decisions that depend on it stale, here and on every
+    /// instance, before the caller answers.
+    pub async fn case_changed(&self, firm: crate::ids::FirmId, case: Option<uuid::Uuid>) {
+        let mut tags = vec![crate::cache::tags::firm_cases(firm.0)];
+        if let Some(c) = case {
+            tags.push(crate::cache::tags::case_team(c));
+        }
+        self.cache.invalidate_tags(&tags).await;
     }
 
     /// Connects, migrates and prepares keys. `config` must have had its secrets resolved.
@@ -121,7 +132,7 @@ impl App {
         }
         let limiter = Limiter::new(redis.clone());
         let sessions = SessionCache::new(config.auth_cache_ttl);
-        let case_counts = crate::cases::counts::CaseCounts::new(config.auth_cache_ttl);
+        let cache = crate::cache::Cache::new(config.cache, redis.clone());
         let app = App(Arc::new(AppInner {
             config,
             db,
@@ -130,7 +141,7 @@ impl App {
             redis,
             limiter,
             sessions,
-            case_counts,
+            cache,
             started: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
         }));

@@ -86,6 +86,8 @@ pub struct Config {
     /// (`AUTH_CACHE_TTL_MS`, default 2000; 0 turns the cache off). Revocations on this
     /// instance, and on others through Redis when configured, take effect at once.
     pub auth_cache_ttl: Duration,
+    /// The data cache (see `cache`): entries kept in process, and their default lifetime.
+    pub cache: crate::cache::CacheConfig,
     /// `AUDIT_RETENTION_DAYS`: audit entries older than this are pruned (keeping the chain
     /// verifiable); None keeps everything, the default.
     pub audit_retention_days: Option<u32>,
@@ -175,6 +177,12 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Applied to PostgreSQL connections only: a schema to put on the search path (tests).
     pub schema: Option<String>,
+    /// PostgreSQL `statement_timeout` of every connection (`DB_STATEMENT_TIMEOUT_MS`,
+    /// default 30 s): a runaway query is cancelled instead of holding locks for ever.
+    pub statement_timeout: Duration,
+    /// PostgreSQL `lock_timeout` (`DB_LOCK_TIMEOUT_MS`, default 10 s); on SQLite the busy
+    /// timeout, how long a writer waits for the write lock.
+    pub lock_timeout: Duration,
 }
 
 impl DatabaseConfig {
@@ -446,13 +454,29 @@ impl Config {
         let upload_dir =
             get("UPLOAD_DIR").map(PathBuf::from).or(file.upload_dir).unwrap_or_else(|| data_dir.join("uploads"));
         let auth_cache_ttl = Duration::from_millis(num(&get, "AUTH_CACHE_TTL_MS", file.auth_cache_ttl_ms, 2_000)?);
+        let cache = crate::cache::CacheConfig {
+            max_entries: num(&get, "CACHE_MAX_ENTRIES", None, 100_000)?,
+            default_ttl: Duration::from_millis(num(&get, "CACHE_TTL_MS", None, 60_000)?),
+            local_ttl: Duration::from_millis(num(&get, "CACHE_LOCAL_TTL_MS", None, 10_000)?),
+        };
+        let statement_timeout = Duration::from_millis(num(&get, "DB_STATEMENT_TIMEOUT_MS", None, 30_000)?);
+        let lock_timeout = Duration::from_millis(num(&get, "DB_LOCK_TIMEOUT_MS", None, 10_000)?);
+        if statement_timeout.is_zero() || lock_timeout.is_zero() {
+            return Err(invalid("DB_STATEMENT_TIMEOUT_MS", "database timeouts must be more than zero"));
+        }
 
         Ok(Config {
             env: app_env,
             host,
             port,
             data_dir,
-            database: DatabaseConfig { url: url.into(), max_connections, schema: None },
+            database: DatabaseConfig {
+                url: url.into(),
+                max_connections,
+                schema: None,
+                statement_timeout,
+                lock_timeout,
+            },
             auth: AuthConfig {
                 jwt_secret: get("JWT_SECRET").or(file.jwt_secret).map(SecretString::from),
                 access_ttl,
@@ -469,6 +493,7 @@ impl Config {
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             upload_dir,
             auth_cache_ttl,
+            cache,
             operator_firm_id: match get("OPERATOR_FIRM_ID") {
                 Some(v) => Some(v.parse().map_err(|_| invalid("OPERATOR_FIRM_ID", "not a firm id (UUID)"))?),
                 None => None,

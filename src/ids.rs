@@ -57,4 +57,6 @@ id_type!(
     CaseId,
     /// A party to a case.
     PartyId,
+    /// An entry of a case's docket.
+    DocketEntryId,
 );

@@ -32,6 +32,76 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Import cases or parties from a CSV file (one transaction; rejects to a file).
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportWhat {
+    /// Cases: columns caseNumber, title, type, status, description, court, jurisdiction,
+    /// judge, filedAt, closedAt, clientName, leadAttorneyId.
+    Cases(ImportArgs),
+    /// Parties: columns caseNumber (the case), name, kind, type, role, email, phone,
+    /// address, website, counsel, notes.
+    Parties(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The CSV file (header row first).
+    file: std::path::PathBuf,
+    /// E-mail address of the user the import acts as (their permissions apply; the audit
+    /// trail names them).
+    #[arg(long = "as", value_name = "EMAIL")]
+    actor: String,
+    /// atomic: one bad row and nothing is imported; partial: bad rows are left out.
+    #[arg(long, default_value = "atomic", value_parser = ["atomic", "partial"])]
+    mode: String,
+    /// Cases only: when a case number exists already: fail, skip or update.
+    #[arg(long, default_value = "fail", value_parser = ["fail", "skip", "update"])]
+    on_conflict: String,
+    /// Where rejected rows are written (default FILE.rejects.csv).
+    #[arg(long)]
+    rejects: Option<std::path::PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs `lexiflow import …`; false when nothing was imported because the import was refused.
+async fn import_command(app: &App, what: ImportWhat) -> anyhow::Result<bool> {
+    use lexiflow::{
+        cases::bulk::{BulkMode, OnConflict},
+        import,
+    };
+    let (args, cases) = match what {
+        ImportWhat::Cases(a) => (a, true),
+        ImportWhat::Parties(a) => (a, false),
+    };
+    let opts = import::ImportOptions {
+        actor: args.actor,
+        mode: if args.mode == "partial" { BulkMode::Partial } else { BulkMode::Atomic },
+        on_conflict: match args.on_conflict.as_str() {
+            "skip" => OnConflict::Skip,
+            "update" => OnConflict::Update,
+            _ => OnConflict::Fail,
+        },
+        rejects: args.rejects,
+        progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let report = if cases {
+        import::cases(app, &args.file, &opts).await?
+    } else {
+        import::parties(app, &args.file, &opts).await?
+    };
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(report.committed)
 }
 
 #[derive(Subcommand)]
@@ -107,6 +177,16 @@ async fn main() -> anyhow::Result<()> {
             let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
             db::migrate(&conn).await.context("migration failed")?;
             let ok = audit_command(&conn, &config, command).await?;
+            telemetry.shutdown();
+            if !ok {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Some(Command::Import { what }) => {
+            let app = App::build(config).await?;
+            let ok = import_command(&app, what).await?;
+            app.db.clone().close().await.ok();
             telemetry.shutdown();
             if !ok {
                 std::process::exit(1);

@@ -95,6 +95,18 @@ impl RedisLink {
         channel: &str,
         on_message: impl Fn(String) -> bool + Send + Sync + 'static,
     ) {
+        self.subscribe_forever_with(channel, || {}, on_message);
+    }
+
+    /// Like [`subscribe_forever`](Self::subscribe_forever), calling `on_subscribed` each time
+    /// the subscription is (re)established: messages published while it was down are lost,
+    /// and a subscriber that caches must assume it missed some.
+    pub fn subscribe_forever_with(
+        self: &std::sync::Arc<Self>,
+        channel: &str,
+        on_subscribed: impl Fn() + Send + Sync + 'static,
+        on_message: impl Fn(String) -> bool + Send + Sync + 'static,
+    ) {
         let channel = format!("{}{channel}", self.prefix);
         let link = self.clone();
         tokio::spawn(async move {
@@ -104,6 +116,7 @@ impl RedisLink {
                     let mut pubsub = link.client.get_async_pubsub().await?;
                     pubsub.subscribe(&channel).await?;
                     tracing::debug!(channel = %channel, "subscribed");
+                    on_subscribed();
                     let mut stream = pubsub.into_on_message();
                     while let Some(msg) = stream.next().await {
                         if let Ok(payload) = msg.get_payload::<String>()

@@ -103,6 +103,100 @@ pub fn entry_hash(prev_hash: &str, e: &entry::Model) -> String {
 /// `BEGIN IMMEDIATE`) so concurrent writers of one chain append one after the other.
 pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event: AuditEvent) -> Result<(), DbErr> {
     let chain = chain_for(event.entity_type, event.entity_id.as_deref());
+    let current = lock_head(db, firm, chain).await?;
+    let e = build_entry(firm, chain, &current, actor, event);
+    let (seq, hash) = (e.sequence, e.hash.clone());
+    entry::ActiveModel::from(e).insert(db).await?;
+    set_head(db, firm, chain, seq, hash).await
+}
+
+/// Appends many events (a bulk operation's items) in the caller's transaction, as
+/// [`append`] would one by one, but with each chain's head locked and updated once and the
+/// entries written with one bulk insert. Heads are locked in chain order, so two bulk
+/// writers of one firm cannot deadlock each other.
+pub async fn append_many(
+    db: &impl ConnectionTrait,
+    firm: Uuid,
+    actor: &Actor,
+    events: Vec<AuditEvent>,
+) -> Result<(), DbErr> {
+    let mut by_chain: std::collections::BTreeMap<i32, Vec<AuditEvent>> = std::collections::BTreeMap::new();
+    for e in events {
+        by_chain.entry(chain_for(e.entity_type, e.entity_id.as_deref())).or_default().push(e);
+    }
+    let mut rows = Vec::new();
+    let mut heads = Vec::new();
+    for (chain, events) in by_chain {
+        let mut current = lock_head(db, firm, chain).await?;
+        for event in events {
+            let e = build_entry(firm, chain, &current, actor, event);
+            current.sequence = e.sequence;
+            current.hash = e.hash.clone();
+            rows.push(entry_row(e));
+        }
+        heads.push((chain, current.sequence, current.hash));
+    }
+    crate::db::bulk::insert_rows(db, &ENTRY_TABLE, &rows).await?;
+    for (chain, seq, hash) in heads {
+        set_head(db, firm, chain, seq, hash).await?;
+    }
+    Ok(())
+}
+
+/// The columns [`append_many`] fills, in [`entry_row`]'s order.
+const ENTRY_TABLE: crate::db::bulk::Table = {
+    use crate::db::bulk::col;
+    crate::db::bulk::Table {
+        name: "audit_entries",
+        columns: &[
+            col("id", "uuid"),
+            col("firm_id", "uuid"),
+            col("chain", "int4"),
+            col("sequence", "int8"),
+            col("occurred_at", "timestamptz"),
+            col("actor_type", "text"),
+            col("actor_id", "uuid"),
+            col("actor_role", "text"),
+            col("action", "text"),
+            col("entity_type", "text"),
+            col("entity_id", "text"),
+            col("case_id", "uuid"),
+            col("changes", "text"),
+            col("correlation_id", "text"),
+            col("ip", "text"),
+            col("user_agent", "text"),
+            col("prev_hash", "text"),
+            col("hash", "text"),
+        ],
+    }
+};
+
+fn entry_row(e: entry::Model) -> Vec<crate::db::bulk::Cell> {
+    vec![
+        e.id.into(),
+        e.firm_id.into(),
+        e.chain.into(),
+        e.sequence.into(),
+        e.occurred_at.into(),
+        e.actor_type.into(),
+        e.actor_id.into(),
+        e.actor_role.into(),
+        e.action.into(),
+        e.entity_type.into(),
+        e.entity_id.into(),
+        e.case_id.into(),
+        e.changes.into(),
+        e.correlation_id.into(),
+        e.ip.into(),
+        e.user_agent.into(),
+        e.prev_hash.into(),
+        e.hash.into(),
+    ]
+}
+
+/// Locks the head row of `firm`'s `chain` for the rest of the transaction, creating it for
+/// the chain's first entry.
+async fn lock_head(db: &impl ConnectionTrait, firm: Uuid, chain: i32) -> Result<head::Model, DbErr> {
     let postgres = db.get_database_backend() == DbBackend::Postgres;
     let lock_head = || {
         let q = head::Entity::find_by_id((firm, chain));
@@ -132,6 +226,22 @@ pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event:
             lock_head().one(db).await?.ok_or_else(|| DbErr::RecordNotFound("audit chain head".into()))?
         }
     };
+    Ok(current)
+}
+
+async fn set_head(db: &impl ConnectionTrait, firm: Uuid, chain: i32, seq: i64, hash: String) -> Result<(), DbErr> {
+    head::Entity::update_many()
+        .col_expr(head::Column::Sequence, Expr::value(seq))
+        .col_expr(head::Column::Hash, Expr::value(hash))
+        .filter(head::Column::FirmId.eq(firm))
+        .filter(head::Column::Chain.eq(chain))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The entry that follows `current` in its chain, hashed.
+fn build_entry(firm: Uuid, chain: i32, current: &head::Model, actor: &Actor, event: AuditEvent) -> entry::Model {
     let (prev_seq, prev_hash) = (current.sequence, current.hash.clone());
     let mut e = entry::Model {
         id: Uuid::now_v7(),
@@ -154,16 +264,7 @@ pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event:
         hash: String::new(),
     };
     e.hash = entry_hash(&prev_hash, &e);
-    let (seq, hash) = (e.sequence, e.hash.clone());
-    entry::ActiveModel::from(e).insert(db).await?;
-    head::Entity::update_many()
-        .col_expr(head::Column::Sequence, Expr::value(seq))
-        .col_expr(head::Column::Hash, Expr::value(hash))
-        .filter(head::Column::FirmId.eq(firm))
-        .filter(head::Column::Chain.eq(chain))
-        .exec(db)
-        .await?;
-    Ok(())
+    e
 }
 
 /// The result of recomputing a firm's chains.

@@ -18,7 +18,6 @@ use super::{
 use crate::{
     app::App,
     auth::Principal,
-    cases::access::visible_case,
     http::{
         ApiError, ApiResult, AppPath, AppQuery, Envelope,
         envelope::{ErrorBody, OffsetPagination, Pagination, Success},
@@ -344,16 +343,22 @@ pub async fn case_history(
     p: Principal,
     AppPath(id): AppPath<CaseId>,
 ) -> ApiResult<Envelope<Vec<AuditEntryView>>> {
-    visible_case(&app.db, &p, id).await?;
+    let access = crate::cases::access::visible_case_cached(&app, &p, id).await?;
     let admin = p.role == Role::Admin;
-    let rows = entry::Entity::find()
-        .filter(entry::Column::FirmId.eq(p.firm_id.0))
-        .filter(entry::Column::CaseId.eq(id.0))
-        .order_by_asc(entry::Column::OccurredAt)
-        .order_by_asc(entry::Column::Id)
-        .limit(1_000)
-        .all(&app.db)
-        .await?;
+    // Sealed (and, for clients, restricted) docket entries do not exist for those who may not
+    // see them — nor does their history.
+    let hidden = crate::docket::ops::hidden_ids(&app.db, &access).await?;
+    let mut q =
+        entry::Entity::find().filter(entry::Column::FirmId.eq(p.firm_id.0)).filter(entry::Column::CaseId.eq(id.0));
+    if !hidden.is_empty() {
+        q = q.filter(
+            sea_orm::Condition::any()
+                .add(entry::Column::EntityType.ne("docket_entry"))
+                .add(entry::Column::EntityId.is_not_in(hidden)),
+        );
+    }
+    let rows =
+        q.order_by_asc(entry::Column::OccurredAt).order_by_asc(entry::Column::Id).limit(1_000).all(&app.db).await?;
     // Who acted and when is for everyone on the case; where from (address, browser) is for
     // the firm's admins only — a client on the team need not learn staff members' addresses.
     let views = rows

@@ -131,6 +131,19 @@ pub async fn record(
     chain::append(db, firm.0, actor, event).await
 }
 
+/// Appends one entry per event (a bulk operation's items) in the caller's transaction.
+pub async fn record_many(
+    db: &impl sea_orm::ConnectionTrait,
+    firm: FirmId,
+    actor: &Actor,
+    events: Vec<AuditEvent>,
+) -> Result<(), sea_orm::DbErr> {
+    if DISABLED_FOR_BENCHMARK.load(std::sync::atomic::Ordering::Relaxed) || events.is_empty() {
+        return Ok(());
+    }
+    chain::append_many(db, firm.0, actor, events).await
+}
+
 /// Any serialisable view as JSON (for [`diff`] and [`created`]).
 pub fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)

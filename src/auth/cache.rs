@@ -127,8 +127,6 @@ impl SessionCache {
 pub enum Eviction {
     Session(Uuid),
     User(Uuid),
-    /// A firm's cached case-list totals.
-    CaseCounts(Uuid),
 }
 
 impl Eviction {
@@ -137,7 +135,6 @@ impl Eviction {
         match self {
             Eviction::Session(id) => format!("s:{id}"),
             Eviction::User(id) => format!("u:{id}"),
-            Eviction::CaseCounts(id) => format!("c:{id}"),
         }
     }
 
@@ -148,7 +145,6 @@ impl Eviction {
         match kind {
             "s" => Some(Eviction::Session(id)),
             "u" => Some(Eviction::User(id)),
-            "c" => Some(Eviction::CaseCounts(id)),
             _ => None,
         }
     }

@@ -9,7 +9,9 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::model::{TeamRole, case, team_member};
 use crate::{
+    app::App,
     auth::Principal,
+    cache::{Key, tags},
     http::error::{ApiError, ApiResult},
     ids::CaseId,
 };
@@ -23,6 +25,7 @@ pub struct CaseAccess {
     may_edit: bool,
     /// The caller's firm role may lead cases (a lead demoted to paralegal no longer manages).
     may_lead: bool,
+    admin: bool,
 }
 
 impl CaseAccess {
@@ -33,6 +36,17 @@ impl CaseAccess {
         } else {
             Err(ApiError::forbidden("you may read this case but not change it"))
         }
+    }
+
+    /// Whether the caller may see sealed material of this case: the firm's admins and the
+    /// case's lead attorney.
+    pub fn sees_sealed(&self) -> bool {
+        self.admin || (self.may_lead && self.team_role == Some(TeamRole::LeadAttorney))
+    }
+
+    /// Whether the caller may see restricted material: everyone on the case but clients.
+    pub fn sees_restricted(&self) -> bool {
+        self.team_role != Some(TeamRole::Client)
     }
 
     /// Refuses callers who may not manage the team or delete the case.
@@ -47,12 +61,7 @@ impl CaseAccess {
 
 /// Loads a live case of the caller's firm that the caller may see, or 404.
 pub async fn visible_case(db: &impl ConnectionTrait, p: &Principal, id: CaseId) -> ApiResult<CaseAccess> {
-    let found = case::Entity::find_by_id(id.0)
-        .filter(case::Column::FirmId.eq(p.firm_id.0))
-        .filter(case::Column::DeletedAt.is_null())
-        .one(db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case"))?;
+    let found = live_case(db, p, id).await?;
     let privileged = p.role.sees_all_cases();
     // Admins and partners see every case, so their membership need not be looked up.
     let team_role = if privileged {
@@ -60,6 +69,42 @@ pub async fn visible_case(db: &impl ConnectionTrait, p: &Principal, id: CaseId) 
     } else {
         team_member::Entity::find_by_id((id.0, p.user_id.0)).one(db).await?.map(|m| m.role)
     };
+    decide(found, team_role, p)
+}
+
+/// [`visible_case`] for reads outside a write transaction: the caller's place on the team
+/// comes from the cache, which every team change invalidates (on every instance) before it
+/// answers.
+pub async fn visible_case_cached(app: &App, p: &Principal, id: CaseId) -> ApiResult<CaseAccess> {
+    let found = live_case(&app.db, p, id).await?;
+    let team_role = if p.role.sees_all_cases() {
+        None
+    } else {
+        let key = Key::new(format!("case-member:{}:{}", id.0, p.user_id.0))
+            .tag(tags::case_team(id.0))
+            .local_ttl(app.config.auth_cache_ttl);
+        app.cache
+            .get_or_set(&key, || async {
+                Ok::<_, sea_orm::DbErr>(
+                    team_member::Entity::find_by_id((id.0, p.user_id.0)).one(&app.db).await?.map(|m| m.role),
+                )
+            })
+            .await?
+    };
+    decide(found, team_role, p)
+}
+
+async fn live_case(db: &impl ConnectionTrait, p: &Principal, id: CaseId) -> ApiResult<case::Model> {
+    case::Entity::find_by_id(id.0)
+        .filter(case::Column::FirmId.eq(p.firm_id.0))
+        .filter(case::Column::DeletedAt.is_null())
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case"))
+}
+
+fn decide(found: case::Model, team_role: Option<TeamRole>, p: &Principal) -> ApiResult<CaseAccess> {
+    let privileged = p.role.sees_all_cases();
     if !privileged && team_role.is_none() {
         return Err(ApiError::not_found("case"));
     }
@@ -69,5 +114,6 @@ pub async fn visible_case(db: &impl ConnectionTrait, p: &Principal, id: CaseId) 
         privileged,
         may_edit: p.role.may_edit_cases(),
         may_lead: p.role.may_lead_cases(),
+        admin: p.role == crate::users::model::Role::Admin,
     })
 }

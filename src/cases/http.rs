@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::{
     CaseView,
+    bulk::{self, BulkMode, BulkResult, CreateOptions, MAX_ITEMS, OnConflict, UpdateItem},
     model::{CaseStatus, CaseType},
     ops::{self, CaseFilter, CaseSort, CreateCase, UpdateCase},
     team::{self, AddMember, TeamMemberView},
@@ -13,7 +14,7 @@ use crate::{
     app::App,
     auth::Principal,
     http::{
-        ApiResult, AppJson, AppPath, AppQuery, Envelope, IfMatch,
+        ApiError, ApiResult, AppJson, AppPath, AppQuery, Envelope, IfMatch,
         envelope::{ErrorBody, Success},
         pagination::PageRequest,
     },
@@ -147,4 +148,101 @@ pub async fn team_remove(
 ) -> ApiResult<impl IntoResponse> {
     team::remove(&app, &p, id, user_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /cases/bulk` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkCreateBody {
+    /// `atomic` (default: all or nothing) or `partial` (bad items reported, good ones kept).
+    #[serde(default)]
+    pub mode: BulkMode,
+    /// When an item's case number is taken: `fail` (default), `skip` or `update`.
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+    /// Up to 10,000 cases, each as for `POST /cases`.
+    #[schema(value_type = Vec<CreateCase>)]
+    pub items: Vec<serde_json::Value>,
+}
+
+/// `PATCH /cases/bulk` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkUpdateBody {
+    #[serde(default)]
+    pub mode: BulkMode,
+    /// Up to 10,000 items: `id` plus the fields of `PATCH /cases/{id}` (with `version` to guard).
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<serde_json::Value>,
+}
+
+/// `POST /cases/bulk/delete` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkDeleteBody {
+    #[serde(default)]
+    pub mode: BulkMode,
+    /// Permanently (admins only; refused for cases with parties or docket entries). Default:
+    /// soft delete, the case kept for the record.
+    #[serde(default)]
+    pub hard: bool,
+    pub ids: Vec<CaseId>,
+}
+
+/// Parses one item, reporting a malformed one as that item's error.
+pub(crate) fn parse_item<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::field("item", e.to_string()))
+}
+
+fn parse_update_item(v: serde_json::Value) -> Result<UpdateItem, ApiError> {
+    let serde_json::Value::Object(mut m) = v else {
+        return Err(ApiError::field("item", "expected an object with id and the fields to change"));
+    };
+    let id = m.remove("id").ok_or_else(|| ApiError::field("id", "required"))?;
+    let id: CaseId = serde_json::from_value(id).map_err(|_| ApiError::field("id", "not a case id"))?;
+    Ok(UpdateItem { id, changes: parse_item(serde_json::Value::Object(m))? })
+}
+
+/// Open up to 10,000 cases at once (or upsert them on the case number). Each item is
+/// validated on its own; the result lists every failed item with its index and reason.
+#[utoipa::path(post, path = "/cases/bulk", tag = "cases", request_body = BulkCreateBody,
+    responses((status = 200, body = Success<BulkResult>), (status = 400, body = ErrorBody, description = "atomic mode: items failed validation; nothing written"),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "atomic mode: case numbers taken; nothing written")))]
+pub async fn bulk_create(
+    State(app): State<App>,
+    p: Principal,
+    AppJson(body): AppJson<BulkCreateBody>,
+) -> ApiResult<Envelope<BulkResult>> {
+    if body.items.len() > MAX_ITEMS {
+        return Err(ApiError::field("items", format!("at most {MAX_ITEMS} items per request")));
+    }
+    let items = body.items.into_iter().map(parse_item::<CreateCase>).collect();
+    let opts = CreateOptions { mode: body.mode, on_conflict: body.on_conflict };
+    Ok(Envelope::ok(bulk::create_many(&app, &p, items, opts, &|_| {}).await?))
+}
+
+/// Change up to 10,000 cases at once.
+#[utoipa::path(patch, path = "/cases/bulk", tag = "cases", request_body = BulkUpdateBody,
+    responses((status = 200, body = Success<BulkResult>), (status = 400, body = ErrorBody)))]
+pub async fn bulk_update(
+    State(app): State<App>,
+    p: Principal,
+    AppJson(body): AppJson<BulkUpdateBody>,
+) -> ApiResult<Envelope<BulkResult>> {
+    if body.items.len() > MAX_ITEMS {
+        return Err(ApiError::field("items", format!("at most {MAX_ITEMS} items per request")));
+    }
+    let items = body.items.into_iter().map(parse_update_item).collect();
+    Ok(Envelope::ok(bulk::update_many(&app, &p, items, body.mode).await?))
+}
+
+/// Delete up to 10,000 cases at once (soft unless `hard`).
+#[utoipa::path(post, path = "/cases/bulk/delete", tag = "cases", request_body = BulkDeleteBody,
+    responses((status = 200, body = Success<BulkResult>), (status = 400, body = ErrorBody)))]
+pub async fn bulk_delete(
+    State(app): State<App>,
+    p: Principal,
+    AppJson(body): AppJson<BulkDeleteBody>,
+) -> ApiResult<Envelope<BulkResult>> {
+    Ok(Envelope::ok(bulk::delete_many(&app, &p, body.ids, body.hard, body.mode).await?))
 }

@@ -1,7 +1,7 @@
 //! Cases (matters): the centre of the domain, with their teams and access rules.
 
 pub mod access;
-pub mod counts;
+pub mod bulk;
 pub mod http;
 pub mod model;
 pub mod ops;

@@ -10,15 +10,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    access::{CaseAccess, visible_case},
-    counts::CountKey,
+    access::{CaseAccess, visible_case, visible_case_cached},
     model::{CaseStatus, CaseType, TeamRole, case, team_member},
 };
 use crate::{
     app::App,
     audit::{self, Actor, AuditEvent},
     auth::Principal,
-    clock, db,
+    cache::{Key, tags},
+    clock,
+    db::{self, TxOptions},
     http::{
         envelope::{CursorPagination, OffsetPagination, Pagination},
         error::{ApiError, ApiResult, ErrorCode},
@@ -139,77 +140,134 @@ fn check_dates(f: &mut Fields, filed: Option<DateTime<Utc>>, closed: Option<Date
     }
 }
 
+/// A validated, cleaned [`CreateCase`].
+#[derive(Clone, Debug)]
+pub struct NewCase {
+    pub case_number: String,
+    pub title: String,
+    pub case_type: CaseType,
+    pub status: CaseStatus,
+    pub description: Option<String>,
+    pub court: Option<String>,
+    pub jurisdiction: Option<String>,
+    pub judge: Option<String>,
+    pub filed_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub client_name: Option<String>,
+    pub lead_attorney_id: Option<UserId>,
+}
+
+impl CreateCase {
+    /// Checks and cleans every field, naming each invalid one.
+    pub fn validate(self) -> ApiResult<NewCase> {
+        let input = self;
+        let mut f = Fields::default();
+        let case_number = f.text("caseNumber", &input.case_number, MAX_CASE_NUMBER);
+        let title = f.text("title", &input.title, MAX_TITLE);
+        let description = f.opt_rich("description", input.description.as_deref(), MAX_RICH);
+        let court = f.opt_text("court", input.court.as_deref(), MAX_SHORT);
+        let jurisdiction = f.opt_text("jurisdiction", input.jurisdiction.as_deref(), MAX_SHORT);
+        let judge = f.opt_text("judge", input.judge.as_deref(), MAX_SHORT);
+        let client_name = f.opt_text("clientName", input.client_name.as_deref(), MAX_SHORT);
+        let filed_at = input.filed_at.map(clock::stored);
+        let closed_at = input.closed_at.map(clock::stored);
+        check_dates(&mut f, filed_at, closed_at);
+        f.finish()?;
+        Ok(NewCase {
+            case_number,
+            title,
+            case_type: input.case_type,
+            status: input.status.unwrap_or(CaseStatus::Open),
+            description,
+            court,
+            jurisdiction,
+            judge,
+            filed_at,
+            closed_at,
+            client_name,
+            lead_attorney_id: input.lead_attorney_id,
+        })
+    }
+}
+
 /// Opens a case. The creator joins its team; a named lead attorney joins as lead.
 pub async fn create(app: &App, p: &Principal, input: CreateCase) -> ApiResult<CaseView> {
     if !p.role.may_create_cases() {
         return Err(ApiError::forbidden("your role may not open cases"));
     }
-    let mut f = Fields::default();
-    let case_number = f.text("caseNumber", &input.case_number, MAX_CASE_NUMBER);
-    let title = f.text("title", &input.title, MAX_TITLE);
-    let description = f.opt_rich("description", input.description.as_deref(), MAX_RICH);
-    let court = f.opt_text("court", input.court.as_deref(), MAX_SHORT);
-    let jurisdiction = f.opt_text("jurisdiction", input.jurisdiction.as_deref(), MAX_SHORT);
-    let judge = f.opt_text("judge", input.judge.as_deref(), MAX_SHORT);
-    let client_name = f.opt_text("clientName", input.client_name.as_deref(), MAX_SHORT);
-    let filed_at = input.filed_at.map(clock::stored);
-    let closed_at = input.closed_at.map(clock::stored);
-    check_dates(&mut f, filed_at, closed_at);
-    f.finish()?;
+    let NewCase {
+        case_number,
+        title,
+        case_type,
+        status,
+        description,
+        court,
+        jurisdiction,
+        judge,
+        filed_at,
+        closed_at,
+        client_name,
+        lead_attorney_id,
+    } = input.validate()?;
 
     let now = clock::now();
     let id = Uuid::now_v7();
-    let tx = db::begin_write(&app.db).await?;
-    let lead = match input.lead_attorney_id {
-        Some(uid) => Some(lead_candidate(&tx, p, uid).await?),
-        None => None,
-    };
-    let created = case::ActiveModel {
-        id: Set(id),
-        firm_id: Set(p.firm_id.0),
-        case_number: Set(case_number),
-        title: Set(title),
-        case_type: Set(input.case_type),
-        status: Set(input.status.unwrap_or(CaseStatus::Open)),
-        description: Set(description),
-        court: Set(court),
-        jurisdiction: Set(jurisdiction),
-        judge: Set(judge),
-        filed_at: Set(filed_at),
-        closed_at: Set(closed_at),
-        client_name: Set(client_name),
-        lead_attorney_id: Set(lead),
-        version: Set(1),
-        created_by: Set(p.user_id.0),
-        created_at: Set(now),
-        updated_at: Set(now),
-        deleted_at: Set(None),
-    }
-    .insert(&tx)
+    let fields = (&case_number, &title, &description, &court, &jurisdiction, &judge, &client_name);
+    let view = db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let (case_number, title, description, court, jurisdiction, judge, client_name) = fields;
+        let tx = &*tx;
+        let lead = match lead_attorney_id {
+            Some(uid) => Some(lead_candidate(tx, p, uid).await?),
+            None => None,
+        };
+        let created = case::ActiveModel {
+            id: Set(id),
+            firm_id: Set(p.firm_id.0),
+            case_number: Set(case_number.clone()),
+            title: Set(title.clone()),
+            case_type: Set(case_type),
+            status: Set(status),
+            description: Set(description.clone()),
+            court: Set(court.clone()),
+            jurisdiction: Set(jurisdiction.clone()),
+            judge: Set(judge.clone()),
+            filed_at: Set(filed_at),
+            closed_at: Set(closed_at),
+            client_name: Set(client_name.clone()),
+            lead_attorney_id: Set(lead),
+            version: Set(1),
+            created_by: Set(p.user_id.0),
+            created_at: Set(now),
+            updated_at: Set(now),
+            deleted_at: Set(None),
+        }
+        .insert(tx)
+        .await?;
+        let creator_role = if lead == Some(p.user_id.0) {
+            TeamRole::LeadAttorney
+        } else if p.role.may_lead_cases() {
+            TeamRole::Attorney
+        } else {
+            TeamRole::Paralegal
+        };
+        add_member(tx, p, id, p.user_id.0, creator_role).await?;
+        if let Some(l) = lead.filter(|l| *l != p.user_id.0) {
+            add_member(tx, p, id, l, TeamRole::LeadAttorney).await?;
+        }
+        let view = CaseView::from(created);
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("case.create", "case", Some(id.to_string()))
+                .case(id)
+                .changes(audit::created(&audit::json(&view))),
+        )
+        .await?;
+        Ok(view)
+    })
     .await?;
-    let creator_role = if lead == Some(p.user_id.0) {
-        TeamRole::LeadAttorney
-    } else if p.role.may_lead_cases() {
-        TeamRole::Attorney
-    } else {
-        TeamRole::Paralegal
-    };
-    add_member(&tx, p, id, p.user_id.0, creator_role).await?;
-    if let Some(l) = lead.filter(|l| *l != p.user_id.0) {
-        add_member(&tx, p, id, l, TeamRole::LeadAttorney).await?;
-    }
-    let view = CaseView::from(created);
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new("case.create", "case", Some(id.to_string()))
-            .case(id)
-            .changes(audit::created(&audit::json(&view))),
-    )
-    .await?;
-    tx.commit().await?;
-    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
+    app.case_changed(p.firm_id, Some(id)).await;
     Ok(view)
 }
 
@@ -272,7 +330,7 @@ pub(super) async fn set_team_lead(
 
 /// One case the caller can see.
 pub async fn get(app: &App, p: &Principal, id: CaseId) -> ApiResult<CaseView> {
-    Ok(visible_case(&app.db, p, id).await?.case.into())
+    Ok(visible_case_cached(app, p, id).await?.case.into())
 }
 
 /// How a list is sorted: a column and a direction, written `title` or `-title`.
@@ -422,27 +480,23 @@ pub async fn list(
             // (`ix_cases_firm_live`); a window count in the page query was measured slower on
             // both databases (it materialises every matching row).
             let privileged = p.role.sees_all_cases();
-            let key = CountKey::new(
+            // A total depends on the firm's cases, the filters and — for callers who see only
+            // their teams' cases — on the caller; writes to the firm's cases or teams make it stale.
+            let scope = if privileged { "all".to_owned() } else { p.user_id.0.to_string() };
+            let text = filter.q.as_deref().map(|q| {
+                use sha2::Digest;
+                sha2::Sha256::digest(q.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
+            });
+            let key = Key::new(format!(
+                "case-count:{}:{scope}:{}:{}:{}",
                 p.firm_id.0,
-                (!privileged).then_some(p.user_id.0),
-                (filter.status.map(|s| s as u8), filter.case_type.map(|t| t as u8), filter.q.as_deref()),
-            );
-            let total = match app.case_counts.get(&key) {
-                Some(n) => n,
-                None => {
-                    let gate = app.case_counts.gate(key);
-                    let _counting = gate.lock().await;
-                    match app.case_counts.get(&key) {
-                        Some(n) => n,
-                        None => {
-                            let started = std::time::Instant::now();
-                            let n = q.clone().count(&app.db).await?;
-                            app.case_counts.put(key, n, started);
-                            n
-                        }
-                    }
-                }
-            };
+                filter.status.map_or(-1, |s| s as i16),
+                filter.case_type.map_or(-1, |t| t as i16),
+                text.unwrap_or_default(),
+            ))
+            .tag(tags::firm_cases(p.firm_id.0));
+            let counting = q.clone();
+            let total = app.cache.get_or_set(&key, || async move { counting.count(&app.db).await }).await?;
             let rows = q
                 .order_by(sort.column(), order.clone())
                 .order_by(case::Column::Id, order)
@@ -506,8 +560,23 @@ pub async fn update(
     input: UpdateCase,
     if_match: Option<i32>,
 ) -> ApiResult<CaseView> {
-    let tx = db::begin_write(&app.db).await?;
-    let access = visible_case(&tx, p, id).await?;
+    let input = &input;
+    let view =
+        db::transaction(&app.db, TxOptions::write(), |tx| async move { update_in(&*tx, p, id, input, if_match).await })
+            .await?;
+    app.case_changed(p.firm_id, Some(view.id.0)).await;
+    Ok(view)
+}
+
+/// [`update`] inside the caller's transaction (also used by the bulk operations).
+pub(super) async fn update_in(
+    tx: &impl ConnectionTrait,
+    p: &Principal,
+    id: CaseId,
+    input: &UpdateCase,
+    if_match: Option<i32>,
+) -> ApiResult<CaseView> {
+    let access = visible_case(tx, p, id).await?;
     access.require_edit()?;
     let current = &access.case;
     if let (Some(h), Some(b)) = (if_match, input.version)
@@ -560,28 +629,28 @@ pub async fn update(
     if let Some(new_lead) = input.lead_attorney_id {
         access.require_manage()?;
         let new_lead = match new_lead {
-            Some(uid) => Some(lead_candidate(&tx, p, uid).await?),
+            Some(uid) => Some(lead_candidate(tx, p, uid).await?),
             None => None,
         };
         q = q.col_expr(case::Column::LeadAttorneyId, Expr::value(new_lead));
-        set_team_lead(&tx, p, current.id, new_lead).await?;
+        set_team_lead(tx, p, current.id, new_lead).await?;
     }
     let n = q
         .col_expr(case::Column::Version, Expr::col(case::Column::Version).add(1))
         .col_expr(case::Column::UpdatedAt, Expr::value(clock::now()))
         .filter(case::Column::Id.eq(current.id))
         .filter(case::Column::Version.eq(expected))
-        .exec(&tx)
+        .exec(tx)
         .await?
         .rows_affected;
     if n != 1 {
         // Another writer got in between our read and this write (PostgreSQL read committed).
         return Err(stale(current.version));
     }
-    let updated = case::Entity::find_by_id(current.id).one(&tx).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    let updated = case::Entity::find_by_id(current.id).one(tx).await?.ok_or_else(|| ApiError::not_found("case"))?;
     let view = CaseView::from(updated);
     audit::record(
-        &tx,
+        tx,
         p.firm_id,
         &Actor::user(p),
         AuditEvent::new("case.update", "case", Some(current.id.to_string()))
@@ -589,16 +658,32 @@ pub async fn update(
             .changes(audit::diff(&audit::json(&CaseView::from(current.clone())), &audit::json(&view))),
     )
     .await?;
-    tx.commit().await?;
-    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
     Ok(view)
 }
 
 /// Soft-deletes a case: it disappears from the API and stays in the database for the record.
 pub async fn delete(app: &App, p: &Principal, id: CaseId, if_match: Option<i32>) -> ApiResult<()> {
-    let tx = db::begin_write(&app.db).await?;
-    let access: CaseAccess = visible_case(&tx, p, id).await?;
+    db::transaction(&app.db, TxOptions::write(), |tx| async move { delete_in(&*tx, p, id, if_match, false).await })
+        .await?;
+    app.case_changed(p.firm_id, Some(id.0)).await;
+    Ok(())
+}
+
+/// Deletes a case inside the caller's transaction: soft (kept for the record, never served),
+/// or — `hard`, admins only — removed with its team, refused while it has parties or docket
+/// entries (those are part of the legal record).
+pub(super) async fn delete_in(
+    tx: &impl ConnectionTrait,
+    p: &Principal,
+    id: CaseId,
+    if_match: Option<i32>,
+    hard: bool,
+) -> ApiResult<()> {
+    let access: CaseAccess = visible_case(tx, p, id).await?;
     access.require_manage()?;
+    if hard {
+        return hard_delete(tx, p, &access, if_match).await;
+    }
     let expected = if_match.unwrap_or(access.case.version);
     let n = case::Entity::update_many()
         .col_expr(case::Column::DeletedAt, Expr::value(clock::now()))
@@ -606,7 +691,7 @@ pub async fn delete(app: &App, p: &Principal, id: CaseId, if_match: Option<i32>)
         .col_expr(case::Column::UpdatedAt, Expr::value(clock::now()))
         .filter(case::Column::Id.eq(id.0))
         .filter(case::Column::Version.eq(expected))
-        .exec(&tx)
+        .exec(tx)
         .await?
         .rows_affected;
     if n != 1 {
@@ -614,14 +699,53 @@ pub async fn delete(app: &App, p: &Principal, id: CaseId, if_match: Option<i32>)
     }
     let change = serde_json::json!({ "deleted": { "old": false, "new": true } });
     audit::record(
-        &tx,
+        tx,
         p.firm_id,
         &Actor::user(p),
         AuditEvent::new("case.delete", "case", Some(id.to_string())).case(id.0).changes(change),
     )
     .await?;
-    tx.commit().await?;
-    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
+    Ok(())
+}
+
+async fn hard_delete(
+    tx: &impl ConnectionTrait,
+    p: &Principal,
+    access: &CaseAccess,
+    if_match: Option<i32>,
+) -> ApiResult<()> {
+    if p.role != Role::Admin {
+        return Err(ApiError::forbidden("only an admin may delete a case permanently"));
+    }
+    let c = &access.case;
+    if if_match.is_some_and(|v| v != c.version) {
+        return Err(stale(c.version));
+    }
+    let parties =
+        crate::parties::model::Entity::find().filter(crate::parties::model::Column::CaseId.eq(c.id)).count(tx).await?;
+    let docket =
+        crate::docket::model::Entity::find().filter(crate::docket::model::Column::CaseId.eq(c.id)).count(tx).await?;
+    if parties > 0 || docket > 0 {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "a case with parties or docket entries cannot be deleted permanently; delete it (soft) instead",
+        ));
+    }
+    team_member::Entity::delete_many().filter(team_member::Column::CaseId.eq(c.id)).exec(tx).await?;
+    case::Entity::delete_many()
+        .filter(case::Column::Id.eq(c.id))
+        .filter(case::Column::FirmId.eq(p.firm_id.0))
+        .exec(tx)
+        .await?;
+    audit::record(
+        tx,
+        p.firm_id,
+        &Actor::user(p),
+        AuditEvent::new("case.purge", "case", Some(c.id.to_string()))
+            .case(c.id)
+            .changes(audit::diff(&audit::json(&CaseView::from(c.clone())), &serde_json::json!({}))),
+    )
+    .await?;
     Ok(())
 }
 

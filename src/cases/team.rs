@@ -8,7 +8,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    access::visible_case,
+    access::{visible_case, visible_case_cached},
     model::{TeamRole, case, team_member},
     ops::{add_member, set_team_lead, team_role_fits},
 };
@@ -16,7 +16,8 @@ use crate::{
     app::App,
     audit::{self, Actor, AuditEvent},
     auth::Principal,
-    clock, db,
+    clock,
+    db::{self, TxOptions},
     http::error::{ApiError, ApiResult},
     ids::{CaseId, UserId},
     users::{model as user, ops::active_in_firm},
@@ -44,7 +45,7 @@ pub struct AddMember {
 
 /// The team of a case the caller can see.
 pub async fn list(app: &App, p: &Principal, id: CaseId) -> ApiResult<Vec<TeamMemberView>> {
-    visible_case(&app.db, p, id).await?;
+    visible_case_cached(app, p, id).await?;
     let members = team_member::Entity::find()
         .filter(team_member::Column::CaseId.eq(id.0))
         .order_by_asc(team_member::Column::AddedAt)
@@ -70,57 +71,64 @@ pub async fn list(app: &App, p: &Principal, id: CaseId) -> ApiResult<Vec<TeamMem
 
 /// Adds a user of the firm to the team. Adding a lead attorney makes them the case's lead.
 pub async fn add(app: &App, p: &Principal, id: CaseId, input: AddMember) -> ApiResult<Vec<TeamMemberView>> {
-    let tx = db::begin_write(&app.db).await?;
-    let access = visible_case(&tx, p, id).await?;
-    access.require_manage()?;
-    let u = active_in_firm(&tx, p, input.user_id, "userId").await?;
-    team_role_fits(u.role, input.role).map_err(|m| ApiError::field("role", m))?;
-    if input.role == TeamRole::LeadAttorney {
-        add_member(&tx, p, id.0, u.id, TeamRole::Attorney).await?;
-        set_team_lead(&tx, p, id.0, Some(u.id)).await?;
-        bump_case(&tx, id, Some(Some(u.id))).await?;
-    } else {
-        add_member(&tx, p, id.0, u.id, input.role).await?;
-        bump_case(&tx, id, None).await?;
-    }
-    let change = serde_json::json!({ "role": { "old": null, "new": audit::json(&input.role) } });
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new("case.team_add", "team_member", Some(u.id.to_string())).case(id.0).changes(change),
-    )
+    let input = &input;
+    db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        let access = visible_case(tx, p, id).await?;
+        access.require_manage()?;
+        let u = active_in_firm(tx, p, input.user_id, "userId").await?;
+        team_role_fits(u.role, input.role).map_err(|m| ApiError::field("role", m))?;
+        if input.role == TeamRole::LeadAttorney {
+            add_member(tx, p, id.0, u.id, TeamRole::Attorney).await?;
+            set_team_lead(tx, p, id.0, Some(u.id)).await?;
+            bump_case(tx, id, Some(Some(u.id))).await?;
+        } else {
+            add_member(tx, p, id.0, u.id, input.role).await?;
+            bump_case(tx, id, None).await?;
+        }
+        let change = serde_json::json!({ "role": { "old": null, "new": audit::json(&input.role) } });
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("case.team_add", "team_member", Some(u.id.to_string())).case(id.0).changes(change),
+        )
+        .await?;
+        Ok(())
+    })
     .await?;
-    tx.commit().await?;
-    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
+    app.case_changed(p.firm_id, Some(id.0)).await;
     list(app, p, id).await
 }
 
 /// Removes a user from the team; removing the lead clears the case's lead attorney.
 pub async fn remove(app: &App, p: &Principal, id: CaseId, user_id: UserId) -> ApiResult<()> {
-    let tx = db::begin_write(&app.db).await?;
-    let access = visible_case(&tx, p, id).await?;
-    access.require_manage()?;
-    let member = team_member::Entity::find_by_id((id.0, user_id.0))
-        .one(&tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("team member"))?;
-    team_member::Entity::delete_by_id((id.0, user_id.0)).exec(&tx).await?;
-    if member.role == TeamRole::LeadAttorney || access.case.lead_attorney_id == Some(user_id.0) {
-        bump_case(&tx, id, Some(None)).await?;
-    } else {
-        bump_case(&tx, id, None).await?;
-    }
-    let change = serde_json::json!({ "role": { "old": audit::json(&member.role), "new": null } });
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new("case.team_remove", "team_member", Some(user_id.to_string())).case(id.0).changes(change),
-    )
+    db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        let access = visible_case(tx, p, id).await?;
+        access.require_manage()?;
+        let member = team_member::Entity::find_by_id((id.0, user_id.0))
+            .one(tx)
+            .await?
+            .ok_or_else(|| ApiError::not_found("team member"))?;
+        team_member::Entity::delete_by_id((id.0, user_id.0)).exec(tx).await?;
+        if member.role == TeamRole::LeadAttorney || access.case.lead_attorney_id == Some(user_id.0) {
+            bump_case(tx, id, Some(None)).await?;
+        } else {
+            bump_case(tx, id, None).await?;
+        }
+        let change = serde_json::json!({ "role": { "old": audit::json(&member.role), "new": null } });
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("case.team_remove", "team_member", Some(user_id.to_string())).case(id.0).changes(change),
+        )
+        .await?;
+        Ok(())
+    })
     .await?;
-    tx.commit().await?;
-    app.evict(crate::auth::cache::Eviction::CaseCounts(p.firm_id.0));
+    app.case_changed(p.firm_id, Some(id.0)).await;
     Ok(())
 }
 

@@ -5,6 +5,11 @@
 //! with `BEGIN IMMEDIATE` so a read-then-write transaction takes the write lock up front
 //! instead of failing with a busy snapshot when another writer commits in between.
 
+pub mod bulk;
+pub mod tx;
+
+pub use tx::{Tx, TxOptions, savepoint, transaction};
+
 use std::time::Duration;
 
 use lexiflow_migration::{Migrator, MigratorTrait};
@@ -50,19 +55,24 @@ async fn connect_with(cfg: &DatabaseConfig, relaxed_durability: bool) -> Result<
             opts.set_schema_search_path(schema.clone());
         }
         opts.set_application_name("lexiflow");
-        if relaxed_durability {
-            opts.map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
-        }
+        let statement_timeout = format!("{}ms", cfg.statement_timeout.as_millis());
+        let lock_timeout = format!("{}ms", cfg.lock_timeout.as_millis());
+        opts.map_sqlx_postgres_opts(move |o| {
+            let o =
+                o.options([("statement_timeout", statement_timeout.as_str()), ("lock_timeout", lock_timeout.as_str())]);
+            if relaxed_durability { o.options([("synchronous_commit", "off")]) } else { o }
+        });
     } else {
         if let Some(path) = sqlite_path(&url)
             && let Some(dir) = std::path::Path::new(&path).parent()
         {
             std::fs::create_dir_all(dir).map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let busy_timeout = cfg.lock_timeout;
         opts.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(if relaxed_durability { SqliteSynchronous::Normal } else { SqliteSynchronous::Full })
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(busy_timeout)
                 .foreign_keys(true)
                 .create_if_missing(true)
         });

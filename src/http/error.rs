@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Stable, documented error identifiers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The request is malformed or a field is invalid; `details.fields` names them.

@@ -22,9 +22,9 @@ use crate::{
     auth::require_auth,
     cases,
     config::ThrottleConfig,
-    health, jobs, parties,
+    docket, health, jobs, parties,
     ratelimit::{By, RoutePolicy, global_limit, route_limit},
-    telemetry, users,
+    reports, telemetry, users,
 };
 
 /// Login: 5 a minute per client address (and, in the handler, 5 a minute per e-mail).
@@ -33,6 +33,10 @@ const LOGIN: RoutePolicy = RoutePolicy { name: "login", quota: |t: &ThrottleConf
 const REGISTER: RoutePolicy = RoutePolicy { name: "register", quota: |t: &ThrottleConfig| t.register, by: By::Ip };
 /// Refreshing tokens: stricter than the global limit.
 const REFRESH: RoutePolicy = RoutePolicy { name: "refresh", quota: |t: &ThrottleConfig| t.refresh, by: By::Ip };
+
+/// Largest body of a bulk request (10,000 items): larger than `MAX_JSON_BODY`, which guards
+/// every other route.
+const BULK_MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// Puts a route policy on `router` when serving (`app` is None when only documenting).
 fn limited(router: OpenApiRouter<App>, app: Option<&App>, policy: RoutePolicy) -> OpenApiRouter<App> {
@@ -63,6 +67,13 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(users::http::update))
         // cases and teams
         .routes(routes!(cases::http::create, cases::http::list))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(cases::http::bulk_create, cases::http::bulk_update))
+                .routes(routes!(cases::http::bulk_delete))
+                .routes(routes!(parties::http::bulk_create))
+                .layer(DefaultBodyLimit::max(BULK_MAX_BODY)),
+        )
         .routes(routes!(cases::http::get, cases::http::update, cases::http::delete))
         .routes(routes!(cases::http::team_list, cases::http::team_add))
         .routes(routes!(cases::http::team_remove))
@@ -82,6 +93,11 @@ fn protected_api() -> OpenApiRouter<App> {
         // parties
         .routes(routes!(parties::http::list, parties::http::create))
         .routes(routes!(parties::http::get, parties::http::update, parties::http::delete))
+        // docket
+        .routes(routes!(docket::http::list, docket::http::create))
+        .routes(routes!(docket::http::get, docket::http::update, docket::http::delete))
+        // reports
+        .routes(routes!(reports::http::case_summary))
 }
 
 /// The OpenAPI document, built from the same handlers the router serves.

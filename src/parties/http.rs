@@ -7,6 +7,10 @@ use super::ops::{self, CreateParty, PartyView, UpdateParty};
 use crate::{
     app::App,
     auth::Principal,
+    cases::{
+        bulk::{BulkMode, BulkResult, MAX_ITEMS},
+        http::parse_item,
+    },
     http::{
         ApiError, ApiResult, AppJson, AppPath, AppQuery, Envelope, IfMatch,
         envelope::{ErrorBody, Success},
@@ -102,4 +106,33 @@ pub async fn delete(
 ) -> ApiResult<impl IntoResponse> {
     ops::delete(&app, &p, case_id, id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /cases/{id}/parties/bulk` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkPartiesBody {
+    /// `atomic` (default) or `partial`.
+    #[serde(default)]
+    pub mode: BulkMode,
+    /// Up to 10,000 parties, each as for `POST /cases/{id}/parties`.
+    #[schema(value_type = Vec<CreateParty>)]
+    pub items: Vec<serde_json::Value>,
+}
+
+/// Add up to 10,000 parties to a case at once.
+#[utoipa::path(post, path = "/cases/{id}/parties/bulk", tag = "parties", request_body = BulkPartiesBody,
+    params(("id" = CaseId, Path, description = "case id")),
+    responses((status = 200, body = Success<BulkResult>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn bulk_create(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(case_id): AppPath<CaseId>,
+    AppJson(body): AppJson<BulkPartiesBody>,
+) -> ApiResult<Envelope<BulkResult>> {
+    if body.items.len() > MAX_ITEMS {
+        return Err(ApiError::field("items", format!("at most {MAX_ITEMS} items per request")));
+    }
+    let items = body.items.into_iter().map(parse_item::<CreateParty>).collect();
+    Ok(Envelope::ok(ops::create_many(&app, &p, case_id, items, body.mode).await?))
 }

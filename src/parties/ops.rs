@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 use serde::{Deserialize, Serialize};
@@ -13,8 +13,15 @@ use crate::{
     app::App,
     audit::{self, Actor, AuditEvent},
     auth::Principal,
-    cases::access::visible_case,
-    clock, db,
+    cases::{
+        access::{visible_case, visible_case_cached},
+        bulk::{BulkMode, BulkResult, MAX_ITEMS},
+    },
+    clock,
+    db::{
+        self, TxOptions,
+        bulk::{Cell, Table, col, insert_rows},
+    },
     http::{
         envelope::{OffsetPagination, Pagination},
         error::{ApiError, ApiResult, ErrorCode},
@@ -114,8 +121,8 @@ pub struct UpdateParty {
     pub version: Option<i32>,
 }
 
-/// Adds a party to a case the caller may change.
-pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreateParty) -> ApiResult<PartyView> {
+/// Checks and cleans a new party's fields and builds its row.
+fn build(input: CreateParty, p: &Principal, case_id: CaseId, now: DateTime<Utc>) -> ApiResult<party::Model> {
     let mut f = Fields::default();
     let name = f.text("name", &input.name, MAX_SHORT);
     let role = f.opt_text("role", input.role.as_deref(), MAX_SHORT);
@@ -126,42 +133,170 @@ pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreatePart
     let counsel = f.opt_text("counsel", input.counsel.as_deref(), MAX_SHORT);
     let notes = f.opt_rich("notes", input.notes.as_deref(), MAX_RICH);
     f.finish()?;
-    let tx = db::begin_write(&app.db).await?;
-    visible_case(&tx, p, case_id).await?.require_edit()?;
-    let now = clock::now();
-    let m = party::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        firm_id: Set(p.firm_id.0),
-        case_id: Set(case_id.0),
-        name: Set(name),
-        kind: Set(input.kind),
-        party_type: Set(input.party_type),
-        role: Set(role),
-        email: Set(email),
-        phone: Set(phone),
-        address: Set(address),
-        website: Set(website),
-        counsel: Set(counsel),
-        notes: Set(notes),
-        version: Set(1),
-        created_at: Set(now),
-        updated_at: Set(now),
-        deleted_at: Set(None),
+    Ok(party::Model {
+        id: Uuid::now_v7(),
+        firm_id: p.firm_id.0,
+        case_id: case_id.0,
+        name,
+        kind: input.kind,
+        party_type: input.party_type,
+        role,
+        email,
+        phone,
+        address,
+        website,
+        counsel,
+        notes,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    })
+}
+
+/// Adds a party to a case the caller may change.
+pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreateParty) -> ApiResult<PartyView> {
+    let m = build(input, p, case_id, clock::now())?;
+    let m = &m;
+    db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        visible_case(tx, p, case_id).await?.require_edit()?;
+        let m = party::ActiveModel::from(m.clone()).insert(tx).await?;
+        let view = PartyView::from(m);
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("party.create", "party", Some(view.id.to_string()))
+                .case(case_id.0)
+                .changes(audit::created(&audit::json(&view))),
+        )
+        .await?;
+        Ok(view)
+    })
+    .await
+}
+
+const TABLE: Table = Table {
+    name: "parties",
+    columns: &[
+        col("id", "uuid"),
+        col("firm_id", "uuid"),
+        col("case_id", "uuid"),
+        col("name", "text"),
+        col("kind", "text"),
+        col("party_type", "text"),
+        col("role", "text"),
+        col("email", "text"),
+        col("phone", "text"),
+        col("address", "text"),
+        col("website", "text"),
+        col("counsel", "text"),
+        col("notes", "text"),
+        col("version", "int4"),
+        col("created_at", "timestamptz"),
+        col("updated_at", "timestamptz"),
+        col("deleted_at", "timestamptz"),
+    ],
+};
+
+fn row(m: &party::Model) -> Vec<Cell> {
+    let text = |v: serde_json::Value| Cell::from(v.as_str().unwrap_or_default());
+    vec![
+        m.id.into(),
+        m.firm_id.into(),
+        m.case_id.into(),
+        m.name.clone().into(),
+        text(audit::json(&m.kind)),
+        text(audit::json(&m.party_type)),
+        m.role.clone().into(),
+        m.email.clone().into(),
+        m.phone.clone().into(),
+        m.address.clone().into(),
+        m.website.clone().into(),
+        m.counsel.clone().into(),
+        m.notes.clone().into(),
+        m.version.into(),
+        m.created_at.into(),
+        m.updated_at.into(),
+        m.deleted_at.into(),
+    ]
+}
+
+/// Adds many parties to one case: `atomic` (all or none) or `partial` (invalid items are
+/// reported, the valid ones added). Every party added is audited in the same transaction.
+pub async fn create_many(
+    app: &App,
+    p: &Principal,
+    case_id: CaseId,
+    items: Vec<Result<CreateParty, ApiError>>,
+    mode: BulkMode,
+) -> ApiResult<BulkResult> {
+    if items.len() > MAX_ITEMS {
+        return Err(ApiError::field("items", format!("at most {MAX_ITEMS} items per request")));
     }
-    .insert(&tx)
+    create_across(app, p, items.into_iter().map(|i| i.map(|c| (case_id, c))).collect(), mode).await
+}
+
+/// Adds parties to any cases of the firm the caller may change (the CSV import), in one
+/// transaction. An item for a case the caller cannot see or change fails like an invalid one.
+pub async fn create_across(
+    app: &App,
+    p: &Principal,
+    items: Vec<Result<(CaseId, CreateParty), ApiError>>,
+    mode: BulkMode,
+) -> ApiResult<BulkResult> {
+    let now = clock::now();
+    let mut result = BulkResult::new(items.len());
+    let mut models = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item.and_then(|(case_id, c)| build(c, p, case_id, now)) {
+            Ok(m) => models.push((i, m)),
+            Err(e) => result.fail(i, &e),
+        }
+    }
+    if mode == BulkMode::Atomic && !result.errors.is_empty() {
+        return Err(result.finish().refuse());
+    }
+    let (models, base) = (&models, &result);
+    let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        let mut result = base.clone();
+        let mut allowed: std::collections::HashMap<Uuid, Option<ApiError>> = std::collections::HashMap::new();
+        for (_, m) in models {
+            if let std::collections::hash_map::Entry::Vacant(slot) = allowed.entry(m.case_id) {
+                let check = match visible_case(tx, p, CaseId(m.case_id)).await {
+                    Ok(a) => a.require_edit().err(),
+                    Err(e) => Some(e),
+                };
+                slot.insert(check);
+            }
+        }
+        let mut rows = Vec::with_capacity(models.len());
+        let mut events = Vec::with_capacity(models.len());
+        for (i, m) in models {
+            if let Some(Some(e)) = allowed.get(&m.case_id) {
+                result.fail(*i, e);
+                continue;
+            }
+            rows.push(row(m));
+            events.push(
+                AuditEvent::new("party.bulk_create", "party", Some(m.id.to_string()))
+                    .case(m.case_id)
+                    .changes(audit::created(&audit::json(&PartyView::from(m.clone())))),
+            );
+            result.ids[*i] = Some(m.id);
+            result.succeeded += 1;
+        }
+        if mode == BulkMode::Atomic && !result.errors.is_empty() {
+            return Err(result.finish().refuse());
+        }
+        insert_rows(tx, &TABLE, &rows).await?;
+        audit::record_many(tx, p.firm_id, &Actor::user(p), events).await?;
+        Ok(result)
+    })
     .await?;
-    let view = PartyView::from(m);
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new("party.create", "party", Some(view.id.to_string()))
-            .case(case_id.0)
-            .changes(audit::created(&audit::json(&view))),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(view)
+    Ok(result.finish())
 }
 
 fn live(case_id: CaseId) -> sea_orm::Select<party::Entity> {
@@ -176,7 +311,7 @@ pub async fn list(
     page: u64,
     limit: u64,
 ) -> ApiResult<(Vec<PartyView>, Pagination)> {
-    visible_case(&app.db, p, case_id).await?;
+    visible_case_cached(app, p, case_id).await?;
     let total = live(case_id).count(&app.db).await?;
     let rows =
         live(case_id).order_by_asc(party::Column::Id).offset((page - 1) * limit).limit(limit).all(&app.db).await?;
@@ -193,7 +328,7 @@ async fn find(db: &impl sea_orm::ConnectionTrait, case_id: CaseId, id: PartyId) 
 
 /// One party.
 pub async fn get(app: &App, p: &Principal, case_id: CaseId, id: PartyId) -> ApiResult<PartyView> {
-    visible_case(&app.db, p, case_id).await?;
+    visible_case_cached(app, p, case_id).await?;
     Ok(find(&app.db, case_id, id).await?.into())
 }
 

@@ -89,11 +89,27 @@ fn describe_all() {
     );
     describe_counter!("lexiflow_queue_job_failures_total", "Failed job attempts, by queue and type");
     describe_counter!("lexiflow_queue_dead_letters_total", "Jobs that exhausted their attempts, by queue");
+    describe_counter!(
+        "lexiflow_cache_requests_total",
+        "Cache lookups by cache (key namespace), level (local, redis) and result (hit, miss, error)"
+    );
+    describe_counter!("lexiflow_cache_evictions_total", "In-process cache entries removed, by cause");
+    describe_counter!("lexiflow_cache_invalidations_total", "Cache invalidations, by kind (tag, prefix, key)");
+    describe_gauge!("lexiflow_cache_entries", "Entries in the in-process cache (refreshed at each scrape)");
+    describe_counter!(
+        "lexiflow_db_transaction_retries_total",
+        "Transactions run again after losing a conflict (serialization failure, deadlock, busy)"
+    );
+    describe_counter!(
+        "lexiflow_db_transaction_conflicts_exhausted_total",
+        "Transactions that still lost a conflict after their last attempt"
+    );
 }
 
 /// Refreshes the figures that are read rather than recorded (process, pool), then renders.
-pub async fn render(db: &DatabaseConnection) -> Option<String> {
+pub async fn render(db: &DatabaseConnection, cache: &crate::cache::Cache) -> Option<String> {
     let installed = INSTALLED.get()?.as_ref()?;
+    metrics::gauge!("lexiflow_cache_entries").set(cache.local_entries() as f64);
     installed.process.collect();
     record_pool(db).await;
     // Refreshes `lexiflow_queue_jobs{queue,state}` from the tables.

@@ -41,7 +41,7 @@ pub async fn prometheus(State(app): State<App>, headers: HeaderMap) -> Response 
     if let Err(e) = check_token(&app, &headers) {
         return e.into_response();
     }
-    match metrics::render(&app.db).await {
+    match metrics::render(&app.db, &app.cache).await {
         Some(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
@@ -58,7 +58,7 @@ pub async fn json(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Err(e) = check_token(&app, &headers) {
         return e.into_response();
     }
-    match metrics::render(&app.db).await {
+    match metrics::render(&app.db, &app.cache).await {
         Some(text) => crate::http::Envelope::ok(metrics::text_to_json(&text)).into_response(),
         None => ApiError::new(ErrorCode::DependencyUnavailable, "metrics are not being recorded in this process")
             .into_response(),

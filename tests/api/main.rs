@@ -7,10 +7,14 @@ mod support;
 
 mod audit;
 mod auth;
+mod bulk;
+mod cache;
 mod cases;
 mod contract;
+mod docket;
 mod jobs;
 mod operations;
 mod parties;
 mod security;
+mod transactions;
 mod users;

@@ -221,6 +221,15 @@ impl TestApp {
         TestApp { app, router, _dir: dir, schema }
     }
 
+    /// A second instance of the server on the same database (and the same Redis, when this
+    /// one uses Redis), as behind a load balancer.
+    pub async fn sibling(&self) -> TestApp {
+        let app = App::build(self.app.config.clone()).await.unwrap();
+        let router = lexiflow::http::router::build(app.clone());
+        // The first instance owns the schema and the data directory.
+        TestApp { app, router, _dir: tempfile::tempdir().unwrap(), schema: None }
+    }
+
     /// Sends a request; `token` becomes a bearer header, `body` JSON.
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Res {
         self.call_with(method, path, token, body, &[]).await

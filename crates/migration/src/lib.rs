@@ -10,6 +10,7 @@ mod m0001_foundation;
 mod m0002_login_defence;
 mod m0003_audit;
 mod m0004_jobs;
+mod m0005_docket;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_login_defence::Migration),
             Box::new(m0003_audit::Migration),
             Box::new(m0004_jobs::Migration),
+            Box::new(m0005_docket::Migration),
         ]
     }
 }

@@ -1,0 +1,585 @@
+//! Bulk case operations: create (or upsert on the case number), update and delete many cases
+//! in one request or import, with a result per item.
+//!
+//! Two modes, stated by the caller. `atomic`: all or nothing — one bad item and nothing is
+//! written, the errors say which items and why. `partial`: each bad item is reported, the good
+//! ones are kept. Either way every item written is audited in the same transaction, and a
+//! crash at any point leaves either the whole batch or none of it.
+//!
+//! Items are validated first (fields, duplicate case numbers within the batch, lead
+//! attorneys), then written in one transaction through [`crate::db::bulk::insert_rows`]. A
+//! case number that exists already is a conflict, skipped, or an update of that case, as
+//! `onConflict` says. A concurrent writer taking a number between the check and the insert
+//! makes the insert fail: in `partial` mode the batch's insert is undone alone (a savepoint),
+//! the numbers checked again and the batch retried without them.
+
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, SqlErr};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    model::{TeamRole, case},
+    ops::{self, CaseView, CreateCase, NewCase, UpdateCase},
+};
+use crate::{
+    app::App,
+    audit::{self, Actor, AuditEvent},
+    auth::Principal,
+    clock,
+    db::{
+        self, TxOptions,
+        bulk::{Cell, Table, col, insert_rows},
+    },
+    http::error::{ApiError, ApiResult, ErrorCode},
+    ids::CaseId,
+    users::model as user,
+};
+
+/// Items one request may carry.
+pub const MAX_ITEMS: usize = 10_000;
+
+/// How a bulk request treats bad items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkMode {
+    /// All or nothing (the default).
+    #[default]
+    Atomic,
+    /// Bad items are reported, good ones kept.
+    Partial,
+}
+
+/// What to do when an item's case number is taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflict {
+    /// The item fails with `CONFLICT` (the default).
+    #[default]
+    Fail,
+    /// The item is skipped; its `id` is the existing case's.
+    Skip,
+    /// The existing case is updated with the item's fields.
+    Update,
+}
+
+/// One failed item.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemError {
+    /// Position in the request (from 0).
+    pub index: usize,
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// The outcome of a bulk operation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkResult {
+    pub total: usize,
+    /// Items written (created, updated or deleted).
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Items left as they were (`onConflict: skip`).
+    pub skipped: usize,
+    pub errors: Vec<ItemError>,
+    /// Per item, in request order: the case's id, or null where the item failed.
+    pub ids: Vec<Option<Uuid>>,
+}
+
+impl BulkResult {
+    pub(crate) fn new(total: usize) -> Self {
+        Self { total, ids: vec![None; total], ..Self::default() }
+    }
+
+    pub(crate) fn fail(&mut self, index: usize, e: &ApiError) {
+        self.ids[index] = None;
+        self.errors.push(ItemError { index, code: e.code, message: e.message.to_string(), details: e.details.clone() });
+    }
+
+    pub(crate) fn finish(mut self) -> Self {
+        self.errors.sort_by_key(|e| e.index);
+        self.failed = self.errors.len();
+        self
+    }
+
+    /// In `atomic` mode, a batch with failed items is refused whole: `409` when every failure
+    /// is a conflict, else `422`-style `VALIDATION_FAILED` (400), with the items in `details`.
+    pub(crate) fn refuse(self) -> ApiError {
+        let all_conflicts = self.errors.iter().all(|e| e.code == ErrorCode::Conflict);
+        let code = if all_conflicts { ErrorCode::Conflict } else { ErrorCode::ValidationFailed };
+        let message =
+            format!("{} of {} items failed; nothing was written (atomic mode)", self.errors.len(), self.total);
+        ApiError::new(code, message).with_details(serde_json::json!({ "errors": self.errors }))
+    }
+}
+
+/// Options of a bulk create.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CreateOptions {
+    pub mode: BulkMode,
+    pub on_conflict: OnConflict,
+}
+
+const TABLE: Table = Table {
+    name: "cases",
+    columns: &[
+        col("id", "uuid"),
+        col("firm_id", "uuid"),
+        col("case_number", "text"),
+        col("title", "text"),
+        col("case_type", "text"),
+        col("status", "text"),
+        col("description", "text"),
+        col("court", "text"),
+        col("jurisdiction", "text"),
+        col("judge", "text"),
+        col("filed_at", "timestamptz"),
+        col("closed_at", "timestamptz"),
+        col("client_name", "text"),
+        col("lead_attorney_id", "uuid"),
+        col("version", "int4"),
+        col("created_by", "uuid"),
+        col("created_at", "timestamptz"),
+        col("updated_at", "timestamptz"),
+        col("deleted_at", "timestamptz"),
+    ],
+};
+
+const TEAM_TABLE: Table = Table {
+    name: "case_team_members",
+    columns: &[
+        col("case_id", "uuid"),
+        col("user_id", "uuid"),
+        col("firm_id", "uuid"),
+        col("role", "text"),
+        col("added_by", "uuid"),
+        col("added_at", "timestamptz"),
+    ],
+};
+
+fn enum_text<T: Serialize>(v: &T) -> String {
+    audit::json(v).as_str().unwrap_or_default().to_owned()
+}
+
+fn case_row(m: &case::Model) -> Vec<Cell> {
+    vec![
+        m.id.into(),
+        m.firm_id.into(),
+        m.case_number.clone().into(),
+        m.title.clone().into(),
+        enum_text(&m.case_type).into(),
+        enum_text(&m.status).into(),
+        m.description.clone().into(),
+        m.court.clone().into(),
+        m.jurisdiction.clone().into(),
+        m.judge.clone().into(),
+        m.filed_at.into(),
+        m.closed_at.into(),
+        m.client_name.clone().into(),
+        m.lead_attorney_id.into(),
+        m.version.into(),
+        m.created_by.into(),
+        m.created_at.into(),
+        m.updated_at.into(),
+        m.deleted_at.into(),
+    ]
+}
+
+fn conflict(number: &str) -> ApiError {
+    ApiError::new(ErrorCode::Conflict, "a case with this number already exists in your firm")
+        .with_details(serde_json::json!({ "field": "caseNumber", "caseNumber": number }))
+}
+
+/// Creates many cases (or upserts them on the case number). `items` are the parsed request
+/// items: an item that did not even parse arrives as its error. `progress` is told how many
+/// valid items have been written so far (the import's progress bar). No size limit here:
+/// the HTTP layer caps a request at [`MAX_ITEMS`]; an import may be larger, in one
+/// transaction when atomic.
+pub async fn create_many(
+    app: &App,
+    p: &Principal,
+    items: Vec<Result<CreateCase, ApiError>>,
+    opts: CreateOptions,
+    progress: &(dyn Fn(usize) + Sync),
+) -> ApiResult<BulkResult> {
+    if !p.role.may_create_cases() {
+        return Err(ApiError::forbidden("your role may not open cases"));
+    }
+    let mut result = BulkResult::new(items.len());
+    let mut valid: Vec<(usize, NewCase)> = Vec::with_capacity(items.len());
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item.and_then(CreateCase::validate) {
+            Ok(c) => match seen.get(&c.case_number) {
+                Some(first) => result.fail(
+                    i,
+                    &ApiError::new(ErrorCode::Conflict, format!("duplicates the case number of item {first}"))
+                        .with_details(serde_json::json!({ "field": "caseNumber" })),
+                ),
+                None => {
+                    seen.insert(c.case_number.clone(), i);
+                    valid.push((i, c));
+                }
+            },
+            Err(e) => result.fail(i, &e),
+        }
+    }
+    check_leads(app, p, &mut valid, &mut result).await?;
+    if opts.mode == BulkMode::Atomic && !result.errors.is_empty() {
+        return Err(result.finish().refuse());
+    }
+    let valid = &valid;
+    let base = &result;
+    let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let mut result = base.clone();
+        write_creates(&tx, p, valid, opts, &mut result, progress).await?;
+        if opts.mode == BulkMode::Atomic && !result.errors.is_empty() {
+            // Rolls the transaction back.
+            return Err(result.finish().refuse());
+        }
+        Ok(result)
+    })
+    .await?;
+    if result.succeeded > 0 {
+        app.case_changed(p.firm_id, None).await;
+    }
+    Ok(result.finish())
+}
+
+/// Fails items whose lead attorney is not an active admin, partner or attorney of the firm.
+async fn check_leads(
+    app: &App,
+    p: &Principal,
+    valid: &mut Vec<(usize, NewCase)>,
+    result: &mut BulkResult,
+) -> ApiResult<()> {
+    let wanted: HashSet<Uuid> = valid.iter().filter_map(|(_, c)| c.lead_attorney_id.map(|l| l.0)).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let mut ok = HashSet::new();
+    let wanted: Vec<Uuid> = wanted.into_iter().collect();
+    for chunk in wanted.chunks(500) {
+        let users = user::Entity::find()
+            .filter(user::Column::FirmId.eq(p.firm_id.0))
+            .filter(user::Column::Id.is_in(chunk.iter().copied()))
+            .all(&app.db)
+            .await?;
+        ok.extend(
+            users.into_iter().filter(|u| u.status == user::UserStatus::Active && u.role.may_lead_cases()).map(|u| u.id),
+        );
+    }
+    valid.retain(|(i, c)| match c.lead_attorney_id {
+        Some(l) if !ok.contains(&l.0) => {
+            result.fail(
+                *i,
+                &ApiError::field("leadAttorneyId", "must be an active admin, partner or attorney of your firm"),
+            );
+            false
+        }
+        _ => true,
+    });
+    Ok(())
+}
+
+/// The live or deleted cases of the firm holding any of `numbers`: number → (id, deleted).
+async fn existing(db: &impl ConnectionTrait, firm: Uuid, numbers: &[&str]) -> ApiResult<HashMap<String, (Uuid, bool)>> {
+    let mut found = HashMap::new();
+    for chunk in numbers.chunks(1_000) {
+        let rows: Vec<(Uuid, String, Option<chrono::DateTime<chrono::Utc>>)> = case::Entity::find()
+            .select_only()
+            .column(case::Column::Id)
+            .column(case::Column::CaseNumber)
+            .column(case::Column::DeletedAt)
+            .filter(case::Column::FirmId.eq(firm))
+            .filter(case::Column::CaseNumber.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        found.extend(rows.into_iter().map(|(id, n, d)| (n, (id, d.is_some()))));
+    }
+    Ok(found)
+}
+
+/// Items written per round trip group (and per progress report).
+const CHUNK: usize = 5_000;
+
+async fn write_creates(
+    tx: &db::Tx,
+    p: &Principal,
+    valid: &[(usize, NewCase)],
+    opts: CreateOptions,
+    result: &mut BulkResult,
+    progress: &(dyn Fn(usize) + Sync),
+) -> ApiResult<()> {
+    let mut done = 0;
+    for chunk in valid.chunks(CHUNK) {
+        write_chunk(tx, p, chunk.iter().collect(), opts, result).await?;
+        done += chunk.len();
+        progress(done);
+    }
+    Ok(())
+}
+
+async fn write_chunk(
+    tx: &db::Tx,
+    p: &Principal,
+    mut pending: Vec<&(usize, NewCase)>,
+    opts: CreateOptions,
+    result: &mut BulkResult,
+) -> ApiResult<()> {
+    // At most two rounds: the second only when a concurrent writer took a number meanwhile.
+    for round in 0..2 {
+        let numbers: Vec<&str> = pending.iter().map(|(_, c)| c.case_number.as_str()).collect();
+        let taken = existing(&**tx, p.firm_id.0, &numbers).await?;
+        let mut fresh = Vec::with_capacity(pending.len());
+        for item in pending {
+            let (i, c) = item;
+            let Some((id, deleted)) = taken.get(&c.case_number).copied() else {
+                fresh.push(item);
+                continue;
+            };
+            match opts.on_conflict {
+                OnConflict::Fail => result.fail(*i, &conflict(&c.case_number)),
+                OnConflict::Skip => {
+                    result.ids[*i] = Some(id);
+                    result.skipped += 1;
+                }
+                OnConflict::Update if deleted => result.fail(
+                    *i,
+                    &ApiError::new(ErrorCode::Conflict, "a deleted case holds this number; it cannot be updated"),
+                ),
+                OnConflict::Update => {
+                    let update = update_from(c);
+                    let update = &update;
+                    // A savepoint per item, so a failed one leaves the transaction usable;
+                    // atomic mode refuses the whole batch afterwards.
+                    let outcome =
+                        db::savepoint(tx, |sp| async move { ops::update_in(&*sp, p, CaseId(id), update, None).await })
+                            .await;
+                    match outcome {
+                        Ok(_) => {
+                            result.ids[*i] = Some(id);
+                            result.succeeded += 1;
+                        }
+                        Err(e) => result.fail(*i, &e),
+                    }
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let batch = &fresh;
+        let inserted = match opts.mode {
+            BulkMode::Atomic => insert_cases(tx, p, batch).await,
+            BulkMode::Partial => db::savepoint(tx, |sp| async move { insert_cases(&sp, p, batch).await }).await,
+        };
+        match inserted {
+            Ok(ids) => {
+                for ((i, _), id) in fresh.iter().zip(ids) {
+                    result.ids[*i] = Some(id);
+                }
+                result.succeeded += fresh.len();
+                return Ok(());
+            }
+            Err(e) if round == 0 && opts.mode == BulkMode::Partial && e.code == ErrorCode::Conflict => {
+                // Someone took one of the numbers after the check: check again.
+                pending = fresh;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn update_from(c: &NewCase) -> UpdateCase {
+    UpdateCase {
+        case_number: None,
+        title: Some(c.title.clone()),
+        case_type: Some(c.case_type),
+        status: Some(c.status),
+        description: Some(c.description.clone()),
+        court: Some(c.court.clone()),
+        jurisdiction: Some(c.jurisdiction.clone()),
+        judge: Some(c.judge.clone()),
+        filed_at: Some(c.filed_at),
+        closed_at: Some(c.closed_at),
+        client_name: Some(c.client_name.clone()),
+        lead_attorney_id: c.lead_attorney_id.map(Some),
+        version: None,
+    }
+}
+
+/// Inserts the cases, their team rows and their audit entries. Returns the new ids.
+async fn insert_cases(tx: &db::Tx, p: &Principal, items: &[&(usize, NewCase)]) -> ApiResult<Vec<Uuid>> {
+    let now = clock::now();
+    let mut rows = Vec::with_capacity(items.len());
+    let mut team = Vec::new();
+    let mut events = Vec::with_capacity(items.len());
+    let mut ids = Vec::with_capacity(items.len());
+    // Whoever sees every case by role (admin, partner) is not added to each team; anyone else
+    // joins the teams of the cases they import, as with a single create.
+    let creator_role = (!p.role.sees_all_cases())
+        .then(|| if p.role.may_lead_cases() { TeamRole::Attorney } else { TeamRole::Paralegal });
+    for (_, c) in items {
+        let id = Uuid::now_v7();
+        let lead = c.lead_attorney_id.map(|l| l.0);
+        let m = case::Model {
+            id,
+            firm_id: p.firm_id.0,
+            case_number: c.case_number.clone(),
+            title: c.title.clone(),
+            case_type: c.case_type,
+            status: c.status,
+            description: c.description.clone(),
+            court: c.court.clone(),
+            jurisdiction: c.jurisdiction.clone(),
+            judge: c.judge.clone(),
+            filed_at: c.filed_at,
+            closed_at: c.closed_at,
+            client_name: c.client_name.clone(),
+            lead_attorney_id: lead,
+            version: 1,
+            created_by: p.user_id.0,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        rows.push(case_row(&m));
+        if let Some(role) = creator_role {
+            let role = if lead == Some(p.user_id.0) { TeamRole::LeadAttorney } else { role };
+            team.push(team_row(id, p.user_id.0, p, role, now));
+        }
+        if let Some(l) = lead.filter(|l| creator_role.is_none() || *l != p.user_id.0) {
+            team.push(team_row(id, l, p, TeamRole::LeadAttorney, now));
+        }
+        let view = CaseView::from(m);
+        events.push(
+            AuditEvent::new("case.bulk_create", "case", Some(id.to_string()))
+                .case(id)
+                .changes(audit::created(&audit::json(&view))),
+        );
+        ids.push(id);
+    }
+    insert_rows(&**tx, &TABLE, &rows).await.map_err(db_conflict)?;
+    insert_rows(&**tx, &TEAM_TABLE, &team).await?;
+    audit::record_many(&**tx, p.firm_id, &Actor::user(p), events).await?;
+    Ok(ids)
+}
+
+fn team_row(case: Uuid, user: Uuid, p: &Principal, role: TeamRole, now: chrono::DateTime<chrono::Utc>) -> Vec<Cell> {
+    vec![case.into(), user.into(), p.firm_id.0.into(), enum_text(&role).into(), p.user_id.0.into(), now.into()]
+}
+
+fn db_conflict(e: sea_orm::DbErr) -> ApiError {
+    if let Some(SqlErr::UniqueConstraintViolation(_)) = e.sql_err() {
+        return ApiError::new(ErrorCode::Conflict, "a case number in the batch was taken meanwhile");
+    }
+    ApiError::from(e)
+}
+
+/// One item of a bulk update: the case and its changes (the fields of `PATCH /cases/{id}`
+/// beside `id`).
+#[derive(Debug)]
+pub struct UpdateItem {
+    pub id: CaseId,
+    pub changes: UpdateCase,
+}
+
+/// Applies a partial update to each listed case (each guarded by its `version` when given).
+pub async fn update_many(
+    app: &App,
+    p: &Principal,
+    items: Vec<Result<UpdateItem, ApiError>>,
+    mode: BulkMode,
+) -> ApiResult<BulkResult> {
+    if items.len() > MAX_ITEMS {
+        return Err(ApiError::field("items", format!("at most {MAX_ITEMS} items per request")));
+    }
+    let mut base = BulkResult::new(items.len());
+    let mut valid = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Ok(u) => valid.push((i, u)),
+            Err(e) => base.fail(i, &e),
+        }
+    }
+    if mode == BulkMode::Atomic && !base.errors.is_empty() {
+        return Err(base.finish().refuse());
+    }
+    let (valid, base) = (&valid, &base);
+    let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let mut result = base.clone();
+        for (i, item) in valid {
+            let outcome =
+                db::savepoint(&tx, |sp| async move { ops::update_in(&*sp, p, item.id, &item.changes, None).await })
+                    .await;
+            match outcome {
+                Ok(v) => {
+                    result.ids[*i] = Some(v.id.0);
+                    result.succeeded += 1;
+                }
+                Err(e) => result.fail(*i, &e),
+            }
+        }
+        if mode == BulkMode::Atomic && !result.errors.is_empty() {
+            return Err(result.finish().refuse());
+        }
+        Ok(result)
+    })
+    .await?;
+    if result.succeeded > 0 {
+        app.case_changed(p.firm_id, None).await;
+        for id in result.ids.iter().flatten() {
+            app.case_changed(p.firm_id, Some(*id)).await;
+        }
+    }
+    Ok(result.finish())
+}
+
+/// Deletes each listed case: soft by default, permanently with `hard` (admins only; refused
+/// for cases with parties or docket entries).
+pub async fn delete_many(
+    app: &App,
+    p: &Principal,
+    ids: Vec<CaseId>,
+    hard: bool,
+    mode: BulkMode,
+) -> ApiResult<BulkResult> {
+    if ids.len() > MAX_ITEMS {
+        return Err(ApiError::field("ids", format!("at most {MAX_ITEMS} ids per request")));
+    }
+    let ids = &ids;
+    let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let mut result = BulkResult::new(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let id = *id;
+            let outcome = db::savepoint(&tx, |sp| async move { ops::delete_in(&*sp, p, id, None, hard).await }).await;
+            match outcome {
+                Ok(()) => {
+                    result.ids[i] = Some(id.0);
+                    result.succeeded += 1;
+                }
+                Err(e) => result.fail(i, &e),
+            }
+        }
+        if mode == BulkMode::Atomic && !result.errors.is_empty() {
+            return Err(result.finish().refuse());
+        }
+        Ok(result)
+    })
+    .await?;
+    if result.succeeded > 0 {
+        app.case_changed(p.firm_id, None).await;
+        for id in result.ids.iter().flatten() {
+            app.case_changed(p.firm_id, Some(*id)).await;
+        }
+    }
+    Ok(result.finish())
+}

@@ -1,0 +1,240 @@
+//! Transactions: the one way domain code writes.
+//!
+//! [`transaction`] runs a unit of work in a transaction: it commits when the work returns
+//! `Ok`, rolls back when it returns `Err` or panics (the panic then continues), and re-runs
+//! the whole work — from the start, in a fresh transaction — when the database reports that
+//! the transaction lost a conflict: PostgreSQL serialization failure (`40001`) or deadlock
+//! (`40P01`), SQLite busy or locked. Attempts are bounded and spaced by exponential backoff
+//! with full jitter ([`crate::resilience::RetryPolicy`]). Because the work may run more than
+//! once, it must not have effects outside the transaction (send e-mails, publish events,
+//! evict caches) until [`transaction`] has returned: do those after it.
+//!
+//! [`savepoint`] runs work inside an open transaction as a nested one (`SAVEPOINT`): if it
+//! fails, only its own writes are rolled back and the outer transaction carries on.
+//!
+//! Isolation is selectable on PostgreSQL (read committed by default; row locks and version
+//! checks guard the writes). SQLite has one writer at a time and its transactions are
+//! serializable; write transactions start with `BEGIN IMMEDIATE` so a read-then-write
+//! transaction takes the write lock up front instead of failing on commit. Statement and lock
+//! timeouts are set per connection (`DB_STATEMENT_TIMEOUT_MS`, `DB_LOCK_TIMEOUT_MS`); a
+//! transaction may tighten them with [`TxOptions::timeout`] (PostgreSQL `SET LOCAL`).
+
+use std::{future::Future, ops::Deref, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use futures_util::FutureExt;
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, RuntimeErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+use crate::{
+    http::error::{ApiError, ApiResult},
+    resilience::RetryPolicy,
+};
+
+/// An open transaction (or savepoint) handed to a unit of work. It dereferences to SeaORM's
+/// transaction, so `&*tx` (or `&tx` where a `&impl ConnectionTrait` is expected through
+/// auto-deref) runs statements in it. Do not keep it beyond the work's future.
+#[derive(Clone, Debug)]
+pub struct Tx(Arc<DatabaseTransaction>);
+
+impl Deref for Tx {
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.0
+    }
+}
+
+/// How to run a transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct TxOptions {
+    /// PostgreSQL isolation level; None is the server's default (read committed). SQLite
+    /// transactions are always serializable.
+    pub isolation: Option<IsolationLevel>,
+    /// A read-only transaction (PostgreSQL `READ ONLY`; on SQLite a deferred `BEGIN`).
+    pub read_only: bool,
+    /// Attempts in all when the transaction loses a conflict (1 = never retry).
+    pub attempts: u32,
+    /// Tighter statement and lock timeouts for this transaction (PostgreSQL only).
+    pub timeout: Option<Duration>,
+}
+
+impl Default for TxOptions {
+    fn default() -> Self {
+        Self { isolation: None, read_only: false, attempts: 5, timeout: None }
+    }
+}
+
+impl TxOptions {
+    /// A read-write transaction with the defaults.
+    pub fn write() -> Self {
+        Self::default()
+    }
+
+    /// PostgreSQL `SERIALIZABLE`: conflicts surface as serialization failures, retried.
+    pub fn serializable() -> Self {
+        Self { isolation: Some(IsolationLevel::Serializable), ..Self::default() }
+    }
+
+    /// A consistent read-only snapshot (PostgreSQL `REPEATABLE READ READ ONLY`).
+    pub fn snapshot() -> Self {
+        Self { isolation: Some(IsolationLevel::RepeatableRead), read_only: true, ..Self::default() }
+    }
+
+    /// Sets the number of attempts.
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.attempts = n.max(1);
+        self
+    }
+
+    /// Sets a statement and lock timeout for this transaction.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+}
+
+/// The backoff between attempts: short, because the conflicting transaction is usually
+/// finishing already.
+fn backoff() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: u32::MAX,
+        base: Duration::from_millis(5),
+        max_delay: Duration::from_millis(250),
+        deadline: Duration::from_secs(30),
+    }
+}
+
+/// True when `e` means the transaction lost a conflict and may succeed if run again.
+pub fn is_conflict(e: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as X;
+    match e {
+        DbErr::Exec(RuntimeErr::SqlxError(x))
+        | DbErr::Query(RuntimeErr::SqlxError(x))
+        | DbErr::Conn(RuntimeErr::SqlxError(x)) => {
+            match x.as_ref() {
+                // PostgreSQL serialization failure and deadlock; SQLite BUSY, LOCKED and
+                // BUSY_SNAPSHOT (a deferred reader that tried to write after another commit).
+                X::Database(d) => {
+                    matches!(d.code().as_deref(), Some("40001") | Some("40P01") | Some("5") | Some("6") | Some("517"))
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// True when an operation's error came from a database conflict worth retrying.
+fn retryable(e: &ApiError) -> bool {
+    e.cause.as_ref().and_then(|c| c.downcast_ref::<DbErr>()).is_some_and(is_conflict)
+}
+
+/// Runs `work` in a transaction on `db` as described in the module documentation, retrying
+/// it when the transaction loses a conflict. `work` gets a fresh [`Tx`] each attempt.
+pub async fn transaction<T, F, Fut>(db: &DatabaseConnection, opts: TxOptions, mut work: F) -> ApiResult<T>
+where
+    F: FnMut(Tx) -> Fut,
+    Fut: Future<Output = ApiResult<T>>,
+{
+    let policy = backoff();
+    let mut attempt = 1;
+    loop {
+        let result = match begin(db, &opts).await {
+            Ok(tx) => run(tx, &mut work).await,
+            Err(e) => Err(ApiError::from(e)),
+        };
+        match result {
+            Err(e) if attempt < opts.attempts && retryable(&e) => {
+                metrics::counter!("lexiflow_db_transaction_retries_total").increment(1);
+                tracing::debug!(attempt, error = %e, "transaction lost a conflict; running it again");
+                tokio::time::sleep(policy.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                if retryable(&e) {
+                    metrics::counter!("lexiflow_db_transaction_conflicts_exhausted_total").increment(1);
+                }
+                return Err(e);
+            }
+            ok => return ok,
+        }
+    }
+}
+
+/// Runs `work` as a nested transaction (`SAVEPOINT`) of `tx`: its writes are released into
+/// `tx` when it returns `Ok`, rolled back alone when it returns `Err` or panics. Not
+/// retried by itself: a conflict fails the outer transaction, which [`transaction`] retries.
+pub async fn savepoint<T, F, Fut>(tx: &DatabaseTransaction, work: F) -> ApiResult<T>
+where
+    F: FnOnce(Tx) -> Fut,
+    Fut: Future<Output = ApiResult<T>>,
+{
+    let nested = tx.begin().await?;
+    let mut once = Some(work);
+    run(nested, &mut |t| {
+        // `run` calls its work exactly once.
+        let w = once.take();
+        async move {
+            match w {
+                Some(w) => w(t).await,
+                None => Err(ApiError::internal(DbErr::Custom("a savepoint's work ran twice".into()))),
+            }
+        }
+    })
+    .await
+}
+
+async fn begin(db: &DatabaseConnection, opts: &TxOptions) -> Result<DatabaseTransaction, DbErr> {
+    let backend = db.get_database_backend();
+    let options = TransactionOptions {
+        isolation_level: if backend == DbBackend::Postgres { opts.isolation } else { None },
+        access_mode: (opts.read_only && backend == DbBackend::Postgres).then_some(AccessMode::ReadOnly),
+        sqlite_transaction_mode: (backend == DbBackend::Sqlite && !opts.read_only)
+            .then_some(SqliteTransactionMode::Immediate),
+    };
+    let tx = db.begin_with_options(options).await?;
+    if let (Some(t), DbBackend::Postgres) = (opts.timeout, backend) {
+        let ms = t.as_millis().max(1);
+        tx.execute_unprepared(&format!("SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}")).await?;
+    }
+    Ok(tx)
+}
+
+/// Runs the work once in `tx`, then commits or rolls back.
+async fn run<T, F, Fut>(tx: DatabaseTransaction, work: &mut F) -> ApiResult<T>
+where
+    F: FnMut(Tx) -> Fut,
+    Fut: Future<Output = ApiResult<T>>,
+{
+    let handle = Tx(Arc::new(tx));
+    let outcome = AssertUnwindSafe(work(handle.clone())).catch_unwind().await;
+    let tx = match Arc::try_unwrap(handle.0) {
+        Ok(tx) => tx,
+        // The work kept a handle (spawned a task with it, say): the transaction cannot be
+        // finished here. Dropping the last handle rolls it back.
+        Err(_) => {
+            return Err(ApiError::internal(DbErr::Custom(
+                "a unit of work kept its transaction after returning; rolled back".into(),
+            )));
+        }
+    };
+    match outcome {
+        Ok(Ok(value)) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Ok(Err(e)) => {
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %rb, "rollback failed; the connection is discarded");
+            }
+            Err(e)
+        }
+        Err(panic) => {
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %rb, "rollback after a panic failed; the connection is discarded");
+            }
+            std::panic::resume_unwind(panic)
+        }
+    }
+}

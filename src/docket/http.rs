@@ -1,0 +1,130 @@
+//! `/api/v1/cases/{id}/docket` handlers.
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use serde::Deserialize;
+
+use super::ops::{self, CreateEntry, DocketEntryView, UpdateEntry};
+use crate::{
+    app::App,
+    auth::Principal,
+    http::{
+        ApiError, ApiResult, AppJson, AppPath, AppQuery, Envelope, IfMatch,
+        envelope::{ErrorBody, Success},
+        pagination::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE},
+    },
+    ids::{CaseId, DocketEntryId},
+};
+
+/// `GET /cases/{id}/docket` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListDocketQuery {
+    /// Page number, from 1.
+    pub page: Option<u64>,
+    /// Items per page, at most 100.
+    pub limit: Option<u64>,
+}
+
+/// One entry or several (posted in order, all or none).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum PostDocket {
+    One(CreateEntry),
+    Many(Vec<CreateEntry>),
+}
+
+/// A case's docket, in sequence order. Sealed entries appear only to admins and the case's
+/// lead attorney; restricted ones not to clients.
+#[utoipa::path(get, path = "/cases/{id}/docket", tag = "docket",
+    params(("id" = CaseId, Path, description = "case id"), ListDocketQuery),
+    responses((status = 200, body = Success<Vec<DocketEntryView>>), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(case_id): AppPath<CaseId>,
+    AppQuery(q): AppQuery<ListDocketQuery>,
+) -> ApiResult<Envelope<Vec<DocketEntryView>>> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::field("limit", format!("must be between 1 and {MAX_LIMIT}")));
+    }
+    let (items, pagination) = ops::list(&app, &p, case_id, q.page.unwrap_or(1).clamp(1, MAX_PAGE), limit).await?;
+    Ok(Envelope::page(items, pagination))
+}
+
+/// Post one entry (an object) or several (an array, at most 1,000). The server assigns each
+/// its `sequenceNumber`; a body that sets one is refused.
+#[utoipa::path(post, path = "/cases/{id}/docket", tag = "docket", request_body = PostDocket,
+    params(("id" = CaseId, Path, description = "case id")),
+    responses((status = 201, body = Success<Vec<DocketEntryView>>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn create(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(case_id): AppPath<CaseId>,
+    AppJson(body): AppJson<serde_json::Value>,
+) -> ApiResult<impl IntoResponse> {
+    // Parsed here rather than by serde's untagged enum, whose error would not say which field
+    // was wrong.
+    let parse = |v: serde_json::Value| {
+        serde_json::from_value::<CreateEntry>(v).map_err(|e| ApiError::field("body", e.to_string()))
+    };
+    match body {
+        serde_json::Value::Array(items) => {
+            let inputs = items.into_iter().map(parse).collect::<ApiResult<Vec<_>>>()?;
+            let views = ops::create(&app, &p, case_id, inputs).await?;
+            Ok(Envelope::created(views).into_response())
+        }
+        one @ serde_json::Value::Object(_) => {
+            let mut views = ops::create(&app, &p, case_id, vec![parse(one)?]).await?;
+            let v = views.pop().ok_or_else(|| ApiError::not_found("docket entry"))?;
+            let version = v.version;
+            Ok(Envelope::created(v).etag(version).into_response())
+        }
+        _ => Err(ApiError::field("body", "expected a docket entry or an array of them")),
+    }
+}
+
+/// One entry.
+#[utoipa::path(get, path = "/cases/{id}/docket/{entryId}", tag = "docket",
+    params(("id" = CaseId, Path, description = "case id"), ("entryId" = DocketEntryId, Path, description = "entry id")),
+    responses((status = 200, body = Success<DocketEntryView>), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(app): State<App>,
+    p: Principal,
+    AppPath((case_id, id)): AppPath<(CaseId, DocketEntryId)>,
+) -> ApiResult<Envelope<DocketEntryView>> {
+    let v = ops::get(&app, &p, case_id, id).await?;
+    let version = v.version;
+    Ok(Envelope::ok(v).etag(version))
+}
+
+/// Change an entry (`If-Match` or `version` guards against lost updates); its number stays.
+#[utoipa::path(patch, path = "/cases/{id}/docket/{entryId}", tag = "docket", request_body = UpdateEntry,
+    params(("id" = CaseId, Path, description = "case id"), ("entryId" = DocketEntryId, Path, description = "entry id")),
+    responses((status = 200, body = Success<DocketEntryView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
+pub async fn update(
+    State(app): State<App>,
+    p: Principal,
+    AppPath((case_id, id)): AppPath<(CaseId, DocketEntryId)>,
+    IfMatch(if_match): IfMatch,
+    AppJson(input): AppJson<UpdateEntry>,
+) -> ApiResult<Envelope<DocketEntryView>> {
+    let v = ops::update(&app, &p, case_id, id, input, if_match).await?;
+    let version = v.version;
+    Ok(Envelope::ok(v).etag(version))
+}
+
+/// Strike an entry: it leaves the docket, its number is not reused.
+#[utoipa::path(delete, path = "/cases/{id}/docket/{entryId}", tag = "docket",
+    params(("id" = CaseId, Path, description = "case id"), ("entryId" = DocketEntryId, Path, description = "entry id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
+pub async fn delete(
+    State(app): State<App>,
+    p: Principal,
+    AppPath((case_id, id)): AppPath<(CaseId, DocketEntryId)>,
+    IfMatch(if_match): IfMatch,
+) -> ApiResult<impl IntoResponse> {
+    ops::delete(&app, &p, case_id, id, if_match).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

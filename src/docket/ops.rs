@@ -1,0 +1,520 @@
+//! Docket operations, always through a case the caller can see.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+    sea_query::{Expr, ExprTrait},
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::model::{self as entry, EntryType};
+use crate::{
+    app::App,
+    audit::{self, Actor, AuditEvent},
+    auth::Principal,
+    cases::access::{CaseAccess, visible_case, visible_case_cached},
+    clock,
+    db::{
+        self, TxOptions,
+        bulk::{Cell, Table, col, insert_rows},
+    },
+    http::{
+        envelope::{OffsetPagination, Pagination},
+        error::{ApiError, ApiResult, ErrorCode},
+    },
+    ids::{CaseId, DocketEntryId},
+    input::Fields,
+};
+
+const MAX_DESCRIPTION: usize = 2_000;
+const MAX_SHORT: usize = 300;
+const MAX_RICH: usize = 200_000;
+/// Entries one request may post.
+pub const MAX_BATCH: usize = 1_000;
+
+/// A docket entry as the API shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocketEntryView {
+    pub id: DocketEntryId,
+    pub case_id: CaseId,
+    /// Assigned by the server: 1, 2, 3… per case, gapless.
+    pub sequence_number: i64,
+    pub entry_date: NaiveDate,
+    pub filed_at: Option<DateTime<Utc>>,
+    #[serde(rename = "type")]
+    pub entry_type: EntryType,
+    pub description: String,
+    /// Rich text (an HTML allowlist).
+    pub text: Option<String>,
+    pub filed_by: Option<String>,
+    pub document_number: Option<String>,
+    pub sealed: bool,
+    pub restricted: bool,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<entry::Model> for DocketEntryView {
+    fn from(m: entry::Model) -> Self {
+        Self {
+            id: DocketEntryId(m.id),
+            case_id: CaseId(m.case_id),
+            sequence_number: m.sequence_number,
+            entry_date: m.entry_date,
+            filed_at: m.filed_at,
+            entry_type: m.entry_type,
+            description: m.description,
+            text: m.text,
+            filed_by: m.filed_by,
+            document_number: m.document_number,
+            sealed: m.sealed,
+            restricted: m.restricted,
+            version: m.version,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// One entry to post. The sequence number is not accepted: the server assigns it.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateEntry {
+    /// Defaults to today (UTC).
+    pub entry_date: Option<NaiveDate>,
+    pub filed_at: Option<DateTime<Utc>>,
+    #[serde(rename = "type")]
+    pub entry_type: EntryType,
+    pub description: String,
+    pub text: Option<String>,
+    pub filed_by: Option<String>,
+    pub document_number: Option<String>,
+    /// Only users who may see sealed material may post or seal entries.
+    #[serde(default)]
+    pub sealed: bool,
+    #[serde(default)]
+    pub restricted: bool,
+}
+
+/// `PATCH /cases/{id}/docket/{entryId}` body: absent fields stay, `null` clears.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateEntry {
+    pub entry_date: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub filed_at: Option<Option<DateTime<Utc>>>,
+    #[serde(rename = "type")]
+    pub entry_type: Option<EntryType>,
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub text: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub filed_by: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::input::nullable")]
+    pub document_number: Option<Option<String>>,
+    pub sealed: Option<bool>,
+    pub restricted: Option<bool>,
+    /// The version last read; a stale one is refused with 412 (as is a stale `If-Match`).
+    pub version: Option<i32>,
+}
+
+struct Clean {
+    entry_date: NaiveDate,
+    filed_at: Option<DateTime<Utc>>,
+    entry_type: EntryType,
+    description: String,
+    text: Option<String>,
+    filed_by: Option<String>,
+    document_number: Option<String>,
+    sealed: bool,
+    restricted: bool,
+}
+
+fn clean(input: &CreateEntry, today: NaiveDate, index: Option<usize>) -> ApiResult<Clean> {
+    let mut f = Fields::default();
+    let name = |n: &str| match index {
+        Some(i) => format!("[{i}].{n}"),
+        None => n.to_owned(),
+    };
+    let description = f.text(&name("description"), &input.description, MAX_DESCRIPTION);
+    let text = f.opt_rich(&name("text"), input.text.as_deref(), MAX_RICH);
+    let filed_by = f.opt_text(&name("filedBy"), input.filed_by.as_deref(), MAX_SHORT);
+    let document_number = f.opt_text(&name("documentNumber"), input.document_number.as_deref(), MAX_SHORT);
+    f.finish()?;
+    Ok(Clean {
+        entry_date: input.entry_date.unwrap_or(today),
+        filed_at: input.filed_at.map(clock::stored),
+        entry_type: input.entry_type,
+        description,
+        text,
+        filed_by,
+        document_number,
+        sealed: input.sealed,
+        restricted: input.restricted,
+    })
+}
+
+const TABLE: Table = Table {
+    name: "docket_entries",
+    columns: &[
+        col("id", "uuid"),
+        col("firm_id", "uuid"),
+        col("case_id", "uuid"),
+        col("sequence_number", "int8"),
+        col("entry_date", "date"),
+        col("filed_at", "timestamptz"),
+        col("entry_type", "text"),
+        col("description", "text"),
+        col("text", "text"),
+        col("filed_by", "text"),
+        col("document_number", "text"),
+        col("sealed", "bool"),
+        col("restricted", "bool"),
+        col("version", "int4"),
+        col("created_by", "uuid"),
+        col("created_at", "timestamptz"),
+        col("updated_at", "timestamptz"),
+        col("deleted_at", "timestamptz"),
+    ],
+};
+
+fn type_name(t: EntryType) -> String {
+    audit::json(&t).as_str().unwrap_or_default().to_owned()
+}
+
+fn row(m: &entry::Model) -> Vec<Cell> {
+    vec![
+        m.id.into(),
+        m.firm_id.into(),
+        m.case_id.into(),
+        m.sequence_number.into(),
+        m.entry_date.into(),
+        m.filed_at.into(),
+        type_name(m.entry_type).into(),
+        m.description.clone().into(),
+        m.text.clone().into(),
+        m.filed_by.clone().into(),
+        m.document_number.clone().into(),
+        m.sealed.into(),
+        m.restricted.into(),
+        m.version.into(),
+        m.created_by.into(),
+        m.created_at.into(),
+        m.updated_at.into(),
+        m.deleted_at.into(),
+    ]
+}
+
+/// The highest number used on `case`'s docket, with the case locked against concurrent
+/// posters until the transaction ends (SQLite: the write lock `BEGIN IMMEDIATE` took).
+async fn last_number(tx: &impl ConnectionTrait, case: Uuid) -> ApiResult<i64> {
+    let backend = tx.get_database_backend();
+    if backend == DbBackend::Postgres {
+        tx.execute_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT 1 FROM cases WHERE id = $1 FOR UPDATE",
+            [case.into()],
+        ))
+        .await?;
+    }
+    let max: Option<Option<i64>> = entry::Entity::find()
+        .select_only()
+        .column_as(entry::Column::SequenceNumber.max(), "max")
+        .filter(entry::Column::CaseId.eq(case))
+        .into_tuple()
+        .one(tx)
+        .await?;
+    Ok(max.flatten().unwrap_or(0))
+}
+
+/// Posts entries to a case's docket, numbered in the order given, in one transaction: all
+/// are posted or none.
+pub async fn create(
+    app: &App,
+    p: &Principal,
+    case_id: CaseId,
+    inputs: Vec<CreateEntry>,
+) -> ApiResult<Vec<DocketEntryView>> {
+    if inputs.is_empty() || inputs.len() > MAX_BATCH {
+        return Err(ApiError::field("entries", format!("post between 1 and {MAX_BATCH} entries")));
+    }
+    let today = clock::now().date_naive();
+    let single = inputs.len() == 1;
+    let cleaned: Vec<Clean> = {
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut errors = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            match clean(input, today, (!single).then_some(i)) {
+                Ok(c) => out.push(c),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            let fields: Vec<serde_json::Value> = errors
+                .into_iter()
+                .filter_map(|e| e.details.and_then(|d| d.get("fields").cloned()))
+                .flat_map(|f| f.as_array().cloned().unwrap_or_default())
+                .collect();
+            let message = format!("{} fields are invalid", fields.len());
+            return Err(ApiError::new(ErrorCode::ValidationFailed, message)
+                .with_details(serde_json::json!({ "fields": fields })));
+        }
+        out
+    };
+    let cleaned = &cleaned;
+    let views = db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        let access = visible_case(tx, p, case_id).await?;
+        access.require_edit()?;
+        if cleaned.iter().any(|c| c.sealed) && !access.sees_sealed() {
+            return Err(ApiError::forbidden("only an admin or the case's lead attorney may post sealed entries"));
+        }
+        let mut next = last_number(tx, case_id.0).await?;
+        let now = clock::now();
+        let models: Vec<entry::Model> = cleaned
+            .iter()
+            .map(|c| {
+                next += 1;
+                entry::Model {
+                    id: Uuid::now_v7(),
+                    firm_id: p.firm_id.0,
+                    case_id: case_id.0,
+                    sequence_number: next,
+                    entry_date: c.entry_date,
+                    filed_at: c.filed_at,
+                    entry_type: c.entry_type,
+                    description: c.description.clone(),
+                    text: c.text.clone(),
+                    filed_by: c.filed_by.clone(),
+                    document_number: c.document_number.clone(),
+                    sealed: c.sealed,
+                    restricted: c.restricted,
+                    version: 1,
+                    created_by: p.user_id.0,
+                    created_at: now,
+                    updated_at: now,
+                    deleted_at: None,
+                }
+            })
+            .collect();
+        let rows: Vec<Vec<Cell>> = models.iter().map(row).collect();
+        insert_rows(tx, &TABLE, &rows).await?;
+        let views: Vec<DocketEntryView> = models.into_iter().map(DocketEntryView::from).collect();
+        let events = views
+            .iter()
+            .map(|v| {
+                AuditEvent::new("docket.create", "docket_entry", Some(v.id.to_string()))
+                    .case(case_id.0)
+                    .changes(audit::created(&audit::json(v)))
+            })
+            .collect();
+        audit::record_many(tx, p.firm_id, &Actor::user(p), events).await?;
+        Ok(views)
+    })
+    .await?;
+    Ok(views)
+}
+
+fn visible_entries(access: &CaseAccess) -> sea_orm::Select<entry::Entity> {
+    let mut q = entry::Entity::find()
+        .filter(entry::Column::CaseId.eq(access.case.id))
+        .filter(entry::Column::DeletedAt.is_null());
+    if !access.sees_sealed() {
+        q = q.filter(entry::Column::Sealed.eq(false));
+    }
+    if !access.sees_restricted() {
+        q = q.filter(entry::Column::Restricted.eq(false));
+    }
+    q
+}
+
+/// The ids (as text) of `access`'s case's entries its caller may not see, so their history
+/// can be left out too.
+pub async fn hidden_ids(db: &impl ConnectionTrait, access: &CaseAccess) -> ApiResult<Vec<String>> {
+    if access.sees_sealed() && access.sees_restricted() {
+        return Ok(Vec::new());
+    }
+    let mut hidden = sea_orm::Condition::any();
+    if !access.sees_sealed() {
+        hidden = hidden.add(entry::Column::Sealed.eq(true));
+    }
+    if !access.sees_restricted() {
+        hidden = hidden.add(entry::Column::Restricted.eq(true));
+    }
+    let ids: Vec<Uuid> = entry::Entity::find()
+        .select_only()
+        .column(entry::Column::Id)
+        .filter(entry::Column::CaseId.eq(access.case.id))
+        .filter(hidden)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(ids.into_iter().map(|i| i.to_string()).collect())
+}
+
+/// A page of the docket, in sequence order; entries the caller may not see are not there,
+/// and not counted.
+pub async fn list(
+    app: &App,
+    p: &Principal,
+    case_id: CaseId,
+    page: u64,
+    limit: u64,
+) -> ApiResult<(Vec<DocketEntryView>, Pagination)> {
+    let access = visible_case_cached(app, p, case_id).await?;
+    let total = visible_entries(&access).count(&app.db).await?;
+    let rows = visible_entries(&access)
+        .order_by_asc(entry::Column::SequenceNumber)
+        .offset((page - 1) * limit)
+        .limit(limit)
+        .all(&app.db)
+        .await?;
+    let total_pages = total.div_ceil(limit);
+    Ok((
+        rows.into_iter().map(DocketEntryView::from).collect(),
+        Pagination::Offset(OffsetPagination { page, limit, total, total_pages, has_next: page < total_pages }),
+    ))
+}
+
+async fn find(db: &impl ConnectionTrait, access: &CaseAccess, id: DocketEntryId) -> ApiResult<entry::Model> {
+    visible_entries(access)
+        .filter(entry::Column::Id.eq(id.0))
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("docket entry"))
+}
+
+/// One entry (404 when it is sealed or restricted from the caller).
+pub async fn get(app: &App, p: &Principal, case_id: CaseId, id: DocketEntryId) -> ApiResult<DocketEntryView> {
+    let access = visible_case_cached(app, p, case_id).await?;
+    Ok(find(&app.db, &access, id).await?.into())
+}
+
+fn stale(current: i32) -> ApiError {
+    ApiError::new(ErrorCode::PreconditionFailed, "the docket entry has changed since you read it; re-read and retry")
+        .with_details(serde_json::json!({ "currentVersion": current }))
+}
+
+/// Changes an entry, guarded by its version. Its number never changes.
+pub async fn update(
+    app: &App,
+    p: &Principal,
+    case_id: CaseId,
+    id: DocketEntryId,
+    input: UpdateEntry,
+    if_match: Option<i32>,
+) -> ApiResult<DocketEntryView> {
+    let input = &input;
+    db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        let access = visible_case(tx, p, case_id).await?;
+        access.require_edit()?;
+        let current = find(tx, &access, id).await?;
+        if input.sealed.is_some_and(|s| s != current.sealed) && !access.sees_sealed() {
+            return Err(ApiError::forbidden("only an admin or the case's lead attorney may seal or unseal entries"));
+        }
+        let expected = if_match.or(input.version).unwrap_or(current.version);
+        if expected != current.version {
+            return Err(stale(current.version));
+        }
+        let mut f = Fields::default();
+        let mut q = entry::Entity::update_many();
+        if let Some(v) = input.entry_date {
+            q = q.col_expr(entry::Column::EntryDate, Expr::value(v));
+        }
+        if let Some(v) = input.filed_at {
+            q = q.col_expr(entry::Column::FiledAt, Expr::value(v.map(clock::stored)));
+        }
+        if let Some(v) = input.entry_type {
+            q = q.col_expr(entry::Column::EntryType, Expr::value(v));
+        }
+        if let Some(v) = &input.description {
+            q = q.col_expr(entry::Column::Description, Expr::value(f.text("description", v, MAX_DESCRIPTION)));
+        }
+        if let Some(v) = &input.text {
+            q = q.col_expr(entry::Column::Text, Expr::value(f.opt_rich("text", v.as_deref(), MAX_RICH)));
+        }
+        for (column, field, value) in [
+            (entry::Column::FiledBy, "filedBy", &input.filed_by),
+            (entry::Column::DocumentNumber, "documentNumber", &input.document_number),
+        ] {
+            if let Some(v) = value {
+                q = q.col_expr(column, Expr::value(f.opt_text(field, v.as_deref(), MAX_SHORT)));
+            }
+        }
+        if let Some(v) = input.sealed {
+            q = q.col_expr(entry::Column::Sealed, Expr::value(v));
+        }
+        if let Some(v) = input.restricted {
+            q = q.col_expr(entry::Column::Restricted, Expr::value(v));
+        }
+        f.finish()?;
+        let n = q
+            .col_expr(entry::Column::Version, Expr::col(entry::Column::Version).add(1))
+            .col_expr(entry::Column::UpdatedAt, Expr::value(clock::now()))
+            .filter(entry::Column::Id.eq(id.0))
+            .filter(entry::Column::Version.eq(expected))
+            .exec(tx)
+            .await?
+            .rows_affected;
+        if n != 1 {
+            return Err(stale(current.version));
+        }
+        let updated =
+            entry::Entity::find_by_id(id.0).one(tx).await?.ok_or_else(|| ApiError::not_found("docket entry"))?;
+        let view = DocketEntryView::from(updated);
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("docket.update", "docket_entry", Some(id.to_string()))
+                .case(case_id.0)
+                .changes(audit::diff(&audit::json(&DocketEntryView::from(current.clone())), &audit::json(&view))),
+        )
+        .await?;
+        Ok(view)
+    })
+    .await
+}
+
+/// Strikes an entry: it leaves the docket but keeps its row and number for the record.
+pub async fn delete(
+    app: &App,
+    p: &Principal,
+    case_id: CaseId,
+    id: DocketEntryId,
+    if_match: Option<i32>,
+) -> ApiResult<()> {
+    db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        let access = visible_case(tx, p, case_id).await?;
+        access.require_edit()?;
+        let current = find(tx, &access, id).await?;
+        let expected = if_match.unwrap_or(current.version);
+        let n = entry::Entity::update_many()
+            .col_expr(entry::Column::DeletedAt, Expr::value(clock::now()))
+            .col_expr(entry::Column::Version, Expr::col(entry::Column::Version).add(1))
+            .filter(entry::Column::Id.eq(id.0))
+            .filter(entry::Column::Version.eq(expected))
+            .exec(tx)
+            .await?
+            .rows_affected;
+        if n != 1 {
+            return Err(stale(current.version));
+        }
+        let change = serde_json::json!({ "deleted": { "old": false, "new": true } });
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("docket.delete", "docket_entry", Some(id.to_string())).case(case_id.0).changes(change),
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,227 @@
+//! Bulk operations: create (with upsert), update and delete of cases, and parties — atomic
+//! and partial modes, per-item errors, and per-item audit entries in the same transaction.
+
+use serde_json::{Value, json};
+
+use crate::support::{Backend, TestApp};
+
+crate::on_both_backends!(
+    partial_mode_keeps_the_good_items_and_names_the_bad,
+    atomic_mode_writes_nothing_when_one_item_is_bad,
+    taken_numbers_fail_skip_or_update,
+    bulk_update_and_delete_report_each_item,
+    bulk_parties_and_limits,
+);
+
+fn case(number: &str) -> Value {
+    json!({"caseNumber": number, "title": format!("Matter {number}"), "type": "civil"})
+}
+
+fn mixed() -> Value {
+    json!([
+        case("B-1"),
+        {"caseNumber": "B-2", "title": "  ", "type": "civil"},
+        case("B-3"),
+        case("B-1"),
+        {"caseNumber": "B-4", "title": "Bad type", "type": "nonsense"},
+        case("B-5"),
+    ])
+}
+
+async fn total_cases(t: &TestApp, token: &str) -> u64 {
+    t.get("/api/v1/cases?limit=1", token).await.expect(200).body["meta"]["pagination"]["total"].as_u64().unwrap()
+}
+
+async fn audit_count(t: &TestApp, action: &str) -> i64 {
+    let rows = t.sql(&format!("SELECT COUNT(*) FROM audit_entries WHERE action = '{action}'")).await;
+    rows[0].try_get_by_index(0).unwrap()
+}
+
+async fn partial_mode_keeps_the_good_items_and_names_the_bad(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Bulk").await;
+    let res = t.post("/api/v1/cases/bulk", &s.token, json!({"mode": "partial", "items": mixed()})).await;
+    res.expect(200);
+    let d = res.data();
+    assert_eq!((d["total"].as_u64(), d["succeeded"].as_u64(), d["failed"].as_u64()), (Some(6), Some(3), Some(3)));
+    let failed: Vec<u64> = d["errors"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    assert_eq!(failed, vec![1, 3, 4]);
+    assert_eq!(d["errors"][0]["code"], "VALIDATION_FAILED");
+    assert_eq!(d["errors"][1]["code"], "CONFLICT", "a duplicate within the batch: {}", d["errors"][1]);
+    let ids = d["ids"].as_array().unwrap();
+    assert!(ids[0].is_string() && ids[1].is_null() && ids[2].is_string() && ids[5].is_string());
+    assert_eq!(total_cases(&t, &s.token).await, 3);
+    // Each item written is audited, and the chain still verifies.
+    assert_eq!(audit_count(&t, "case.bulk_create").await, 3);
+    let v = t.get("/api/v1/audit/verify", &s.token).await;
+    assert_eq!(v.expect(200).data()["valid"], true, "{}", v.body);
+    // A created case reads back like any other, history included.
+    let id = ids[2].as_str().unwrap();
+    let c = t.get(&format!("/api/v1/cases/{id}"), &s.token).await;
+    assert_eq!(c.expect(200).data()["caseNumber"], "B-3");
+    let h = t.get(&format!("/api/v1/cases/{id}/history"), &s.token).await;
+    assert_eq!(h.expect(200).data()[0]["action"], "case.bulk_create");
+}
+
+async fn atomic_mode_writes_nothing_when_one_item_is_bad(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Atomic").await;
+    let res = t.post("/api/v1/cases/bulk", &s.token, json!({"items": mixed()})).await;
+    res.expect(400);
+    assert_eq!(res.code(), "VALIDATION_FAILED");
+    assert_eq!(res.body["error"]["details"]["errors"].as_array().unwrap().len(), 3);
+    assert_eq!(total_cases(&t, &s.token).await, 0);
+    assert_eq!(audit_count(&t, "case.bulk_create").await, 0);
+
+    // A conflict found only at write time (the number exists) also leaves nothing behind.
+    t.case(&s, "B-3").await;
+    let res = t.post("/api/v1/cases/bulk", &s.token, json!({"items": [case("B-10"), case("B-3"), case("B-11")]})).await;
+    res.expect(409);
+    assert_eq!(res.body["error"]["details"]["errors"][0]["index"], 1);
+    assert_eq!(total_cases(&t, &s.token).await, 1);
+
+    let ok = t.post("/api/v1/cases/bulk", &s.token, json!({"items": [case("B-10"), case("B-11")]})).await;
+    assert_eq!(ok.expect(200).data()["succeeded"], 2);
+    assert_eq!(total_cases(&t, &s.token).await, 3);
+}
+
+async fn taken_numbers_fail_skip_or_update(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Upsert").await;
+    let existing = t.case(&s, "U-1").await;
+    let items = json!([{"caseNumber": "U-1", "title": "Renamed", "type": "criminal"}, case("U-2")]);
+
+    let skip = t.post("/api/v1/cases/bulk", &s.token, json!({"onConflict": "skip", "items": items})).await;
+    let d = skip.expect(200).data().clone();
+    assert_eq!((d["succeeded"].as_u64(), d["skipped"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(d["ids"][0], existing.as_str());
+    let c = t.get(&format!("/api/v1/cases/{existing}"), &s.token).await;
+    assert_eq!(c.expect(200).data()["title"], "Matter U-1", "skip left the case alone");
+
+    let upd = t
+        .post(
+            "/api/v1/cases/bulk",
+            &s.token,
+            json!({"onConflict": "update", "items": [{"caseNumber": "U-1", "title": "Renamed", "type": "criminal"}]}),
+        )
+        .await;
+    assert_eq!(upd.expect(200).data()["succeeded"], 1);
+    let c = t.get(&format!("/api/v1/cases/{existing}"), &s.token).await;
+    let c = c.expect(200).data().clone();
+    assert_eq!(
+        (c["title"].as_str(), c["type"].as_str(), c["version"].as_i64()),
+        (Some("Renamed"), Some("criminal"), Some(2))
+    );
+
+    let fail = t.post("/api/v1/cases/bulk", &s.token, json!({"mode": "partial", "items": [case("U-1")]})).await;
+    let d = fail.expect(200).data().clone();
+    assert_eq!(d["errors"][0]["code"], "CONFLICT");
+    assert_eq!(total_cases(&t, &s.token).await, 2);
+}
+
+async fn bulk_update_and_delete_report_each_item(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Changes").await;
+    let a = t.case(&s, "C-1").await;
+    let c2 = t.case(&s, "C-2").await;
+    let c3 = t.case(&s, "C-3").await;
+    let missing = uuid::Uuid::now_v7().to_string();
+    let res = t
+        .patch(
+            "/api/v1/cases/bulk",
+            &s.token,
+            json!({"mode": "partial", "items": [
+                {"id": a, "title": "First, renamed"},
+                {"id": missing, "title": "Nobody"},
+                {"id": c2, "title": "Stale", "version": 7},
+                {"title": "no id"},
+            ]}),
+        )
+        .await;
+    let d = res.expect(200).data().clone();
+    assert_eq!(d["succeeded"], 1);
+    let codes: Vec<&str> = d["errors"].as_array().unwrap().iter().map(|e| e["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, vec!["RESOURCE_NOT_FOUND", "PRECONDITION_FAILED", "VALIDATION_FAILED"]);
+    assert_eq!(t.get(&format!("/api/v1/cases/{a}"), &s.token).await.data()["title"], "First, renamed");
+
+    // Atomic: one stale item and none of the changes stay.
+    let res = t
+        .patch(
+            "/api/v1/cases/bulk",
+            &s.token,
+            json!({"items": [{"id": c3, "title": "Would change"}, {"id": c2, "title": "Stale", "version": 7}]}),
+        )
+        .await;
+    res.expect(400);
+    assert_eq!(t.get(&format!("/api/v1/cases/{c3}"), &s.token).await.data()["title"], "Matter C-3");
+
+    let del = t.post("/api/v1/cases/bulk/delete", &s.token, json!({"ids": [a, c3]})).await;
+    assert_eq!(del.expect(200).data()["succeeded"], 2);
+    assert_eq!(total_cases(&t, &s.token).await, 1);
+    let soft = t.sql("SELECT COUNT(*) FROM cases WHERE deleted_at IS NOT NULL").await;
+    assert_eq!(soft[0].try_get_by_index::<i64>(0).unwrap(), 2, "soft delete keeps the rows");
+
+    // Hard delete: admins only, and not while the case has parties.
+    t.post(
+        &format!("/api/v1/cases/{c2}/parties"),
+        &s.token,
+        json!({"name": "Acme", "kind": "organization", "type": "plaintiff"}),
+    )
+    .await
+    .expect(201);
+    let lone = t.case(&s, "C-4").await;
+    let hard = t
+        .post("/api/v1/cases/bulk/delete", &s.token, json!({"mode": "partial", "hard": true, "ids": [c2, lone]}))
+        .await;
+    let d = hard.expect(200).data().clone();
+    assert_eq!((d["succeeded"].as_u64(), d["errors"][0]["index"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(d["errors"][0]["code"], "CONFLICT");
+    let gone = t.sql("SELECT COUNT(*) FROM cases WHERE case_number = 'C-4'").await;
+    assert_eq!(gone[0].try_get_by_index::<i64>(0).unwrap(), 0);
+    assert_eq!(audit_count(&t, "case.purge").await, 1);
+    let v = t.get("/api/v1/audit/verify", &s.token).await;
+    assert_eq!(v.expect(200).data()["valid"], true);
+}
+
+async fn bulk_parties_and_limits(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Parties").await;
+    let id = t.case(&s, "P-1").await;
+    let res = t
+        .post(
+            &format!("/api/v1/cases/{id}/parties/bulk"),
+            &s.token,
+            json!({"mode": "partial", "items": [
+                {"name": "Acme", "kind": "organization", "type": "plaintiff"},
+                {"name": "Bad mail", "kind": "individual", "type": "witness", "email": "not-an-address"},
+                {"name": "Jo", "kind": "individual", "type": "defendant", "counsel": "Smith LLP"},
+            ]}),
+        )
+        .await;
+    let d = res.expect(200).data().clone();
+    assert_eq!((d["succeeded"].as_u64(), d["errors"][0]["index"].as_u64()), (Some(2), Some(1)), "{d}");
+    let list = t.get(&format!("/api/v1/cases/{id}/parties"), &s.token).await;
+    assert_eq!(list.expect(200).body["meta"]["pagination"]["total"], 2);
+    assert_eq!(audit_count(&t, "party.bulk_create").await, 2);
+
+    // A client may not open cases, in bulk either.
+    let client = t.user(&s, "client").await;
+    t.post("/api/v1/cases/bulk", &client.token, json!({"items": [case("X-1")]})).await.expect(403);
+    // At most 10,000 items.
+    let many: Vec<Value> = (0..10_001).map(|i| case(&format!("M-{i}"))).collect();
+    let res = t.post("/api/v1/cases/bulk", &s.token, json!({"items": many})).await;
+    res.expect(400);
+    // An unknown lead attorney fails its item only.
+    let res = t
+        .post(
+            "/api/v1/cases/bulk",
+            &s.token,
+            json!({"mode": "partial", "items": [
+                {"caseNumber": "L-1", "title": "Led", "type": "civil", "leadAttorneyId": uuid::Uuid::now_v7()},
+                case("L-2"),
+            ]}),
+        )
+        .await;
+    let d = res.expect(200).data().clone();
+    assert_eq!((d["succeeded"].as_u64(), d["errors"][0]["index"].as_u64()), (Some(1), Some(0)));
+}
