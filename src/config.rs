@@ -101,6 +101,9 @@ pub struct Config {
     /// `AUDIT_RETENTION_CRON` (croner syntax, default `0 3 * * *`) in `CRON_TIMEZONE`
     /// (an IANA name, default `UTC`): when the audit retention job fires.
     pub audit_retention_cron: String,
+    /// When the case summary reports are computed ahead of readers (`REPORT_WARM_CRON`,
+    /// croner syntax; default every 15 minutes).
+    pub report_warm_cron: String,
     pub cron_timezone: String,
 }
 
@@ -499,6 +502,7 @@ impl Config {
                 None => None,
             },
             audit_retention_cron: get("AUDIT_RETENTION_CRON").unwrap_or_else(|| "0 3 * * *".into()),
+            report_warm_cron: get("REPORT_WARM_CRON").unwrap_or_else(|| "*/15 * * * *".into()),
             cron_timezone: get("CRON_TIMEZONE").unwrap_or_else(|| "UTC".into()),
             worker_in_serve: match get("WORKER_IN_SERVE") {
                 Some(v) => parse_bool("WORKER_IN_SERVE", &v)?,

@@ -198,7 +198,20 @@ async fn main() -> anyhow::Result<()> {
             db::migrate(&conn).await.context("migration failed")?;
             lexiflow::telemetry::metrics::install();
             let queue_db = db::connect_for_queue(&config.database).await.context("cannot connect to the database")?;
-            let w = jobs::worker(queue_db.clone(), conn.clone(), &config).context("cannot set up the job worker")?;
+            let redis = match &config.redis_url {
+                Some(url) => Some(std::sync::Arc::new(
+                    lexiflow::redis_link::RedisLink::new(
+                        secrecy::ExposeSecret::expose_secret(url),
+                        config.redis_prefix.clone(),
+                        config.redis_breaker,
+                    )
+                    .context("REDIS_URL is not usable")?,
+                )),
+                None => None,
+            };
+            let cache = lexiflow::cache::Cache::new(config.cache, redis);
+            let w = jobs::worker(queue_db.clone(), conn.clone(), &config, cache)
+                .context("cannot set up the job worker")?;
             tracing::info!(worker = w.id(), "job worker running");
             let stop = tokio_util::sync::CancellationToken::new();
             let run = tokio::spawn(w.run(stop.clone()));
@@ -222,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
             let worker = if in_serve {
                 let queue_db =
                     db::connect_for_queue(&app.config.database).await.context("cannot connect to the database")?;
-                let w = jobs::worker(queue_db.clone(), app.db.clone(), &app.config)
+                let w = jobs::worker(queue_db.clone(), app.db.clone(), &app.config, app.cache.clone())
                     .context("cannot set up the job worker")?;
                 Some((tokio::spawn(w.run(stop_worker.clone())), queue_db))
             } else {

@@ -7,18 +7,20 @@
 
 pub mod http;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use lexiflow_queue::{NewJob, Priority, Schedule, Worker};
 use sea_orm::DatabaseConnection;
 
-use crate::config::Config;
+use crate::{cache::Cache, config::Config};
 
 /// The queue for LexiFlow's own housekeeping.
 pub const MAINTENANCE: &str = "maintenance";
 /// Prune the audit trail past `AUDIT_RETENTION_DAYS` (on `AUDIT_RETENTION_CRON`, by default
 /// daily at 03:00 in `CRON_TIMEZONE`, when a retention period is configured).
 pub const AUDIT_RETENTION: &str = "audit.retention";
+/// Compute every firm's case summary into the cache (on `REPORT_WARM_CRON`).
+pub const REPORT_WARM: &str = "reports.warm";
 
 /// Why a job failed (kept on the job as its error message).
 #[derive(Debug, thiserror::Error)]
@@ -40,20 +42,42 @@ async fn audit_retention(db: DatabaseConnection, days: Option<u32>) -> Result<()
     Ok(())
 }
 
+async fn report_warm(db: DatabaseConnection, cache: Arc<Cache>) -> Result<(), JobError> {
+    use sea_orm::{EntityTrait, QuerySelect};
+    // Idempotent: computing a summary twice stores the same figures.
+    let firms: Vec<uuid::Uuid> =
+        crate::firms::Entity::find().select_only().column(crate::firms::Column::Id).into_tuple().all(&db).await?;
+    for firm in firms {
+        crate::reports::warm(&db, &cache, firm).await?;
+    }
+    Ok(())
+}
+
 /// The worker with every handler and schedule, ready to `run` until its token is cancelled.
 /// `queue_db` carries the queue's bookkeeping (see `db::connect_for_queue`); handlers write
-/// domain data through `app_db`, the application's fully durable pool.
+/// domain data through `app_db`, the application's fully durable pool, and warm `cache`
+/// (the server's own in `lexiflow serve`; in `lexiflow worker`, one that reaches the servers
+/// through Redis).
 pub fn worker(
     queue_db: DatabaseConnection,
     app_db: DatabaseConnection,
     config: &Config,
+    cache: Arc<Cache>,
 ) -> Result<Worker, lexiflow_queue::QueueError> {
     let days = config.audit_retention_days;
-    let handler_db = app_db;
+    let handler_db = app_db.clone();
+    let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
         .queue(MAINTENANCE, 2)
         .drain_timeout(config.shutdown_grace)
-        .handler(AUDIT_RETENTION, move |_job| audit_retention(handler_db.clone(), days));
+        .handler(AUDIT_RETENTION, move |_job| audit_retention(handler_db.clone(), days))
+        .handler(REPORT_WARM, move |_job| report_warm(warm_db.clone(), cache.clone()));
+    let warm = NewJob::new(REPORT_WARM, serde_json::json!({}))
+        .queue(MAINTENANCE)
+        .priority(Priority::Low)
+        .max_attempts(2)
+        .unique_key(REPORT_WARM);
+    builder = builder.schedule(Schedule::new("report-warm", &config.report_warm_cron, &config.cron_timezone, warm)?);
     if days.is_some() {
         let job = NewJob::new(AUDIT_RETENTION, serde_json::json!({}))
             .queue(MAINTENANCE)

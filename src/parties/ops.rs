@@ -346,95 +346,100 @@ pub async fn update(
     input: UpdateParty,
     if_match: Option<i32>,
 ) -> ApiResult<PartyView> {
-    let tx = db::begin_write(&app.db).await?;
-    visible_case(&tx, p, case_id).await?.require_edit()?;
-    let current = find(&tx, case_id, id).await?;
-    let expected = if_match.or(input.version).unwrap_or(current.version);
-    if expected != current.version {
-        return Err(stale(current.version));
-    }
-    let mut f = Fields::default();
-    let mut q = party::Entity::update_many();
-    if let Some(v) = &input.name {
-        q = q.col_expr(party::Column::Name, Expr::value(f.text("name", v, MAX_SHORT)));
-    }
-    if let Some(v) = input.kind {
-        q = q.col_expr(party::Column::Kind, Expr::value(v));
-    }
-    if let Some(v) = input.party_type {
-        q = q.col_expr(party::Column::PartyType, Expr::value(v));
-    }
-    for (col, field, value, max) in [
-        (party::Column::Role, "role", &input.role, MAX_SHORT),
-        (party::Column::Phone, "phone", &input.phone, 50),
-        (party::Column::Address, "address", &input.address, 1000),
-        (party::Column::Counsel, "counsel", &input.counsel, MAX_SHORT),
-    ] {
-        if let Some(v) = value {
-            q = q.col_expr(col, Expr::value(f.opt_text(field, v.as_deref(), max)));
+    let input = &input;
+    db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        visible_case(tx, p, case_id).await?.require_edit()?;
+        let current = find(tx, case_id, id).await?;
+        let expected = if_match.or(input.version).unwrap_or(current.version);
+        if expected != current.version {
+            return Err(stale(current.version));
         }
-    }
-    if let Some(v) = &input.email {
-        q = q.col_expr(party::Column::Email, Expr::value(f.opt_email("email", v.as_deref())));
-    }
-    if let Some(v) = &input.website {
-        q = q.col_expr(party::Column::Website, Expr::value(f.opt_url("website", v.as_deref())));
-    }
-    if let Some(v) = &input.notes {
-        q = q.col_expr(party::Column::Notes, Expr::value(f.opt_rich("notes", v.as_deref(), MAX_RICH)));
-    }
-    f.finish()?;
-    let n = q
-        .col_expr(party::Column::Version, Expr::col(party::Column::Version).add(1))
-        .col_expr(party::Column::UpdatedAt, Expr::value(clock::now()))
-        .filter(party::Column::Id.eq(id.0))
-        .filter(party::Column::Version.eq(expected))
-        .exec(&tx)
-        .await?
-        .rows_affected;
-    if n != 1 {
-        return Err(stale(current.version));
-    }
-    let updated = find(&tx, case_id, id).await?;
-    let view = PartyView::from(updated);
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new("party.update", "party", Some(id.to_string()))
-            .case(case_id.0)
-            .changes(audit::diff(&audit::json(&PartyView::from(current.clone())), &audit::json(&view))),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(view)
+        let mut f = Fields::default();
+        let mut q = party::Entity::update_many();
+        if let Some(v) = &input.name {
+            q = q.col_expr(party::Column::Name, Expr::value(f.text("name", v, MAX_SHORT)));
+        }
+        if let Some(v) = input.kind {
+            q = q.col_expr(party::Column::Kind, Expr::value(v));
+        }
+        if let Some(v) = input.party_type {
+            q = q.col_expr(party::Column::PartyType, Expr::value(v));
+        }
+        for (col, field, value, max) in [
+            (party::Column::Role, "role", &input.role, MAX_SHORT),
+            (party::Column::Phone, "phone", &input.phone, 50),
+            (party::Column::Address, "address", &input.address, 1000),
+            (party::Column::Counsel, "counsel", &input.counsel, MAX_SHORT),
+        ] {
+            if let Some(v) = value {
+                q = q.col_expr(col, Expr::value(f.opt_text(field, v.as_deref(), max)));
+            }
+        }
+        if let Some(v) = &input.email {
+            q = q.col_expr(party::Column::Email, Expr::value(f.opt_email("email", v.as_deref())));
+        }
+        if let Some(v) = &input.website {
+            q = q.col_expr(party::Column::Website, Expr::value(f.opt_url("website", v.as_deref())));
+        }
+        if let Some(v) = &input.notes {
+            q = q.col_expr(party::Column::Notes, Expr::value(f.opt_rich("notes", v.as_deref(), MAX_RICH)));
+        }
+        f.finish()?;
+        let n = q
+            .col_expr(party::Column::Version, Expr::col(party::Column::Version).add(1))
+            .col_expr(party::Column::UpdatedAt, Expr::value(clock::now()))
+            .filter(party::Column::Id.eq(id.0))
+            .filter(party::Column::Version.eq(expected))
+            .exec(tx)
+            .await?
+            .rows_affected;
+        if n != 1 {
+            return Err(stale(current.version));
+        }
+        let updated = find(tx, case_id, id).await?;
+        let view = PartyView::from(updated);
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("party.update", "party", Some(id.to_string()))
+                .case(case_id.0)
+                .changes(audit::diff(&audit::json(&PartyView::from(current.clone())), &audit::json(&view))),
+        )
+        .await?;
+        Ok(view)
+    })
+    .await
 }
 
 /// Removes a party from the case (soft: the row stays for the record).
 pub async fn delete(app: &App, p: &Principal, case_id: CaseId, id: PartyId, if_match: Option<i32>) -> ApiResult<()> {
-    let tx = db::begin_write(&app.db).await?;
-    visible_case(&tx, p, case_id).await?.require_edit()?;
-    let current = find(&tx, case_id, id).await?;
-    let expected = if_match.unwrap_or(current.version);
-    let n = party::Entity::update_many()
-        .col_expr(party::Column::DeletedAt, Expr::value(clock::now()))
-        .col_expr(party::Column::Version, Expr::col(party::Column::Version).add(1))
-        .filter(party::Column::Id.eq(id.0))
-        .filter(party::Column::Version.eq(expected))
-        .exec(&tx)
-        .await?
-        .rows_affected;
-    if n != 1 {
-        return Err(stale(current.version));
-    }
-    let change = serde_json::json!({ "deleted": { "old": false, "new": true } });
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new("party.delete", "party", Some(id.to_string())).case(case_id.0).changes(change),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        visible_case(tx, p, case_id).await?.require_edit()?;
+        let current = find(tx, case_id, id).await?;
+        let expected = if_match.unwrap_or(current.version);
+        let n = party::Entity::update_many()
+            .col_expr(party::Column::DeletedAt, Expr::value(clock::now()))
+            .col_expr(party::Column::Version, Expr::col(party::Column::Version).add(1))
+            .filter(party::Column::Id.eq(id.0))
+            .filter(party::Column::Version.eq(expected))
+            .exec(tx)
+            .await?
+            .rows_affected;
+        if n != 1 {
+            return Err(stale(current.version));
+        }
+        let change = serde_json::json!({ "deleted": { "old": false, "new": true } });
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("party.delete", "party", Some(id.to_string())).case(case_id.0).changes(change),
+        )
+        .await?;
+        Ok(())
+    })
+    .await
 }

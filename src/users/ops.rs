@@ -15,7 +15,8 @@ use crate::{
     app::App,
     audit::{self, Actor, AuditEvent},
     auth::{Principal, model::login_attempt, ops::revoke_all_for_user, password::password_problem},
-    clock, db,
+    clock,
+    db::{self, TxOptions},
     http::{
         envelope::{OffsetPagination, Pagination},
         error::{ApiError, ApiResult, ErrorCode},
@@ -81,32 +82,36 @@ pub async fn create(app: &App, p: &Principal, input: CreateUser) -> ApiResult<Us
     f.finish()?;
     let hash = app.passwords.hash(input.password).await?;
     let now = clock::now();
-    let tx = db::begin_write(&app.db).await?;
-    let u = user::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        firm_id: Set(p.firm_id.0),
-        email: Set(email),
-        password_hash: Set(hash),
-        first_name: Set(first_name),
-        last_name: Set(last_name),
-        role: Set(input.role),
-        status: Set(UserStatus::Active),
-        version: Set(1),
-        last_login_at: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&tx)
+    let (email, hash, first_name, last_name, role) = (&email, &hash, &first_name, &last_name, input.role);
+    let view = db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        let u = user::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            firm_id: Set(p.firm_id.0),
+            email: Set(email.clone()),
+            password_hash: Set(hash.clone()),
+            first_name: Set(first_name.clone()),
+            last_name: Set(last_name.clone()),
+            role: Set(role),
+            status: Set(UserStatus::Active),
+            version: Set(1),
+            last_login_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(tx)
+        .await?;
+        let view = UserView::from(u);
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("user.create", "user", Some(view.id.to_string())).changes(audit::created(&audit::json(&view))),
+        )
+        .await?;
+        Ok(view)
+    })
     .await?;
-    let view = UserView::from(u);
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new("user.create", "user", Some(view.id.to_string())).changes(audit::created(&audit::json(&view))),
-    )
-    .await?;
-    tx.commit().await?;
     Ok(view)
 }
 
@@ -136,59 +141,63 @@ pub async fn update(
     if id == p.user_id && (input.role.is_some_and(|r| r != p.role) || input.status == Some(UserStatus::Suspended)) {
         return Err(ApiError::forbidden("you cannot change your own role or suspend yourself"));
     }
-    let tx = db::begin_write(&app.db).await?;
-    let current = user::Entity::find_by_id(id.0)
-        .filter(user::Column::FirmId.eq(p.firm_id.0))
-        .one(&tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    let expected = if_match.or(input.version);
-    if expected.is_some_and(|v| v != current.version) {
-        return Err(ApiError::new(ErrorCode::PreconditionFailed, "the user has changed since you read it")
-            .with_details(serde_json::json!({ "currentVersion": current.version })));
-    }
-    let mut q = user::Entity::update_many()
-        .col_expr(user::Column::Version, Expr::col(user::Column::Version).add(1))
-        .col_expr(user::Column::UpdatedAt, Expr::value(clock::now()));
-    if let Some(role) = input.role {
-        q = q.col_expr(user::Column::Role, Expr::value(role));
-    }
-    if let Some(status) = input.status {
-        q = q.col_expr(user::Column::Status, Expr::value(status));
-    }
-    let n = q
-        .filter(user::Column::Id.eq(id.0))
-        .filter(user::Column::Version.eq(current.version))
-        .exec(&tx)
-        .await?
-        .rows_affected;
-    if n != 1 {
-        return Err(ApiError::new(ErrorCode::PreconditionFailed, "the user has changed since you read it"));
-    }
-    if input.status == Some(UserStatus::Suspended) {
-        revoke_all_for_user(&tx, id, "account suspended").await?;
-    }
-    if input.unlock == Some(true) {
-        login_attempt::Entity::delete_by_id(current.email.clone()).exec(&tx).await?;
-        tracing::info!(user_id = %id, "login lock lifted by an admin");
-    }
-    let updated = user::Entity::find_by_id(id.0).one(&tx).await?.ok_or_else(|| ApiError::not_found("user"))?;
-    let view = with_locks(&tx, vec![updated.into()]).await?.pop().ok_or_else(|| ApiError::not_found("user"))?;
-    let mut changes = audit::diff(&audit::json(&UserView::from(current.clone())), &audit::json(&view));
-    if input.unlock == Some(true)
-        && let Some(m) = changes.as_object_mut()
-    {
-        m.insert("unlocked".into(), serde_json::json!({ "old": null, "new": true }));
-    }
-    let action = if input.role.is_some_and(|r| r != current.role) { "user.role_change" } else { "user.update" };
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new(action, "user", Some(id.to_string())).changes(changes),
-    )
+    let input = &input;
+    let view = db::transaction(&app.db, TxOptions::write(), |tx| async move {
+        let tx = &*tx;
+        let current = user::Entity::find_by_id(id.0)
+            .filter(user::Column::FirmId.eq(p.firm_id.0))
+            .one(tx)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        let expected = if_match.or(input.version);
+        if expected.is_some_and(|v| v != current.version) {
+            return Err(ApiError::new(ErrorCode::PreconditionFailed, "the user has changed since you read it")
+                .with_details(serde_json::json!({ "currentVersion": current.version })));
+        }
+        let mut q = user::Entity::update_many()
+            .col_expr(user::Column::Version, Expr::col(user::Column::Version).add(1))
+            .col_expr(user::Column::UpdatedAt, Expr::value(clock::now()));
+        if let Some(role) = input.role {
+            q = q.col_expr(user::Column::Role, Expr::value(role));
+        }
+        if let Some(status) = input.status {
+            q = q.col_expr(user::Column::Status, Expr::value(status));
+        }
+        let n = q
+            .filter(user::Column::Id.eq(id.0))
+            .filter(user::Column::Version.eq(current.version))
+            .exec(tx)
+            .await?
+            .rows_affected;
+        if n != 1 {
+            return Err(ApiError::new(ErrorCode::PreconditionFailed, "the user has changed since you read it"));
+        }
+        if input.status == Some(UserStatus::Suspended) {
+            revoke_all_for_user(tx, id, "account suspended").await?;
+        }
+        if input.unlock == Some(true) {
+            login_attempt::Entity::delete_by_id(current.email.clone()).exec(tx).await?;
+            tracing::info!(user_id = %id, "login lock lifted by an admin");
+        }
+        let updated = user::Entity::find_by_id(id.0).one(tx).await?.ok_or_else(|| ApiError::not_found("user"))?;
+        let view = with_locks(tx, vec![updated.into()]).await?.pop().ok_or_else(|| ApiError::not_found("user"))?;
+        let mut changes = audit::diff(&audit::json(&UserView::from(current.clone())), &audit::json(&view));
+        if input.unlock == Some(true)
+            && let Some(m) = changes.as_object_mut()
+        {
+            m.insert("unlocked".into(), serde_json::json!({ "old": null, "new": true }));
+        }
+        let action = if input.role.is_some_and(|r| r != current.role) { "user.role_change" } else { "user.update" };
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new(action, "user", Some(id.to_string())).changes(changes),
+        )
+        .await?;
+        Ok(view)
+    })
     .await?;
-    tx.commit().await?;
     if input.role.is_some() || input.status.is_some() {
         // Cached sessions hold the old role or status: drop them everywhere.
         app.evict(crate::auth::cache::Eviction::User(id.0));

@@ -12,6 +12,7 @@ mod cache;
 mod cases;
 mod contract;
 mod docket;
+mod import;
 mod jobs;
 mod operations;
 mod parties;

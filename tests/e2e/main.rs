@@ -28,12 +28,21 @@ struct Server {
     child: Child,
     addr: String,
     output: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    /// The data directory (SQLite file, generated secrets).
+    dir: std::path::PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     fn start(extra_env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let mut s = Self::start_in(extra_env, dir.path());
+        s._dir = Some(dir);
+        s
+    }
+
+    /// A server on an existing data directory (which the caller keeps).
+    fn start_in(extra_env: &[(&str, &str)], dir: &std::path::Path) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lexiflow"));
         cmd.arg("serve")
             .env_clear()
@@ -41,7 +50,7 @@ impl Server {
             .env("APP_ENV", "development")
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")
-            .env("LEXIFLOW_DATA_DIR", dir.path())
+            .env("LEXIFLOW_DATA_DIR", dir)
             .env("JWT_SECRET", SECRET)
             .env("LOG_FORMAT", "json")
             .stdout(Stdio::piped())
@@ -76,7 +85,7 @@ impl Server {
                 break v["url"].as_str().unwrap().trim_start_matches("http://").to_owned();
             }
         };
-        Server { child, addr, output, _dir: dir }
+        Server { child, addr, output, dir: dir.to_owned(), _dir: None }
     }
 
     fn sigterm(&self) {
@@ -359,7 +368,7 @@ async fn audit_verify_cli_exits_non_zero_when_the_chain_is_broken() {
     }
     server.sigterm();
     assert!(server.wait_exit(Duration::from_secs(15)).success());
-    let dir = server._dir.path().to_owned();
+    let dir = server.dir.clone();
     let verify = || {
         Command::new(env!("CARGO_BIN_EXE_lexiflow"))
             .args(["audit", "verify"])
@@ -427,4 +436,45 @@ async fn promtool_accepts_the_live_metrics_after_real_traffic() {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "promtool complained:\n{said}");
     drop(server);
+}
+
+/// `lexiflow import cases FILE.csv`: imports, prints its report as JSON, writes rejected rows
+/// with their line numbers, and exits 1 when an atomic import was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_cli_imports_reports_rejects_and_exits_non_zero_when_refused() {
+    let mut server = Server::start(&[("SHUTDOWN_DRAIN_SECONDS", "0")]);
+    let addr = server.addr.clone();
+    let (token, _) = register(&addr).await;
+    server.sigterm();
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    let dir = server.dir.clone();
+    let import = |file: &std::path::Path, mode: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lexiflow"))
+            .args(["import", "cases"])
+            .arg(file)
+            .args(["--as", "ada@e2e.test", "--mode", mode])
+            .env("LEXIFLOW_DATA_DIR", &dir)
+            .env("JWT_SECRET", SECRET)
+            .env("LOG_LEVEL", "warn")
+            .output()
+            .unwrap()
+    };
+    let good = dir.join("good.csv");
+    std::fs::write(&good, "caseNumber,title,type\nCLI-1,First,civil\nCLI-2,Second,tax\n").unwrap();
+    let out = import(&good, "atomic");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["imported"].as_u64(), report["committed"].as_bool()), (Some(2), Some(true)), "{report}");
+
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "caseNumber,title,type\nCLI-3,Third,civil\nCLI-4,,civil\n").unwrap();
+    let out = import(&bad, "atomic");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let rejects = std::fs::read_to_string(dir.join("bad.csv.rejects.csv")).unwrap();
+    assert!(rejects.lines().nth(1).is_some_and(|l| l.starts_with("3,VALIDATION_FAILED")), "{rejects}");
+
+    // What the import wrote is what the server serves.
+    let again = Server::start_in(&[("SHUTDOWN_DRAIN_SECONDS", "0")], &dir);
+    let r = call(&again.addr, "GET", "/api/v1/cases?limit=10", &[("Authorization", &format!("Bearer {token}"))], None).await;
+    assert_eq!(r.json()["meta"]["pagination"]["total"], 2, "{}", r.body);
 }

@@ -1,0 +1,246 @@
+//! The bulk and report benchmark (run by `bench/bulk.sh`).
+//!
+//! 1. Bulk insert of N cases (default 100,000) through LexiFlow's bulk path — validation,
+//!    the insert, and one audit entry per case, in one transaction — on PostgreSQL and on
+//!    SQLite; beside it, in the same run, PostgreSQL's own `\copy` of the same case rows
+//!    from CSV into an identical, freshly migrated table (the ceiling: no validation, no
+//!    audit). Prints rows/s and the ratio ours / `\copy` (target >= 0.70) and SQLite rows/s
+//!    (target >= 100,000).
+//! 2. The case summary report over those cases, uncached (computed from the database each
+//!    time) versus through the cache, per call.
+//!
+//! Env: N (100000), ROUNDS (3), PG_URL (postgres://postgres@127.0.0.1:5432/test), PSQL (psql).
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use lexiflow::{
+    app::App,
+    auth::Principal,
+    cases::{
+        bulk::{self, BulkMode, CreateOptions, OnConflict},
+        model::{CaseStatus, CaseType},
+        ops::CreateCase,
+    },
+    config::{Config, FileConfig},
+    ids::{FirmId, SessionId, UserId},
+    reports,
+    users::model::Role,
+};
+use sea_orm::{ConnectionTrait, Database, Statement};
+use uuid::Uuid;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn items(n: usize) -> Vec<CreateCase> {
+    let statuses = [CaseStatus::Open, CaseStatus::Active, CaseStatus::Discovery, CaseStatus::Closed];
+    let types = [CaseType::Civil, CaseType::Criminal, CaseType::Family, CaseType::Corporate];
+    let now = chrono::Utc::now();
+    (0..n)
+        .map(|i| CreateCase {
+            case_number: format!("BULK-{i:07}"),
+            title: format!("Matter number {i}: Someone v. Someone Else"),
+            case_type: types[i % types.len()],
+            status: Some(statuses[i % statuses.len()]),
+            description: None,
+            court: Some(format!("District Court {}", i % 50)),
+            jurisdiction: Some("State".into()),
+            judge: Some(format!("Hon. Judge {}", i % 30)),
+            filed_at: Some(now - chrono::Duration::days((i % 700) as i64)),
+            closed_at: None,
+            client_name: Some(format!("Client {i}")),
+            lead_attorney_id: None,
+        })
+        .collect()
+}
+
+/// A fresh, migrated LexiFlow on `url` (a new PostgreSQL schema, or a new SQLite file).
+async fn app(url: &str, dir: &std::path::Path, schema: Option<&str>) -> App {
+    let mut vars = HashMap::new();
+    vars.insert("APP_ENV".to_owned(), "test".to_owned());
+    vars.insert("LEXIFLOW_DATA_DIR".to_owned(), dir.display().to_string());
+    vars.insert("JWT_SECRET".to_owned(), "bench-secret-that-is-long-enough-for-hs256-0123456789".to_owned());
+    vars.insert("DATABASE_URL".to_owned(), url.to_owned());
+    let mut config = Config::from_sources(FileConfig::default(), &vars).unwrap();
+    config.database.schema = schema.map(str::to_owned);
+    App::build(config).await.unwrap()
+}
+
+async fn firm(app: &App) -> Principal {
+    let firm = Uuid::now_v7();
+    let db = &app.db;
+    let now = chrono::Utc::now();
+    db.execute_raw(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            "INSERT INTO firms (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)"
+        } else {
+            "INSERT INTO firms (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)"
+        },
+        [firm.into(), "Bench LLP".into(), now.into(), now.into()],
+    ))
+    .await
+    .unwrap();
+    Principal { user_id: UserId(Uuid::now_v7()), firm_id: FirmId(firm), role: Role::Admin, session_id: SessionId(Uuid::nil()) }
+}
+
+async fn ours(app: &App, p: &Principal, n: usize) -> Duration {
+    let items = items(n).into_iter().map(Ok).collect();
+    let started = Instant::now();
+    let r = bulk::create_many(
+        app,
+        p,
+        items,
+        CreateOptions { mode: BulkMode::Atomic, on_conflict: OnConflict::Fail },
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.succeeded, n);
+    took
+}
+
+/// The same case rows as CSV, as `\copy` would load them.
+fn csv(p: &Principal, n: usize) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    let mut w = std::io::BufWriter::new(f.as_file_mut());
+    let now = chrono::Utc::now().to_rfc3339();
+    for (i, c) in items(n).into_iter().enumerate() {
+        let t = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        writeln!(
+            w,
+            "{},{},{},\"{}\",{},{},,{},{},{},{},,{},,1,{},{now},{now},",
+            Uuid::now_v7(),
+            p.firm_id.0,
+            c.case_number,
+            c.title,
+            t(&serde_json::to_value(c.case_type).unwrap()),
+            t(&serde_json::to_value(c.status.unwrap()).unwrap()),
+            c.court.unwrap(),
+            c.jurisdiction.unwrap(),
+            c.judge.unwrap(),
+            c.filed_at.unwrap().to_rfc3339(),
+            c.client_name.unwrap(),
+            p.user_id.0,
+        )
+        .unwrap();
+        let _ = i;
+    }
+    w.flush().unwrap();
+    drop(w);
+    f
+}
+
+fn copy(pg_url: &str, schema: &str, file: &std::path::Path) -> Duration {
+    let psql = env("PSQL", "psql");
+    let started = Instant::now();
+    let status = std::process::Command::new(psql)
+        .arg(pg_url)
+        .arg("-q")
+        .arg("-v")
+        .arg("ON_ERROR_STOP=1")
+        .arg("-c")
+        .arg(format!(
+            "\\copy {schema}.cases (id, firm_id, case_number, title, case_type, status, description, court, jurisdiction, judge, filed_at, closed_at, client_name, lead_attorney_id, version, created_by, created_at, updated_at, deleted_at) FROM '{}' WITH (FORMAT csv)",
+            file.display()
+        ))
+        .status()
+        .expect("psql");
+    assert!(status.success(), "\\copy failed");
+    started.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = env("N", "100000").parse().unwrap();
+    let rounds: usize = env("ROUNDS", "3").parse().unwrap();
+    let pg_url = env("PG_URL", "postgres://postgres@127.0.0.1:5432/test");
+    let admin = Database::connect(&pg_url).await.expect("PostgreSQL");
+    let dir = tempfile::tempdir().unwrap();
+    println!("== bulk insert of {n} cases, {rounds} rounds");
+    let (mut pg, mut pg_copy, mut lite) = (Vec::new(), Vec::new(), Vec::new());
+    let mut report_app = None;
+    for round in 1..=rounds {
+        // Ours on PostgreSQL.
+        let schema = format!("bench_{}", Uuid::new_v4().simple());
+        admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let a = app(&pg_url, dir.path(), Some(&schema)).await;
+        let p = firm(&a).await;
+        let took = ours(&a, &p, n).await;
+        pg.push(n as f64 / took.as_secs_f64());
+        println!("round {round} postgres  lexiflow bulk  {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+
+        // \copy of the same rows into an identical fresh table.
+        let copy_schema = format!("bench_{}", Uuid::new_v4().simple());
+        admin.execute_unprepared(&format!("CREATE SCHEMA {copy_schema}")).await.unwrap();
+        let c = app(&pg_url, dir.path(), Some(&copy_schema)).await;
+        let cp = firm(&c).await;
+        let file = csv(&cp, n);
+        let took = copy(&pg_url, &copy_schema, file.path());
+        pg_copy.push(n as f64 / took.as_secs_f64());
+        println!("round {round} postgres  \\copy          {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+        c.db.clone().close().await.ok();
+        admin.execute_unprepared(&format!("DROP SCHEMA {copy_schema} CASCADE")).await.unwrap();
+
+        // Ours on SQLite.
+        let file = dir.path().join(format!("bench-{round}.db"));
+        let l = app(&format!("sqlite://{}?mode=rwc", file.display()), dir.path(), None).await;
+        let lp = firm(&l).await;
+        let took = ours(&l, &lp, n).await;
+        lite.push(n as f64 / took.as_secs_f64());
+        println!("round {round} sqlite    lexiflow bulk  {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+        l.db.clone().close().await.ok();
+
+        if round == rounds {
+            report_app = Some((a, p, schema));
+        } else {
+            a.db.clone().close().await.ok();
+            admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+        }
+    }
+    let (pg, pg_copy, lite) = (median(pg), median(pg_copy), median(lite));
+    println!("\n== median rows/s");
+    println!("postgres lexiflow bulk (validated, audited) {pg:>9.0}");
+    println!("postgres \\copy (ceiling)                    {pg_copy:>9.0}");
+    println!("sqlite   lexiflow bulk (validated, audited) {lite:>9.0}");
+    let ratio = pg / pg_copy;
+    println!("postgres bulk / \\copy = {ratio:.2}  ({})", if ratio >= 0.70 { "ok" } else { "BELOW TARGET 0.70" });
+    println!("sqlite rows/s {}", if lite >= 100_000.0 { "ok (>= 100,000)" } else { "BELOW TARGET 100,000" });
+
+    // The summary report over the last round's PostgreSQL cases.
+    let (a, p, schema) = report_app.unwrap();
+    let calls = 50;
+    let scope = reports::Scope::of(&p);
+    let started = Instant::now();
+    for _ in 0..calls {
+        reports::compute(&a.db, scope).await.unwrap();
+    }
+    let uncached = started.elapsed() / calls;
+    reports::case_summary(&a, &p).await.unwrap();
+    let started = Instant::now();
+    for _ in 0..calls {
+        reports::case_summary(&a, &p).await.unwrap();
+    }
+    let cached = started.elapsed() / calls;
+    println!("\n== case summary report over {n} cases (postgres), mean of {calls} calls");
+    println!("uncached {:>10.3} ms", uncached.as_secs_f64() * 1e3);
+    println!("cached   {:>10.3} ms", cached.as_secs_f64() * 1e3);
+    println!("cached is {:.0}x faster", uncached.as_secs_f64() / cached.as_secs_f64().max(1e-9));
+    a.db.clone().close().await.ok();
+    admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}
