@@ -365,8 +365,8 @@ impl Pace {
     }
 }
 
-/// A claim in flight, and when it was sent (the lease is stamped from then).
-type ClaimFuture = BoxFuture<'static, (Result<Vec<Claimed>, QueueError>, Instant)>;
+/// A claim in flight (its own task), and when it was sent (the lease is stamped from then).
+type ClaimTask = tokio::task::JoinHandle<(Result<Vec<Claimed>, QueueError>, Instant)>;
 
 /// A job claimed by this loop but not started yet, and when its lease was stamped.
 struct Held {
@@ -388,8 +388,12 @@ async fn queue_loop(
     let mut running = JoinSet::new();
     let mut wake = LOCAL_WAKE.subscribe();
     // At most one claim in flight; it runs while jobs run, so the next batch is (usually)
-    // there by the time slots free up.
-    let mut claiming: Option<ClaimFuture> = None;
+    // there by the time slots free up. It is a task of its own, not a future polled by this
+    // loop: on SQLite a claim holds the write lock from `BEGIN IMMEDIATE` to its commit, and
+    // must reach the commit even while this loop is busy elsewhere.
+    let mut claiming: Option<ClaimTask> = None;
+    // Releases of read-ahead jobs that waited too long, likewise off this loop.
+    let mut returning = JoinSet::new();
     // Set after a claim found nothing (or failed): wait for a wakeup or the poll.
     let mut idle_until: Option<tokio::time::Instant> = None;
     loop {
@@ -402,7 +406,7 @@ async fn queue_loop(
                 wake.borrow_and_update();
                 let want = u32::try_from(target - held).unwrap_or(u32::MAX);
                 let (w, queue) = (w.clone(), queue.clone());
-                claiming = Some(Box::pin(async move {
+                claiming = Some(tokio::spawn(async move {
                     let at = Instant::now();
                     (claim(&w.db, &queue, want, w.lease, &w.id, w.now()).await, at)
                 }));
@@ -410,11 +414,15 @@ async fn queue_loop(
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            (res, at) = async { match claiming.as_mut() { Some(c) => c.await, None => std::future::pending().await } }, if claiming.is_some() => {
+            res = async { match claiming.as_mut() { Some(c) => c.await, None => std::future::pending().await } }, if claiming.is_some() => {
                 claiming = None;
                 match res {
-                    Ok(claimed) if !claimed.is_empty() => ready.extend(claimed.into_iter().map(|claimed| Held { claimed, at })),
-                    Ok(_) => idle_until = Some(tokio::time::Instant::now() + w.poll),
+                    Ok((Ok(claimed), at)) if !claimed.is_empty() => ready.extend(claimed.into_iter().map(|claimed| Held { claimed, at })),
+                    Ok((Ok(_), _)) => idle_until = Some(tokio::time::Instant::now() + w.poll),
+                    Ok((Err(e), _)) => {
+                        tracing::warn!(worker = %w.id, %queue, error = %e, "claiming jobs failed; retrying after the poll interval");
+                        idle_until = Some(tokio::time::Instant::now() + w.poll);
+                    }
                     Err(e) => {
                         tracing::warn!(worker = %w.id, %queue, error = %e, "claiming jobs failed; retrying after the poll interval");
                         idle_until = Some(tokio::time::Instant::now() + w.poll);
@@ -435,11 +443,15 @@ async fn queue_loop(
                 while let Some(h) = ready.pop_front_if(|h| h.at.elapsed() >= renew_after) {
                     stale.push(h.claimed.lease);
                 }
-                match release(&w.db, &stale).await {
-                    Ok(n) => tracing::debug!(worker = %w.id, %queue, released = n, "returned read-ahead jobs that waited too long"),
-                    Err(e) => tracing::warn!(worker = %w.id, %queue, error = %e, "could not return read-ahead jobs; they run again after their leases"),
-                }
+                let (w, queue) = (w.clone(), queue.clone());
+                returning.spawn(async move {
+                    match release(&w.db, &stale).await {
+                        Ok(n) => tracing::debug!(worker = %w.id, %queue, released = n, "returned read-ahead jobs that waited too long"),
+                        Err(e) => tracing::warn!(worker = %w.id, %queue, error = %e, "could not return read-ahead jobs; they run again after their leases"),
+                    }
+                });
             }
+            Some(_) = returning.join_next(), if !returning.is_empty() => {}
             // A finished job frees room for the next claim.
             Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = wake.changed(), if idle_until.is_some() => idle_until = None,
@@ -451,7 +463,7 @@ async fn queue_loop(
     // Stop claiming. A claim already sent is let finish (dropping it could leave its jobs
     // active until their leases expire); what it and the read-ahead hold goes back unstarted.
     if let Some(c) = claiming.take()
-        && let (Ok(claimed), at) = c.await
+        && let Ok((Ok(claimed), at)) = c.await
     {
         ready.extend(claimed.into_iter().map(|claimed| Held { claimed, at }));
     }
@@ -464,6 +476,7 @@ async fn queue_loop(
             }
         }
     }
+    while returning.join_next().await.is_some() {}
     let in_flight = running.len();
     if in_flight > 0 {
         tracing::info!(worker = %w.id, %queue, in_flight, "draining running jobs");
@@ -484,7 +497,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 async fn run_job(w: Arc<Inner>, held: Held, slot: OwnedSemaphorePermit, done: mpsc::Sender<Lease>) {
-    let Held { claimed: Claimed { job, lease }, at: mut stamped } = held;
+    let Held { claimed: Claimed { mut job, lease }, at: mut stamped } = held;
     // A job read ahead may have waited for its slot: renew its lease first if a heartbeat
     // would have been due by now, so the handler never starts on a lease near its end.
     if stamped.elapsed() >= w.lease / 3 {
@@ -498,7 +511,8 @@ async fn run_job(w: Arc<Inner>, held: Held, slot: OwnedSemaphorePermit, done: mp
         id: job.id,
         queue: job.queue.clone(),
         job_type: job.job_type.clone(),
-        payload: job.payload.clone(),
+        // Moved, not cloned: the runner needs only the job's id, queue and type after this.
+        payload: std::mem::take(&mut job.payload),
         attempt: job.attempts,
         max_attempts: job.max_attempts,
     };
