@@ -53,8 +53,10 @@ async fn main() {
     let db = Database::connect(opts.clone()).await.unwrap();
     Migrator::up(&db, None).await.unwrap();
     // The worker's bookkeeping pool, as `lexiflow` opens it (`db::connect_for_queue`):
-    // commits that do not wait for the disk, safe under at-least-once delivery.
+    // commits that do not wait for the disk, safe under at-least-once delivery, and at most
+    // 8 connections (the application pool's default 16, clamped to 2..=8).
     let mut relaxed = opts;
+    relaxed.max_connections(8);
     if schema.is_some() {
         relaxed.map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
     } else {

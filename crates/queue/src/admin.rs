@@ -2,7 +2,8 @@
 //! and listings. Each is a plain async function over a connection.
 //!
 //! Pause lives in `queue_settings`, which every instance's claim query reads, so pausing
-//! through any instance stops all of them at their next claim; jobs already running finish.
+//! through any instance stops all of them at their next claim; jobs already running finish,
+//! as do the few a worker had already claimed ahead ([`crate::WorkerBuilder::read_ahead`]).
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -4,7 +4,8 @@
 //! expiry. Every later write about the attempt — extend, complete, fail — names the job *and*
 //! the token, so a worker whose lease expired and was reclaimed cannot complete or fail a job
 //! that someone else now holds: its write matches no row and it gets
-//! [`QueueError::LeaseLost`].
+//! [`QueueError::LeaseLost`]. [`complete_many`] records many completions in one statement
+//! with the same check for each job, and [`release`] gives unstarted jobs back.
 //!
 //! PostgreSQL claims in one statement, `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
 //! LOCKED) RETURNING …`: concurrent workers skip each other's rows instead of queueing on
@@ -18,6 +19,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, SqliteTransactionMode, TransactionOptions,
     TransactionTrait,
 };
+use serde_json::Value;
 
 use crate::{
     QueueError,
@@ -141,6 +143,52 @@ pub async fn complete(db: &impl ConnectionTrait, lease: &Lease, now: DateTime<Ut
     if res.rows_affected() == 1 { Ok(()) } else { Err(QueueError::LeaseLost(lease.job_id.0)) }
 }
 
+/// Marks many leased attempts successful in one statement, each under its own lease: a
+/// lease that is no longer current (reclaimed, re-claimed, finished) changes nothing, exactly
+/// as with [`complete`]. Returns the jobs whose completion was recorded; the others lost
+/// their lease. The worker records its completions through this, a batch at a time.
+pub async fn complete_many(
+    db: &impl ConnectionTrait,
+    leases: &[Lease],
+    now: DateTime<Utc>,
+) -> Result<Vec<JobId>, QueueError> {
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The (id, token) pairs travel as one JSON array, so the statement text (and its
+    // prepared plan) is the same whatever the batch size. `id` is matched on its own first so
+    // the rows are found through the primary key; the pair check then applies each job's own
+    // token.
+    //
+    // A lease token is only ever present on an `active` row (the claim sets it with the
+    // state, and every statement that moves a job out of `active` clears it), so the pair
+    // match is the lease check. PostgreSQL's statement leaves out `state = 'active'`: that
+    // is the predicate of the partial lease index, and without it the planner cannot pick a
+    // bitmap scan of that index — which, between vacuums, holds an entry for every lease
+    // ever granted and made each batch cost O(jobs processed).
+    let pairs: Value = leases.iter().map(|l| serde_json::json!([l.job_id.0, l.token])).collect();
+    let sql = if db.get_database_backend() == DbBackend::Postgres {
+        "UPDATE queue_jobs SET state = 'completed', finished_at = $2, lease_token = NULL, lease_expires_at = NULL, \
+         locked_by = NULL \
+         WHERE id = ANY(ARRAY(SELECT (p->>0)::bigint FROM jsonb_array_elements($1) p)) \
+           AND (id, lease_token) IN (SELECT (p->>0)::bigint, p->>1 FROM jsonb_array_elements($1) p) \
+         RETURNING id"
+    } else {
+        "UPDATE queue_jobs SET state = 'completed', finished_at = $2, lease_token = NULL, lease_expires_at = NULL, \
+         locked_by = NULL \
+         WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each($1)) AND state = 'active' \
+           AND (id, lease_token) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($1)) \
+         RETURNING id"
+    };
+    let rows = Completed::find_by_statement(stmt(db, sql, vec![pairs.into(), at(now).into()])).all(db).await?;
+    Ok(rows.into_iter().map(|r| JobId(r.id)).collect())
+}
+
+#[derive(FromQueryResult)]
+struct Completed {
+    id: i64,
+}
+
 /// Marks the leased attempt failed with `error`: the job is retried after its backoff, or
 /// becomes dead when it has used all its attempts. Returns the state it moved to.
 pub async fn fail(
@@ -199,6 +247,30 @@ pub async fn fail(
         tracing::info!(job = %job.id, queue = %job.queue, job_type = %job.job_type, attempt = job.attempts, retry_at = %run_at, error, "job attempt failed; will retry");
     }
     Ok(state)
+}
+
+/// Gives claimed jobs back unstarted (a worker shutting down with jobs read ahead): each
+/// returns to `waiting` (or `failed`, when earlier attempts failed) and the claim's attempt
+/// is not counted. Leases no longer current are skipped. Returns how many were released.
+pub async fn release(db: &impl ConnectionTrait, leases: &[Lease]) -> Result<u64, QueueError> {
+    let mut released = 0;
+    for lease in leases {
+        released += db
+            .execute_raw(stmt(
+                db,
+                "UPDATE queue_jobs SET state = CASE WHEN attempts > 1 THEN 'failed' ELSE 'waiting' END, \
+                 attempts = attempts - 1, started_at = CASE WHEN attempts > 1 THEN started_at END, \
+                 lease_token = NULL, lease_expires_at = NULL, locked_by = NULL \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'active'",
+                vec![lease.job_id.0.into(), lease.token.clone().into()],
+            ))
+            .await?
+            .rows_affected();
+    }
+    if released > 0 {
+        crate::enqueue::wake_local();
+    }
+    Ok(released)
 }
 
 #[derive(FromQueryResult)]

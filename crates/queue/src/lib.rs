@@ -15,8 +15,9 @@
 //! A request handler calls [`enqueue()`] with its own transaction; the row appears when it
 //! commits (and on PostgreSQL `pg_notify` wakes idle workers at that moment). A [`Worker`]
 //! claims it with [`lease::claim`], which marks it `active` with a lease token and expiry;
-//! the handler runs while the worker extends the lease; [`lease::complete`] or
-//! [`lease::fail`] then finish the attempt, both refusing a token that is no longer current.
+//! the handler runs while the worker extends the lease; [`lease::complete`] (the worker
+//! batches these through [`lease::complete_many`]) or [`lease::fail`] then finish the
+//! attempt, all refusing a token that is no longer current.
 //! A worker that dies leaves an expired lease, which [`lease::reclaim_expired`] turns into a
 //! failed attempt, so the job is retried with backoff and never lost.
 //!

@@ -2,17 +2,27 @@
 //! and finishes the attempt; also reclaims expired leases, trims old jobs and fires cron
 //! ticks. Any number of workers may run against one database, in one process or many.
 //!
-//! Each queue has its own loop and semaphore (its concurrency). An idle loop sleeps until
-//! woken: by an enqueue in this process, by PostgreSQL `LISTEN/NOTIFY` from any process, or
-//! by the fallback poll interval. On shutdown the loops stop claiming and wait for in-flight
-//! jobs, up to a drain timeout; a job still running then is abandoned, its lease expires and
-//! another worker retries it.
+//! Each queue has its own loop and semaphore (its concurrency). The loop keeps one claim in
+//! flight while jobs run, sized to the free slots plus a read-ahead (about 20 ms of work at
+//! the loop's recent pace, see [`WorkerBuilder::read_ahead`]), so with short jobs a slot that
+//! frees up finds the next job already claimed and one statement claims many jobs. An idle
+//! loop sleeps until woken: by an enqueue in this process, by PostgreSQL `LISTEN/NOTIFY` from
+//! any process, or by the fallback poll interval.
+//!
+//! Successful attempts are recorded by one task per worker, in batches: whatever finished
+//! while the previous batch was being written goes into the next single `UPDATE`, each job
+//! under its own lease token. Failures are recorded at once, one by one.
+//!
+//! On shutdown the loops stop claiming, give back jobs read ahead but not started, and wait
+//! for in-flight jobs, up to a drain timeout; a job still running then is abandoned, its lease
+//! expires and another worker retries it. `run` returns once every completion is recorded.
 //!
 //! Handlers must be idempotent: delivery is at least once. A worker that dies after the side
-//! effect but before recording completion leaves the job to be retried.
+//! effect but before recording completion (including a completion waiting for its batch, a
+//! window of one statement's round trip) leaves the job to be retried.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt,
     future::Future,
     panic::AssertUnwindSafe,
@@ -26,7 +36,7 @@ use sea_orm::{DatabaseConnection, DbBackend};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -37,7 +47,7 @@ use crate::{
     cron::{Schedule, fire, trim_ticks},
     enqueue::{LOCAL_WAKE, wake_local},
     job::JobId,
-    lease::{Claimed, claim, complete, extend, fail, reclaim_expired},
+    lease::{Claimed, Lease, claim, complete, complete_many, extend, fail, reclaim_expired, release},
     metric,
 };
 
@@ -94,6 +104,7 @@ pub struct WorkerBuilder {
     schedules: Vec<Schedule>,
     lease: Duration,
     poll: Option<Duration>,
+    read_ahead: Duration,
     drain_timeout: Duration,
     maintenance_interval: Option<Duration>,
     retention: Retention,
@@ -156,6 +167,21 @@ impl WorkerBuilder {
         self
     }
 
+    /// How much work each queue claims ahead of its free slots, as time (default 20 ms;
+    /// zero turns read-ahead off): the loop keeps about as many extra jobs claimed as it
+    /// starts in that time at its recent pace (at most 10 per slot), so with short jobs the
+    /// next ones are at hand when slots free up and a claim brings back many jobs at once.
+    ///
+    /// A read-ahead job holds a lease while it waits. If it waits a third of the lease (its
+    /// slots are taken by slow jobs), it goes back to the queue; jobs read ahead are also
+    /// given back unstarted at shutdown, and neither counts as an attempt. The cost: a job
+    /// read ahead can start after a pause, or before a more urgent job enqueued after it was
+    /// claimed — by about this window.
+    pub fn read_ahead(mut self, window: Duration) -> Self {
+        self.read_ahead = window;
+        self
+    }
+
     /// How long shutdown waits for running jobs (default 30 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
@@ -199,6 +225,7 @@ impl WorkerBuilder {
                 schedules: self.schedules,
                 lease: self.lease,
                 poll,
+                read_ahead: self.read_ahead,
                 drain_timeout: self.drain_timeout,
                 maintenance,
                 retention: self.retention,
@@ -229,6 +256,7 @@ struct Inner {
     schedules: Vec<Schedule>,
     lease: Duration,
     poll: Duration,
+    read_ahead: Duration,
     drain_timeout: Duration,
     maintenance: Duration,
     retention: Retention,
@@ -253,6 +281,7 @@ impl Worker {
             schedules: Vec::new(),
             lease: Duration::from_secs(60),
             poll: None,
+            read_ahead: Duration::from_millis(20),
             drain_timeout: Duration::from_secs(30),
             maintenance_interval: None,
             retention: Retention::default(),
@@ -270,9 +299,14 @@ impl Worker {
         let w = self.inner;
         tracing::info!(worker = %w.id, queues = ?w.queues, "queue worker started");
         let mut tasks = JoinSet::new();
+        // Completions go to one recorder task; it ends once every queue loop (and every job
+        // it started) has dropped its sender, so shutdown records all of them first.
+        let (done_tx, done_rx) = mpsc::channel(COMPLETION_BUFFER);
+        tasks.spawn(completion_loop(w.clone(), done_rx));
         for (queue, concurrency) in w.queues.clone() {
-            tasks.spawn(queue_loop(w.clone(), queue, concurrency, shutdown.clone()));
+            tasks.spawn(queue_loop(w.clone(), queue, concurrency, done_tx.clone(), shutdown.clone()));
         }
+        drop(done_tx);
         tasks.spawn(maintenance_loop(w.clone(), shutdown.clone()));
         if !w.schedules.is_empty() {
             tasks.spawn(cron_loop(w.clone(), shutdown.clone()));
@@ -297,53 +331,152 @@ async fn pause_for(d: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
-async fn queue_loop(w: Arc<Inner>, queue: String, concurrency: usize, shutdown: CancellationToken) {
+/// Read-ahead is capped at this many jobs per slot.
+const READ_AHEAD_MAX_PER_SLOT: usize = 10;
+
+/// How fast a queue loop starts jobs, to size its read-ahead.
+struct Pace {
+    started: usize,
+    since: Instant,
+    per_sec: f64,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self { started: 0, since: Instant::now(), per_sec: 0.0 }
+    }
+
+    /// Jobs to claim beyond the free slots: as many as the loop starts in `window` at its
+    /// recent pace (a moving average), at most `max`. Short jobs get a deep read-ahead, so
+    /// claims stop being the bottleneck; slow ones get little or none, so a read-ahead job
+    /// seldom waits long for a slot.
+    fn read_ahead(&mut self, window: Duration, max: usize) -> usize {
+        let elapsed = self.since.elapsed();
+        if elapsed >= Duration::from_millis(5) {
+            #[allow(clippy::cast_precision_loss)]
+            let now = self.started as f64 / elapsed.as_secs_f64();
+            self.per_sec = (self.per_sec + now) / 2.0;
+            self.started = 0;
+            self.since = Instant::now();
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = (self.per_sec * window.as_secs_f64()) as usize;
+        n.min(max)
+    }
+}
+
+/// A claim in flight (its own task), and when it was sent (the lease is stamped from then).
+type ClaimTask = tokio::task::JoinHandle<(Result<Vec<Claimed>, QueueError>, Instant)>;
+
+/// A job claimed by this loop but not started yet, and when its lease was stamped.
+struct Held {
+    claimed: Claimed,
+    at: Instant,
+}
+
+async fn queue_loop(
+    w: Arc<Inner>,
+    queue: String,
+    concurrency: usize,
+    done: mpsc::Sender<Lease>,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(concurrency));
+    let mut pace = Pace::new();
+    let renew_after = w.lease / 3;
+    let mut ready: VecDeque<Held> = VecDeque::new();
     let mut running = JoinSet::new();
     let mut wake = LOCAL_WAKE.subscribe();
+    // At most one claim in flight; it runs while jobs run, so the next batch is (usually)
+    // there by the time slots free up. It is a task of its own, not a future polled by this
+    // loop: on SQLite a claim holds the write lock from `BEGIN IMMEDIATE` to its commit, and
+    // must reach the commit even while this loop is busy elsewhere.
+    let mut claiming: Option<ClaimTask> = None;
+    // Releases of read-ahead jobs that waited too long, likewise off this loop.
+    let mut returning = JoinSet::new();
+    // Set after a claim found nothing (or failed): wait for a wakeup or the poll.
+    let mut idle_until: Option<tokio::time::Instant> = None;
     loop {
         while running.try_join_next().is_some() {}
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        // Mark wakeups seen before claiming: one arriving during the claim is not lost.
-        wake.borrow_and_update();
-        let free = 1 + slots.available_permits();
-        let claimed = match claim(&w.db, &queue, u32::try_from(free).unwrap_or(u32::MAX), w.lease, &w.id, w.now()).await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(worker = %w.id, %queue, error = %e, "claiming jobs failed; retrying after the poll interval");
-                drop(first);
-                if !pause_for(w.poll, &shutdown).await {
-                    break;
-                }
-                continue;
+        let held = concurrency - slots.available_permits() + ready.len();
+        if claiming.is_none() && idle_until.is_none() {
+            let target = concurrency + pace.read_ahead(w.read_ahead, concurrency * READ_AHEAD_MAX_PER_SLOT);
+            if held < target {
+                // Mark wakeups seen before claiming: one arriving during the claim is not lost.
+                wake.borrow_and_update();
+                let want = u32::try_from(target - held).unwrap_or(u32::MAX);
+                let (w, queue) = (w.clone(), queue.clone());
+                claiming = Some(tokio::spawn(async move {
+                    let at = Instant::now();
+                    (claim(&w.db, &queue, want, w.lease, &w.id, w.now()).await, at)
+                }));
             }
-        };
-        let idle = claimed.is_empty();
-        let mut first = Some(first);
-        for job in claimed {
-            let permit = match first.take() {
-                Some(p) => p,
-                // Only this loop takes permits and the claim was sized to the free ones.
-                None => match slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            running.spawn(run_job(w.clone(), job, permit));
         }
-        drop(first);
-        if idle {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = wake.changed() => {}
-                _ = tokio::time::sleep(w.poll) => {}
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            res = async { match claiming.as_mut() { Some(c) => c.await, None => std::future::pending().await } }, if claiming.is_some() => {
+                claiming = None;
+                match res {
+                    Ok((Ok(claimed), at)) if !claimed.is_empty() => ready.extend(claimed.into_iter().map(|claimed| Held { claimed, at })),
+                    Ok((Ok(_), _)) => idle_until = Some(tokio::time::Instant::now() + w.poll),
+                    Ok((Err(e), _)) => {
+                        tracing::warn!(worker = %w.id, %queue, error = %e, "claiming jobs failed; retrying after the poll interval");
+                        idle_until = Some(tokio::time::Instant::now() + w.poll);
+                    }
+                    Err(e) => {
+                        tracing::warn!(worker = %w.id, %queue, error = %e, "claiming jobs failed; retrying after the poll interval");
+                        idle_until = Some(tokio::time::Instant::now() + w.poll);
+                    }
+                }
+            }
+            permit = slots.clone().acquire_owned(), if !ready.is_empty() => {
+                let Ok(permit) = permit else { break };
+                if let Some(job) = ready.pop_front() {
+                    pace.started += 1;
+                    running.spawn(run_job(w.clone(), job, permit, done.clone()));
+                }
+            }
+            // Read-ahead jobs that waited as long as a heartbeat interval (their slots are
+            // held by slow jobs) go back to the queue for any worker, rather than wait here.
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(ready.front().map_or_else(Instant::now, |h| h.at) + renew_after)), if !ready.is_empty() => {
+                let mut stale = Vec::new();
+                while let Some(h) = ready.pop_front_if(|h| h.at.elapsed() >= renew_after) {
+                    stale.push(h.claimed.lease);
+                }
+                let (w, queue) = (w.clone(), queue.clone());
+                returning.spawn(async move {
+                    match release(&w.db, &stale).await {
+                        Ok(n) => tracing::debug!(worker = %w.id, %queue, released = n, "returned read-ahead jobs that waited too long"),
+                        Err(e) => tracing::warn!(worker = %w.id, %queue, error = %e, "could not return read-ahead jobs; they run again after their leases"),
+                    }
+                });
+            }
+            Some(_) = returning.join_next(), if !returning.is_empty() => {}
+            // A finished job frees room for the next claim.
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = wake.changed(), if idle_until.is_some() => idle_until = None,
+            _ = tokio::time::sleep_until(idle_until.unwrap_or_else(tokio::time::Instant::now)), if idle_until.is_some() => {
+                idle_until = None;
             }
         }
     }
+    // Stop claiming. A claim already sent is let finish (dropping it could leave its jobs
+    // active until their leases expire); what it and the read-ahead hold goes back unstarted.
+    if let Some(c) = claiming.take()
+        && let Ok((Ok(claimed), at)) = c.await
+    {
+        ready.extend(claimed.into_iter().map(|claimed| Held { claimed, at }));
+    }
+    if !ready.is_empty() {
+        let leases: Vec<Lease> = ready.drain(..).map(|h| h.claimed.lease).collect();
+        match release(&w.db, &leases).await {
+            Ok(n) => tracing::info!(worker = %w.id, %queue, released = n, "returned unstarted jobs to the queue"),
+            Err(e) => {
+                tracing::warn!(worker = %w.id, %queue, error = %e, "could not return unstarted jobs; they run again after their leases")
+            }
+        }
+    }
+    while returning.join_next().await.is_some() {}
     let in_flight = running.len();
     if in_flight > 0 {
         tracing::info!(worker = %w.id, %queue, in_flight, "draining running jobs");
@@ -363,13 +496,23 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".into())
 }
 
-async fn run_job(w: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermit) {
-    let Claimed { job, lease } = claimed;
+async fn run_job(w: Arc<Inner>, held: Held, slot: OwnedSemaphorePermit, done: mpsc::Sender<Lease>) {
+    let Held { claimed: Claimed { mut job, lease }, at: mut stamped } = held;
+    // A job read ahead may have waited for its slot: renew its lease first if a heartbeat
+    // would have been due by now, so the handler never starts on a lease near its end.
+    if stamped.elapsed() >= w.lease / 3 {
+        if let Err(e) = extend(&w.db, &lease, w.lease, w.now()).await {
+            tracing::warn!(job = %job.id, worker = %w.id, error = %e, "could not renew a read-ahead job's lease; leaving it to expire");
+            return;
+        }
+        stamped = Instant::now();
+    }
     let ctx = JobContext {
         id: job.id,
         queue: job.queue.clone(),
         job_type: job.job_type.clone(),
-        payload: job.payload.clone(),
+        // Moved, not cloned: the runner needs only the job's id, queue and type after this.
+        payload: std::mem::take(&mut job.payload),
         attempt: job.attempts,
         max_attempts: job.max_attempts,
     };
@@ -382,8 +525,9 @@ async fn run_job(w: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermit) {
             // its first await is caught too.
             let run = AssertUnwindSafe(async move { handler(ctx).await }).catch_unwind();
             tokio::pin!(run);
-            let mut heartbeat = tokio::time::interval(w.lease / 3);
-            heartbeat.tick().await;
+            let every = w.lease / 3;
+            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::from_std(stamped) + every, every);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     res = &mut run => break match res {
@@ -405,14 +549,67 @@ async fn run_job(w: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermit) {
     };
     metrics::histogram!(metric::DURATION, "queue" => job.queue.clone(), "type" => job.job_type.clone())
         .record(started.elapsed().as_secs_f64());
-    let now = w.now();
-    let recorded = match &outcome {
-        Ok(()) => complete(&w.db, &lease, now).await,
-        Err(message) => fail(&w.db, &lease, message, now).await.map(|_| ()),
+    let recorded = match outcome {
+        // Handed to the completion recorder, which writes completions in batches; the slot
+        // is free again as soon as the completion is queued.
+        Ok(()) => match done.send(lease).await {
+            Ok(()) => Ok(()),
+            // The recorder is gone (it only ends after every sender): record it here.
+            Err(mpsc::error::SendError(lease)) => complete(&w.db, &lease, w.now()).await,
+        },
+        Err(message) => fail(&w.db, &lease, &message, w.now()).await.map(|_| ()),
     };
+    drop(slot);
     if let Err(e) = recorded {
         // The lease will expire and the job be retried: the reason handlers are idempotent.
         tracing::warn!(job = %job.id, worker = %w.id, error = %e, "could not record the attempt's outcome");
+    }
+}
+
+/// How many finished-but-unrecorded completions a worker holds before its jobs wait.
+const COMPLETION_BUFFER: usize = 1024;
+/// The most completions one statement records.
+const COMPLETION_BATCH: usize = 500;
+
+/// Records successful attempts in batches: whatever has queued up while the previous batch
+/// was being written goes in the next statement (one `UPDATE`, each job under its own lease
+/// token), so under load one round trip records many jobs, and an idle worker records a
+/// lone completion at once. Ends when every sender is gone, after recording what is queued.
+///
+/// A crash between a handler's return and the write of its batch leaves the job active under
+/// its lease; it expires and the job runs again — the at-least-once window, a few
+/// milliseconds wide, that idempotent handlers already cover.
+async fn completion_loop(w: Arc<Inner>, mut done: mpsc::Receiver<Lease>) {
+    let mut batch = Vec::with_capacity(COMPLETION_BATCH);
+    while done.recv_many(&mut batch, COMPLETION_BATCH).await > 0 {
+        record_completions(&w, &batch).await;
+        batch.clear();
+    }
+}
+
+async fn record_completions(w: &Inner, batch: &[Lease]) {
+    const TRIES: u32 = 3;
+    for attempt in 1..=TRIES {
+        match complete_many(&w.db, batch, w.now()).await {
+            Ok(recorded) => {
+                if recorded.len() < batch.len() {
+                    let recorded: std::collections::HashSet<JobId> = recorded.into_iter().collect();
+                    for lease in batch.iter().filter(|l| !recorded.contains(&l.job_id)) {
+                        // Reclaimed meanwhile: the job runs again elsewhere, as with any lost lease.
+                        tracing::warn!(job = %lease.job_id, worker = %w.id, "could not record the attempt's outcome: lease lost");
+                    }
+                }
+                return;
+            }
+            Err(e) if attempt < TRIES => {
+                tracing::warn!(worker = %w.id, jobs = batch.len(), error = %e, "recording completions failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+            }
+            Err(e) => {
+                // The leases will expire and the jobs be retried: the reason handlers are idempotent.
+                tracing::warn!(worker = %w.id, jobs = batch.len(), error = %e, "could not record completions; the jobs will run again after their leases");
+            }
+        }
     }
 }
 

@@ -434,6 +434,159 @@ async fn admin_clean_cancel_and_stats(b: Backend) {
     t.drop_schema().await;
 }
 
+async fn batched_completion_applies_each_lease_and_ignores_lost_ones(b: Backend) {
+    let t = TestDb::new(b).await;
+    let db = t.connect().await;
+    let zero = Backoff::exponential(Duration::ZERO, Duration::ZERO);
+    let ids =
+        enqueue_many(&db, (0..3).map(|n| NewJob::new("t", json!({ "n": n })).backoff(zero)).collect()).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(lease::complete_many(&db, &[], Utc::now()).await.unwrap().is_empty());
+    let now = Utc::now() + secs(1);
+    // `a` is claimed first and its lease runs out; `b` and `c` are claimed later, together.
+    let a_stale = claim_one(&db, "default", now).await.unwrap();
+    let pair = lease::claim(&db, "default", 2, LEASE, "test", now + secs(20)).await.unwrap();
+    assert_eq!(pair.len(), 2);
+    let later = now + secs(31);
+    assert_eq!(lease::reclaim_expired(&db, later).await.unwrap(), 1);
+    let a_fresh = claim_one(&db, "default", later).await.expect("reclaimed job is claimable again");
+    assert_eq!(a_fresh.job.id, a_stale.job.id);
+    // One statement, each job under its own token: the stale lease on `a` changes nothing.
+    let batch = [a_stale.lease.clone(), pair[0].lease.clone(), pair[1].lease.clone()];
+    let mut recorded = lease::complete_many(&db, &batch, later).await.unwrap();
+    recorded.sort();
+    let mut expected = vec![pair[0].job.id, pair[1].job.id];
+    expected.sort();
+    assert_eq!(recorded, expected);
+    for c in &pair {
+        let job = admin::get(&db, c.job.id, later).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Completed);
+        assert!(job.finished_at.is_some() && job.locked_by.is_none() && job.lease_expires_at.is_none());
+    }
+    let a = admin::get(&db, a_stale.job.id, later).await.unwrap().unwrap();
+    assert_eq!((a.state, a.attempts), (JobState::Active, 2), "the current attempt is untouched");
+    // Stale and current lease on the same job in one batch: only the current one applies.
+    let both = [a_stale.lease.clone(), a_fresh.lease.clone()];
+    assert_eq!(lease::complete_many(&db, &both, later).await.unwrap(), [a_fresh.job.id]);
+    assert_eq!(state_of(&db, a_fresh.job.id).await, JobState::Completed);
+    // Completing again changes nothing.
+    assert!(lease::complete_many(&db, &both, later).await.unwrap().is_empty());
+    t.drop_schema().await;
+}
+
+async fn release_returns_jobs_without_counting_the_attempt(b: Backend) {
+    let t = TestDb::new(b).await;
+    let db = t.connect().await;
+    let zero = Backoff::exponential(Duration::ZERO, Duration::ZERO);
+    let fresh = enqueue(&db, NewJob::new("t", json!({})).priority(Priority::High)).await.unwrap().unwrap();
+    let retried = enqueue(&db, NewJob::new("t", json!({})).backoff(zero)).await.unwrap().unwrap();
+    let now = Utc::now() + secs(1);
+    // `retried` fails once first.
+    let mut first = lease::claim(&db, "default", 2, LEASE, "test", now).await.unwrap();
+    let c = first.pop().unwrap();
+    assert_eq!(c.job.id, retried);
+    lease::fail(&db, &c.lease, "boom", now).await.unwrap();
+    lease::release(&db, &[first.pop().unwrap().lease]).await.unwrap();
+    let held = lease::claim(&db, "default", 2, LEASE, "test", now + secs(1)).await.unwrap();
+    assert_eq!(held.len(), 2);
+    let leases: Vec<_> = held.iter().map(|c| c.lease.clone()).collect();
+    assert_eq!(lease::release(&db, &leases).await.unwrap(), 2);
+    let f = admin::get(&db, fresh, now).await.unwrap().unwrap();
+    assert_eq!((f.state, f.attempts), (JobState::Waiting, 0));
+    assert!(f.started_at.is_none() && f.locked_by.is_none() && f.lease_expires_at.is_none());
+    let r = admin::get(&db, retried, now).await.unwrap().unwrap();
+    assert_eq!((r.state, r.attempts, r.errors.len()), (JobState::Failed, 1, 1), "back to its retry state");
+    // A lease already given back (or lost) releases nothing.
+    assert_eq!(lease::release(&db, &leases).await.unwrap(), 0);
+    // Both are claimable again, counting the attempt they now make.
+    let again = lease::claim(&db, "default", 2, LEASE, "test", now + secs(2)).await.unwrap();
+    let attempts: Vec<_> = again.iter().map(|c| (c.job.id, c.job.attempts)).collect();
+    assert_eq!(attempts, [(fresh, 1), (retried, 2)]);
+    t.drop_schema().await;
+}
+
+/// Shutdown mid-stream: every job whose handler succeeded is recorded completed before `run`
+/// returns (the batched completions are flushed), and no job is left active: jobs claimed
+/// ahead and never started go back unstarted, their attempt not counted.
+async fn shutdown_records_completions_and_returns_read_ahead(b: Backend) {
+    let jobs_n: u64 = 3_000;
+    let t = TestDb::new(b).await;
+    let db = t.connect().await;
+    enqueue_many(&db, (0..jobs_n).map(|n| NewJob::new("count", json!({ "n": n }))).collect()).await.unwrap();
+    let handled: Arc<Mutex<u64>> = Arc::default();
+    let seen = handled.clone();
+    let shutdown = CancellationToken::new();
+    let worker = Worker::builder(t.connect().await)
+        .queue("default", 10)
+        .poll_interval(Duration::from_millis(50))
+        .handler("count", move |_job| {
+            *seen.lock().unwrap() += 1;
+            async { Ok::<(), String>(()) }
+        })
+        .build();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    let started = eventually(Duration::from_secs(30), || async { *handled.lock().unwrap() >= jobs_n / 3 }).await;
+    shutdown.cancel();
+    run.await.unwrap();
+    assert!(started, "the worker did not get going");
+    let handled = *handled.lock().unwrap();
+    let c = admin::stats(&db, Utc::now()).await.unwrap()[0].counts;
+    assert_eq!(c.active, 0, "jobs left active after shutdown");
+    assert_eq!(c.completed, handled, "every handled job is recorded, and only those");
+    assert_eq!(c.waiting, jobs_n - handled);
+    let waiting = admin::list(&db, "default", JobState::Waiting, 10_000, 0, Utc::now()).await.unwrap();
+    assert!(waiting.iter().all(|j| j.attempts == 0 && j.errors.is_empty()), "an unstarted job was charged an attempt");
+    t.drop_schema().await;
+}
+
+/// Read-ahead jobs stuck behind a slow job go back to the queue before their lease runs out:
+/// every job runs once, none is charged a lost lease.
+async fn read_ahead_behind_a_slow_job_is_not_charged_an_attempt(b: Backend) {
+    let t = TestDb::new(b).await;
+    let db = t.connect().await;
+    let mut jobs: Vec<NewJob> =
+        (0..300).map(|n| NewJob::new("fast", json!({ "n": n })).priority(Priority::Critical)).collect();
+    jobs.push(NewJob::new("slow", json!({})).priority(Priority::High));
+    jobs.extend((0..30).map(|n| NewJob::new("fast", json!({ "n": n })).priority(Priority::Normal)));
+    enqueue_many(&db, jobs).await.unwrap();
+    let runs: Arc<Mutex<HashMap<i64, u32>>> = Arc::default();
+    let (fast_runs, slow_runs) = (runs.clone(), runs.clone());
+    let shutdown = CancellationToken::new();
+    let worker = Worker::builder(t.connect().await)
+        .queue("default", 1)
+        .lease(Duration::from_millis(600))
+        .maintenance_interval(Duration::from_millis(100))
+        .poll_interval(Duration::from_millis(50))
+        .handler("fast", move |job| {
+            *fast_runs.lock().unwrap().entry(job.id.0).or_default() += 1;
+            async { Ok::<(), String>(()) }
+        })
+        .handler("slow", move |job| {
+            *slow_runs.lock().unwrap().entry(job.id.0).or_default() += 1;
+            // Longer than the lease: the job's own heartbeat keeps it; jobs read ahead wait.
+            async {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                Ok::<(), String>(())
+            }
+        })
+        .build();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    let done = eventually(Duration::from_secs(30), || async {
+        admin::stats(&db, Utc::now()).await.unwrap()[0].counts.completed == 331
+    })
+    .await;
+    shutdown.cancel();
+    run.await.unwrap();
+    assert!(done, "not every job completed");
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 331);
+    assert!(runs.values().all(|&n| n == 1), "a job ran twice");
+    let completed = admin::list(&db, "default", JobState::Completed, 1_000, 0, Utc::now()).await.unwrap();
+    let charged: Vec<_> = completed.iter().filter(|j| j.attempts != 1 || !j.errors.is_empty()).collect();
+    assert!(charged.is_empty(), "jobs charged an extra attempt: {charged:?}");
+    t.drop_schema().await;
+}
+
 on_both_backends!(
     critical_runs_first_then_fifo,
     delayed_job_waits_for_its_time,
@@ -446,4 +599,8 @@ on_both_backends!(
     pause_through_one_instance_stops_another,
     cron_fires_once_per_tick_with_three_schedulers,
     admin_clean_cancel_and_stats,
+    batched_completion_applies_each_lease_and_ignores_lost_ones,
+    release_returns_jobs_without_counting_the_attempt,
+    shutdown_records_completions_and_returns_read_ahead,
+    read_ahead_behind_a_slow_job_is_not_charged_an_attempt,
 );
