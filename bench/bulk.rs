@@ -213,11 +213,36 @@ async fn main() {
             admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
         }
     }
+    // The same path with auditing off (AUDIT_TRAIL=off's switch), to show what the audit
+    // entries — one per case, required of every write — cost on top of the insert itself.
+    lexiflow::audit::disable_for_benchmark();
+    let (mut pg_na, mut lite_na) = (Vec::new(), Vec::new());
+    for round in 1..=rounds.min(2) {
+        let schema = format!("bench_{}", Uuid::new_v4().simple());
+        admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        let a = app(&pg_url, dir.path(), Some(&schema)).await;
+        let p = firm(&a).await;
+        let took = ours(&a, &p, n).await;
+        pg_na.push(n as f64 / took.as_secs_f64());
+        println!("round {round} postgres  bulk, no audit {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+        a.db.clone().close().await.ok();
+        admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+        let file = dir.path().join(format!("bench-na-{round}.db"));
+        let l = app(&format!("sqlite://{}?mode=rwc", file.display()), dir.path(), None).await;
+        let lp = firm(&l).await;
+        let took = ours(&l, &lp, n).await;
+        lite_na.push(n as f64 / took.as_secs_f64());
+        println!("round {round} sqlite    bulk, no audit {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+        l.db.clone().close().await.ok();
+    }
     let (pg, pg_copy, lite) = (median(pg), median(pg_copy), median(lite));
+    let (pg_na, lite_na) = (median(pg_na), median(lite_na));
     println!("\n== median rows/s");
     println!("postgres lexiflow bulk (validated, audited) {pg:>9.0}");
+    println!("postgres lexiflow bulk, auditing off        {pg_na:>9.0}  (bulk path without audit / \\copy = {:.2})", pg_na / pg_copy);
     println!("postgres \\copy (ceiling)                    {pg_copy:>9.0}");
     println!("sqlite   lexiflow bulk (validated, audited) {lite:>9.0}");
+    println!("sqlite   lexiflow bulk, auditing off        {lite_na:>9.0}");
     let ratio = pg / pg_copy;
     println!("postgres bulk / \\copy = {ratio:.2}  ({})", if ratio >= 0.70 { "ok" } else { "BELOW TARGET 0.70" });
     println!("sqlite rows/s {}", if lite >= 100_000.0 { "ok (>= 100,000)" } else { "BELOW TARGET 100,000" });

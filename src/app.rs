@@ -98,11 +98,20 @@ impl App {
     /// totals, reports and access decisions that depend on it stale, here and on every
     /// instance, before the caller answers.
     pub async fn case_changed(&self, firm: crate::ids::FirmId, case: Option<uuid::Uuid>) {
+        self.cases_changed(firm, case.as_slice()).await;
+    }
+
+    /// [`case_changed`](Self::case_changed) for many cases at once (bulk operations): one
+    /// round of invalidation for all of them. It runs in a task of its own, so a request
+    /// cancelled after its commit (a client gone, the request deadline) still invalidates.
+    pub async fn cases_changed(&self, firm: crate::ids::FirmId, cases: &[uuid::Uuid]) {
         let mut tags = vec![crate::cache::tags::firm_cases(firm.0)];
-        if let Some(c) = case {
-            tags.push(crate::cache::tags::case_team(c));
+        tags.extend(cases.iter().map(|c| crate::cache::tags::case_team(*c)));
+        let cache = self.cache.clone();
+        let task = tokio::spawn(async move { cache.invalidate_tags(&tags).await });
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "cache invalidation task failed");
         }
-        self.cache.invalidate_tags(&tags).await;
     }
 
     /// Connects, migrates and prepares keys. `config` must have had its secrets resolved.

@@ -11,6 +11,19 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// Truncates a client-supplied time to the precision we store.
+/// Whether a client-supplied time is in the years 1–9999, which both databases store and
+/// every format we write can express.
+pub fn in_range(t: DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&t.year())
+}
+
+/// Whether a client-supplied date is in the years 1–9999.
+pub fn date_in_range(d: chrono::NaiveDate) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&d.year())
+}
+
 pub fn stored(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
 }

@@ -251,11 +251,7 @@ fn finish(
     let rejects_file = if result.errors.is_empty() {
         None
     } else {
-        let path = opts.rejects.clone().unwrap_or_else(|| {
-            let mut name = file.as_os_str().to_owned();
-            name.push(".rejects.csv");
-            PathBuf::from(name)
-        });
+        let path = opts.rejects.clone().unwrap_or_else(|| file.with_extension("rejects.csv"));
         let mut w = csv::Writer::from_path(&path).with_context(|| format!("cannot write {}", path.display()))?;
         w.write_record(["line", "code", "message", "details"])?;
         for e in &result.errors {
@@ -263,7 +259,7 @@ fn finish(
             let code =
                 serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
             let details = e.details.as_ref().map(Value::to_string).unwrap_or_default();
-            w.write_record([line.to_string(), code, e.message.clone(), details])?;
+            w.write_record([line.to_string(), code, defuse(&e.message), defuse(&details)])?;
         }
         w.flush()?;
         Some(path)
@@ -280,6 +276,15 @@ fn finish(
         seconds,
         rows_per_second: if seconds > 0.0 { lines.len() as f64 / seconds } else { 0.0 },
     })
+}
+
+/// A cell that would start a spreadsheet formula (`= + - @`, tab, CR) gets an apostrophe in
+/// front: messages echo the file's own cells back.
+fn defuse(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_owned(),
+    }
 }
 
 /// An item error as it appears in an error body's details.

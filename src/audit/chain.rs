@@ -71,6 +71,17 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// Lower-case hex, without a `format!` per byte (hashing is on every audited write).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 /// The hash an entry must carry, given the hash before it.
 pub fn entry_hash(prev_hash: &str, e: &entry::Model) -> String {
     let canonical = Canonical {
@@ -95,7 +106,7 @@ pub fn entry_hash(prev_hash: &str, e: &entry::Model) -> String {
     // Serialising a struct of strings and ids cannot fail; an empty encoding would still
     // produce a hash that verification then rejects, never a silent pass.
     h.update(serde_json::to_vec(&canonical).unwrap_or_default());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
 }
 
 /// Appends `event` to its chain of `firm` inside the caller's transaction. The chain's head

@@ -197,7 +197,7 @@ impl Cache {
 
     fn apply_message(&self, msg: &str) {
         match msg.split_once(':') {
-            Some(("t", tag)) => self.bump(tag),
+            Some(("t", tags)) => tags.split('\n').for_each(|t| self.bump(t)),
             Some(("p", prefix)) => self.drop_local_prefix(prefix),
             Some(("k", key)) => self.local.invalidate(key),
             _ if msg == "all" => self.local.invalidate_all(),
@@ -372,17 +372,16 @@ impl Cache {
             let ok = link
                 .run(|mut c| async move {
                     let mut pipe = redis::pipe();
+                    // No expiry: a version that vanished and restarted at 0 could make an old
+                    // entry current again. One small key per tag ever invalidated.
                     for k in &keys {
-                        pipe.cmd("INCR").arg(k).ignore().cmd("PEXPIRE").arg(k).arg(86_400_000).ignore();
+                        pipe.cmd("INCR").arg(k).ignore();
                     }
                     pipe.query_async::<()>(&mut c).await
                 })
                 .await;
-            let mut ok = ok.is_ok();
-            for t in tags {
-                ok &= self.publish(format!("t:{t}")).await;
-            }
-            if !ok {
+            let published = self.publish(format!("t:{}", tags.join("\n"))).await;
+            if !(ok.is_ok() && published) {
                 self.redis_dirty.store(true, Ordering::Release);
             }
         }

@@ -26,6 +26,9 @@ pub struct CaseAccess {
     /// The caller's firm role may lead cases (a lead demoted to paralegal no longer manages).
     may_lead: bool,
     admin: bool,
+    /// The caller is the case's lead attorney (a partner leading a case has no team role
+    /// looked up, since partners see every case).
+    is_lead: bool,
 }
 
 impl CaseAccess {
@@ -41,7 +44,7 @@ impl CaseAccess {
     /// Whether the caller may see sealed material of this case: the firm's admins and the
     /// case's lead attorney.
     pub fn sees_sealed(&self) -> bool {
-        self.admin || (self.may_lead && self.team_role == Some(TeamRole::LeadAttorney))
+        self.admin || (self.may_lead && (self.team_role == Some(TeamRole::LeadAttorney) || self.is_lead))
     }
 
     /// Whether the caller may see restricted material: everyone on the case but clients.
@@ -82,6 +85,7 @@ pub async fn visible_case_cached(app: &App, p: &Principal, id: CaseId) -> ApiRes
     } else {
         let key = Key::new(format!("case-member:{}:{}", id.0, p.user_id.0))
             .tag(tags::case_team(id.0))
+            .ttl(app.config.auth_cache_ttl.max(std::time::Duration::from_millis(1)))
             .local_ttl(app.config.auth_cache_ttl);
         app.cache
             .get_or_set(&key, || async {
@@ -108,6 +112,7 @@ fn decide(found: case::Model, team_role: Option<TeamRole>, p: &Principal) -> Api
     if !privileged && team_role.is_none() {
         return Err(ApiError::not_found("case"));
     }
+    let is_lead = found.lead_attorney_id == Some(p.user_id.0);
     Ok(CaseAccess {
         case: found,
         team_role,
@@ -115,5 +120,6 @@ fn decide(found: case::Model, team_role: Option<TeamRole>, p: &Principal) -> Api
         may_edit: p.role.may_edit_cases(),
         may_lead: p.role.may_lead_cases(),
         admin: p.role == crate::users::model::Role::Admin,
+        is_lead,
     })
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    model::{TeamRole, case},
+    model::{TeamRole, case, team_member},
     ops::{self, CaseView, CreateCase, NewCase, UpdateCase},
 };
 use crate::{
@@ -246,7 +246,9 @@ pub async fn create_many(
     })
     .await?;
     if result.succeeded > 0 {
-        app.case_changed(p.firm_id, None).await;
+        // Upserts may have changed teams (a new lead), so every written case's team too.
+        let written: Vec<Uuid> = result.ids.iter().flatten().copied().collect();
+        app.cases_changed(p.firm_id, &written).await;
     }
     Ok(result.finish())
 }
@@ -317,9 +319,14 @@ async fn write_creates(
     result: &mut BulkResult,
     progress: &(dyn Fn(usize) + Sync),
 ) -> ApiResult<()> {
+    // Which numbers exist, asked once before anything is written: asked between chunks, the
+    // query would run against rows this transaction inserted, which PostgreSQL's statistics
+    // do not know of yet, and it was planned as a sequential scan (quadratic in the batch).
+    let numbers: Vec<&str> = valid.iter().map(|(_, c)| c.case_number.as_str()).collect();
+    let taken = existing(&**tx, p.firm_id.0, &numbers).await?;
     let mut done = 0;
     for chunk in valid.chunks(CHUNK) {
-        write_chunk(tx, p, chunk.iter().collect(), opts, result).await?;
+        write_chunk(tx, p, chunk.iter().collect(), opts, result, &taken).await?;
         done += chunk.len();
         progress(done);
     }
@@ -332,11 +339,18 @@ async fn write_chunk(
     mut pending: Vec<&(usize, NewCase)>,
     opts: CreateOptions,
     result: &mut BulkResult,
+    known: &HashMap<String, (Uuid, bool)>,
 ) -> ApiResult<()> {
     // At most two rounds: the second only when a concurrent writer took a number meanwhile.
     for round in 0..2 {
-        let numbers: Vec<&str> = pending.iter().map(|(_, c)| c.case_number.as_str()).collect();
-        let taken = existing(&**tx, p.firm_id.0, &numbers).await?;
+        let rechecked;
+        let taken = if round == 0 {
+            known
+        } else {
+            let numbers: Vec<&str> = pending.iter().map(|(_, c)| c.case_number.as_str()).collect();
+            rechecked = existing(&**tx, p.firm_id.0, &numbers).await?;
+            &rechecked
+        };
         let mut fresh = Vec::with_capacity(pending.len());
         for item in pending {
             let (i, c) = item;
@@ -347,8 +361,16 @@ async fn write_chunk(
             match opts.on_conflict {
                 OnConflict::Fail => result.fail(*i, &conflict(&c.case_number)),
                 OnConflict::Skip => {
-                    result.ids[*i] = Some(id);
-                    result.skipped += 1;
+                    // The existing case's id only for a caller who can see it.
+                    let visible = !deleted
+                        && (p.role.sees_all_cases()
+                            || team_member::Entity::find_by_id((id, p.user_id.0)).one(&**tx).await?.is_some());
+                    if visible {
+                        result.ids[*i] = Some(id);
+                        result.skipped += 1;
+                    } else {
+                        result.fail(*i, &conflict(&c.case_number));
+                    }
                 }
                 OnConflict::Update if deleted => result.fail(
                     *i,
@@ -367,6 +389,7 @@ async fn write_chunk(
                             result.ids[*i] = Some(id);
                             result.succeeded += 1;
                         }
+                        Err(e) if escalate(&e) => return Err(e),
                         Err(e) => result.fail(*i, &e),
                     }
                 }
@@ -392,28 +415,54 @@ async fn write_chunk(
                 // Someone took one of the numbers after the check: check again.
                 pending = fresh;
             }
+            Err(e) if opts.mode == BulkMode::Partial && e.code == ErrorCode::Conflict => {
+                // Numbers keep being taken under us: one savepoint per item, so only the
+                // items whose numbers are gone fail.
+                for item in fresh {
+                    let one = [item];
+                    let one = &one[..];
+                    match db::savepoint(tx, |sp| async move { insert_cases(&sp, p, one).await }).await {
+                        Ok(ids) => {
+                            result.ids[item.0] = ids.first().copied();
+                            result.succeeded += 1;
+                        }
+                        Err(e) if e.code == ErrorCode::Conflict => result.fail(item.0, &conflict(&item.1.case_number)),
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Ok(());
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
+/// The update an upsert applies: the required fields, and only the optional ones the item
+/// carried (an import with fewer columns does not clear the others, nor reopen a case).
 fn update_from(c: &NewCase) -> UpdateCase {
+    let g = c.given;
     UpdateCase {
         case_number: None,
         title: Some(c.title.clone()),
         case_type: Some(c.case_type),
-        status: Some(c.status),
-        description: Some(c.description.clone()),
-        court: Some(c.court.clone()),
-        jurisdiction: Some(c.jurisdiction.clone()),
-        judge: Some(c.judge.clone()),
-        filed_at: Some(c.filed_at),
-        closed_at: Some(c.closed_at),
-        client_name: Some(c.client_name.clone()),
-        lead_attorney_id: c.lead_attorney_id.map(Some),
+        status: g.status.then_some(c.status),
+        description: g.description.then(|| c.description.clone()),
+        court: g.court.then(|| c.court.clone()),
+        jurisdiction: g.jurisdiction.then(|| c.jurisdiction.clone()),
+        judge: g.judge.then(|| c.judge.clone()),
+        filed_at: g.filed_at.then_some(c.filed_at),
+        closed_at: g.closed_at.then_some(c.closed_at),
+        client_name: g.client_name.then(|| c.client_name.clone()),
+        lead_attorney_id: g.lead_attorney_id.then_some(c.lead_attorney_id),
         version: None,
     }
+}
+
+/// Errors of one item that must fail the whole transaction rather than the item: a lost
+/// conflict (the transaction is re-run) and failures of ours or of the database.
+fn escalate(e: &ApiError) -> bool {
+    db::tx::retryable(e) || matches!(e.code, ErrorCode::InternalError | ErrorCode::DependencyUnavailable)
 }
 
 /// Inserts the cases, their team rows and their audit entries. Returns the new ids.
@@ -525,6 +574,7 @@ pub async fn update_many(
                     result.ids[*i] = Some(v.id.0);
                     result.succeeded += 1;
                 }
+                Err(e) if escalate(&e) => return Err(e),
                 Err(e) => result.fail(*i, &e),
             }
         }
@@ -535,10 +585,8 @@ pub async fn update_many(
     })
     .await?;
     if result.succeeded > 0 {
-        app.case_changed(p.firm_id, None).await;
-        for id in result.ids.iter().flatten() {
-            app.case_changed(p.firm_id, Some(*id)).await;
-        }
+        let written: Vec<Uuid> = result.ids.iter().flatten().copied().collect();
+        app.cases_changed(p.firm_id, &written).await;
     }
     Ok(result.finish())
 }
@@ -566,6 +614,7 @@ pub async fn delete_many(
                     result.ids[i] = Some(id.0);
                     result.succeeded += 1;
                 }
+                Err(e) if escalate(&e) => return Err(e),
                 Err(e) => result.fail(i, &e),
             }
         }
@@ -576,10 +625,8 @@ pub async fn delete_many(
     })
     .await?;
     if result.succeeded > 0 {
-        app.case_changed(p.firm_id, None).await;
-        for id in result.ids.iter().flatten() {
-            app.case_changed(p.firm_id, Some(*id)).await;
-        }
+        let written: Vec<Uuid> = result.ids.iter().flatten().copied().collect();
+        app.cases_changed(p.firm_id, &written).await;
     }
     Ok(result.finish())
 }

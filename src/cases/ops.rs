@@ -133,6 +133,11 @@ pub struct UpdateCase {
 }
 
 fn check_dates(f: &mut Fields, filed: Option<DateTime<Utc>>, closed: Option<DateTime<Utc>>) {
+    for (field, t) in [("filedAt", filed), ("closedAt", closed)] {
+        if t.is_some_and(|t| !clock::in_range(t)) {
+            f.error(field, "must be in the years 1 to 9999");
+        }
+    }
     if let (Some(a), Some(b)) = (filed, closed)
         && b < a
     {
@@ -155,12 +160,39 @@ pub struct NewCase {
     pub closed_at: Option<DateTime<Utc>>,
     pub client_name: Option<String>,
     pub lead_attorney_id: Option<UserId>,
+    /// Which optional fields the input carried (an upsert changes only those).
+    pub given: Given,
+}
+
+/// Which optional fields of a [`CreateCase`] were present.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Given {
+    pub status: bool,
+    pub description: bool,
+    pub court: bool,
+    pub jurisdiction: bool,
+    pub judge: bool,
+    pub filed_at: bool,
+    pub closed_at: bool,
+    pub client_name: bool,
+    pub lead_attorney_id: bool,
 }
 
 impl CreateCase {
     /// Checks and cleans every field, naming each invalid one.
     pub fn validate(self) -> ApiResult<NewCase> {
         let input = self;
+        let given = Given {
+            status: input.status.is_some(),
+            description: input.description.is_some(),
+            court: input.court.is_some(),
+            jurisdiction: input.jurisdiction.is_some(),
+            judge: input.judge.is_some(),
+            filed_at: input.filed_at.is_some(),
+            closed_at: input.closed_at.is_some(),
+            client_name: input.client_name.is_some(),
+            lead_attorney_id: input.lead_attorney_id.is_some(),
+        };
         let mut f = Fields::default();
         let case_number = f.text("caseNumber", &input.case_number, MAX_CASE_NUMBER);
         let title = f.text("title", &input.title, MAX_TITLE);
@@ -186,6 +218,7 @@ impl CreateCase {
             closed_at,
             client_name,
             lead_attorney_id: input.lead_attorney_id,
+            given,
         })
     }
 }
@@ -208,6 +241,7 @@ pub async fn create(app: &App, p: &Principal, input: CreateCase) -> ApiResult<Ca
         closed_at,
         client_name,
         lead_attorney_id,
+        given: _,
     } = input.validate()?;
 
     let now = clock::now();
@@ -717,8 +751,20 @@ async fn hard_delete(
     if p.role != Role::Admin {
         return Err(ApiError::forbidden("only an admin may delete a case permanently"));
     }
-    let c = &access.case;
-    if if_match.is_some_and(|v| v != c.version) {
+    // Lock the case (docket posters take the same lock) and read it again under the lock, so
+    // neither a concurrent change nor a concurrent docket entry slips in before the delete.
+    if tx.get_database_backend() == sea_orm::DbBackend::Postgres {
+        tx.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT 1 FROM cases WHERE id = $1 FOR UPDATE",
+            [access.case.id.into()],
+        ))
+        .await?;
+    }
+    let locked = case::Entity::find_by_id(access.case.id).one(tx).await?.ok_or_else(|| ApiError::not_found("case"))?;
+    let c = &locked;
+    let expected = if_match.unwrap_or(access.case.version);
+    if c.version != expected {
         return Err(stale(c.version));
     }
     let parties =
@@ -732,11 +778,23 @@ async fn hard_delete(
         ));
     }
     team_member::Entity::delete_many().filter(team_member::Column::CaseId.eq(c.id)).exec(tx).await?;
-    case::Entity::delete_many()
+    let n = case::Entity::delete_many()
         .filter(case::Column::Id.eq(c.id))
         .filter(case::Column::FirmId.eq(p.firm_id.0))
+        .filter(case::Column::Version.eq(c.version))
         .exec(tx)
-        .await?;
+        .await
+        .map_err(|e| match e.sql_err() {
+            Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => ApiError::new(
+                ErrorCode::Conflict,
+                "the case gained records meanwhile and cannot be deleted permanently",
+            ),
+            _ => ApiError::from(e),
+        })?
+        .rows_affected;
+    if n != 1 {
+        return Err(stale(c.version));
+    }
     audit::record(
         tx,
         p.firm_id,

@@ -165,7 +165,7 @@ pub fn is_unavailable(e: &DbErr) -> bool {
             X::Io(_) | X::PoolTimedOut | X::PoolClosed | X::WorkerCrashed => true,
             X::Database(d) => {
                 // SQLITE_BUSY / SQLITE_LOCKED outlasting the busy timeout; PostgreSQL admin shutdown.
-                matches!(d.code().as_deref(), Some("5") | Some("6") | Some("517") | Some("57P01") | Some("57P03"))
+                matches!(d.code().as_deref(), Some("5" | "6" | "261" | "262" | "517" | "773" | "57P01" | "57P03"))
             }
             _ => false,
         },

@@ -114,9 +114,13 @@ pub fn is_conflict(e: &DbErr) -> bool {
         | DbErr::Conn(RuntimeErr::SqlxError(x)) => {
             match x.as_ref() {
                 // PostgreSQL serialization failure and deadlock; SQLite BUSY, LOCKED and
-                // BUSY_SNAPSHOT (a deferred reader that tried to write after another commit).
+                // BUSY_SNAPSHOT (a deferred reader that tried to write after another commit), and
+        // their other extended codes (BUSY_RECOVERY, LOCKED_SHAREDCACHE, BUSY_TIMEOUT).
                 X::Database(d) => {
-                    matches!(d.code().as_deref(), Some("40001") | Some("40P01") | Some("5") | Some("6") | Some("517"))
+                    matches!(
+                        d.code().as_deref(),
+                        Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517" | "773")
+                    )
                 }
                 _ => false,
             }
@@ -125,8 +129,9 @@ pub fn is_conflict(e: &DbErr) -> bool {
     }
 }
 
-/// True when an operation's error came from a database conflict worth retrying.
-fn retryable(e: &ApiError) -> bool {
+/// True when an operation's error came from a database conflict worth retrying (the whole
+/// transaction, not the step: a bulk operation's per-item savepoint hands such errors up).
+pub fn retryable(e: &ApiError) -> bool {
     e.cause.as_ref().and_then(|c| c.downcast_ref::<DbErr>()).is_some_and(is_conflict)
 }
 
@@ -214,6 +219,9 @@ where
         // The work kept a handle (spawned a task with it, say): the transaction cannot be
         // finished here. Dropping the last handle rolls it back.
         Err(_) => {
+            if let Err(panic) = outcome {
+                std::panic::resume_unwind(panic);
+            }
             return Err(ApiError::internal(DbErr::Custom(
                 "a unit of work kept its transaction after returning; rolled back".into(),
             )));

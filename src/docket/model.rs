@@ -38,6 +38,8 @@ pub struct Model {
     pub filed_by: Option<String>,
     pub document_number: Option<String>,
     pub sealed: bool,
+    /// Sealed now or at any time before.
+    pub ever_sealed: bool,
     pub restricted: bool,
     pub version: i32,
     pub created_by: Uuid,

@@ -144,6 +144,12 @@ fn clean(input: &CreateEntry, today: NaiveDate, index: Option<usize>) -> ApiResu
     let text = f.opt_rich(&name("text"), input.text.as_deref(), MAX_RICH);
     let filed_by = f.opt_text(&name("filedBy"), input.filed_by.as_deref(), MAX_SHORT);
     let document_number = f.opt_text(&name("documentNumber"), input.document_number.as_deref(), MAX_SHORT);
+    if input.entry_date.is_some_and(|d| !clock::date_in_range(d)) {
+        f.error(&name("entryDate"), "must be in the years 1 to 9999");
+    }
+    if input.filed_at.is_some_and(|t| !clock::in_range(t)) {
+        f.error(&name("filedAt"), "must be in the years 1 to 9999");
+    }
     f.finish()?;
     Ok(Clean {
         entry_date: input.entry_date.unwrap_or(today),
@@ -173,6 +179,7 @@ const TABLE: Table = Table {
         col("filed_by", "text"),
         col("document_number", "text"),
         col("sealed", "bool"),
+        col("ever_sealed", "bool"),
         col("restricted", "bool"),
         col("version", "int4"),
         col("created_by", "uuid"),
@@ -200,6 +207,7 @@ fn row(m: &entry::Model) -> Vec<Cell> {
         m.filed_by.clone().into(),
         m.document_number.clone().into(),
         m.sealed.into(),
+        m.ever_sealed.into(),
         m.restricted.into(),
         m.version.into(),
         m.created_by.into(),
@@ -209,18 +217,24 @@ fn row(m: &entry::Model) -> Vec<Cell> {
     ]
 }
 
-/// The highest number used on `case`'s docket, with the case locked against concurrent
-/// posters until the transaction ends (SQLite: the write lock `BEGIN IMMEDIATE` took).
-async fn last_number(tx: &impl ConnectionTrait, case: Uuid) -> ApiResult<i64> {
+/// Locks the case row against concurrent posters (and a concurrent delete) until the
+/// transaction ends; SQLite writers already hold the write lock `BEGIN IMMEDIATE` took. Taken
+/// before the access check, so the check sees the case as it will stay.
+async fn lock_case(tx: &impl ConnectionTrait, p: &Principal, case: Uuid) -> ApiResult<()> {
     let backend = tx.get_database_backend();
     if backend == DbBackend::Postgres {
         tx.execute_raw(Statement::from_sql_and_values(
             backend,
-            "SELECT 1 FROM cases WHERE id = $1 FOR UPDATE",
-            [case.into()],
+            "SELECT 1 FROM cases WHERE id = $1 AND firm_id = $2 FOR UPDATE",
+            [case.into(), p.firm_id.0.into()],
         ))
         .await?;
     }
+    Ok(())
+}
+
+/// The highest number used on `case`'s docket (struck entries included); the case is locked.
+async fn last_number(tx: &impl ConnectionTrait, case: Uuid) -> ApiResult<i64> {
     let max: Option<Option<i64>> = entry::Entity::find()
         .select_only()
         .column_as(entry::Column::SequenceNumber.max(), "max")
@@ -268,6 +282,7 @@ pub async fn create(
     let cleaned = &cleaned;
     let views = db::transaction(&app.db, TxOptions::write(), |tx| async move {
         let tx = &*tx;
+        lock_case(tx, p, case_id.0).await?;
         let access = visible_case(tx, p, case_id).await?;
         access.require_edit()?;
         if cleaned.iter().any(|c| c.sealed) && !access.sees_sealed() {
@@ -292,6 +307,7 @@ pub async fn create(
                     filed_by: c.filed_by.clone(),
                     document_number: c.document_number.clone(),
                     sealed: c.sealed,
+                    ever_sealed: c.sealed,
                     restricted: c.restricted,
                     version: 1,
                     created_by: p.user_id.0,
@@ -340,7 +356,9 @@ pub async fn hidden_ids(db: &impl ConnectionTrait, access: &CaseAccess) -> ApiRe
     }
     let mut hidden = sea_orm::Condition::any();
     if !access.sees_sealed() {
-        hidden = hidden.add(entry::Column::Sealed.eq(true));
+        // Entries sealed before and unsealed since keep their history hidden: it may hold
+        // what was redacted before the unsealing.
+        hidden = hidden.add(entry::Column::Sealed.eq(true)).add(entry::Column::EverSealed.eq(true));
     }
     if !access.sees_restricted() {
         hidden = hidden.add(entry::Column::Restricted.eq(true));
@@ -422,6 +440,12 @@ pub async fn update(
             return Err(stale(current.version));
         }
         let mut f = Fields::default();
+        if input.entry_date.is_some_and(|d| !clock::date_in_range(d)) {
+            f.error("entryDate", "must be in the years 1 to 9999");
+        }
+        if input.filed_at.flatten().is_some_and(|t| !clock::in_range(t)) {
+            f.error("filedAt", "must be in the years 1 to 9999");
+        }
         let mut q = entry::Entity::update_many();
         if let Some(v) = input.entry_date {
             q = q.col_expr(entry::Column::EntryDate, Expr::value(v));
@@ -448,6 +472,9 @@ pub async fn update(
         }
         if let Some(v) = input.sealed {
             q = q.col_expr(entry::Column::Sealed, Expr::value(v));
+            if v {
+                q = q.col_expr(entry::Column::EverSealed, Expr::value(true));
+            }
         }
         if let Some(v) = input.restricted {
             q = q.col_expr(entry::Column::Restricted, Expr::value(v));

@@ -470,7 +470,7 @@ async fn import_cli_imports_reports_rejects_and_exits_non_zero_when_refused() {
     std::fs::write(&bad, "caseNumber,title,type\nCLI-3,Third,civil\nCLI-4,,civil\n").unwrap();
     let out = import(&bad, "atomic");
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
-    let rejects = std::fs::read_to_string(dir.join("bad.csv.rejects.csv")).unwrap();
+    let rejects = std::fs::read_to_string(dir.join("bad.rejects.csv")).unwrap();
     assert!(rejects.lines().nth(1).is_some_and(|l| l.starts_with("3,VALIDATION_FAILED")), "{rejects}");
 
     // What the import wrote is what the server serves.

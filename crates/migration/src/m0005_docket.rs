@@ -24,6 +24,7 @@ enum DocketEntries {
     FiledBy,
     DocumentNumber,
     Sealed,
+    EverSealed,
     Restricted,
     Version,
     CreatedBy,
@@ -61,6 +62,10 @@ impl MigrationTrait for Migration {
                 .col(text_null(D::FiledBy))
                 .col(text_null(D::DocumentNumber))
                 .col(ColumnDef::new(D::Sealed).boolean().not_null().default(false))
+                // Set for good once an entry is sealed: its history stays hidden from those who
+                // may not see sealed material even after it is unsealed (it may hold what was
+                // redacted before unsealing).
+                .col(ColumnDef::new(D::EverSealed).boolean().not_null().default(false))
                 .col(ColumnDef::new(D::Restricted).boolean().not_null().default(false))
                 .col(ColumnDef::new(D::Version).integer().not_null().default(1))
                 .col(ColumnDef::new(D::CreatedBy).uuid().not_null())
