@@ -90,7 +90,12 @@ async fn firm(app: &App) -> Principal {
     ))
     .await
     .unwrap();
-    Principal { user_id: UserId(Uuid::now_v7()), firm_id: FirmId(firm), role: Role::Admin, session_id: SessionId(Uuid::nil()) }
+    Principal {
+        user_id: UserId(Uuid::now_v7()),
+        firm_id: FirmId(firm),
+        role: Role::Admin,
+        session_id: SessionId(Uuid::nil()),
+    }
 }
 
 async fn ours(app: &App, p: &Principal, n: usize) -> Duration {
@@ -183,7 +188,11 @@ async fn main() {
         let p = firm(&a).await;
         let took = ours(&a, &p, n).await;
         pg.push(n as f64 / took.as_secs_f64());
-        println!("round {round} postgres  lexiflow bulk  {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+        println!(
+            "round {round} postgres  lexiflow bulk  {:>9.0} rows/s  ({:.2} s)",
+            n as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
 
         // \copy of the same rows into an identical fresh table.
         let copy_schema = format!("bench_{}", Uuid::new_v4().simple());
@@ -193,7 +202,11 @@ async fn main() {
         let file = csv(&cp, n);
         let took = copy(&pg_url, &copy_schema, file.path());
         pg_copy.push(n as f64 / took.as_secs_f64());
-        println!("round {round} postgres  \\copy          {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+        println!(
+            "round {round} postgres  \\copy          {:>9.0} rows/s  ({:.2} s)",
+            n as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
         c.db.clone().close().await.ok();
         admin.execute_unprepared(&format!("DROP SCHEMA {copy_schema} CASCADE")).await.unwrap();
 
@@ -203,7 +216,11 @@ async fn main() {
         let lp = firm(&l).await;
         let took = ours(&l, &lp, n).await;
         lite.push(n as f64 / took.as_secs_f64());
-        println!("round {round} sqlite    lexiflow bulk  {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+        println!(
+            "round {round} sqlite    lexiflow bulk  {:>9.0} rows/s  ({:.2} s)",
+            n as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
         l.db.clone().close().await.ok();
 
         if round == rounds {
@@ -224,7 +241,11 @@ async fn main() {
         let p = firm(&a).await;
         let took = ours(&a, &p, n).await;
         pg_na.push(n as f64 / took.as_secs_f64());
-        println!("round {round} postgres  bulk, no audit {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+        println!(
+            "round {round} postgres  bulk, no audit {:>9.0} rows/s  ({:.2} s)",
+            n as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
         a.db.clone().close().await.ok();
         admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
         let file = dir.path().join(format!("bench-na-{round}.db"));
@@ -232,14 +253,21 @@ async fn main() {
         let lp = firm(&l).await;
         let took = ours(&l, &lp, n).await;
         lite_na.push(n as f64 / took.as_secs_f64());
-        println!("round {round} sqlite    bulk, no audit {:>9.0} rows/s  ({:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+        println!(
+            "round {round} sqlite    bulk, no audit {:>9.0} rows/s  ({:.2} s)",
+            n as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
         l.db.clone().close().await.ok();
     }
     let (pg, pg_copy, lite) = (median(pg), median(pg_copy), median(lite));
     let (pg_na, lite_na) = (median(pg_na), median(lite_na));
     println!("\n== median rows/s");
     println!("postgres lexiflow bulk (validated, audited) {pg:>9.0}");
-    println!("postgres lexiflow bulk, auditing off        {pg_na:>9.0}  (bulk path without audit / \\copy = {:.2})", pg_na / pg_copy);
+    println!(
+        "postgres lexiflow bulk, auditing off        {pg_na:>9.0}  (bulk path without audit / \\copy = {:.2})",
+        pg_na / pg_copy
+    );
     println!("postgres \\copy (ceiling)                    {pg_copy:>9.0}");
     println!("sqlite   lexiflow bulk (validated, audited) {lite:>9.0}");
     println!("sqlite   lexiflow bulk, auditing off        {lite_na:>9.0}");

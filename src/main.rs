@@ -210,8 +210,8 @@ async fn main() -> anyhow::Result<()> {
                 None => None,
             };
             let cache = lexiflow::cache::Cache::new(config.cache, redis);
-            let w = jobs::worker(queue_db.clone(), conn.clone(), &config, cache)
-                .context("cannot set up the job worker")?;
+            let w =
+                jobs::worker(queue_db.clone(), conn.clone(), &config, cache).context("cannot set up the job worker")?;
             tracing::info!(worker = w.id(), "job worker running");
             let stop = tokio_util::sync::CancellationToken::new();
             let run = tokio::spawn(w.run(stop.clone()));

@@ -115,12 +115,9 @@ pub fn is_conflict(e: &DbErr) -> bool {
             match x.as_ref() {
                 // PostgreSQL serialization failure and deadlock; SQLite BUSY, LOCKED and
                 // BUSY_SNAPSHOT (a deferred reader that tried to write after another commit), and
-        // their other extended codes (BUSY_RECOVERY, LOCKED_SHAREDCACHE, BUSY_TIMEOUT).
+                // their other extended codes (BUSY_RECOVERY, LOCKED_SHAREDCACHE, BUSY_TIMEOUT).
                 X::Database(d) => {
-                    matches!(
-                        d.code().as_deref(),
-                        Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517" | "773")
-                    )
+                    matches!(d.code().as_deref(), Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517" | "773"))
                 }
                 _ => false,
             }

@@ -189,7 +189,8 @@ pub async fn clean(
     let (name, input, p) = (&name, &input, &p);
     let removed = db::transaction(&app.db, TxOptions::write(), |tx| async move {
         let removed = admin::clean(&*tx, name, state, age, chrono::Utc::now()).await?;
-        let change = json!({ "removed": { "old": null, "new": removed }, "state": { "old": null, "new": input.state } });
+        let change =
+            json!({ "removed": { "old": null, "new": removed }, "state": { "old": null, "new": input.state } });
         audited(&*tx, p, "queue.clean", name.clone(), change).await?;
         Ok(removed)
     })

@@ -88,7 +88,14 @@ async fn atomic_mode_writes_nothing_when_one_item_is_bad(b: Backend) {
 async fn taken_numbers_fail_skip_or_update(b: Backend) {
     let t = TestApp::new(b).await;
     let s = t.register("Upsert").await;
-    let existing = t.case(&s, "U-1").await;
+    let existing = t
+        .post(
+            "/api/v1/cases",
+            &s.token,
+            json!({"caseNumber": "U-1", "title": "Matter U-1", "type": "civil", "status": "closed", "court": "Old Court"}),
+        )
+        .await;
+    let existing = existing.expect(201).data()["id"].as_str().unwrap().to_owned();
     let items = json!([{"caseNumber": "U-1", "title": "Renamed", "type": "criminal"}, case("U-2")]);
 
     let skip = t.post("/api/v1/cases/bulk", &s.token, json!({"onConflict": "skip", "items": items})).await;
@@ -112,6 +119,8 @@ async fn taken_numbers_fail_skip_or_update(b: Backend) {
         (c["title"].as_str(), c["type"].as_str(), c["version"].as_i64()),
         (Some("Renamed"), Some("criminal"), Some(2))
     );
+    // Fields the item did not carry are left as they were: no court wiped, no case reopened.
+    assert_eq!((c["court"].as_str(), c["status"].as_str()), (Some("Old Court"), Some("closed")));
 
     let fail = t.post("/api/v1/cases/bulk", &s.token, json!({"mode": "partial", "items": [case("U-1")]})).await;
     let d = fail.expect(200).data().clone();

@@ -10,7 +10,21 @@ crate::on_both_backends!(
     the_summary_counts_what_the_caller_can_see,
     read_after_write_holds_across_two_instances_sharing_redis,
     the_cache_works_in_process_when_redis_is_unreachable,
+    the_warm_up_job_fills_the_cache_readers_use,
 );
+
+async fn the_warm_up_job_fills_the_cache_readers_use(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Warm").await;
+    t.case(&s, "W-1").await;
+    let firm: uuid::Uuid = s.firm_id.parse().unwrap();
+    lexiflow::reports::warm(&t.app.db, &t.app.cache, firm).await.unwrap();
+    let cached = lexiflow::cache::Key::new(format!("report:cases-summary:{firm}:all"));
+    let warmed: serde_json::Value = t.app.cache.get(&cached).await.expect("the warm-up stored the summary");
+    let read = summary(&t, &s).await;
+    assert_eq!(read["generatedAt"], warmed["generatedAt"], "the reader got the warmed summary");
+    assert_eq!(read["total"], 1);
+}
 
 async fn summary(t: &TestApp, s: &Session) -> serde_json::Value {
     t.get("/api/v1/reports/cases/summary", &s.token).await.expect(200).data().clone()

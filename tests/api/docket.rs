@@ -115,6 +115,18 @@ async fn sealed_entries_do_not_exist_for_those_who_may_not_see_them(b: Backend) 
     let d = docket(&t, &client, &case).await;
     assert_eq!(d.total, 1);
     assert_eq!(d.items[0]["description"], "Complaint");
+
+    // A partner who leads the case sees sealed material too (partners have no team role looked
+    // up, since they see every case).
+    t.patch(&format!("/api/v1/cases/{case}"), &admin.token, json!({"leadAttorneyId": partner.user_id}))
+        .await
+        .expect(200);
+    assert_eq!(docket(&t, &partner, &case).await.total, 3);
+    // Unsealing makes the entry visible, but not its sealed history.
+    t.patch(&format!("{path}/{sealed_id}"), &admin.token, json!({"sealed": false})).await.expect(200);
+    t.get(&format!("{path}/{sealed_id}"), &paralegal.token).await.expect(200);
+    let h = t.get(&format!("/api/v1/cases/{case}/history"), &paralegal.token).await;
+    assert!(!h.expect(200).body.to_string().contains("secret"), "the once-sealed entry's history stays hidden");
 }
 
 async fn entries_are_edited_and_struck_but_never_renumbered(b: Backend) {

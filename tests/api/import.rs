@@ -38,7 +38,10 @@ async fn a_hundred_thousand_rows_import_with_rejects_reported_by_line(b: Backend
             10 => writeln!(f, "IMP-{i},,civil,open,,,").unwrap(),
             50_000 => writeln!(f, "IMP-{i},\"A, quoted title\",no_such_type,open,,,").unwrap(),
             99_999 => writeln!(f, "IMP-{i},Late,civil,open,,not-a-date,").unwrap(),
-            _ => writeln!(f, "IMP-{i},\"Matter {i}, in re\",civil,open,Court {},2026-01-02T03:04:05Z,Client {i}", i % 7).unwrap(),
+            _ => {
+                writeln!(f, "IMP-{i},\"Matter {i}, in re\",civil,open,Court {},2026-01-02T03:04:05Z,Client {i}", i % 7)
+                    .unwrap()
+            }
         }
     }
     f.flush().unwrap();
@@ -96,7 +99,8 @@ async fn parties_import_by_case_number(b: Backend) {
     let report = import::parties(&t.app, &file, &opts(&s.email, BulkMode::Partial, &rejects)).await.unwrap();
     assert_eq!((report.imported, report.rejected), (2, 2));
     let mut r = csv::Reader::from_path(&rejects).unwrap();
-    let rows: Vec<(u64, String)> = r.records().map(|rec| rec.unwrap()).map(|r| (r[0].parse().unwrap(), r[1].to_owned())).collect();
+    let rows: Vec<(u64, String)> =
+        r.records().map(|rec| rec.unwrap()).map(|r| (r[0].parse().unwrap(), r[1].to_owned())).collect();
     assert_eq!(rows, vec![(3, "RESOURCE_NOT_FOUND".to_owned()), (4, "VALIDATION_FAILED".to_owned())]);
     let list = t.get(&format!("/api/v1/cases/{id}/parties"), &s.token).await;
     assert_eq!(list.expect(200).body["meta"]["pagination"]["total"], 2);

@@ -475,6 +475,7 @@ async fn import_cli_imports_reports_rejects_and_exits_non_zero_when_refused() {
 
     // What the import wrote is what the server serves.
     let again = Server::start_in(&[("SHUTDOWN_DRAIN_SECONDS", "0")], &dir);
-    let r = call(&again.addr, "GET", "/api/v1/cases?limit=10", &[("Authorization", &format!("Bearer {token}"))], None).await;
+    let r = call(&again.addr, "GET", "/api/v1/cases?limit=10", &[("Authorization", &format!("Bearer {token}"))], None)
+        .await;
     assert_eq!(r.json()["meta"]["pagination"]["total"], 2, "{}", r.body);
 }
