@@ -7,7 +7,9 @@
 //! kept in `audit_heads`.
 //!
 //! Each firm has [`CHAINS`] parallel chains, and an entry goes to the chain its entity hashes
-//! to, so all the changes of one case (or user, or session) are in one chain, in order.
+//! to, so all the changes of one case (or user, or session) are in one chain, in order — for
+//! entries written under one value of [`CHAINS`]; changing it moves an entity's later entries
+//! to another chain (both chains still verify).
 //! Appending locks the chain's head row until the transaction commits; with one chain per
 //! firm, every write of a firm would wait for the previous one's commit (fsync included),
 //! which on PostgreSQL cut write throughput by about 70% in the benchmark. Parallel chains
