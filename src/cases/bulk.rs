@@ -229,7 +229,6 @@ pub async fn create_many(
             Err(e) => result.fail(i, &e),
         }
     }
-    check_leads(app, p, &mut valid, &mut result).await?;
     if opts.mode == BulkMode::Atomic && !result.errors.is_empty() {
         return Err(result.finish().refuse());
     }
@@ -237,6 +236,20 @@ pub async fn create_many(
     let base = &result;
     let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
         let mut result = base.clone();
+        // Lead attorneys are checked in the transaction that makes them leads, so one
+        // suspended meanwhile is not made lead (on a copy: the transaction may run again).
+        let checked;
+        let valid: &[(usize, NewCase)] = if valid.iter().any(|(_, c)| c.lead_attorney_id.is_some()) {
+            let mut v = valid.clone();
+            check_leads(&*tx, p, &mut v, &mut result).await?;
+            checked = v;
+            &checked
+        } else {
+            valid
+        };
+        if opts.mode == BulkMode::Atomic && !result.errors.is_empty() {
+            return Err(result.finish().refuse());
+        }
         write_creates(&tx, p, valid, opts, &mut result, progress).await?;
         if opts.mode == BulkMode::Atomic && !result.errors.is_empty() {
             // Rolls the transaction back.
@@ -255,7 +268,7 @@ pub async fn create_many(
 
 /// Fails items whose lead attorney is not an active admin, partner or attorney of the firm.
 async fn check_leads(
-    app: &App,
+    db: &impl ConnectionTrait,
     p: &Principal,
     valid: &mut Vec<(usize, NewCase)>,
     result: &mut BulkResult,
@@ -267,11 +280,15 @@ async fn check_leads(
     let mut ok = HashSet::new();
     let wanted: Vec<Uuid> = wanted.into_iter().collect();
     for chunk in wanted.chunks(500) {
-        let users = user::Entity::find()
+        let mut q = user::Entity::find()
             .filter(user::Column::FirmId.eq(p.firm_id.0))
-            .filter(user::Column::Id.is_in(chunk.iter().copied()))
-            .all(&app.db)
-            .await?;
+            .filter(user::Column::Id.is_in(chunk.iter().copied()));
+        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            // A suspension of one of them waits for this transaction (SQLite writers are
+            // serialised already).
+            q = q.lock(sea_orm::sea_query::LockType::Share);
+        }
+        let users = q.all(db).await?;
         ok.extend(
             users.into_iter().filter(|u| u.status == user::UserStatus::Active && u.role.may_lead_cases()).map(|u| u.id),
         );
