@@ -122,47 +122,21 @@ pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event:
     if db.get_database_backend() == DbBackend::Postgres {
         // The entry and the head's move in one statement (one round trip fewer on every
         // audited write); the head row is already locked by this transaction.
-        let mut values = entry_values(e);
-        values.push(seq.into());
-        values.push(hash.into());
-        let columns = ENTRY_TABLE.columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
-        let placeholders = (1..=ENTRY_TABLE.columns.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        let n = ENTRY_TABLE.columns.len();
+        let (insert, mut values) = crate::db::bulk::pg_insert(&ENTRY_TABLE, &[entry_row(e)]);
+        let n = values.len();
+        values.extend([seq.into(), hash.clone().into(), firm.into(), chain.into()]);
         let sql = format!(
-            "WITH e AS (INSERT INTO audit_entries ({columns}) VALUES ({placeholders})) \
-             UPDATE audit_heads SET sequence = ${}, hash = ${} WHERE firm_id = $2 AND chain = $3",
+            "WITH e AS ({insert}) UPDATE audit_heads SET sequence = ${}, hash = ${} WHERE firm_id = ${} AND chain = ${}",
             n + 1,
-            n + 2
+            n + 2,
+            n + 3,
+            n + 4
         );
         db.execute_raw(sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
         return Ok(());
     }
     entry::ActiveModel::from(e).insert(db).await?;
     set_head(db, firm, chain, seq, hash).await
-}
-
-/// An entry's values in [`ENTRY_TABLE`]'s column order, nulls typed as their columns.
-fn entry_values(e: entry::Model) -> Vec<sea_orm::Value> {
-    vec![
-        e.id.into(),
-        e.firm_id.into(),
-        e.chain.into(),
-        e.sequence.into(),
-        e.occurred_at.into(),
-        e.actor_type.into(),
-        e.actor_id.into(),
-        e.actor_role.into(),
-        e.action.into(),
-        e.entity_type.into(),
-        e.entity_id.into(),
-        e.case_id.into(),
-        e.changes.into(),
-        e.correlation_id.into(),
-        e.ip.into(),
-        e.user_agent.into(),
-        e.prev_hash.into(),
-        e.hash.into(),
-    ]
 }
 
 /// Appends many events (a bulk operation's items) in the caller's transaction, as

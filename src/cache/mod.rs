@@ -297,7 +297,10 @@ impl Cache {
         let Ok(json) = serde_json::to_vec(value) else { return };
         let json: Arc<[u8]> = json.into();
         let tags = self.snapshot(&key.tags);
-        let (_, versions) = self.remote_get(key).await;
+        let versions = match &self.redis {
+            Some(link) => self.remote_versions(link, key).await,
+            None => None,
+        };
         self.local_put(key, json.clone(), tags, versions.clone());
         if let Some(versions) = versions {
             self.remote_put(key, &json, &versions).await;

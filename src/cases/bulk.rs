@@ -107,6 +107,17 @@ impl BulkResult {
         self
     }
 
+    /// Refuses the batch (see [`refuse`](Self::refuse)) when `mode` is atomic and an item
+    /// failed; else passes it on.
+    pub(crate) fn refuse_if_atomic(self, mode: BulkMode) -> ApiResult<Self> {
+        if mode == BulkMode::Atomic && !self.errors.is_empty() { Err(self.finish().refuse()) } else { Ok(self) }
+    }
+
+    /// The cases written (or, for skipped items, found).
+    fn written(&self) -> Vec<Uuid> {
+        self.ids.iter().flatten().copied().collect()
+    }
+
     /// In `atomic` mode, a batch with failed items is refused whole: `409` when every failure
     /// is a conflict, else `422`-style `VALIDATION_FAILED` (400), with the items in `details`.
     pub(crate) fn refuse(self) -> ApiError {
@@ -229,9 +240,7 @@ pub async fn create_many(
             Err(e) => result.fail(i, &e),
         }
     }
-    if opts.mode == BulkMode::Atomic && !result.errors.is_empty() {
-        return Err(result.finish().refuse());
-    }
+    let result = result.refuse_if_atomic(opts.mode)?;
     let valid = &valid;
     let base = &result;
     let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
@@ -247,21 +256,14 @@ pub async fn create_many(
         } else {
             valid
         };
-        if opts.mode == BulkMode::Atomic && !result.errors.is_empty() {
-            return Err(result.finish().refuse());
-        }
+        let mut result = result.refuse_if_atomic(opts.mode)?;
         write_creates(&tx, p, valid, opts, &mut result, progress).await?;
-        if opts.mode == BulkMode::Atomic && !result.errors.is_empty() {
-            // Rolls the transaction back.
-            return Err(result.finish().refuse());
-        }
-        Ok(result)
+        result.refuse_if_atomic(opts.mode)
     })
     .await?;
     if result.succeeded > 0 {
         // Upserts may have changed teams (a new lead), so every written case's team too.
-        let written: Vec<Uuid> = result.ids.iter().flatten().copied().collect();
-        app.cases_changed(p.firm_id, &written).await;
+        app.cases_changed(p.firm_id, &result.written()).await;
     }
     Ok(result.finish())
 }
@@ -576,9 +578,7 @@ pub async fn update_many(
             Err(e) => base.fail(i, &e),
         }
     }
-    if mode == BulkMode::Atomic && !base.errors.is_empty() {
-        return Err(base.finish().refuse());
-    }
+    let base = base.refuse_if_atomic(mode)?;
     let (valid, base) = (&valid, &base);
     let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
         let mut result = base.clone();
@@ -595,15 +595,11 @@ pub async fn update_many(
                 Err(e) => result.fail(*i, &e),
             }
         }
-        if mode == BulkMode::Atomic && !result.errors.is_empty() {
-            return Err(result.finish().refuse());
-        }
-        Ok(result)
+        result.refuse_if_atomic(mode)
     })
     .await?;
     if result.succeeded > 0 {
-        let written: Vec<Uuid> = result.ids.iter().flatten().copied().collect();
-        app.cases_changed(p.firm_id, &written).await;
+        app.cases_changed(p.firm_id, &result.written()).await;
     }
     Ok(result.finish())
 }
@@ -635,15 +631,11 @@ pub async fn delete_many(
                 Err(e) => result.fail(i, &e),
             }
         }
-        if mode == BulkMode::Atomic && !result.errors.is_empty() {
-            return Err(result.finish().refuse());
-        }
-        Ok(result)
+        result.refuse_if_atomic(mode)
     })
     .await?;
     if result.succeeded > 0 {
-        let written: Vec<Uuid> = result.ids.iter().flatten().copied().collect();
-        app.cases_changed(p.firm_id, &written).await;
+        app.cases_changed(p.firm_id, &result.written()).await;
     }
     Ok(result.finish())
 }

@@ -113,10 +113,8 @@ pub async fn insert_rows(db: &impl ConnectionTrait, table: &Table, rows: &[Vec<C
     let mut inserted = 0;
     match db.get_database_backend() {
         DbBackend::Postgres => {
-            let sql = pg_statement(table);
             for chunk in rows.chunks(PG_BATCH) {
-                let values: Vec<Value> =
-                    (0..table.columns.len()).map(|c| Value::from(pg_array(chunk.iter().map(|r| &r[c])))).collect();
+                let (sql, values) = pg_insert(table, chunk);
                 inserted += db
                     .execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, &sql, values))
                     .await?
@@ -138,6 +136,13 @@ pub async fn insert_rows(db: &impl ConnectionTrait, table: &Table, rows: &[Vec<C
 
 fn column_list(table: &Table) -> String {
     table.columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
+}
+
+/// PostgreSQL's insert of `rows` (one batch) and its parameters `$1…$n`, one per column, for
+/// callers that make it part of a larger statement (the audit trail's insert-and-move-head).
+pub fn pg_insert(table: &Table, rows: &[Vec<Cell>]) -> (String, Vec<Value>) {
+    let values = (0..table.columns.len()).map(|c| Value::from(pg_array(rows.iter().map(|r| &r[c])))).collect();
+    (pg_statement(table), values)
 }
 
 fn pg_statement(table: &Table) -> String {

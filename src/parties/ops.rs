@@ -255,9 +255,7 @@ pub async fn create_across(
             Err(e) => result.fail(i, &e),
         }
     }
-    if mode == BulkMode::Atomic && !result.errors.is_empty() {
-        return Err(result.finish().refuse());
-    }
+    let result = result.refuse_if_atomic(mode)?;
     let (models, base) = (&models, &result);
     let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
         let tx = &*tx;
@@ -288,9 +286,7 @@ pub async fn create_across(
             result.ids[*i] = Some(m.id);
             result.succeeded += 1;
         }
-        if mode == BulkMode::Atomic && !result.errors.is_empty() {
-            return Err(result.finish().refuse());
-        }
+        let result = result.refuse_if_atomic(mode)?;
         insert_rows(tx, &TABLE, &rows).await?;
         audit::record_many(tx, p.firm_id, &Actor::user(p), events).await?;
         Ok(result)
