@@ -19,8 +19,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, LockType},
 };
 use serde::Serialize;
@@ -86,6 +85,14 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The hash an entry must carry, given the hash before it.
 pub fn entry_hash(prev_hash: &str, e: &entry::Model) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(canonical(e));
+    hex(&h.finalize())
+}
+
+/// The canonical encoding of an entry (everything stored but the two hashes).
+fn canonical(e: &entry::Model) -> Vec<u8> {
     let canonical = Canonical {
         firm_id: &e.firm_id,
         chain: e.chain,
@@ -103,40 +110,149 @@ pub fn entry_hash(prev_hash: &str, e: &entry::Model) -> String {
         ip: &e.ip,
         user_agent: &e.user_agent,
     };
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
     // Serialising a struct of strings and ids cannot fail; an empty encoding would still
     // produce a hash that verification then rejects, never a silent pass.
-    h.update(serde_json::to_vec(&canonical).unwrap_or_default());
-    hex(&h.finalize())
+    serde_json::to_vec(&canonical).unwrap_or_default()
 }
 
-/// Appends `event` to its chain of `firm` inside the caller's transaction. The chain's head
-/// row is locked (PostgreSQL `FOR UPDATE`; SQLite writers are already serialised by
-/// `BEGIN IMMEDIATE`) so concurrent writers of one chain append one after the other.
+/// The canonical encoding of an entry whose sequence is not known yet, as the text before
+/// and after the sequence number: `canonical = before ‖ decimal(sequence) ‖ after`. The
+/// fields ahead of `sequence` are an id and a number, so the split point cannot be forged
+/// by stored text.
+fn canonical_around_sequence(e: &entry::Model) -> (String, String) {
+    const MARK: &str = ",\"sequence\":";
+    let text = String::from_utf8(canonical(&entry::Model { sequence: 0, ..e.clone() })).unwrap_or_default();
+    match text.find(MARK) {
+        Some(at) if text[at + MARK.len()..].starts_with("0,") => {
+            let split = at + MARK.len();
+            (text[..split].to_owned(), text[split + 1..].to_owned())
+        }
+        // Unreachable with the struct above; an empty encoding still fails verification.
+        _ => (String::new(), String::new()),
+    }
+}
+
+/// Appends `event` to its chain of `firm` inside the caller's transaction, in one statement
+/// on either database (auditing is on every write; its cost is mostly round trips):
+///
+/// - PostgreSQL: one statement locks the chain's head row (`FOR UPDATE`, so concurrent
+///   writers of one chain append one after the other), computes the entry's hash with the
+///   server's `sha256()` over the head's hash and the canonical encoding around the new
+///   sequence number, inserts the entry and moves the head.
+/// - SQLite (writers already serialised by `BEGIN IMMEDIATE`): the entry is sealed against
+///   the head this process last saw and inserted only if that is still the head (a guarded
+///   `INSERT … SELECT … WHERE EXISTS`); the `audit_entries_advance_head` trigger moves the
+///   head. When the guess was wrong (another process appended, or a transaction that
+///   appended rolled back) nothing was written, and the head is read and the entry sealed
+///   again.
 pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event: AuditEvent) -> Result<(), DbErr> {
     let chain = chain_for(event.entity_type, event.entity_id.as_deref());
-    let current = lock_head(db, firm, chain).await?;
-    let e = build_entry(firm, chain, &current, actor, event);
-    let (seq, hash) = (e.sequence, e.hash.clone());
+    let e = build_entry(firm, chain, actor, event);
     if db.get_database_backend() == DbBackend::Postgres {
-        // The entry and the head's move in one statement (one round trip fewer on every
-        // audited write); the head row is already locked by this transaction.
-        let (insert, mut values) = crate::db::bulk::pg_insert(&ENTRY_TABLE, &[entry_row(e)]);
-        let n = values.len();
-        values.extend([seq.into(), hash.clone().into(), firm.into(), chain.into()]);
-        let sql = format!(
-            "WITH e AS ({insert}) UPDATE audit_heads SET sequence = ${}, hash = ${} WHERE firm_id = ${} AND chain = ${}",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4
-        );
-        db.execute_raw(sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
-        return Ok(());
+        if append_pg(db, &e).await? {
+            return Ok(());
+        }
+        // The chain's first entry: create its head, then append to it.
+        lock_head(db, firm, chain).await?;
+        return if append_pg(db, &e).await? { Ok(()) } else { Err(DbErr::RecordNotFound("audit chain head".into())) };
     }
-    entry::ActiveModel::from(e).insert(db).await?;
-    set_head(db, firm, chain, seq, hash).await
+    if let Some((seq, hash)) = known_head(firm, chain) {
+        let e = seal(e.clone(), seq, hash);
+        if insert_if_head(db, &e).await? {
+            remember_head(firm, chain, e.sequence, &e.hash);
+            return Ok(());
+        }
+    }
+    let current = lock_head(db, firm, chain).await?;
+    let e = seal(e, current.sequence, current.hash);
+    if !insert_if_head(db, &e).await? {
+        return Err(DbErr::Custom("audit chain head moved during the transaction".into()));
+    }
+    remember_head(firm, chain, e.sequence, &e.hash);
+    Ok(())
+}
+
+/// PostgreSQL's one-statement append; false when the chain has no head row yet.
+async fn append_pg(db: &impl ConnectionTrait, e: &entry::Model) -> Result<bool, DbErr> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(pg_append_statement);
+    let (before, after) = canonical_around_sequence(e);
+    let (_, mut values) = crate::db::bulk::pg_insert(&ENTRY_TABLE, &[entry_row(e.clone())]);
+    values.extend([e.firm_id.into(), e.chain.into(), before.into(), after.into()]);
+    let done =
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, SQL.as_str(), values)).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// `$1…$18`: the entry's columns as one-element arrays (sequence and hashes are replaced by
+/// the computed ones); `$19`, `$20`: firm and chain; `$21`, `$22`: the canonical encoding
+/// before and after the sequence number. [`entry_hash`] computes the same hash in Rust
+/// (verification), which the tests hold it to on every append.
+fn pg_append_statement() -> String {
+    let cols = ENTRY_TABLE.columns;
+    let names = cols.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
+    let arrays =
+        cols.iter().enumerate().map(|(i, c)| format!("${}::{}[]", i + 1, c.pg_type)).collect::<Vec<_>>().join(", ");
+    let select = cols
+        .iter()
+        .map(|c| match c.name {
+            "sequence" => "n.seq".to_owned(),
+            "prev_hash" => "n.prev".to_owned(),
+            "hash" => "n.hash".to_owned(),
+            other => format!("r.\"{other}\""),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let n = cols.len();
+    let (firm, chain, before, after) = (n + 1, n + 2, n + 3, n + 4);
+    format!(
+        "WITH o AS (SELECT sequence + 1 AS seq, hash AS prev FROM audit_heads \
+                    WHERE firm_id = ${firm} AND chain = ${chain} FOR UPDATE), \
+              n AS (SELECT seq, prev, \
+                    encode(sha256(convert_to(prev || ${before}::text || seq::text || ${after}::text, 'UTF8')), 'hex') \
+                    AS hash FROM o), \
+              u AS (UPDATE audit_heads h SET sequence = n.seq, hash = n.hash FROM n \
+                    WHERE h.firm_id = ${firm} AND h.chain = ${chain}) \
+         INSERT INTO audit_entries ({names}) SELECT {select} FROM unnest({arrays}) AS r({names}) CROSS JOIN n"
+    )
+}
+
+/// SQLite: inserts the sealed entry only if its chain's head is still what it was sealed
+/// against; true when it was inserted (the trigger then moved the head).
+async fn insert_if_head(db: &impl ConnectionTrait, e: &entry::Model) -> Result<bool, DbErr> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let cols = ENTRY_TABLE.columns;
+        let names = cols.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
+        let params = vec!["?"; cols.len()].join(", ");
+        format!(
+            "INSERT INTO audit_entries ({names}) SELECT {params} WHERE EXISTS \
+             (SELECT 1 FROM audit_heads WHERE firm_id = ? AND chain = ? AND sequence = ? AND hash = ?)"
+        )
+    });
+    let mut values: Vec<sea_orm::Value> = entry_row(e.clone()).iter().map(crate::db::bulk::sqlite_value).collect();
+    values.extend([e.firm_id.into(), e.chain.into(), (e.sequence - 1).into(), e.prev_hash.clone().into()]);
+    let done = db.execute_raw(sea_orm::Statement::from_sql_and_values(DbBackend::Sqlite, SQL.as_str(), values)).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The heads this process last wrote or read, per firm and chain (SQLite only): a guess that
+/// saves reading the head before every append, always checked by [`insert_if_head`].
+type KnownHeads = std::sync::Mutex<std::collections::HashMap<(Uuid, i32), (i64, String)>>;
+static KNOWN_HEADS: std::sync::LazyLock<KnownHeads> = std::sync::LazyLock::new(Default::default);
+
+/// Enough for every chain of a few thousand firms; beyond it the guesses start over.
+const KNOWN_HEADS_MAX: usize = 1 << 17;
+
+fn known_head(firm: Uuid, chain: i32) -> Option<(i64, String)> {
+    KNOWN_HEADS.lock().ok()?.get(&(firm, chain)).cloned()
+}
+
+fn remember_head(firm: Uuid, chain: i32, sequence: i64, hash: &str) {
+    if let Ok(mut heads) = KNOWN_HEADS.lock() {
+        if heads.len() >= KNOWN_HEADS_MAX {
+            heads.clear();
+        }
+        heads.insert((firm, chain), (sequence, hash.to_owned()));
+    }
 }
 
 /// Appends many events (a bulk operation's items) in the caller's transaction, as
@@ -158,7 +274,7 @@ pub async fn append_many(
     for (chain, events) in by_chain {
         let mut current = lock_head(db, firm, chain).await?;
         for event in events {
-            let e = build_entry(firm, chain, &current, actor, event);
+            let e = seal(build_entry(firm, chain, actor, event), current.sequence, current.hash);
             current.sequence = e.sequence;
             current.hash = e.hash.clone();
             rows.push(entry_row(e));
@@ -166,8 +282,14 @@ pub async fn append_many(
         heads.push((chain, current.sequence, current.hash));
     }
     crate::db::bulk::insert_rows(db, &ENTRY_TABLE, &rows).await?;
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
     for (chain, seq, hash) in heads {
-        set_head(db, firm, chain, seq, hash).await?;
+        if postgres {
+            set_head(db, firm, chain, seq, hash).await?;
+        } else {
+            // SQLite's trigger has moved the head with every row.
+            remember_head(firm, chain, seq, &hash);
+        }
     }
     Ok(())
 }
@@ -269,14 +391,13 @@ async fn set_head(db: &impl ConnectionTrait, firm: Uuid, chain: i32, seq: i64, h
     Ok(())
 }
 
-/// The entry that follows `current` in its chain, hashed.
-fn build_entry(firm: Uuid, chain: i32, current: &head::Model, actor: &Actor, event: AuditEvent) -> entry::Model {
-    let (prev_seq, prev_hash) = (current.sequence, current.hash.clone());
-    let mut e = entry::Model {
+/// The entry for `event`, not yet placed in its chain (no sequence, no hashes).
+fn build_entry(firm: Uuid, chain: i32, actor: &Actor, event: AuditEvent) -> entry::Model {
+    entry::Model {
         id: Uuid::now_v7(),
         firm_id: firm,
         chain,
-        sequence: prev_seq + 1,
+        sequence: 0,
         occurred_at: clock::now(),
         actor_type: actor.kind.as_str().to_owned(),
         actor_id: actor.id,
@@ -289,10 +410,16 @@ fn build_entry(firm: Uuid, chain: i32, current: &head::Model, actor: &Actor, eve
         correlation_id: actor.correlation_id.clone(),
         ip: actor.ip.clone(),
         user_agent: actor.user_agent.clone(),
-        prev_hash: prev_hash.clone(),
+        prev_hash: String::new(),
         hash: String::new(),
-    };
+    }
+}
+
+/// `e` placed after the head `(prev_seq, prev_hash)` of its chain, hashed.
+fn seal(mut e: entry::Model, prev_seq: i64, prev_hash: String) -> entry::Model {
+    e.sequence = prev_seq + 1;
     e.hash = entry_hash(&prev_hash, &e);
+    e.prev_hash = prev_hash;
     e
 }
 
@@ -461,4 +588,50 @@ pub async fn prune(db: &sea_orm::DatabaseConnection, firm: Uuid, before: DateTim
     append(&tx, firm, &Actor::system(), event).await?;
     tx.commit().await?;
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(sequence: i64, changes: &str, user_agent: Option<&str>) -> entry::Model {
+        entry::Model {
+            id: Uuid::now_v7(),
+            firm_id: Uuid::now_v7(),
+            chain: 7,
+            sequence,
+            occurred_at: clock::now(),
+            actor_type: "user".into(),
+            actor_id: Some(Uuid::now_v7()),
+            actor_role: Some("admin".into()),
+            action: "case.create".into(),
+            entity_type: "case".into(),
+            entity_id: Some("x".into()),
+            case_id: None,
+            changes: changes.into(),
+            correlation_id: None,
+            ip: None,
+            user_agent: user_agent.map(str::to_owned),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// PostgreSQL hashes `prev ‖ before ‖ sequence ‖ after`; it must be the canonical
+    /// encoding exactly, whatever the stored text holds (even the marker itself).
+    #[test]
+    fn the_split_around_the_sequence_rebuilds_the_canonical_encoding() {
+        for (seq, changes, ua) in [
+            (1, "{}", None),
+            (42, r#"{"sequence":0,"x":{"old":null,"new":",\"sequence\":0,"}}"#, Some(",\"sequence\":9,")),
+            (i64::MAX, "{\"t\":\"\\u0000 é ✓\"}", Some("Mozilla/5.0")),
+        ] {
+            let e = entry(seq, changes, ua);
+            let (before, after) = canonical_around_sequence(&e);
+            assert_eq!(format!("{before}{seq}{after}").into_bytes(), canonical(&e));
+            let mut h = Sha256::new();
+            h.update(format!("{GENESIS}{before}{seq}{after}"));
+            assert_eq!(hex(&h.finalize()), entry_hash(GENESIS, &e));
+        }
+    }
 }

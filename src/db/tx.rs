@@ -18,6 +18,13 @@
 //! transaction takes the write lock up front instead of failing on commit. Statement and lock
 //! timeouts are set per connection (`DB_STATEMENT_TIMEOUT_MS`, `DB_LOCK_TIMEOUT_MS`); a
 //! transaction may tighten them with [`TxOptions::timeout`] (PostgreSQL `SET LOCAL`).
+//!
+//! SQLite admits one writer at a time. Write transactions of this process take turns at an
+//! in-process gate per database file (first come, first served) before `BEGIN IMMEDIATE`,
+//! instead of waiting in SQLite's busy handler, which polls in sleeps of up to 100 ms and
+//! leaves the lock idle between writers: under 64 concurrent `POST /cases` that made p99
+//! about 1.2 s. Other processes on the same file (a `lexiflow import`, say) still meet this
+//! one at SQLite's lock, as before.
 
 use std::{future::Future, ops::Deref, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -142,9 +149,12 @@ where
     let policy = backoff();
     let mut attempt = 1;
     loop {
-        let result = match begin(db, &opts).await {
-            Ok(tx) => run(tx, &mut work).await,
-            Err(e) => Err(ApiError::from(e)),
+        let result = {
+            let _turn = sqlite_write_turn(db, &opts).await?;
+            match begin(db, &opts).await {
+                Ok(tx) => run(tx, &mut work).await,
+                Err(e) => Err(ApiError::from(e)),
+            }
         };
         match result {
             Err(e) if attempt < opts.attempts && retryable(&e) => {
@@ -185,6 +195,33 @@ where
         }
     })
     .await
+}
+
+/// How long a SQLite writer waits for its turn before giving up with 503 (the same as the
+/// default statement timeout; a request's own deadline usually ends the wait first).
+const SQLITE_TURN_WAIT: Duration = Duration::from_secs(30);
+
+type Gates = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+static SQLITE_WRITE_GATES: std::sync::LazyLock<Gates> = std::sync::LazyLock::new(Default::default);
+
+/// This process's turn to write to `db`'s SQLite file (see the module documentation); none
+/// is needed on PostgreSQL or for a read-only transaction.
+async fn sqlite_write_turn(
+    db: &DatabaseConnection,
+    opts: &TxOptions,
+) -> ApiResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
+    if db.get_database_backend() != DbBackend::Sqlite || opts.read_only {
+        return Ok(None);
+    }
+    let file = db.get_sqlite_connection_pool().connect_options().get_filename().to_path_buf();
+    let gate = {
+        let mut gates = SQLITE_WRITE_GATES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(gates.entry(file).or_default())
+    };
+    match tokio::time::timeout(SQLITE_TURN_WAIT, gate.lock_owned()).await {
+        Ok(turn) => Ok(Some(turn)),
+        Err(_) => Err(ApiError::unavailable(DbErr::Custom("timed out waiting for the database write lock".into()))),
+    }
 }
 
 async fn begin(db: &DatabaseConnection, opts: &TxOptions) -> Result<DatabaseTransaction, DbErr> {

@@ -4,6 +4,13 @@
 use http::Method;
 use serde_json::{Value, json};
 
+use lexiflow::{
+    audit::{self, Actor, AuditEvent},
+    db::{self, TxOptions},
+    http::error::ApiError,
+    ids::FirmId,
+};
+
 use crate::support::{Backend, TestApp};
 
 crate::on_both_backends!(
@@ -18,7 +25,74 @@ crate::on_both_backends!(
     only_admins_read_the_trail_and_history_follows_case_visibility,
     report_totals_by_action_and_actor_as_json_and_csv,
     concurrent_writers_of_one_firm_all_land_in_valid_chains,
+    concurrent_appends_to_one_chain_follow_each_other,
+    an_append_that_rolled_back_leaves_the_chain_appendable,
 );
+
+async fn record_on(t: &TestApp, s: &crate::support::Session, case: &str) -> Result<(), ApiError> {
+    let firm = FirmId(s.firm_id.parse().unwrap());
+    let case = case.to_owned();
+    db::transaction(&t.app.db, TxOptions::write(), |tx| {
+        let case = case.clone();
+        async move {
+            let event = AuditEvent::new("case.note", "case", Some(case)).changes(json!({"n": {"old": 1, "new": 2}}));
+            audit::record(&*tx, firm, &Actor::system(), event).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Every append of these goes to the one chain of one case, at the same time: on PostgreSQL
+/// they queue at the head row's lock inside the appending statement.
+async fn concurrent_appends_to_one_chain_follow_each_other(b: Backend) {
+    let t = std::sync::Arc::new(TestApp::new(b).await);
+    let s = std::sync::Arc::new(t.register("Busy").await);
+    let case = t.case(&s, "ONE-1").await;
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        let (t, s, case) = (t.clone(), s.clone(), case.clone());
+        tasks.push(tokio::spawn(async move { record_on(&t, &s, &case).await }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(count(&t, "case.note").await, 24);
+    let v = verify(&t, &s.token).await;
+    assert_eq!(v["valid"], true, "{v}");
+    let chain: i32 =
+        t.sql("SELECT chain FROM audit_entries WHERE action = 'case.create'").await[0].try_get("", "chain").unwrap();
+    let sql = format!("SELECT COUNT(*) AS n FROM audit_entries WHERE action = 'case.note' AND chain = {chain}");
+    let notes: i64 = t.sql(&sql).await[0].try_get("", "n").unwrap();
+    assert_eq!(notes, 24, "all in the case's chain");
+}
+
+/// An append whose transaction rolls back leaves the chain as it was; on SQLite this
+/// process's guess of the head is then stale, and the next append must notice and recover.
+async fn an_append_that_rolled_back_leaves_the_chain_appendable(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    let case = t.case(&s, "RB-1").await;
+    let firm = FirmId(s.firm_id.parse().unwrap());
+    let case_id = case.clone();
+    let refused = db::transaction(&t.app.db, TxOptions::write(), |tx| {
+        let case_id = case_id.clone();
+        async move {
+            let event = AuditEvent::new("case.note", "case", Some(case_id));
+            audit::record(&*tx, firm, &Actor::system(), event).await?;
+            Err::<(), _>(ApiError::field("x", "refused after auditing"))
+        }
+    })
+    .await;
+    assert!(refused.is_err());
+    assert_eq!(count(&t, "case.note").await, 0);
+    t.patch(&format!("/api/v1/cases/{case}"), &s.token, json!({"title": "After"})).await.expect(200);
+    record_on(&t, &s, &case).await.unwrap();
+    assert_eq!(count(&t, "case.update").await, 1);
+    assert_eq!(count(&t, "case.note").await, 1);
+    let v = verify(&t, &s.token).await;
+    assert_eq!(v["valid"], true, "{v}");
+}
 
 async fn concurrent_writers_of_one_firm_all_land_in_valid_chains(b: Backend) {
     let t = std::sync::Arc::new(TestApp::new(b).await);

@@ -187,25 +187,57 @@ async fn postgres_deadlock_is_retried() {
 }
 
 /// On SQLite, a writer that cannot get the write lock within the lock timeout (SQLITE_BUSY)
-/// is run again rather than failed.
+/// is run again rather than failed. The lock is held by a writer outside the in-process gate
+/// (as another process, or an ungated `db::begin_write`, would).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_busy_is_retried() {
     let t = TestApp::with(Backend::Sqlite, |c| c.database.lock_timeout = Duration::from_millis(1)).await;
     let db = probe_table(&t).await;
+    let holder = db::begin_write(&db).await.unwrap();
+    exec(&holder, &bump(2)).await.unwrap();
     let runs = Arc::new(AtomicU32::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
+    let started = std::time::Instant::now();
+    let writer = {
         let (db, runs) = (db.clone(), runs.clone());
-        tasks.push(tokio::spawn(async move {
-            db::transaction(&db, TxOptions::write().attempts(200), |tx| {
+        tokio::spawn(async move {
+            db::transaction(&db, TxOptions::write().attempts(500), |tx| {
                 let runs = runs.clone();
                 async move {
                     runs.fetch_add(1, Ordering::SeqCst);
                     exec(&*tx, &bump(1)).await?;
-                    // Hold the write lock long enough for the others to find it taken.
-                    tokio::time::sleep(Duration::from_millis(30)).await;
                     Ok(())
                 }
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!writer.is_finished(), "the writer got past a held write lock");
+    holder.commit().await.unwrap();
+    writer.await.unwrap().unwrap();
+    // It may wait only 1 ms for the lock, which was held 150 ms: without the retry it would
+    // have failed with SQLITE_BUSY. It failed at BEGIN IMMEDIATE, before its work ran, so the
+    // work ran once.
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(values(&db).await, vec![(1, 1), (2, 1)]);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// On SQLite, this process's writers take turns at the in-process gate instead of meeting at
+/// SQLite's lock: with a 1 ms lock timeout and no retries, 16 concurrent writers that each
+/// hold the lock 5 ms all succeed (without the gate, most would fail with SQLITE_BUSY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_writers_of_one_process_take_turns() {
+    let t = TestApp::with(Backend::Sqlite, |c| c.database.lock_timeout = Duration::from_millis(1)).await;
+    let db = probe_table(&t).await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db::transaction(&db, TxOptions::write().attempts(1), |tx| async move {
+                exec(&*tx, &bump(1)).await?;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok(())
             })
             .await
         }));
@@ -213,9 +245,5 @@ async fn sqlite_busy_is_retried() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    assert_eq!(values(&db).await, vec![(1, 4), (2, 0)]);
-    // Each holds the lock 30 ms and the others may wait only 1 ms for it: without the retry,
-    // three of the four would have failed with SQLITE_BUSY. They failed at BEGIN IMMEDIATE,
-    // before their work ran, so the work ran once each.
-    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    assert_eq!(values(&db).await, vec![(1, 16), (2, 0)]);
 }
