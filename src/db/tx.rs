@@ -150,7 +150,8 @@ where
     let mut attempt = 1;
     loop {
         let result = {
-            let _turn = sqlite_write_turn(db, &opts).await?;
+            let turn = sqlite_write_turn(db, &opts).await?;
+            let db = turn.as_ref().map_or(db, |t| &t.1);
             match begin(db, &opts).await {
                 Ok(tx) => run(tx, &mut work).await,
                 Err(e) => Err(ApiError::from(e)),
@@ -201,25 +202,40 @@ where
 /// default statement timeout; a request's own deadline usually ends the wait first).
 const SQLITE_TURN_WAIT: Duration = Duration::from_secs(30);
 
-type Gates = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>;
-static SQLITE_WRITE_GATES: std::sync::LazyLock<Gates> = std::sync::LazyLock::new(Default::default);
+/// A SQLite file's writer: the gate its write transactions take turns at, and the one
+/// connection they all run on (a pool of one, opened with the application pool's options).
+/// One connection keeps its page cache warm: a connection must drop its cached pages when
+/// another connection has written since its last transaction, and re-read every page it
+/// touches, which made each audited write re-read the audit table's seven B-trees.
+type Writer = (Arc<tokio::sync::Mutex<()>>, DatabaseConnection);
+type Writers = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Writer>>;
+static SQLITE_WRITERS: std::sync::LazyLock<Writers> = std::sync::LazyLock::new(Default::default);
 
-/// This process's turn to write to `db`'s SQLite file (see the module documentation); none
-/// is needed on PostgreSQL or for a read-only transaction.
+/// This process's turn to write to `db`'s SQLite file, and the connection to write on (see
+/// the module documentation); none on PostgreSQL or for a read-only transaction.
 async fn sqlite_write_turn(
     db: &DatabaseConnection,
     opts: &TxOptions,
-) -> ApiResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
+) -> ApiResult<Option<(tokio::sync::OwnedMutexGuard<()>, DatabaseConnection)>> {
     if db.get_database_backend() != DbBackend::Sqlite || opts.read_only {
         return Ok(None);
     }
-    let file = db.get_sqlite_connection_pool().connect_options().get_filename().to_path_buf();
-    let gate = {
-        let mut gates = SQLITE_WRITE_GATES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(gates.entry(file).or_default())
+    let options = db.get_sqlite_connection_pool().connect_options();
+    let (gate, writer) = {
+        let mut writers = SQLITE_WRITERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (gate, writer) = writers.entry(options.get_filename().to_path_buf()).or_insert_with(|| {
+            let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .idle_timeout(Duration::from_secs(30))
+                .acquire_timeout(SQLITE_TURN_WAIT)
+                .connect_lazy_with((*options).clone());
+            (Arc::default(), sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+        });
+        (Arc::clone(gate), writer.clone())
     };
     match tokio::time::timeout(SQLITE_TURN_WAIT, gate.lock_owned()).await {
-        Ok(turn) => Ok(Some(turn)),
+        Ok(turn) => Ok(Some((turn, writer))),
         Err(_) => Err(ApiError::unavailable(DbErr::Custom("timed out waiting for the database write lock".into()))),
     }
 }
