@@ -176,44 +176,47 @@ pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event:
 async fn append_pg(db: &impl ConnectionTrait, e: &entry::Model) -> Result<bool, DbErr> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(pg_append_statement);
     let (before, after) = canonical_around_sequence(e);
-    let (_, mut values) = crate::db::bulk::pg_insert(&ENTRY_TABLE, &[entry_row(e.clone())]);
-    values.extend([e.firm_id.into(), e.chain.into(), before.into(), after.into()]);
+    let values: Vec<sea_orm::Value> = vec![
+        e.firm_id.into(),
+        e.chain.into(),
+        before.into(),
+        after.into(),
+        e.id.into(),
+        e.occurred_at.into(),
+        e.actor_type.clone().into(),
+        e.actor_id.into(),
+        e.actor_role.clone().into(),
+        e.action.clone().into(),
+        e.entity_type.clone().into(),
+        e.entity_id.clone().into(),
+        e.case_id.into(),
+        e.changes.clone().into(),
+        e.correlation_id.clone().into(),
+        e.ip.clone().into(),
+        e.user_agent.clone().into(),
+    ];
     let done =
         db.execute_raw(sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, SQL.as_str(), values)).await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// `$1…$18`: the entry's columns as one-element arrays (sequence and hashes are replaced by
-/// the computed ones); `$19`, `$20`: firm and chain; `$21`, `$22`: the canonical encoding
-/// before and after the sequence number. [`entry_hash`] computes the same hash in Rust
-/// (verification), which the tests hold it to on every append.
+/// `$1`, `$2`: firm and chain; `$3`, `$4`: the canonical encoding before and after the
+/// sequence number; `$5…$17`: the entry's other columns, in [`append_pg`]'s order. The
+/// `UPDATE` locks the head row until commit (a concurrent appender of the chain waits, then
+/// re-reads the row it updates, so it chains to the committed head), keeps the old hash as
+/// `prev_hash`, and computes the new sequence and hash from the old row; the insert takes all
+/// three from its `RETURNING`. [`entry_hash`] computes the same hash in Rust (verification),
+/// which the tests hold it to on every append.
 fn pg_append_statement() -> String {
-    let cols = ENTRY_TABLE.columns;
-    let names = cols.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
-    let arrays =
-        cols.iter().enumerate().map(|(i, c)| format!("${}::{}[]", i + 1, c.pg_type)).collect::<Vec<_>>().join(", ");
-    let select = cols
-        .iter()
-        .map(|c| match c.name {
-            "sequence" => "n.seq".to_owned(),
-            "prev_hash" => "n.prev".to_owned(),
-            "hash" => "n.hash".to_owned(),
-            other => format!("r.\"{other}\""),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let n = cols.len();
-    let (firm, chain, before, after) = (n + 1, n + 2, n + 3, n + 4);
-    format!(
-        "WITH o AS (SELECT sequence + 1 AS seq, hash AS prev FROM audit_heads \
-                    WHERE firm_id = ${firm} AND chain = ${chain} FOR UPDATE), \
-              n AS (SELECT seq, prev, \
-                    encode(sha256(convert_to(prev || ${before}::text || seq::text || ${after}::text, 'UTF8')), 'hex') \
-                    AS hash FROM o), \
-              u AS (UPDATE audit_heads h SET sequence = n.seq, hash = n.hash FROM n \
-                    WHERE h.firm_id = ${firm} AND h.chain = ${chain}) \
-         INSERT INTO audit_entries ({names}) SELECT {select} FROM unnest({arrays}) AS r({names}) CROSS JOIN n"
-    )
+    "WITH h AS (UPDATE audit_heads SET prev_hash = hash, sequence = sequence + 1, \
+                hash = encode(sha256(convert_to(hash || $3::text || (sequence + 1)::text || $4::text, 'UTF8')), 'hex') \
+                WHERE firm_id = $1 AND chain = $2 RETURNING sequence, prev_hash, hash) \
+     INSERT INTO audit_entries (id, firm_id, chain, sequence, occurred_at, actor_type, actor_id, actor_role, \
+         action, entity_type, entity_id, case_id, changes, correlation_id, ip, user_agent, prev_hash, hash) \
+     SELECT $5::uuid, $1::uuid, $2::int4, h.sequence, $6::timestamptz, $7::text, $8::uuid, $9::text, \
+         $10::text, $11::text, $12::text, $13::uuid, $14::text, $15::text, $16::text, $17::text, h.prev_hash, h.hash \
+     FROM h"
+        .to_owned()
 }
 
 /// SQLite: inserts the sealed entry only if its chain's head is still what it was sealed
@@ -406,7 +409,10 @@ fn build_entry(firm: Uuid, chain: i32, actor: &Actor, event: AuditEvent) -> entr
         entity_type: event.entity_type.to_owned(),
         entity_id: event.entity_id,
         case_id: event.case_id,
-        changes: super::redact(event.changes).to_string(),
+        changes: match event.rendered {
+            Some(text) => text,
+            None => super::redact(event.changes).to_string(),
+        },
         correlation_id: actor.correlation_id.clone(),
         ip: actor.ip.clone(),
         user_agent: actor.user_agent.clone(),

@@ -86,12 +86,15 @@ pub struct AuditEvent {
     pub entity_id: Option<String>,
     pub case_id: Option<Uuid>,
     pub changes: Value,
+    /// `changes` already rendered and redacted (see [`AuditEvent::created_fields`]); when
+    /// set, it is stored as is and `changes` is ignored.
+    pub rendered: Option<String>,
 }
 
 impl AuditEvent {
     /// `action` on an entity of `entity_type`.
     pub fn new(action: &'static str, entity_type: &'static str, entity_id: Option<String>) -> Self {
-        Self { action, entity_type, entity_id, case_id: None, changes: Value::Object(Map::new()) }
+        Self { action, entity_type, entity_id, case_id: None, changes: Value::Object(Map::new()), rendered: None }
     }
 
     /// The case the entity belongs to (for the case's history).
@@ -103,8 +106,52 @@ impl AuditEvent {
     /// The changed fields, `{field: {old, new}}` (see [`diff`] and [`created`]).
     pub fn changes(mut self, changes: Value) -> Self {
         self.changes = changes;
+        self.rendered = None;
         self
     }
+
+    /// The changes of a created entity, `{field: {new, old: null}}` for every field of `new`
+    /// — what `changes(redact(created(new)))` stores, rendered straight to text without the
+    /// intermediate JSON maps (every create and every bulk item goes through here).
+    pub fn created_fields(mut self, new: &Value) -> Self {
+        self.rendered = Some(created_text(new));
+        self
+    }
+}
+
+/// The stored text of `redact(created(new))`, byte for byte.
+pub fn created_text(new: &Value) -> String {
+    let mut out = String::with_capacity(512);
+    out.push('{');
+    if let Some(fields) = new.as_object() {
+        let mut first = true;
+        for (k, v) in fields {
+            if v.is_null() || matches!(k.as_str(), "version" | "updatedAt") {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(&Value::from(k.as_str()).to_string());
+            out.push_str(":{\"new\":");
+            if is_secret(k) {
+                out.push_str("\"[REDACTED]\"");
+            } else if v.is_object() || v.is_array() {
+                out.push_str(&redact(v.clone()).to_string());
+            } else {
+                out.push_str(&v.to_string());
+            }
+            out.push_str(",\"old\":null}");
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn is_secret(key: &str) -> bool {
+    let l = key.to_ascii_lowercase();
+    ["password", "token", "secret", "hash", "apikey", "api_key"].iter().any(|s| l.contains(s))
 }
 
 /// Set only by `AUDIT_TRAIL=off`, which exists for the benchmark's with-versus-without
@@ -178,9 +225,7 @@ pub fn redact(v: Value) -> Value {
         Value::Object(m) => Value::Object(
             m.into_iter()
                 .map(|(k, v)| {
-                    let l = k.to_ascii_lowercase();
-                    let secret =
-                        ["password", "token", "secret", "hash", "apikey", "api_key"].iter().any(|s| l.contains(s));
+                    let secret = is_secret(&k);
                     (k, if secret && !v.is_null() { redacted(v) } else { redact(v) })
                 })
                 .collect(),
@@ -210,6 +255,18 @@ mod tests {
     fn diff_lists_changed_fields_only() {
         let d = diff(&json!({"a": 1, "b": "x", "version": 1}), &json!({"a": 2, "b": "x", "version": 2}));
         assert_eq!(d, json!({"a": {"old": 1, "new": 2}}));
+    }
+
+    #[test]
+    fn created_text_is_what_the_generic_path_stores() {
+        for v in [
+            json!({}),
+            json!({"title": "A \"quoted\" title\n", "n": 3, "f": 1.5, "ok": true, "none": null, "version": 1,
+                   "updatedAt": "x", "passwordHash": "abc", "apiKey": null, "address": {"street": "1 Main",
+                   "token": "t"}, "tags": [{"secret": "s"}, "x"], "é": "ü"}),
+        ] {
+            assert_eq!(created_text(&v), redact(created(&v)).to_string(), "{v}");
+        }
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub async fn register(app: &App, input: RegisterInput, client: ClientInfo) -> Ap
         &tx,
         FirmId(firm.id),
         &actor,
-        AuditEvent::new("user.create", "user", Some(u.id.to_string())).changes(audit::created(&user_json)),
+        AuditEvent::new("user.create", "user", Some(u.id.to_string())).created_fields(&user_json),
     )
     .await?;
     let tokens = start_session(app, &tx, &u, client).await?;

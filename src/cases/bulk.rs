@@ -531,7 +531,7 @@ async fn insert_cases(tx: &db::Tx, p: &Principal, items: &[&(usize, NewCase)]) -
         events.push(
             AuditEvent::new("case.bulk_create", "case", Some(id.to_string()))
                 .case(id)
-                .changes(audit::created(&audit::json(&view))),
+                .created_fields(&audit::json(&view)),
         );
         ids.push(id);
     }

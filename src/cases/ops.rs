@@ -293,9 +293,7 @@ pub async fn create(app: &App, p: &Principal, input: CreateCase) -> ApiResult<Ca
             tx,
             p.firm_id,
             &Actor::user(p),
-            AuditEvent::new("case.create", "case", Some(id.to_string()))
-                .case(id)
-                .changes(audit::created(&audit::json(&view))),
+            AuditEvent::new("case.create", "case", Some(id.to_string())).case(id).created_fields(&audit::json(&view)),
         )
         .await?;
         Ok(view)

@@ -138,9 +138,8 @@ fn column_list(table: &Table) -> String {
     table.columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
 }
 
-/// PostgreSQL's insert of `rows` (one batch) and its parameters `$1…$n`, one per column, for
-/// callers that make it part of a larger statement (the audit trail's insert-and-move-head).
-pub fn pg_insert(table: &Table, rows: &[Vec<Cell>]) -> (String, Vec<Value>) {
+/// PostgreSQL's insert of `rows` (one batch) and its parameters `$1…$n`, one per column.
+fn pg_insert(table: &Table, rows: &[Vec<Cell>]) -> (String, Vec<Value>) {
     let values = (0..table.columns.len()).map(|c| Value::from(pg_array(rows.iter().map(|r| &r[c])))).collect();
     (pg_statement(table), values)
 }

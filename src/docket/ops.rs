@@ -325,7 +325,7 @@ pub async fn create(
             .map(|v| {
                 AuditEvent::new("docket.create", "docket_entry", Some(v.id.to_string()))
                     .case(case_id.0)
-                    .changes(audit::created(&audit::json(v)))
+                    .created_fields(&audit::json(v))
             })
             .collect();
         audit::record_many(tx, p.firm_id, &Actor::user(p), events).await?;

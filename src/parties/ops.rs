@@ -169,7 +169,7 @@ pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreatePart
             &Actor::user(p),
             AuditEvent::new("party.create", "party", Some(view.id.to_string()))
                 .case(case_id.0)
-                .changes(audit::created(&audit::json(&view))),
+                .created_fields(&audit::json(&view)),
         )
         .await?;
         Ok(view)
@@ -281,7 +281,7 @@ pub async fn create_across(
             events.push(
                 AuditEvent::new("party.bulk_create", "party", Some(m.id.to_string()))
                     .case(m.case_id)
-                    .changes(audit::created(&audit::json(&PartyView::from(m.clone())))),
+                    .created_fields(&audit::json(&PartyView::from(m.clone()))),
             );
             result.ids[*i] = Some(m.id);
             result.succeeded += 1;

@@ -106,8 +106,7 @@ pub async fn create(app: &App, p: &Principal, input: CreateUser) -> ApiResult<Us
             tx,
             p.firm_id,
             &Actor::user(p),
-            AuditEvent::new("user.create", "user", Some(view.id.to_string()))
-                .changes(audit::created(&audit::json(&view))),
+            AuditEvent::new("user.create", "user", Some(view.id.to_string())).created_fields(&audit::json(&view)),
         )
         .await?;
         Ok(view)

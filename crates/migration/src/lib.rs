@@ -11,7 +11,7 @@ mod m0002_login_defence;
 mod m0003_audit;
 mod m0004_jobs;
 mod m0005_docket;
-mod m0006_audit_head_trigger;
+mod m0006_audit_append;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_audit::Migration),
             Box::new(m0004_jobs::Migration),
             Box::new(m0005_docket::Migration),
-            Box::new(m0006_audit_head_trigger::Migration),
+            Box::new(m0006_audit_append::Migration),
         ]
     }
 }
