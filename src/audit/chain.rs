@@ -119,26 +119,26 @@ fn canonical(e: &entry::Model) -> Vec<u8> {
 /// and after the sequence number: `canonical = before ‖ decimal(sequence) ‖ after`. The
 /// fields ahead of `sequence` are an id and a number, so the split point cannot be forged
 /// by stored text.
-fn canonical_around_sequence(e: &entry::Model) -> (String, String) {
+fn canonical_around_sequence(e: &entry::Model) -> Result<(String, String), DbErr> {
     const MARK: &str = ",\"sequence\":";
     let text = String::from_utf8(canonical(&entry::Model { sequence: 0, ..e.clone() })).unwrap_or_default();
     match text.find(MARK) {
         Some(at) if text[at + MARK.len()..].starts_with("0,") => {
             let split = at + MARK.len();
-            (text[..split].to_owned(), text[split + 1..].to_owned())
+            Ok((text[..split].to_owned(), text[split + 1..].to_owned()))
         }
-        // Unreachable with the struct above; an empty encoding still fails verification.
-        _ => (String::new(), String::new()),
+        // Unreachable with the struct above; refuse rather than store an unverifiable hash.
+        _ => Err(DbErr::Custom("the audit entry's canonical encoding has no sequence".into())),
     }
 }
 
 /// Appends `event` to its chain of `firm` inside the caller's transaction, in one statement
 /// on either database (auditing is on every write; its cost is mostly round trips):
 ///
-/// - PostgreSQL: one statement locks the chain's head row (`FOR UPDATE`, so concurrent
-///   writers of one chain append one after the other), computes the entry's hash with the
-///   server's `sha256()` over the head's hash and the canonical encoding around the new
-///   sequence number, inserts the entry and moves the head.
+/// - PostgreSQL: one statement moves the chain's head (`UPDATE … RETURNING`, which holds the
+///   row lock until commit, so concurrent writers of one chain append one after the other),
+///   computing the entry's hash with the server's `sha256()` over the old head's hash and
+///   the canonical encoding around the new sequence number, and inserts the entry.
 /// - SQLite (writers already serialised by `BEGIN IMMEDIATE`): the entry is sealed against
 ///   the head this process last saw and inserted only if that is still the head (a guarded
 ///   `INSERT … SELECT … WHERE EXISTS`); the `audit_entries_advance_head` trigger moves the
@@ -175,7 +175,7 @@ pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event:
 /// PostgreSQL's one-statement append; false when the chain has no head row yet.
 async fn append_pg(db: &impl ConnectionTrait, e: &entry::Model) -> Result<bool, DbErr> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(pg_append_statement);
-    let (before, after) = canonical_around_sequence(e);
+    let (before, after) = canonical_around_sequence(e)?;
     let values: Vec<sea_orm::Value> = vec![
         e.firm_id.into(),
         e.chain.into(),
@@ -205,8 +205,9 @@ async fn append_pg(db: &impl ConnectionTrait, e: &entry::Model) -> Result<bool, 
 /// `UPDATE` locks the head row until commit (a concurrent appender of the chain waits, then
 /// re-reads the row it updates, so it chains to the committed head), keeps the old hash as
 /// `prev_hash`, and computes the new sequence and hash from the old row; the insert takes all
-/// three from its `RETURNING`. [`entry_hash`] computes the same hash in Rust (verification),
-/// which the tests hold it to on every append.
+/// three from its `RETURNING`. [`entry_hash`] computes the same hash in Rust (verification);
+/// the tests that append (non-ASCII and escaped text included) and then verify hold the two
+/// to each other.
 fn pg_append_statement() -> String {
     "WITH h AS (UPDATE audit_heads SET prev_hash = hash, sequence = sequence + 1, \
                 hash = encode(sha256(convert_to(hash || $3::text || (sequence + 1)::text || $4::text, 'UTF8')), 'hex') \
@@ -633,7 +634,7 @@ mod tests {
             (i64::MAX, "{\"t\":\"\\u0000 é ✓\"}", Some("Mozilla/5.0")),
         ] {
             let e = entry(seq, changes, ua);
-            let (before, after) = canonical_around_sequence(&e);
+            let (before, after) = canonical_around_sequence(&e).unwrap();
             assert_eq!(format!("{before}{seq}{after}").into_bytes(), canonical(&e));
             let mut h = Sha256::new();
             h.update(format!("{GENESIS}{before}{seq}{after}"));

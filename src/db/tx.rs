@@ -20,7 +20,8 @@
 //! transaction may tighten them with [`TxOptions::timeout`] (PostgreSQL `SET LOCAL`).
 //!
 //! SQLite admits one writer at a time. Write transactions of this process take turns at an
-//! in-process gate per database file (first come, first served) before `BEGIN IMMEDIATE`,
+//! in-process gate per application pool, in effect per database file (first come, first
+//! served), then run on that pool's one writer connection, before `BEGIN IMMEDIATE`,
 //! instead of waiting in SQLite's busy handler, which polls in sleeps of up to 100 ms and
 //! leaves the lock idle between writers: under 64 concurrent `POST /cases` that made p99
 //! about 1.2 s. Other processes on the same file (a `lexiflow import`, say) still meet this
@@ -31,7 +32,7 @@ use std::{future::Future, ops::Deref, panic::AssertUnwindSafe, sync::Arc, time::
 use futures_util::FutureExt;
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, RuntimeErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait, sqlx::sqlite::SqliteConnectOptions,
 };
 
 use crate::{
@@ -207,8 +208,12 @@ const SQLITE_TURN_WAIT: Duration = Duration::from_secs(30);
 /// One connection keeps its page cache warm: a connection must drop its cached pages when
 /// another connection has written since its last transaction, and re-read every page it
 /// touches, which made each audited write re-read the audit table's seven B-trees.
-type Writer = (Arc<tokio::sync::Mutex<()>>, DatabaseConnection);
-type Writers = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Writer>>;
+///
+/// Writers belong to an application pool (keyed by its connect options, held weakly): a pool
+/// opened with other options (the queue's relaxed durability, another `App` on the same file)
+/// gets its own writer, and a closed pool's writer is dropped with the next new one.
+type Writer = (std::sync::Weak<SqliteConnectOptions>, Arc<tokio::sync::Mutex<()>>, DatabaseConnection);
+type Writers = std::sync::Mutex<std::collections::HashMap<usize, Writer>>;
 static SQLITE_WRITERS: std::sync::LazyLock<Writers> = std::sync::LazyLock::new(Default::default);
 
 /// This process's turn to write to `db`'s SQLite file, and the connection to write on (see
@@ -221,18 +226,34 @@ async fn sqlite_write_turn(
         return Ok(None);
     }
     let options = db.get_sqlite_connection_pool().connect_options();
+    // A private in-memory database exists only on the connection that opened it.
+    if options.get_filename().as_os_str() == ":memory:" {
+        return Ok(None);
+    }
+    let key = Arc::as_ptr(&options) as usize;
     let (gate, writer) = {
         let mut writers = SQLITE_WRITERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (gate, writer) = writers.entry(options.get_filename().to_path_buf()).or_insert_with(|| {
-            let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(0)
-                .idle_timeout(Duration::from_secs(30))
-                .acquire_timeout(SQLITE_TURN_WAIT)
-                .connect_lazy_with((*options).clone());
-            (Arc::default(), sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
-        });
-        (Arc::clone(gate), writer.clone())
+        let current = writers.get(&key).filter(|w| w.0.upgrade().is_some_and(|o| Arc::ptr_eq(&o, &options)));
+        match current {
+            Some((_, gate, writer)) => (Arc::clone(gate), writer.clone()),
+            None => {
+                writers.retain(|_, w| w.0.strong_count() > 0);
+                let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(0)
+                    .idle_timeout(Duration::from_secs(30))
+                    .acquire_timeout(SQLITE_TURN_WAIT)
+                    .connect_lazy_with((*options).clone());
+                let entry: Writer = (
+                    Arc::downgrade(&options),
+                    Arc::default(),
+                    sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
+                );
+                let found = (Arc::clone(&entry.1), entry.2.clone());
+                writers.insert(key, entry);
+                found
+            }
+        }
     };
     match tokio::time::timeout(SQLITE_TURN_WAIT, gate.lock_owned()).await {
         Ok(turn) => Ok(Some((turn, writer))),

@@ -30,12 +30,24 @@ crate::on_both_backends!(
 );
 
 async fn record_on(t: &TestApp, s: &crate::support::Session, case: &str) -> Result<(), ApiError> {
+    record_as(t, s, "case", case).await
+}
+
+/// A `case.note` entry about `entity_type`/`id`, with non-ASCII and escaped text in it (on
+/// PostgreSQL the server hashes it; verification recomputes it in Rust).
+async fn record_as(
+    t: &TestApp,
+    s: &crate::support::Session,
+    entity_type: &'static str,
+    id: &str,
+) -> Result<(), ApiError> {
     let firm = FirmId(s.firm_id.parse().unwrap());
-    let case = case.to_owned();
+    let id = id.to_owned();
     db::transaction(&t.app.db, TxOptions::write(), |tx| {
-        let case = case.clone();
+        let id = id.clone();
         async move {
-            let event = AuditEvent::new("case.note", "case", Some(case)).changes(json!({"n": {"old": 1, "new": 2}}));
+            let event = AuditEvent::new("case.note", entity_type, Some(id))
+                .changes(json!({"n": {"old": "Müller \"&\" 漢字", "new": "✓\u{0}\n\t€"}}));
             audit::record(&*tx, firm, &Actor::system(), event).await?;
             Ok(())
         }
@@ -65,6 +77,29 @@ async fn concurrent_appends_to_one_chain_follow_each_other(b: Backend) {
     let sql = format!("SELECT COUNT(*) AS n FROM audit_entries WHERE action = 'case.note' AND chain = {chain}");
     let notes: i64 = t.sql(&sql).await[0].try_get("", "n").unwrap();
     assert_eq!(notes, 24, "all in the case's chain");
+
+    // A chain nobody has written yet: its first appenders race to create its head.
+    let used: Vec<i32> = t
+        .sql("SELECT DISTINCT chain FROM audit_entries")
+        .await
+        .iter()
+        .map(|r| r.try_get::<i32>("", "chain").unwrap())
+        .collect();
+    let fresh = (0..)
+        .map(|i| format!("fresh-{i}"))
+        .find(|id| !used.contains(&audit::chain::chain_for("matter_note", Some(id))))
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (t, s, fresh) = (t.clone(), s.clone(), fresh.clone());
+        tasks.push(tokio::spawn(async move { record_as(&t, &s, "matter_note", &fresh).await }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(count(&t, "case.note").await, 40);
+    let v = verify(&t, &s.token).await;
+    assert_eq!(v["valid"], true, "{v}");
 }
 
 /// An append whose transaction rolls back leaves the chain as it was; on SQLite this
