@@ -95,6 +95,9 @@ pub const fn col(name: &'static str, pg_type: &'static str) -> Column {
 /// Rows per PostgreSQL statement: large enough that per-statement costs vanish, small enough
 /// that one statement's parameters stay a few megabytes.
 const PG_BATCH: usize = 5_000;
+/// And at most this many bytes of parameters (estimated, escaping included): 5,000 rows of
+/// long rich-text descriptions would otherwise approach PostgreSQL's 1 GB message limit.
+const PG_BATCH_BYTES: usize = 64 << 20;
 /// SQLite's default limit of bound variables per statement.
 const SQLITE_MAX_VARIABLES: usize = 32_766;
 
@@ -113,7 +116,7 @@ pub async fn insert_rows(db: &impl ConnectionTrait, table: &Table, rows: &[Vec<C
     let mut inserted = 0;
     match db.get_database_backend() {
         DbBackend::Postgres => {
-            for chunk in rows.chunks(PG_BATCH) {
+            for chunk in batches(rows, PG_BATCH, PG_BATCH_BYTES) {
                 let (sql, values) = pg_insert(table, chunk);
                 inserted += db
                     .execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, &sql, values))
@@ -136,6 +139,34 @@ pub async fn insert_rows(db: &impl ConnectionTrait, table: &Table, rows: &[Vec<C
 
 fn column_list(table: &Table) -> String {
     table.columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
+}
+
+/// An upper bound of a row's size as array-literal parameters (every character escaped).
+fn row_bytes(row: &[Cell]) -> usize {
+    row.iter().map(|c| if let Cell::Text(s) = c { 2 * s.len() + 4 } else { 40 }).sum()
+}
+
+/// `rows` in consecutive batches of at most `max_rows` rows and `max_bytes` estimated bytes
+/// (a single row larger than that is a batch of its own).
+fn batches(rows: &[Vec<Cell>], max_rows: usize, max_bytes: usize) -> impl Iterator<Item = &[Vec<Cell>]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= rows.len() {
+            return None;
+        }
+        let (mut end, mut bytes) = (start, 0);
+        while end < rows.len() && end - start < max_rows {
+            let b = row_bytes(&rows[end]);
+            if end > start && bytes + b > max_bytes {
+                break;
+            }
+            bytes += b;
+            end += 1;
+        }
+        let batch = &rows[start..end];
+        start = end;
+        Some(batch)
+    })
 }
 
 /// PostgreSQL's insert of `rows` (one batch) and its parameters `$1…$n`, one per column.
@@ -224,6 +255,22 @@ fn quote_into(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_keep_to_both_the_row_and_the_byte_cap() {
+        let row = |n: usize| vec![Cell::Text("x".repeat(n)), Cell::Int(1)];
+        let rows: Vec<Vec<Cell>> = (0..10).map(|_| row(100)).collect();
+        // 244 estimated bytes a row: three fit in 800 bytes, and never more than 4 rows.
+        let sizes: Vec<usize> = batches(&rows, 4, 800).map(<[_]>::len).collect();
+        assert_eq!(sizes, vec![3, 3, 3, 1]);
+        let sizes: Vec<usize> = batches(&rows, 4, 1 << 20).map(<[_]>::len).collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+        // A row larger than the cap goes alone; nothing is lost or repeated.
+        let mixed = vec![row(10), row(10_000), row(10)];
+        let sizes: Vec<usize> = batches(&mixed, 100, 1_000).map(<[_]>::len).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+        assert_eq!(batches(&[], 4, 800).count(), 0);
+    }
 
     #[test]
     fn array_literals_quote_what_postgres_would_misread() {
