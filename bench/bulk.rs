@@ -198,6 +198,13 @@ fn copy_same_writes(pg_url: &str, from: &str, to: &str, dir: &std::path::Path) -
     took
 }
 
+/// Prints one measurement line and returns its rate (`n` per second).
+fn rate(round: usize, what: &str, unit: &str, n: usize, took: Duration, note: &str) -> f64 {
+    let r = n as f64 / took.as_secs_f64();
+    println!("round {round} {what:<30} {r:>9.0} {unit}/s ({:.2} s{note})", took.as_secs_f64());
+    r
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -221,12 +228,7 @@ async fn main() {
         let a = app(&pg_url, dir.path(), Some(&schema)).await;
         let p = firm(&a).await;
         let took = ours(&a, &p, n).await;
-        pg.push(n as f64 / took.as_secs_f64());
-        println!(
-            "round {round} postgres  lexiflow bulk  {:>9.0} rows/s  ({:.2} s)",
-            n as f64 / took.as_secs_f64(),
-            took.as_secs_f64()
-        );
+        pg.push(rate(round, "postgres  lexiflow bulk", "rows", n, took, ""));
 
         // \copy of the same rows into an identical fresh table.
         let copy_schema = format!("bench_{}", Uuid::new_v4().simple());
@@ -235,12 +237,7 @@ async fn main() {
         let cp = firm(&c).await;
         let file = csv(&cp, n);
         let took = copy(&pg_url, &copy_schema, file.path());
-        pg_copy.push(n as f64 / took.as_secs_f64());
-        println!(
-            "round {round} postgres  \\copy          {:>9.0} rows/s  ({:.2} s)",
-            n as f64 / took.as_secs_f64(),
-            took.as_secs_f64()
-        );
+        pg_copy.push(rate(round, "postgres  \\copy", "rows", n, took, ""));
         c.db.clone().close().await.ok();
         admin.execute_unprepared(&format!("DROP SCHEMA {copy_schema} CASCADE")).await.unwrap();
 
@@ -249,12 +246,14 @@ async fn main() {
         admin.execute_unprepared(&format!("CREATE SCHEMA {all_schema}")).await.unwrap();
         let c = app(&pg_url, dir.path(), Some(&all_schema)).await;
         let took = copy_same_writes(&pg_url, &schema, &all_schema, dir.path());
-        pg_copy_all.push(n as f64 / took.as_secs_f64());
-        println!(
-            "round {round} postgres  \\copy, same writes {:>9.0} cases/s ({:.2} s: cases, team members, audit entries)",
-            n as f64 / took.as_secs_f64(),
-            took.as_secs_f64()
-        );
+        pg_copy_all.push(rate(
+            round,
+            "postgres  \\copy, same writes",
+            "cases",
+            n,
+            took,
+            ": cases, team members, audit entries",
+        ));
         c.db.clone().close().await.ok();
         admin.execute_unprepared(&format!("DROP SCHEMA {all_schema} CASCADE")).await.unwrap();
 
@@ -263,12 +262,7 @@ async fn main() {
         let l = app(&format!("sqlite://{}?mode=rwc", file.display()), dir.path(), None).await;
         let lp = firm(&l).await;
         let took = ours(&l, &lp, n).await;
-        lite.push(n as f64 / took.as_secs_f64());
-        println!(
-            "round {round} sqlite    lexiflow bulk  {:>9.0} rows/s  ({:.2} s)",
-            n as f64 / took.as_secs_f64(),
-            took.as_secs_f64()
-        );
+        lite.push(rate(round, "sqlite    lexiflow bulk", "rows", n, took, ""));
         l.db.clone().close().await.ok();
 
         if round == rounds {
@@ -288,24 +282,14 @@ async fn main() {
         let a = app(&pg_url, dir.path(), Some(&schema)).await;
         let p = firm(&a).await;
         let took = ours(&a, &p, n).await;
-        pg_na.push(n as f64 / took.as_secs_f64());
-        println!(
-            "round {round} postgres  bulk, no audit {:>9.0} rows/s  ({:.2} s)",
-            n as f64 / took.as_secs_f64(),
-            took.as_secs_f64()
-        );
+        pg_na.push(rate(round, "postgres  bulk, no audit", "rows", n, took, ""));
         a.db.clone().close().await.ok();
         admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
         let file = dir.path().join(format!("bench-na-{round}.db"));
         let l = app(&format!("sqlite://{}?mode=rwc", file.display()), dir.path(), None).await;
         let lp = firm(&l).await;
         let took = ours(&l, &lp, n).await;
-        lite_na.push(n as f64 / took.as_secs_f64());
-        println!(
-            "round {round} sqlite    bulk, no audit {:>9.0} rows/s  ({:.2} s)",
-            n as f64 / took.as_secs_f64(),
-            took.as_secs_f64()
-        );
+        lite_na.push(rate(round, "sqlite    bulk, no audit", "rows", n, took, ""));
         l.db.clone().close().await.ok();
     }
     let (pg, pg_copy, lite) = (median(pg), median(pg_copy), median(lite));

@@ -156,32 +156,29 @@ pub async fn append(db: &impl ConnectionTrait, firm: Uuid, actor: &Actor, event:
         lock_head(db, firm, chain).await?;
         return if append_pg(db, &e).await? { Ok(()) } else { Err(DbErr::RecordNotFound("audit chain head".into())) };
     }
-    if let Some((seq, hash)) = known_head(firm, chain) {
-        let e = seal(e.clone(), seq, hash);
-        if insert_if_head(db, &e).await? {
-            remember_head(firm, chain, e.sequence, &e.hash);
-            return Ok(());
+    let guessed = known_head(firm, chain).map(|(seq, hash)| seal(e.clone(), seq, hash));
+    let sealed = match guessed {
+        Some(g) if insert_if_head(db, &g).await? => g,
+        _ => {
+            let current = lock_head(db, firm, chain).await?;
+            let s = seal(e, current.sequence, current.hash);
+            if !insert_if_head(db, &s).await? {
+                return Err(DbErr::Custom("audit chain head moved during the transaction".into()));
+            }
+            s
         }
-    }
-    let current = lock_head(db, firm, chain).await?;
-    let e = seal(e, current.sequence, current.hash);
-    if !insert_if_head(db, &e).await? {
-        return Err(DbErr::Custom("audit chain head moved during the transaction".into()));
-    }
-    remember_head(firm, chain, e.sequence, &e.hash);
+    };
+    remember_head(firm, chain, sealed.sequence, &sealed.hash);
     Ok(())
 }
 
-/// PostgreSQL's one-statement append; false when the chain has no head row yet.
-async fn append_pg(db: &impl ConnectionTrait, e: &entry::Model) -> Result<bool, DbErr> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(pg_append_statement);
-    let (before, after) = canonical_around_sequence(e)?;
-    let values: Vec<sea_orm::Value> = vec![
+/// An entry's values in [`ENTRY_TABLE`]'s column order, nulls typed as their columns.
+fn entry_values(e: &entry::Model) -> Vec<sea_orm::Value> {
+    vec![
+        e.id.into(),
         e.firm_id.into(),
         e.chain.into(),
-        before.into(),
-        after.into(),
-        e.id.into(),
+        e.sequence.into(),
         e.occurred_at.into(),
         e.actor_type.clone().into(),
         e.actor_id.into(),
@@ -194,31 +191,36 @@ async fn append_pg(db: &impl ConnectionTrait, e: &entry::Model) -> Result<bool, 
         e.correlation_id.clone().into(),
         e.ip.clone().into(),
         e.user_agent.clone().into(),
-    ];
-    let done =
-        db.execute_raw(sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, SQL.as_str(), values)).await?;
+        e.prev_hash.clone().into(),
+        e.hash.clone().into(),
+    ]
+}
+
+/// PostgreSQL's one-statement append; false when the chain has no head row yet.
+async fn append_pg(db: &impl ConnectionTrait, e: &entry::Model) -> Result<bool, DbErr> {
+    let (before, after) = canonical_around_sequence(e)?;
+    let mut values = entry_values(e);
+    values.extend([before.into(), after.into()]);
+    let done = db.execute_raw(sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, PG_APPEND, values)).await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// `$1`, `$2`: firm and chain; `$3`, `$4`: the canonical encoding before and after the
-/// sequence number; `$5…$17`: the entry's other columns, in [`append_pg`]'s order. The
-/// `UPDATE` locks the head row until commit (a concurrent appender of the chain waits, then
+/// `$1…$18`: the entry's values in [`entry_values`]' order, of which the sequence and the
+/// hashes (`$4`, `$17`, `$18`: not known yet) are not used; `$19`, `$20`: the canonical
+/// encoding before and after the sequence number. The `UPDATE` locks the head row until commit (a concurrent appender of the chain waits, then
 /// re-reads the row it updates, so it chains to the committed head), keeps the old hash as
 /// `prev_hash`, and computes the new sequence and hash from the old row; the insert takes all
 /// three from its `RETURNING`. [`entry_hash`] computes the same hash in Rust (verification);
 /// the tests that append (non-ASCII and escaped text included) and then verify hold the two
 /// to each other.
-fn pg_append_statement() -> String {
-    "WITH h AS (UPDATE audit_heads SET prev_hash = hash, sequence = sequence + 1, \
-                hash = encode(sha256(convert_to(hash || $3::text || (sequence + 1)::text || $4::text, 'UTF8')), 'hex') \
-                WHERE firm_id = $1 AND chain = $2 RETURNING sequence, prev_hash, hash) \
-     INSERT INTO audit_entries (id, firm_id, chain, sequence, occurred_at, actor_type, actor_id, actor_role, \
-         action, entity_type, entity_id, case_id, changes, correlation_id, ip, user_agent, prev_hash, hash) \
-     SELECT $5::uuid, $1::uuid, $2::int4, h.sequence, $6::timestamptz, $7::text, $8::uuid, $9::text, \
-         $10::text, $11::text, $12::text, $13::uuid, $14::text, $15::text, $16::text, $17::text, h.prev_hash, h.hash \
-     FROM h"
-        .to_owned()
-}
+const PG_APPEND: &str = "WITH h AS (UPDATE audit_heads SET prev_hash = hash, sequence = sequence + 1, \
+        hash = encode(sha256(convert_to(hash || $19::text || (sequence + 1)::text || $20::text, 'UTF8')), 'hex') \
+        WHERE firm_id = $2 AND chain = $3 RETURNING sequence, prev_hash, hash) \
+    INSERT INTO audit_entries (id, firm_id, chain, sequence, occurred_at, actor_type, actor_id, actor_role, \
+        action, entity_type, entity_id, case_id, changes, correlation_id, ip, user_agent, prev_hash, hash) \
+    SELECT $1::uuid, $2::uuid, $3::int4, h.sequence, $5::timestamptz, $6::text, $7::uuid, $8::text, \
+        $9::text, $10::text, $11::text, $12::uuid, $13::text, $14::text, $15::text, $16::text, h.prev_hash, h.hash \
+    FROM h";
 
 /// SQLite: inserts the sealed entry only if its chain's head is still what it was sealed
 /// against; true when it was inserted (the trigger then moved the head).
@@ -232,7 +234,7 @@ async fn insert_if_head(db: &impl ConnectionTrait, e: &entry::Model) -> Result<b
              (SELECT 1 FROM audit_heads WHERE firm_id = ? AND chain = ? AND sequence = ? AND hash = ?)"
         )
     });
-    let mut values: Vec<sea_orm::Value> = entry_row(e.clone()).iter().map(crate::db::bulk::sqlite_value).collect();
+    let mut values = entry_values(e);
     values.extend([e.firm_id.into(), e.chain.into(), (e.sequence - 1).into(), e.prev_hash.clone().into()]);
     let done = db.execute_raw(sea_orm::Statement::from_sql_and_values(DbBackend::Sqlite, SQL.as_str(), values)).await?;
     Ok(done.rows_affected() == 1)

@@ -201,7 +201,7 @@ fn sqlite_statement(table: &Table, rows: usize) -> String {
 
 /// The value SeaORM itself would bind for the cell, so rows written here read back exactly
 /// like rows written through the entities (SQLite stores times and ids in SeaORM's format).
-pub fn sqlite_value(c: &Cell) -> Value {
+fn sqlite_value(c: &Cell) -> Value {
     match c {
         Cell::Null => Value::String(None),
         Cell::Text(s) => Value::from(s.clone()),

@@ -212,7 +212,12 @@ const SQLITE_TURN_WAIT: Duration = Duration::from_secs(30);
 /// Writers belong to an application pool (keyed by its connect options, held weakly): a pool
 /// opened with other options (the queue's relaxed durability, another `App` on the same file)
 /// gets its own writer, and a closed pool's writer is dropped with the next new one.
-type Writer = (std::sync::Weak<SqliteConnectOptions>, Arc<tokio::sync::Mutex<()>>, DatabaseConnection);
+struct Writer {
+    /// The application pool's options; dead once that pool is gone.
+    of: std::sync::Weak<SqliteConnectOptions>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    db: DatabaseConnection,
+}
 type Writers = std::sync::Mutex<std::collections::HashMap<usize, Writer>>;
 static SQLITE_WRITERS: std::sync::LazyLock<Writers> = std::sync::LazyLock::new(Default::default);
 
@@ -233,27 +238,20 @@ async fn sqlite_write_turn(
     let key = Arc::as_ptr(&options) as usize;
     let (gate, writer) = {
         let mut writers = SQLITE_WRITERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = writers.get(&key).filter(|w| w.0.upgrade().is_some_and(|o| Arc::ptr_eq(&o, &options)));
-        match current {
-            Some((_, gate, writer)) => (Arc::clone(gate), writer.clone()),
-            None => {
-                writers.retain(|_, w| w.0.strong_count() > 0);
-                let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(0)
-                    .idle_timeout(Duration::from_secs(30))
-                    .acquire_timeout(SQLITE_TURN_WAIT)
-                    .connect_lazy_with((*options).clone());
-                let entry: Writer = (
-                    Arc::downgrade(&options),
-                    Arc::default(),
-                    sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
-                );
-                let found = (Arc::clone(&entry.1), entry.2.clone());
-                writers.insert(key, entry);
-                found
-            }
+        let current = writers.get(&key).filter(|w| w.of.upgrade().is_some_and(|o| Arc::ptr_eq(&o, &options)));
+        if current.is_none() {
+            writers.retain(|_, w| w.of.strong_count() > 0);
+            let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .idle_timeout(Duration::from_secs(30))
+                .acquire_timeout(SQLITE_TURN_WAIT)
+                .connect_lazy_with((*options).clone());
+            let db = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
+            writers.insert(key, Writer { of: Arc::downgrade(&options), gate: Arc::default(), db });
         }
+        let w = &writers[&key];
+        (Arc::clone(&w.gate), w.db.clone())
     };
     match tokio::time::timeout(SQLITE_TURN_WAIT, gate.lock_owned()).await {
         Ok(turn) => Ok(Some((turn, writer))),
