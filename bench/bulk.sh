@@ -5,7 +5,7 @@
 # versus cached. See bench/bulk.rs for what is measured.
 #
 #   bench/bulk.sh                 # N=100000 ROUNDS=3
-# Env: N, ROUNDS, PG_URL (postgres://postgres@127.0.0.1:5432/test), CARGO_TARGET_DIR.
+# Env: N, ROUNDS, BACKENDS (postgres,sqlite), DB_SQLITE_CACHE_MIB, PG_URL (postgres://postgres@127.0.0.1:5432/test), CARGO_TARGET_DIR.
 # Needs: cargo, psql (Debian: postgresql-client), a PostgreSQL server.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

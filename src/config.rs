@@ -186,6 +186,11 @@ pub struct DatabaseConfig {
     /// PostgreSQL `lock_timeout` (`DB_LOCK_TIMEOUT_MS`, default 10 s); on SQLite the busy
     /// timeout, how long a writer waits for the write lock.
     pub lock_timeout: Duration,
+    /// SQLite only: each connection's page cache, in MiB (`DB_SQLITE_CACHE_MIB`, default
+    /// 64). SQLite's own default is 2 MiB, and a write touching more pages than that (the
+    /// cases table has eight B-trees) spills and re-reads pages: a 100,000-row import took
+    /// 2.7 times as long when its ids were random. The cache fills only as pages are read.
+    pub sqlite_cache_mib: u32,
 }
 
 impl DatabaseConfig {
@@ -467,6 +472,10 @@ impl Config {
         if statement_timeout.is_zero() || lock_timeout.is_zero() {
             return Err(invalid("DB_STATEMENT_TIMEOUT_MS", "database timeouts must be more than zero"));
         }
+        let sqlite_cache_mib = num(&get, "DB_SQLITE_CACHE_MIB", None, 64)?;
+        if sqlite_cache_mib == 0 || sqlite_cache_mib > 65_536 {
+            return Err(invalid("DB_SQLITE_CACHE_MIB", "must be between 1 and 65536 (MiB)"));
+        }
 
         Ok(Config {
             env: app_env,
@@ -479,6 +488,7 @@ impl Config {
                 schema: None,
                 statement_timeout,
                 lock_timeout,
+                sqlite_cache_mib,
             },
             auth: AuthConfig {
                 jwt_secret: get("JWT_SECRET").or(file.jwt_secret).map(SecretString::from),

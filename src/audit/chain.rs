@@ -262,42 +262,132 @@ fn remember_head(firm: Uuid, chain: i32, sequence: i64, hash: &str) {
 }
 
 /// Appends many events (a bulk operation's items) in the caller's transaction, as
-/// [`append`] would one by one, but with each chain's head locked and updated once and the
-/// entries written with one bulk insert. Heads are locked in chain order, so two bulk
-/// writers of one firm cannot deadlock each other.
+/// [`append`] would one by one, but with the chains' heads locked in one statement, the
+/// entries written with one bulk insert and the heads moved in one statement.
 pub async fn append_many(
     db: &impl ConnectionTrait,
     firm: Uuid,
     actor: &Actor,
     events: Vec<AuditEvent>,
 ) -> Result<(), DbErr> {
-    let mut by_chain: std::collections::BTreeMap<i32, Vec<AuditEvent>> = std::collections::BTreeMap::new();
-    for e in events {
-        by_chain.entry(chain_for(e.entity_type, e.entity_id.as_deref())).or_default().push(e);
+    let chains = events.iter().map(|e| chain_for(e.entity_type, e.entity_id.as_deref())).collect();
+    let mut heads = lock_heads(db, firm, &chains).await?;
+    heads.seal(db.get_database_backend(), actor, events)?.run(db).await?;
+    heads.store(db).await
+}
+
+/// Heads of some of a firm's chains, locked for the rest of the caller's transaction, so
+/// that entries can be sealed after them apart from the database — on another thread, while
+/// the database writes earlier ones — and written in bulk. Only entries sealed here may be
+/// written to those chains until [`store`](Self::store) and the commit.
+#[derive(Debug)]
+pub struct Heads {
+    firm: Uuid,
+    /// chain → (sequence, hash) of its last entry, sealed here or found.
+    heads: std::collections::BTreeMap<i32, (i64, String)>,
+}
+
+/// Locks the heads of `firm`'s `chains` until the transaction ends (PostgreSQL
+/// `SELECT … ORDER BY chain FOR UPDATE`, in chain order, so two bulk writers of one firm
+/// cannot deadlock each other; SQLite writers are serialised already), creating the heads of
+/// chains that have none yet.
+pub async fn lock_heads(
+    db: &impl ConnectionTrait,
+    firm: Uuid,
+    chains: &std::collections::BTreeSet<i32>,
+) -> Result<Heads, DbErr> {
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
+    let find = || {
+        let q = head::Entity::find()
+            .filter(head::Column::FirmId.eq(firm))
+            .filter(head::Column::Chain.is_in(chains.iter().copied()))
+            .order_by_asc(head::Column::Chain);
+        if postgres { q.lock(LockType::Update) } else { q }
+    };
+    let mut found = if chains.is_empty() { Vec::new() } else { find().all(db).await? };
+    if found.len() < chains.len() {
+        // Chains' first entries: create their heads (a concurrent first writer may win an
+        // insert; then lock the rows it made).
+        let missing = chains.iter().filter(|c| !found.iter().any(|h| h.chain == **c)).map(|c| head::ActiveModel {
+            firm_id: Set(firm),
+            chain: Set(*c),
+            sequence: Set(0),
+            hash: Set(GENESIS.to_owned()),
+            anchor_sequence: Set(0),
+            anchor_hash: Set(GENESIS.to_owned()),
+            pruned_at: Set(None),
+        });
+        head::Entity::insert_many(missing)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([head::Column::FirmId, head::Column::Chain])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+        found = find().all(db).await?;
     }
-    let mut rows = Vec::new();
-    let mut heads = Vec::new();
-    for (chain, events) in by_chain {
-        let mut current = lock_head(db, firm, chain).await?;
+    if found.len() != chains.len() {
+        return Err(DbErr::RecordNotFound("audit chain head".into()));
+    }
+    Ok(Heads { firm, heads: found.into_iter().map(|h| (h.chain, (h.sequence, h.hash))).collect() })
+}
+
+impl Heads {
+    /// Seals `events` after the heads, moving them on, and returns the statements that
+    /// insert the entries. Fails for an event whose chain was not locked.
+    pub fn seal(
+        &mut self,
+        backend: DbBackend,
+        actor: &Actor,
+        events: Vec<AuditEvent>,
+    ) -> Result<crate::db::bulk::Encoded, DbErr> {
+        let mut rows = Vec::with_capacity(events.len());
         for event in events {
-            let e = seal(build_entry(firm, chain, actor, event), current.sequence, current.hash);
-            current.sequence = e.sequence;
-            current.hash = e.hash.clone();
+            let chain = chain_for(event.entity_type, event.entity_id.as_deref());
+            let Some((sequence, hash)) = self.heads.get_mut(&chain) else {
+                return Err(DbErr::Custom(format!("audit chain {chain} was not locked for this write")));
+            };
+            let e = seal(build_entry(self.firm, chain, actor, event), *sequence, std::mem::take(hash));
+            *sequence = e.sequence;
+            hash.clone_from(&e.hash);
             rows.push(entry_row(e));
         }
-        heads.push((chain, current.sequence, current.hash));
+        crate::db::bulk::encode(backend, &ENTRY_TABLE, &rows)
     }
-    crate::db::bulk::insert_rows(db, &ENTRY_TABLE, &rows).await?;
-    let postgres = db.get_database_backend() == DbBackend::Postgres;
-    for (chain, seq, hash) in heads {
-        if postgres {
-            set_head(db, firm, chain, seq, hash).await?;
-        } else {
-            // SQLite's trigger has moved the head with every row.
-            remember_head(firm, chain, seq, &hash);
+
+    /// Records the heads after the entries sealed so far, once they are written: on
+    /// PostgreSQL in one `UPDATE`; on SQLite the `audit_entries_advance_head` trigger has
+    /// moved them with every entry, and this process notes them for its next append.
+    pub async fn store(&self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        use crate::db::bulk::{Cell, pg_array};
+        if db.get_database_backend() != DbBackend::Postgres {
+            for (chain, (sequence, hash)) in &self.heads {
+                remember_head(self.firm, *chain, *sequence, hash);
+            }
+            return Ok(());
         }
+        if self.heads.is_empty() {
+            return Ok(());
+        }
+        let chains: Vec<Cell> = self.heads.keys().map(|c| Cell::from(*c)).collect();
+        let sequences: Vec<Cell> = self.heads.values().map(|(s, _)| Cell::from(*s)).collect();
+        let hashes: Vec<Cell> = self.heads.values().map(|(_, h)| Cell::from(h.as_str())).collect();
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE audit_heads h SET sequence = v.sequence, hash = v.hash \
+             FROM unnest($2::int4[], $3::int8[], $4::text[]) AS v(chain, sequence, hash) \
+             WHERE h.firm_id = $1 AND h.chain = v.chain",
+            [
+                self.firm.into(),
+                pg_array(chains.iter()).into(),
+                pg_array(sequences.iter()).into(),
+                pg_array(hashes.iter()).into(),
+            ],
+        ))
+        .await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// The columns [`append_many`] fills, in [`entry_row`]'s order.
@@ -384,17 +474,6 @@ async fn lock_head(db: &impl ConnectionTrait, firm: Uuid, chain: i32) -> Result<
         }
     };
     Ok(current)
-}
-
-async fn set_head(db: &impl ConnectionTrait, firm: Uuid, chain: i32, seq: i64, hash: String) -> Result<(), DbErr> {
-    head::Entity::update_many()
-        .col_expr(head::Column::Sequence, Expr::value(seq))
-        .col_expr(head::Column::Hash, Expr::value(hash))
-        .filter(head::Column::FirmId.eq(firm))
-        .filter(head::Column::Chain.eq(chain))
-        .exec(db)
-        .await?;
-    Ok(())
 }
 
 /// The entry for `event`, not yet placed in its chain (no sequence, no hashes).

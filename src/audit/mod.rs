@@ -165,6 +165,12 @@ pub fn disable_for_benchmark() {
     tracing::warn!("AUDIT_TRAIL=off: changes are NOT being audited (benchmark mode)");
 }
 
+/// Whether entries are being written: always, except under the benchmark's
+/// `AUDIT_TRAIL=off`.
+pub fn enabled() -> bool {
+    !DISABLED_FOR_BENCHMARK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Appends an entry to `firm`'s chain in the caller's transaction.
 pub async fn record(
     db: &impl sea_orm::ConnectionTrait,

@@ -13,7 +13,10 @@
 //! makes the insert fail: in `partial` mode the batch's insert is undone alone (a savepoint),
 //! the numbers checked again and the batch retried without them.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, SqlErr};
 use serde::{Deserialize, Serialize};
@@ -30,7 +33,7 @@ use crate::{
     clock,
     db::{
         self, TxOptions,
-        bulk::{Cell, Table, col, insert_rows},
+        bulk::{Cell, Encoded, Table, col, encode, insert_rows},
     },
     http::error::{ApiError, ApiResult, ErrorCode},
     ids::CaseId,
@@ -241,23 +244,21 @@ pub async fn create_many(
         }
     }
     let result = result.refuse_if_atomic(opts.mode)?;
-    let valid = &valid;
+    let valid = &Arc::new(valid);
     let base = &result;
     let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
         let mut result = base.clone();
         // Lead attorneys are checked in the transaction that makes them leads, so one
         // suspended meanwhile is not made lead (on a copy: the transaction may run again).
-        let checked;
-        let valid: &[(usize, NewCase)] = if valid.iter().any(|(_, c)| c.lead_attorney_id.is_some()) {
-            let mut v = valid.clone();
+        let valid = if valid.iter().any(|(_, c)| c.lead_attorney_id.is_some()) {
+            let mut v = (**valid).clone();
             check_leads(&*tx, p, &mut v, &mut result).await?;
-            checked = v;
-            &checked
+            Arc::new(v)
         } else {
-            valid
+            Arc::clone(valid)
         };
         let mut result = result.refuse_if_atomic(opts.mode)?;
-        write_creates(&tx, p, valid, opts, &mut result, progress).await?;
+        write_creates(&tx, p, &valid, opts, &mut result, progress).await?;
         result.refuse_if_atomic(opts.mode)
     })
     .await?;
@@ -333,7 +334,7 @@ const CHUNK: usize = 5_000;
 async fn write_creates(
     tx: &db::Tx,
     p: &Principal,
-    valid: &[(usize, NewCase)],
+    valid: &Arc<Vec<(usize, NewCase)>>,
     opts: CreateOptions,
     result: &mut BulkResult,
     progress: &(dyn Fn(usize) + Sync),
@@ -343,6 +344,9 @@ async fn write_creates(
     // do not know of yet, and it was planned as a sequential scan (quadratic in the batch).
     let numbers: Vec<&str> = valid.iter().map(|(_, c)| c.case_number.as_str()).collect();
     let taken = existing(&**tx, p.firm_id.0, &numbers).await?;
+    if opts.mode == BulkMode::Atomic && taken.is_empty() {
+        return write_pipelined(tx, p, valid, result, progress).await;
+    }
     let mut done = 0;
     for chunk in valid.chunks(CHUNK) {
         write_chunk(tx, p, chunk.iter().collect(), opts, result, &taken).await?;
@@ -484,19 +488,141 @@ fn escalate(e: &ApiError) -> bool {
     db::tx::retryable(e) || matches!(e.code, ErrorCode::InternalError | ErrorCode::DependencyUnavailable)
 }
 
+/// Atomic creates whose case numbers are all free, the common import. A producer thread
+/// makes each chunk's case and team rows and audit entries — sealed after the chains' heads,
+/// which are locked here first for the whole write — and the statements that insert them,
+/// while the database runs the previous chunk's: the CPU work of a chunk overlaps the
+/// database work of the one before. Any failure fails the whole transaction (atomic), so
+/// entries sealed ahead of a failed chunk are never written.
+async fn write_pipelined(
+    tx: &db::Tx,
+    p: &Principal,
+    valid: &Arc<Vec<(usize, NewCase)>>,
+    result: &mut BulkResult,
+    progress: &(dyn Fn(usize) + Sync),
+) -> ApiResult<()> {
+    let backend = tx.get_database_backend();
+    let ids: Arc<Vec<Uuid>> = Arc::new(valid.iter().map(|_| Uuid::now_v7()).collect());
+    let heads = if audit::enabled() {
+        let chains = ids.iter().map(|id| audit::chain::chain_for(CASE, Some(&id.to_string()))).collect();
+        Some(audit::chain::lock_heads(&**tx, p.firm_id.0, &chains).await?)
+    } else {
+        None
+    };
+    // One chunk ahead: memory stays at about two chunks' statements.
+    let (send, mut receive) = tokio::sync::mpsc::channel::<Result<Prepared, sea_orm::DbErr>>(1);
+    let producer = {
+        let (valid, ids, p) = (Arc::clone(valid), Arc::clone(&ids), p.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut heads = heads;
+            let actor = Actor::user(&p);
+            let mut at = 0;
+            while at < valid.len() {
+                let end = (at + CHUNK).min(valid.len());
+                let items = valid[at..end].iter().map(|(_, c)| c);
+                let prepared = prepare(backend, &p, &actor, items, &ids[at..end], heads.as_mut());
+                let failed = prepared.is_err();
+                // A send fails when the writer has given up (its error ends the transaction).
+                if send.blocking_send(prepared).is_err() || failed {
+                    break;
+                }
+                at = end;
+            }
+            heads
+        })
+    };
+    let mut done = 0;
+    while let Some(prepared) = receive.recv().await {
+        let prepared = prepared?;
+        prepared.cases.run(&**tx).await.map_err(db_conflict)?;
+        prepared.team.run(&**tx).await?;
+        prepared.entries.run(&**tx).await?;
+        done += prepared.count;
+        progress(done);
+    }
+    let heads = match producer.await {
+        Ok(heads) => heads,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    if done != valid.len() {
+        return Err(ApiError::internal(sea_orm::DbErr::Custom(format!(
+            "bulk create: {done} of {} cases were prepared",
+            valid.len()
+        ))));
+    }
+    if let Some(heads) = heads {
+        heads.store(&**tx).await?;
+    }
+    for ((i, _), id) in valid.iter().zip(ids.iter()) {
+        result.ids[*i] = Some(*id);
+    }
+    result.succeeded += valid.len();
+    Ok(())
+}
+
+/// The audit entity type of a case.
+const CASE: &str = "case";
+
+/// A chunk of new cases made ready to write.
+struct Prepared {
+    count: usize,
+    cases: Encoded,
+    team: Encoded,
+    /// Empty when auditing is off (benchmark only).
+    entries: Encoded,
+}
+
+/// Makes the statements that create `items` (with `ids`): rows, team rows, and — when
+/// `heads` are given — their audit entries sealed after those heads.
+fn prepare<'a>(
+    backend: sea_orm::DbBackend,
+    p: &Principal,
+    actor: &Actor,
+    items: impl ExactSizeIterator<Item = &'a NewCase>,
+    ids: &[Uuid],
+    heads: Option<&mut audit::chain::Heads>,
+) -> Result<Prepared, sea_orm::DbErr> {
+    let count = items.len();
+    let (rows, team, events) = build(p, items, ids, heads.is_some());
+    Ok(Prepared {
+        count,
+        cases: encode(backend, &TABLE, &rows)?,
+        team: encode(backend, &TEAM_TABLE, &team)?,
+        entries: match heads {
+            Some(h) => h.seal(backend, actor, events)?,
+            None => Encoded::default(),
+        },
+    })
+}
+
 /// Inserts the cases, their team rows and their audit entries. Returns the new ids.
 async fn insert_cases(tx: &db::Tx, p: &Principal, items: &[&(usize, NewCase)]) -> ApiResult<Vec<Uuid>> {
+    let ids: Vec<Uuid> = items.iter().map(|_| Uuid::now_v7()).collect();
+    let (rows, team, events) = build(p, items.iter().map(|(_, c)| c), &ids, audit::enabled());
+    insert_rows(&**tx, &TABLE, &rows).await.map_err(db_conflict)?;
+    insert_rows(&**tx, &TEAM_TABLE, &team).await?;
+    audit::record_many(&**tx, p.firm_id, &Actor::user(p), events).await?;
+    Ok(ids)
+}
+
+/// The case rows, team rows and (when `audited`) audit events that create `items`, one id
+/// each from `ids`.
+fn build<'a>(
+    p: &Principal,
+    items: impl Iterator<Item = &'a NewCase>,
+    ids: &[Uuid],
+    audited: bool,
+) -> (Vec<Vec<Cell>>, Vec<Vec<Cell>>, Vec<AuditEvent>) {
     let now = clock::now();
-    let mut rows = Vec::with_capacity(items.len());
+    let mut rows = Vec::with_capacity(ids.len());
     let mut team = Vec::new();
-    let mut events = Vec::with_capacity(items.len());
-    let mut ids = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(if audited { ids.len() } else { 0 });
     // Whoever sees every case by role (admin, partner) is not added to each team; anyone else
     // joins the teams of the cases they import, as with a single create.
     let creator_role = (!p.role.sees_all_cases())
         .then(|| if p.role.may_lead_cases() { TeamRole::Attorney } else { TeamRole::Paralegal });
-    for (_, c) in items {
-        let id = Uuid::now_v7();
+    for (c, &id) in items.zip(ids) {
         let lead = c.lead_attorney_id.map(|l| l.0);
         let m = case::Model {
             id,
@@ -527,18 +653,16 @@ async fn insert_cases(tx: &db::Tx, p: &Principal, items: &[&(usize, NewCase)]) -
         if let Some(l) = lead.filter(|l| creator_role.is_none() || *l != p.user_id.0) {
             team.push(team_row(id, l, p, TeamRole::LeadAttorney, now));
         }
-        let view = CaseView::from(m);
-        events.push(
-            AuditEvent::new("case.bulk_create", "case", Some(id.to_string()))
-                .case(id)
-                .created_fields(&audit::json(&view)),
-        );
-        ids.push(id);
+        if audited {
+            let view = CaseView::from(m);
+            events.push(
+                AuditEvent::new("case.bulk_create", CASE, Some(id.to_string()))
+                    .case(id)
+                    .created_fields(&audit::json(&view)),
+            );
+        }
     }
-    insert_rows(&**tx, &TABLE, &rows).await.map_err(db_conflict)?;
-    insert_rows(&**tx, &TEAM_TABLE, &team).await?;
-    audit::record_many(&**tx, p.firm_id, &Actor::user(p), events).await?;
-    Ok(ids)
+    (rows, team, events)
 }
 
 fn team_row(case: Uuid, user: Uuid, p: &Principal, role: TeamRole, now: chrono::DateTime<chrono::Utc>) -> Vec<Cell> {

@@ -105,6 +105,30 @@ const SQLITE_MAX_VARIABLES: usize = 32_766;
 /// Constraint violations fail the statement (and, on PostgreSQL, the transaction: callers
 /// that want to go on after one run the insert in a [`savepoint`](super::savepoint)).
 pub async fn insert_rows(db: &impl ConnectionTrait, table: &Table, rows: &[Vec<Cell>]) -> Result<u64, DbErr> {
+    encode(db.get_database_backend(), table, rows)?.run(db).await
+}
+
+/// Rows made into the statements that insert them, for one database. Making them is plain
+/// CPU work, apart from the database: a writer of many batches makes the next batch's on
+/// another thread ([`tokio::task::spawn_blocking`]) while the database runs this one's.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    statements: Vec<Statement>,
+}
+
+impl Encoded {
+    /// Runs the statements in the caller's transaction; returns the number of rows inserted.
+    pub async fn run(self, db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+        let mut inserted = 0;
+        for statement in self.statements {
+            inserted += db.execute_raw(statement).await?.rows_affected();
+        }
+        Ok(inserted)
+    }
+}
+
+/// The statements [`insert_rows`] runs for `rows` on `backend`.
+pub fn encode(backend: DbBackend, table: &Table, rows: &[Vec<Cell>]) -> Result<Encoded, DbErr> {
     if let Some(bad) = rows.iter().position(|r| r.len() != table.columns.len()) {
         return Err(DbErr::Custom(format!(
             "bulk insert into {}: row {bad} has {} values for {} columns",
@@ -113,28 +137,25 @@ pub async fn insert_rows(db: &impl ConnectionTrait, table: &Table, rows: &[Vec<C
             table.columns.len()
         )));
     }
-    let mut inserted = 0;
-    match db.get_database_backend() {
-        DbBackend::Postgres => {
-            for chunk in batches(rows, PG_BATCH, PG_BATCH_BYTES) {
+    let statements = match backend {
+        DbBackend::Postgres => batches(rows, PG_BATCH, PG_BATCH_BYTES)
+            .map(|chunk| {
                 let (sql, values) = pg_insert(table, chunk);
-                inserted += db
-                    .execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, &sql, values))
-                    .await?
-                    .rows_affected();
-            }
-        }
+                Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+            })
+            .collect(),
         backend => {
             let per_statement = (SQLITE_MAX_VARIABLES / table.columns.len()).clamp(1, 2_000);
-            for chunk in rows.chunks(per_statement) {
-                let sql = sqlite_statement(table, chunk.len());
-                let values: Vec<Value> = chunk.iter().flat_map(|r| r.iter().map(sqlite_value)).collect();
-                inserted +=
-                    db.execute_raw(Statement::from_sql_and_values(backend, &sql, values)).await?.rows_affected();
-            }
+            rows.chunks(per_statement)
+                .map(|chunk| {
+                    let sql = sqlite_statement(table, chunk.len());
+                    let values: Vec<Value> = chunk.iter().flat_map(|r| r.iter().map(sqlite_value)).collect();
+                    Statement::from_sql_and_values(backend, sql, values)
+                })
+                .collect()
         }
-    }
-    Ok(inserted)
+    };
+    Ok(Encoded { statements })
 }
 
 fn column_list(table: &Table) -> String {

@@ -69,11 +69,14 @@ async fn connect_with(cfg: &DatabaseConfig, relaxed_durability: bool) -> Result<
             std::fs::create_dir_all(dir).map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
         }
         let busy_timeout = cfg.lock_timeout;
+        // Negative: a size in KiB rather than in pages.
+        let cache_size = format!("-{}", u64::from(cfg.sqlite_cache_mib) * 1024);
         opts.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(if relaxed_durability { SqliteSynchronous::Normal } else { SqliteSynchronous::Full })
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
+                .pragma("cache_size", cache_size.clone())
                 .create_if_missing(true)
         });
     }

@@ -11,6 +11,7 @@ crate::on_both_backends!(
     taken_numbers_fail_skip_or_update,
     bulk_update_and_delete_report_each_item,
     bulk_parties_and_limits,
+    atomic_bulk_over_several_chunks_is_whole_or_nothing,
 );
 
 fn case(number: &str) -> Value {
@@ -83,6 +84,71 @@ async fn atomic_mode_writes_nothing_when_one_item_is_bad(b: Backend) {
     let ok = t.post("/api/v1/cases/bulk", &s.token, json!({"items": [case("B-10"), case("B-11")]})).await;
     assert_eq!(ok.expect(200).data()["succeeded"], 2);
     assert_eq!(total_cases(&t, &s.token).await, 3);
+}
+
+/// A large atomic create is written in chunks while the next chunk is being prepared, its
+/// audit entries sealed ahead against chain heads locked up front. One row the database
+/// refuses in a later chunk must leave nothing of the earlier ones, and the chains and their
+/// heads must stay right for the writes that follow.
+async fn atomic_bulk_over_several_chunks_is_whole_or_nothing(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Chunks").await;
+    let attorney = t.user(&s, "attorney").await;
+    // Some chains have entries (and heads) already, others not yet.
+    t.case(&s, "C-FIRST").await;
+    let items = |prefix: &str| Value::Array((0..10_000).map(|i| case(&format!("{prefix}-{i:05}"))).collect());
+    let count = |sql: &'static str| {
+        let t = &t;
+        async move { t.sql(sql).await[0].try_get_by_index::<i64>(0).unwrap() }
+    };
+
+    // The database refuses a row of the second chunk (a stand-in for any failure there).
+    if b == Backend::Postgres {
+        t.sql_exec(
+            "CREATE FUNCTION refuse_case() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.case_number = 'R-07000' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$",
+        )
+        .await;
+        t.sql_exec("CREATE TRIGGER refuse_case BEFORE INSERT ON cases FOR EACH ROW EXECUTE FUNCTION refuse_case()")
+            .await;
+    } else {
+        t.sql_exec(
+            "CREATE TRIGGER refuse_case BEFORE INSERT ON cases WHEN NEW.case_number = 'R-07000' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .await;
+    }
+    let teams = count("SELECT COUNT(*) FROM case_team_members").await;
+    let res = t.post("/api/v1/cases/bulk", &attorney.token, json!({"items": items("R")})).await;
+    assert!(res.status.is_server_error(), "{} {}", res.status, res.body);
+    assert_eq!(count("SELECT COUNT(*) FROM cases").await, 1, "nothing of the first chunk stays");
+    assert_eq!(count("SELECT COUNT(*) FROM case_team_members").await, teams);
+    assert_eq!(audit_count(&t, "case.bulk_create").await, 0);
+    let v = t.get("/api/v1/audit/verify", &s.token).await;
+    assert_eq!(v.expect(200).data()["valid"], true, "{}", v.body);
+    t.sql_exec(if b == Backend::Postgres { "DROP TRIGGER refuse_case ON cases" } else { "DROP TRIGGER refuse_case" })
+        .await;
+
+    // Without the refusal: every case, its team row (the attorney joins the teams of the
+    // cases they open) and its entry, in order in the chains.
+    let res = t.post("/api/v1/cases/bulk", &attorney.token, json!({"items": items("A")})).await;
+    let d = res.expect(200).data();
+    assert_eq!((d["succeeded"].as_u64(), d["failed"].as_u64()), (Some(10_000), Some(0)));
+    assert_eq!(count("SELECT COUNT(*) FROM cases").await, 10_001);
+    assert_eq!(count("SELECT COUNT(*) FROM case_team_members").await, teams + 10_000);
+    assert_eq!(audit_count(&t, "case.bulk_create").await, 10_000);
+    let last = d["ids"][9_999].as_str().unwrap().to_owned();
+    let c = t.get(&format!("/api/v1/cases/{last}"), &attorney.token).await;
+    assert_eq!(c.expect(200).data()["caseNumber"], "A-09999");
+    let v = t.get("/api/v1/audit/verify", &s.token).await;
+    assert_eq!(v.expect(200).data()["valid"], true, "{}", v.body);
+    assert_eq!(v.data()["entriesChecked"].as_u64().unwrap(), count("SELECT COUNT(*) FROM audit_entries").await as u64);
+    // The heads were left where the entries end: later writes chain on and verify.
+    t.case(&s, "C-AFTER").await;
+    let more = t.post("/api/v1/cases/bulk", &s.token, json!({"items": [case("A-10000"), case("A-10001")]})).await;
+    more.expect(200);
+    let v = t.get("/api/v1/audit/verify", &s.token).await;
+    assert_eq!(v.expect(200).data()["valid"], true, "{}", v.body);
 }
 
 async fn taken_numbers_fail_skip_or_update(b: Backend) {
