@@ -287,10 +287,11 @@ pub struct Heads {
     heads: std::collections::BTreeMap<i32, (i64, String)>,
 }
 
-/// Locks the heads of `firm`'s `chains` until the transaction ends (PostgreSQL
-/// `SELECT … ORDER BY chain FOR UPDATE`, in chain order, so two bulk writers of one firm
-/// cannot deadlock each other; SQLite writers are serialised already), creating the heads of
-/// chains that have none yet.
+/// Locks the heads of `firm`'s `chains` until the transaction ends, in chain order (so two
+/// bulk writers of one firm do not deadlock each other; SQLite writers are serialised
+/// already): on PostgreSQL one `SELECT … ORDER BY chain FOR UPDATE` when every head exists.
+/// When some do not (a firm's first writes), each head is locked or created in turn, still
+/// in chain order, as [`append`] does for one.
 pub async fn lock_heads(
     db: &impl ConnectionTrait,
     firm: Uuid,
@@ -298,35 +299,25 @@ pub async fn lock_heads(
 ) -> Result<Heads, DbErr> {
     let postgres = db.get_database_backend() == DbBackend::Postgres;
     let find = || {
-        let q = head::Entity::find()
+        head::Entity::find()
             .filter(head::Column::FirmId.eq(firm))
             .filter(head::Column::Chain.is_in(chains.iter().copied()))
-            .order_by_asc(head::Column::Chain);
-        if postgres { q.lock(LockType::Update) } else { q }
+            .order_by_asc(head::Column::Chain)
     };
-    let mut found = if chains.is_empty() { Vec::new() } else { find().all(db).await? };
-    if found.len() < chains.len() {
-        // Chains' first entries: create their heads (a concurrent first writer may win an
-        // insert; then lock the rows it made).
-        let missing = chains.iter().filter(|c| !found.iter().any(|h| h.chain == **c)).map(|c| head::ActiveModel {
-            firm_id: Set(firm),
-            chain: Set(*c),
-            sequence: Set(0),
-            hash: Set(GENESIS.to_owned()),
-            anchor_sequence: Set(0),
-            anchor_hash: Set(GENESIS.to_owned()),
-            pruned_at: Set(None),
-        });
-        head::Entity::insert_many(missing)
-            .on_conflict(
-                sea_orm::sea_query::OnConflict::columns([head::Column::FirmId, head::Column::Chain])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await?;
-        found = find().all(db).await?;
+    if chains.is_empty() {
+        return Ok(Heads { firm, heads: Default::default() });
     }
+    // Heads are never deleted, so once all exist a locking read finds them all.
+    let existing: Vec<i32> = find().select_only().column(head::Column::Chain).into_tuple().all(db).await?;
+    let found = if existing.len() == chains.len() {
+        if postgres { find().lock(LockType::Update).all(db).await? } else { find().all(db).await? }
+    } else {
+        let mut found = Vec::with_capacity(chains.len());
+        for chain in chains {
+            found.push(lock_head(db, firm, *chain).await?);
+        }
+        found
+    };
     if found.len() != chains.len() {
         return Err(DbErr::RecordNotFound("audit chain head".into()));
     }

@@ -488,12 +488,13 @@ fn escalate(e: &ApiError) -> bool {
     db::tx::retryable(e) || matches!(e.code, ErrorCode::InternalError | ErrorCode::DependencyUnavailable)
 }
 
-/// Atomic creates whose case numbers are all free, the common import. A producer thread
-/// makes each chunk's case and team rows and audit entries — sealed after the chains' heads,
-/// which are locked here first for the whole write — and the statements that insert them,
-/// while the database runs the previous chunk's: the CPU work of a chunk overlaps the
-/// database work of the one before. Any failure fails the whole transaction (atomic), so
-/// entries sealed ahead of a failed chunk are never written.
+/// Atomic creates whose case numbers are all free, the common import. The first chunk is
+/// written here, after which the heads of every chain the batch's entries fall in are held;
+/// for the rest a producer thread makes each chunk's case and team rows and audit entries —
+/// sealed after those heads — and the statements that insert them, while the database runs
+/// the previous chunk's: the CPU work of a chunk overlaps the database work of the one
+/// before. Any failure fails the whole transaction (atomic), so entries sealed ahead of a
+/// failed chunk are never written.
 async fn write_pipelined(
     tx: &db::Tx,
     p: &Principal,
@@ -502,49 +503,30 @@ async fn write_pipelined(
     progress: &(dyn Fn(usize) + Sync),
 ) -> ApiResult<()> {
     let backend = tx.get_database_backend();
+    let audited = audit::enabled();
     let ids: Arc<Vec<Uuid>> = Arc::new(valid.iter().map(|_| Uuid::now_v7()).collect());
-    let heads = if audit::enabled() {
+    // Made here: the actor carries the request's correlation id, address and user agent,
+    // which live in the request task's context and not on a blocking thread.
+    let actor = Actor::user(p);
+    // The first chunk is written here, in the order every other write takes its locks — its
+    // rows first, then the chain heads (those of every chunk) — so that a writer holding a
+    // head while it waits for a row or a key this batch touches cannot deadlock with it.
+    let first = CHUNK.min(valid.len());
+    let (rows, team, events) = build(p, valid[..first].iter().map(|(_, c)| c), &ids[..first], audited);
+    insert_rows(&**tx, &TABLE, &rows).await.map_err(db_conflict)?;
+    insert_rows(&**tx, &TEAM_TABLE, &team).await?;
+    let mut heads = None;
+    if audited {
         let chains = ids.iter().map(|id| audit::chain::chain_for(CASE, Some(&id.to_string()))).collect();
-        Some(audit::chain::lock_heads(&**tx, p.firm_id.0, &chains).await?)
-    } else {
-        None
-    };
-    // One chunk ahead: memory stays at about two chunks' statements.
-    let (send, mut receive) = tokio::sync::mpsc::channel::<Result<Prepared, sea_orm::DbErr>>(1);
-    let producer = {
-        let (valid, ids, p) = (Arc::clone(valid), Arc::clone(&ids), p.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut heads = heads;
-            let actor = Actor::user(&p);
-            let mut at = 0;
-            while at < valid.len() {
-                let end = (at + CHUNK).min(valid.len());
-                let items = valid[at..end].iter().map(|(_, c)| c);
-                let prepared = prepare(backend, &p, &actor, items, &ids[at..end], heads.as_mut());
-                let failed = prepared.is_err();
-                // A send fails when the writer has given up (its error ends the transaction).
-                if send.blocking_send(prepared).is_err() || failed {
-                    break;
-                }
-                at = end;
-            }
-            heads
-        })
-    };
-    let mut done = 0;
-    while let Some(prepared) = receive.recv().await {
-        let prepared = prepared?;
-        prepared.cases.run(&**tx).await.map_err(db_conflict)?;
-        prepared.team.run(&**tx).await?;
-        prepared.entries.run(&**tx).await?;
-        done += prepared.count;
-        progress(done);
+        let mut h = audit::chain::lock_heads(&**tx, p.firm_id.0, &chains).await?;
+        h.seal(backend, &actor, events)?.run(&**tx).await?;
+        heads = Some(h);
     }
-    let heads = match producer.await {
-        Ok(heads) => heads,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => return Err(ApiError::internal(e)),
-    };
+    progress(first);
+    let mut done = first;
+    if first < valid.len() {
+        heads = write_rest(tx, p, valid, &ids, actor, heads, &mut done, progress).await?;
+    }
     if done != valid.len() {
         return Err(ApiError::internal(sea_orm::DbErr::Custom(format!(
             "bulk create: {done} of {} cases were prepared",
@@ -559,6 +541,56 @@ async fn write_pipelined(
     }
     result.succeeded += valid.len();
     Ok(())
+}
+
+/// The chunks after the first: made by a producer thread one chunk ahead of the writes (up
+/// to three chunks' statements alive at once: one being made, one waiting, one running).
+/// Returns the heads after the last entry sealed.
+#[allow(clippy::too_many_arguments)]
+async fn write_rest(
+    tx: &db::Tx,
+    p: &Principal,
+    valid: &Arc<Vec<(usize, NewCase)>>,
+    ids: &Arc<Vec<Uuid>>,
+    actor: Actor,
+    heads: Option<audit::chain::Heads>,
+    done: &mut usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> ApiResult<Option<audit::chain::Heads>> {
+    let backend = tx.get_database_backend();
+    let (send, mut receive) = tokio::sync::mpsc::channel::<Result<Prepared, sea_orm::DbErr>>(1);
+    let producer = {
+        let (valid, ids, p, start) = (Arc::clone(valid), Arc::clone(ids), p.clone(), *done);
+        tokio::task::spawn_blocking(move || {
+            let mut heads = heads;
+            let mut at = start;
+            while at < valid.len() {
+                let end = (at + CHUNK).min(valid.len());
+                let items = valid[at..end].iter().map(|(_, c)| c);
+                let prepared = prepare(backend, &p, &actor, items, &ids[at..end], heads.as_mut());
+                let failed = prepared.is_err();
+                // A send fails when the writer has given up (its error ends the transaction).
+                if send.blocking_send(prepared).is_err() || failed {
+                    break;
+                }
+                at = end;
+            }
+            heads
+        })
+    };
+    while let Some(prepared) = receive.recv().await {
+        let prepared = prepared?;
+        prepared.cases.run(&**tx).await.map_err(db_conflict)?;
+        prepared.team.run(&**tx).await?;
+        prepared.entries.run(&**tx).await?;
+        *done += prepared.count;
+        progress(*done);
+    }
+    match producer.await {
+        Ok(heads) => Ok(heads),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 /// The audit entity type of a case.

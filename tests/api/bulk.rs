@@ -137,6 +137,13 @@ async fn atomic_bulk_over_several_chunks_is_whole_or_nothing(b: Backend) {
     assert_eq!(count("SELECT COUNT(*) FROM cases").await, 10_001);
     assert_eq!(count("SELECT COUNT(*) FROM case_team_members").await, teams + 10_000);
     assert_eq!(audit_count(&t, "case.bulk_create").await, 10_000);
+    // Entries made on the producer thread still name the request they came from.
+    let unnamed = count(
+        "SELECT COUNT(*) FROM audit_entries WHERE action = 'case.bulk_create' \
+         AND (correlation_id IS NULL OR actor_id IS NULL)",
+    )
+    .await;
+    assert_eq!(unnamed, 0, "every entry carries the request's correlation id and the actor");
     let last = d["ids"][9_999].as_str().unwrap().to_owned();
     let c = t.get(&format!("/api/v1/cases/{last}"), &attorney.token).await;
     assert_eq!(c.expect(200).data()["caseNumber"], "A-09999");
