@@ -12,6 +12,7 @@ crate::on_both_backends!(
     bulk_update_and_delete_report_each_item,
     bulk_parties_and_limits,
     atomic_bulk_over_several_chunks_is_whole_or_nothing,
+    the_firms_other_writes_during_a_large_bulk_create_all_land,
 );
 
 fn case(number: &str) -> Value {
@@ -154,6 +155,49 @@ async fn atomic_bulk_over_several_chunks_is_whole_or_nothing(b: Backend) {
     t.case(&s, "C-AFTER").await;
     let more = t.post("/api/v1/cases/bulk", &s.token, json!({"items": [case("A-10000"), case("A-10001")]})).await;
     more.expect(200);
+    let v = t.get("/api/v1/audit/verify", &s.token).await;
+    assert_eq!(v.expect(200).data()["valid"], true, "{}", v.body);
+}
+
+/// Single creates of the same firm run while a two-chunk atomic bulk create holds the chain
+/// heads, one of them racing the bulk for a number in its second chunk: every write lands or
+/// is refused as a conflict — none fails on a lock — exactly one of the racers holds the
+/// number, and the chains verify.
+async fn the_firms_other_writes_during_a_large_bulk_create_all_land(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Busy").await;
+    let attorney = t.user(&s, "attorney").await;
+    let items = Value::Array((0..10_000).map(|i| case(&format!("BIG-{i:05}"))).collect());
+    let bulk = t.post("/api/v1/cases/bulk", &s.token, json!({ "items": items }));
+    let singles = (0..20).map(|i| {
+        let (t, a) = (&t, &attorney);
+        // The last one races the bulk for a number of its second chunk.
+        let number = if i == 19 { "BIG-07000".to_owned() } else { format!("ONE-{i:02}") };
+        async move {
+            // Spread over the bulk's run, so that some land while it holds the heads.
+            tokio::time::sleep(std::time::Duration::from_millis(40 * i)).await;
+            t.post("/api/v1/cases", &a.token, case(&number)).await
+        }
+    });
+    let (big, ones) = futures_util::join!(bulk, futures_util::future::join_all(singles));
+    for r in &ones[..19] {
+        r.expect(201);
+    }
+    let racer = &ones[19];
+    let bulk_won = match (big.status.as_u16(), racer.status.as_u16()) {
+        (200, 409) => true,
+        (409, 201) => false,
+        other => panic!("one of the two must win the number: {other:?} {} {}", big.body, racer.body),
+    };
+    let total = |sql: &'static str| {
+        let t = &t;
+        async move { t.sql(sql).await[0].try_get_by_index::<i64>(0).unwrap() }
+    };
+    let expected: i64 = if bulk_won { 10_000 + 19 } else { 20 };
+    assert_eq!(total("SELECT COUNT(*) FROM cases").await, expected);
+    assert_eq!(total("SELECT COUNT(*) FROM cases WHERE case_number = 'BIG-07000'").await, 1);
+    assert_eq!(audit_count(&t, "case.bulk_create").await, if bulk_won { 10_000 } else { 0 });
+    assert_eq!(audit_count(&t, "case.create").await, if bulk_won { 19 } else { 20 });
     let v = t.get("/api/v1/audit/verify", &s.token).await;
     assert_eq!(v.expect(200).data()["valid"], true, "{}", v.body);
 }
