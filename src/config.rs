@@ -590,7 +590,15 @@ impl Config {
         let path = self.data_dir.join("jwt-secret");
         let err = |source| ConfigError::SecretFile { path: path.clone(), source };
         let secret = match std::fs::read_to_string(&path) {
-            Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => s.trim().to_owned(),
+            Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => {
+                if make_private(&path).map_err(err)? {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the generated JWT secret file could be read by other users; its mode is now 0600"
+                    );
+                }
+                s.trim().to_owned()
+            }
             Ok(_) | Err(_) => {
                 std::fs::create_dir_all(&self.data_dir).map_err(err)?;
                 let mut bytes = [0u8; 48];
@@ -607,9 +615,10 @@ impl Config {
 
 #[cfg(unix)]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // `mode` applies only to a file created here: one rewritten keeps its old permissions.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()
 }
@@ -617,6 +626,22 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
+}
+
+/// Takes group and other permissions off `path`; true when there were any.
+#[cfg(unix)]
+fn make_private(path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path)?.permissions().mode() & 0o077 == 0 {
+        return Ok(false);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(true)
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path) -> std::io::Result<bool> {
+    Ok(false)
 }
 
 /// A number from the environment, else the file, else the default.
@@ -760,6 +785,30 @@ mod tests {
         let mut b = Config::from_sources(FileConfig::default(), &e).unwrap();
         b.resolve_secrets().unwrap();
         assert_eq!(a.auth.jwt_secret.unwrap().expose_secret(), b.auth.jwt_secret.unwrap().expose_secret());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_generated_secret_file_is_made_private_when_it_is_kept_or_rewritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt-secret");
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let e = env(&[("LEXIFLOW_DATA_DIR", dir.path().to_str().unwrap())]);
+        // A good secret in a world-readable file is kept, and the file made private.
+        std::fs::write(&path, "k".repeat(64)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut c = Config::from_sources(FileConfig::default(), &e).unwrap();
+        c.resolve_secrets().unwrap();
+        assert_eq!(c.auth.jwt_secret.unwrap().expose_secret(), "k".repeat(64));
+        assert_eq!(mode(), 0o600);
+        // A too-short one is replaced, in a file that is private too.
+        std::fs::write(&path, "short").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let mut c = Config::from_sources(FileConfig::default(), &e).unwrap();
+        c.resolve_secrets().unwrap();
+        assert_ne!(c.auth.jwt_secret.unwrap().expose_secret(), "short");
+        assert_eq!(mode(), 0o600);
     }
 
     #[test]

@@ -561,7 +561,10 @@ async fn write_rest(
     let (send, mut receive) = tokio::sync::mpsc::channel::<Result<Prepared, sea_orm::DbErr>>(1);
     let producer = {
         let (valid, ids, p, start) = (Arc::clone(valid), Arc::clone(ids), p.clone(), *done);
+        // The request's span, so what the producer logs carries its correlation id.
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             let mut heads = heads;
             let mut at = start;
             while at < valid.len() {
