@@ -478,3 +478,24 @@ pub async fn me(app: &App, p: &Principal) -> ApiResult<UserView> {
         .map(UserView::from)
         .ok_or_else(|| ApiError::not_found("user"))
 }
+
+/// How long an address's failure record is kept after its last failure once no lock is
+/// running: after a day without failures, counting starts again from zero.
+pub const LOGIN_FAILURES_KEPT: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// Deletes the `login_attempts` rows whose last failure is older than
+/// [`LOGIN_FAILURES_KEPT`] and whose lock, if any, has ended — the rows of addresses with no
+/// account would otherwise stay for ever. Returns how many were deleted. Run hourly by the
+/// `auth.login_attempts.prune` job.
+pub async fn prune_login_attempts(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<u64, sea_orm::DbErr> {
+    let deleted = login_attempt::Entity::delete_many()
+        .filter(login_attempt::Column::LastFailureAt.lt(now - LOGIN_FAILURES_KEPT))
+        .filter(
+            sea_orm::Condition::any()
+                .add(login_attempt::Column::LockedUntil.is_null())
+                .add(login_attempt::Column::LockedUntil.lte(now)),
+        )
+        .exec(db)
+        .await?;
+    Ok(deleted.rows_affected)
+}

@@ -21,6 +21,9 @@ pub const MAINTENANCE: &str = "maintenance";
 pub const AUDIT_RETENTION: &str = "audit.retention";
 /// Compute every firm's case summary into the cache (on `REPORT_WARM_CRON`).
 pub const REPORT_WARM: &str = "reports.warm";
+/// Forget login failure records a day after their last failure (hourly, at minute 23).
+pub const LOGIN_ATTEMPTS_PRUNE: &str = "auth.login_attempts.prune";
+const LOGIN_ATTEMPTS_PRUNE_CRON: &str = "23 * * * *";
 
 /// Why a job failed (kept on the job as its error message).
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,15 @@ async fn audit_retention(db: DatabaseConnection, days: Option<u32>) -> Result<()
         if n > 0 {
             tracing::info!(firm_id = %firm, pruned = n, "audit retention pruned entries");
         }
+    }
+    Ok(())
+}
+
+async fn login_attempts_prune(db: DatabaseConnection) -> Result<(), JobError> {
+    // Idempotent: a second run finds nothing old enough left.
+    let n = crate::auth::ops::prune_login_attempts(&db, crate::clock::now()).await?;
+    if n > 0 {
+        tracing::info!(deleted = n, "old login failure records deleted");
     }
     Ok(())
 }
@@ -66,12 +78,25 @@ pub fn worker(
 ) -> Result<Worker, lexiflow_queue::QueueError> {
     let days = config.audit_retention_days;
     let handler_db = app_db.clone();
+    let prune_db = app_db.clone();
     let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
         .queue(MAINTENANCE, 2)
         .drain_timeout(config.shutdown_grace)
         .handler(AUDIT_RETENTION, move |_job| audit_retention(handler_db.clone(), days))
+        .handler(LOGIN_ATTEMPTS_PRUNE, move |_job| login_attempts_prune(prune_db.clone()))
         .handler(REPORT_WARM, move |_job| report_warm(warm_db.clone(), cache.clone()));
+    let prune = NewJob::new(LOGIN_ATTEMPTS_PRUNE, serde_json::json!({}))
+        .queue(MAINTENANCE)
+        .priority(Priority::Low)
+        .max_attempts(3)
+        .unique_key(LOGIN_ATTEMPTS_PRUNE);
+    builder = builder.schedule(Schedule::new(
+        "login-attempts-prune",
+        LOGIN_ATTEMPTS_PRUNE_CRON,
+        &config.cron_timezone,
+        prune,
+    )?);
     let warm = NewJob::new(REPORT_WARM, serde_json::json!({}))
         .queue(MAINTENANCE)
         .priority(Priority::Low)

@@ -21,6 +21,7 @@ crate::on_both_backends!(
     login_is_limited_per_address_and_per_email,
     forwarded_for_is_believed_only_from_trusted_proxies,
     repeated_failures_lock_the_account_even_for_the_right_password,
+    login_failure_records_are_forgotten_a_day_after_the_last_failure,
     deeply_nested_json_is_refused,
     a_slow_body_ends_in_408_not_a_hang,
 );
@@ -412,6 +413,56 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(b: Backend) {
     get("203.0.113.5", "1.1.1.1").await.expect(401);
     get("203.0.113.5", "2.2.2.2").await.expect(401);
     get("203.0.113.5", "3.3.3.3").await.expect(429);
+}
+
+/// Failure records — of addresses with or without an account — are deleted a day after their
+/// last failure, unless a lock is still running (the hourly `auth.login_attempts.prune` job).
+async fn login_failure_records_are_forgotten_a_day_after_the_last_failure(b: Backend) {
+    use lexiflow::auth::{model::login_attempt, ops::prune_login_attempts};
+    use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder};
+    let t = TestApp::new(b).await;
+    // A failure through the API, for an address that has no account, makes a row.
+    let res = t
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "Nobody@Nowhere.test", "password": "not the password"})),
+        )
+        .await;
+    res.expect(401);
+    let now = lexiflow::clock::now();
+    let h = chrono::TimeDelta::hours;
+    let row = |email: &str, failures: i32, locked: Option<chrono::TimeDelta>, last: chrono::TimeDelta| {
+        login_attempt::ActiveModel {
+            email: Set(email.to_owned()),
+            failures: Set(failures),
+            locked_until: Set(locked.map(|d| now + d)),
+            last_failure_at: Set(now - last),
+        }
+    };
+    login_attempt::Entity::insert_many([
+        row("stale@firm.test", 3, None, h(25)),
+        row("lock-ended@firm.test", 0, Some(-h(23)), h(25)),
+        row("still-locked@firm.test", 0, Some(h(1)), h(48)),
+        row("recent@firm.test", 2, None, h(1)),
+    ])
+    .exec(&t.app.db)
+    .await
+    .unwrap();
+    assert_eq!(prune_login_attempts(&t.app.db, now).await.unwrap(), 2);
+    let kept: Vec<String> = login_attempt::Entity::find()
+        .order_by_asc(login_attempt::Column::Email)
+        .all(&t.app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.email)
+        .collect();
+    assert_eq!(kept, ["nobody@nowhere.test", "recent@firm.test", "still-locked@firm.test"]);
+    assert_eq!(prune_login_attempts(&t.app.db, now).await.unwrap(), 0, "a second run finds nothing");
+    // A day on, every lock has ended and every failure is old: all are forgotten.
+    assert_eq!(prune_login_attempts(&t.app.db, now + h(25)).await.unwrap(), 3);
 }
 
 async fn repeated_failures_lock_the_account_even_for_the_right_password(b: Backend) {
