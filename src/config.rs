@@ -591,11 +591,19 @@ impl Config {
         let err = |source| ConfigError::SecretFile { path: path.clone(), source };
         let secret = match std::fs::read_to_string(&path) {
             Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => {
-                if make_private(&path).map_err(err)? {
-                    tracing::warn!(
+                // A file this process may not change (another owner, a read-only mount) is
+                // still used, as before: the warning says what to fix.
+                match make_private(&path) {
+                    Ok(true) => tracing::warn!(
                         path = %path.display(),
                         "the generated JWT secret file could be read by other users; its mode is now 0600"
-                    );
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "the generated JWT secret file can be read by other users and its mode could not be changed"
+                    ),
                 }
                 s.trim().to_owned()
             }
@@ -613,14 +621,22 @@ impl Config {
     }
 }
 
+/// Writes `contents` to a new file of mode 0600 beside `path`, then renames it over `path`:
+/// the secret is never in a file others can read, and a failure leaves the old file whole.
 #[cfg(unix)]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    // `mode` applies only to a file created here: one rewritten keeps its old permissions.
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.new"));
+    // A leftover from an interrupted write is ours to replace.
+    match std::fs::remove_file(&temp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
     f.write_all(contents.as_bytes())?;
-    f.sync_all()
+    f.sync_all()?;
+    std::fs::rename(&temp, path)
 }
 
 #[cfg(not(unix))]

@@ -383,28 +383,28 @@ impl Heads {
 
 /// The columns [`append_many`] fills, in [`entry_row`]'s order.
 const ENTRY_TABLE: crate::db::bulk::Table = {
-    use crate::db::bulk::col;
+    use crate::db::bulk::{col, req};
     crate::db::bulk::Table {
         name: "audit_entries",
         columns: &[
-            col("id", "uuid"),
-            col("firm_id", "uuid"),
-            col("chain", "int4"),
-            col("sequence", "int8"),
-            col("occurred_at", "timestamptz"),
-            col("actor_type", "text"),
+            req("id", "uuid"),
+            req("firm_id", "uuid"),
+            req("chain", "int4"),
+            req("sequence", "int8"),
+            req("occurred_at", "timestamptz"),
+            req("actor_type", "text"),
             col("actor_id", "uuid"),
             col("actor_role", "text"),
-            col("action", "text"),
-            col("entity_type", "text"),
+            req("action", "text"),
+            req("entity_type", "text"),
             col("entity_id", "text"),
             col("case_id", "uuid"),
-            col("changes", "text"),
+            req("changes", "text"),
             col("correlation_id", "text"),
             col("ip", "text"),
             col("user_agent", "text"),
-            col("prev_hash", "text"),
-            col("hash", "text"),
+            req("prev_hash", "text"),
+            req("hash", "text"),
         ],
     }
 };

@@ -33,7 +33,7 @@ use crate::{
     clock,
     db::{
         self, TxOptions,
-        bulk::{Cell, Encoded, Table, col, encode, insert_rows},
+        bulk::{Cell, Encoded, Table, col, encode, insert_rows, req},
     },
     http::error::{ApiError, ApiResult, ErrorCode},
     ids::CaseId,
@@ -142,12 +142,12 @@ pub struct CreateOptions {
 const TABLE: Table = Table {
     name: "cases",
     columns: &[
-        col("id", "uuid"),
-        col("firm_id", "uuid"),
-        col("case_number", "text"),
-        col("title", "text"),
-        col("case_type", "text"),
-        col("status", "text"),
+        req("id", "uuid"),
+        req("firm_id", "uuid"),
+        req("case_number", "text"),
+        req("title", "text"),
+        req("case_type", "text"),
+        req("status", "text"),
         col("description", "text"),
         col("court", "text"),
         col("jurisdiction", "text"),
@@ -156,10 +156,10 @@ const TABLE: Table = Table {
         col("closed_at", "timestamptz"),
         col("client_name", "text"),
         col("lead_attorney_id", "uuid"),
-        col("version", "int4"),
-        col("created_by", "uuid"),
-        col("created_at", "timestamptz"),
-        col("updated_at", "timestamptz"),
+        req("version", "int4"),
+        req("created_by", "uuid"),
+        req("created_at", "timestamptz"),
+        req("updated_at", "timestamptz"),
         col("deleted_at", "timestamptz"),
     ],
 };
@@ -167,12 +167,12 @@ const TABLE: Table = Table {
 const TEAM_TABLE: Table = Table {
     name: "case_team_members",
     columns: &[
-        col("case_id", "uuid"),
-        col("user_id", "uuid"),
-        col("firm_id", "uuid"),
-        col("role", "text"),
-        col("added_by", "uuid"),
-        col("added_at", "timestamptz"),
+        req("case_id", "uuid"),
+        req("user_id", "uuid"),
+        req("firm_id", "uuid"),
+        req("role", "text"),
+        req("added_by", "uuid"),
+        req("added_at", "timestamptz"),
     ],
 };
 
