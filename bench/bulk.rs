@@ -201,6 +201,9 @@ fn copy_same_writes(pg_url: &str, from: &str, to: &str, dir: &std::path::Path) -
     };
     run(tables.iter().map(|t| format!("\\copy {from}.{t} TO '{}' WITH (FORMAT csv)", file(t).display())).collect());
     run(vec![format!("\\copy {to}.firms FROM '{}' WITH (FORMAT csv)", file("firms").display())]);
+    // As `settle`, after the export's writes.
+    run(vec!["CHECKPOINT".to_owned()]);
+    std::process::Command::new("sync").status().ok();
     let started = Instant::now();
     run(tables[1..]
         .iter()
@@ -211,6 +214,16 @@ fn copy_same_writes(pg_url: &str, from: &str, to: &str, dir: &std::path::Path) -
         std::fs::remove_file(file(t)).ok();
     }
     took
+}
+
+/// Lets earlier rounds' writes reach the disk before a timed run: a PostgreSQL `CHECKPOINT`
+/// and the kernel's `sync`. Without it, a checkpoint or writeback of 1 GB of earlier WAL
+/// lands in the middle of a random round, and rounds varied by a factor of two.
+async fn settle(admin: Option<&sea_orm::DatabaseConnection>) {
+    if let Some(admin) = admin {
+        admin.execute_unprepared("CHECKPOINT").await.unwrap();
+    }
+    std::process::Command::new("sync").status().ok();
 }
 
 /// Prints one measurement line and returns its rate (`n` per second).
@@ -244,6 +257,7 @@ async fn main() {
             admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
             let a = app(&pg_url, dir.path(), Some(&schema)).await;
             let p = firm(&a).await;
+            settle(Some(admin)).await;
             let took = ours(&a, &p, n).await;
             pg.push(rate(round, "postgres  lexiflow bulk", "rows", n, took, ""));
 
@@ -253,6 +267,7 @@ async fn main() {
             let c = app(&pg_url, dir.path(), Some(&copy_schema)).await;
             let cp = firm(&c).await;
             let file = csv(&cp, n);
+            settle(Some(admin)).await;
             let took = copy(&pg_url, &copy_schema, file.path());
             pg_copy.push(rate(round, "postgres  \\copy", "rows", n, took, ""));
             c.db.clone().close().await.ok();
@@ -284,6 +299,7 @@ async fn main() {
             let file = dir.path().join(format!("bench-{round}.db"));
             let l = app(&format!("sqlite://{}?mode=rwc", file.display()), dir.path(), None).await;
             let lp = firm(&l).await;
+            settle(admin.as_ref()).await;
             let took = ours(&l, &lp, n).await;
             lite.push(rate(round, "sqlite    lexiflow bulk", "rows", n, took, ""));
             l.db.clone().close().await.ok();
@@ -299,6 +315,7 @@ async fn main() {
             admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
             let a = app(&pg_url, dir.path(), Some(&schema)).await;
             let p = firm(&a).await;
+            settle(Some(admin)).await;
             let took = ours(&a, &p, n).await;
             pg_na.push(rate(round, "postgres  bulk, no audit", "rows", n, took, ""));
             a.db.clone().close().await.ok();
@@ -308,6 +325,7 @@ async fn main() {
             let file = dir.path().join(format!("bench-na-{round}.db"));
             let l = app(&format!("sqlite://{}?mode=rwc", file.display()), dir.path(), None).await;
             let lp = firm(&l).await;
+            settle(admin.as_ref()).await;
             let took = ours(&l, &lp, n).await;
             lite_na.push(rate(round, "sqlite    bulk, no audit", "rows", n, took, ""));
             l.db.clone().close().await.ok();
