@@ -69,7 +69,9 @@ BARE="$CARGO_TARGET_DIR/release/examples/bench-bare"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Only the processes started here: a bare `wait` also waits for the `tee` behind stdout,
+  # which waits for this script's own stdout to close, and the script never exits.
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
