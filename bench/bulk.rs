@@ -238,6 +238,44 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Ours on a fresh PostgreSQL schema: the time taken, and the app, its principal and the
+/// schema, which the caller drops (see [`drop_pg`]) or keeps for the report.
+async fn ours_pg(
+    admin: &sea_orm::DatabaseConnection,
+    pg_url: &str,
+    dir: &std::path::Path,
+    n: usize,
+) -> (Duration, App, Principal, String) {
+    let schema = format!("bench_{}", Uuid::new_v4().simple());
+    admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let a = app(pg_url, dir, Some(&schema)).await;
+    let p = firm(&a).await;
+    settle(Some(admin)).await;
+    let took = ours(&a, &p, n).await;
+    (took, a, p, schema)
+}
+
+async fn drop_pg(admin: &sea_orm::DatabaseConnection, a: App, schema: &str) {
+    a.db.clone().close().await.ok();
+    admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}
+
+/// Ours on a fresh SQLite file `name` in `dir`.
+async fn ours_sqlite(
+    admin: Option<&sea_orm::DatabaseConnection>,
+    dir: &std::path::Path,
+    name: &str,
+    n: usize,
+) -> Duration {
+    let file = dir.join(name);
+    let l = app(&format!("sqlite://{}?mode=rwc", file.display()), dir, None).await;
+    let lp = firm(&l).await;
+    settle(admin).await;
+    let took = ours(&l, &lp, n).await;
+    l.db.clone().close().await.ok();
+    took
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = env("N", "100000").parse().unwrap();
@@ -253,12 +291,7 @@ async fn main() {
     for round in 1..=rounds {
         if let Some(admin) = &admin {
             // Ours on PostgreSQL.
-            let schema = format!("bench_{}", Uuid::new_v4().simple());
-            admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
-            let a = app(&pg_url, dir.path(), Some(&schema)).await;
-            let p = firm(&a).await;
-            settle(Some(admin)).await;
-            let took = ours(&a, &p, n).await;
+            let (took, a, p, schema) = ours_pg(admin, &pg_url, dir.path(), n).await;
             pg.push(rate(round, "postgres  lexiflow bulk", "rows", n, took, ""));
 
             // \copy of the same rows into an identical fresh table.
@@ -291,18 +324,12 @@ async fn main() {
             if round == rounds {
                 report_app = Some((a, p, schema));
             } else {
-                a.db.clone().close().await.ok();
-                admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+                drop_pg(admin, a, &schema).await;
             }
         }
         if on_lite {
-            let file = dir.path().join(format!("bench-{round}.db"));
-            let l = app(&format!("sqlite://{}?mode=rwc", file.display()), dir.path(), None).await;
-            let lp = firm(&l).await;
-            settle(admin.as_ref()).await;
-            let took = ours(&l, &lp, n).await;
+            let took = ours_sqlite(admin.as_ref(), dir.path(), &format!("bench-{round}.db"), n).await;
             lite.push(rate(round, "sqlite    lexiflow bulk", "rows", n, took, ""));
-            l.db.clone().close().await.ok();
         }
     }
     // The same path with auditing off (AUDIT_TRAIL=off's switch), to show what the audit
@@ -311,24 +338,13 @@ async fn main() {
     let (mut pg_na, mut lite_na) = (Vec::new(), Vec::new());
     for round in 1..=rounds.min(2) {
         if let Some(admin) = &admin {
-            let schema = format!("bench_{}", Uuid::new_v4().simple());
-            admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
-            let a = app(&pg_url, dir.path(), Some(&schema)).await;
-            let p = firm(&a).await;
-            settle(Some(admin)).await;
-            let took = ours(&a, &p, n).await;
+            let (took, a, _, schema) = ours_pg(admin, &pg_url, dir.path(), n).await;
             pg_na.push(rate(round, "postgres  bulk, no audit", "rows", n, took, ""));
-            a.db.clone().close().await.ok();
-            admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+            drop_pg(admin, a, &schema).await;
         }
         if on_lite {
-            let file = dir.path().join(format!("bench-na-{round}.db"));
-            let l = app(&format!("sqlite://{}?mode=rwc", file.display()), dir.path(), None).await;
-            let lp = firm(&l).await;
-            settle(admin.as_ref()).await;
-            let took = ours(&l, &lp, n).await;
+            let took = ours_sqlite(admin.as_ref(), dir.path(), &format!("bench-na-{round}.db"), n).await;
             lite_na.push(rate(round, "sqlite    bulk, no audit", "rows", n, took, ""));
-            l.db.clone().close().await.ok();
         }
     }
     println!("\n== median rows/s");
@@ -374,6 +390,5 @@ async fn main() {
     println!("uncached {:>10.3} ms", uncached.as_secs_f64() * 1e3);
     println!("cached   {:>10.3} ms", cached.as_secs_f64() * 1e3);
     println!("cached is {:.0}x faster", uncached.as_secs_f64() / cached.as_secs_f64().max(1e-9));
-    a.db.clone().close().await.ok();
-    admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    drop_pg(&admin, a, &schema).await;
 }

@@ -307,10 +307,17 @@ pub async fn lock_heads(
     if chains.is_empty() {
         return Ok(Heads { firm, heads: Default::default() });
     }
-    // Heads are never deleted, so once all exist a locking read finds them all.
-    let existing: Vec<i32> = find().select_only().column(head::Column::Chain).into_tuple().all(db).await?;
-    let found = if existing.len() == chains.len() {
-        if postgres { find().lock(LockType::Update).all(db).await? } else { find().all(db).await? }
+    // On PostgreSQL, look before locking, so that missing heads are created in chain order
+    // too; heads are never deleted, so once all exist a locking read finds them all. SQLite
+    // takes no row locks: one read tells.
+    let found = if postgres {
+        let existing: Vec<i32> = find().select_only().column(head::Column::Chain).into_tuple().all(db).await?;
+        if existing.len() == chains.len() { find().lock(LockType::Update).all(db).await? } else { Vec::new() }
+    } else {
+        find().all(db).await?
+    };
+    let found = if found.len() == chains.len() {
+        found
     } else {
         let mut found = Vec::with_capacity(chains.len());
         for chain in chains {
