@@ -39,6 +39,12 @@ pub struct AppInner {
     /// The data cache (case-list totals, reports, case-team lookups), two-level when Redis is
     /// configured.
     pub cache: Arc<crate::cache::Cache>,
+    /// The message bus between the process's parts and between instances.
+    pub bus: Arc<crate::bus::Bus>,
+    /// The process's domain-event subscribers.
+    pub events: Arc<crate::events::Hub>,
+    /// Numbers committed events after commit (PostgreSQL).
+    pub sequencer: crate::events::outbox::Sequencer,
     /// When this process started serving.
     pub started: std::time::Instant,
     /// Set when SIGTERM/SIGINT arrives: readiness turns 503 so load balancers stop sending.
@@ -67,50 +73,76 @@ pub enum StartError {
     Redis(redis::RedisError),
 }
 
-/// The Redis channel on which instances tell each other which sessions to forget.
-const EVICTIONS: &str = "auth:evict";
+/// The bus topic on which instances tell each other which sessions to forget.
+const EVICTIONS: &str = "auth";
 
 impl App {
-    /// Forgets cached sessions on this instance and, through Redis, on every other one.
-    /// Call after the transaction that revoked them has committed.
+    /// A handle that does not keep the application alive (for subscribers it owns).
+    pub fn weak(&self) -> std::sync::Weak<AppInner> {
+        Arc::downgrade(&self.0)
+    }
+
+    /// The application behind a [`weak`](Self::weak) handle, if it still exists.
+    pub fn upgrade(weak: &std::sync::Weak<AppInner>) -> Option<Self> {
+        weak.upgrade().map(App)
+    }
+
+    /// Runs `work` in a write transaction ([`db::transaction`]), then hands the events it
+    /// recorded to the process's subscribers (and, on PostgreSQL, has them numbered).
+    pub async fn write<T, Fut>(
+        &self,
+        opts: db::TxOptions,
+        work: impl FnMut(db::Tx) -> Fut,
+    ) -> crate::http::error::ApiResult<T>
+    where
+        Fut: Future<Output = crate::http::error::ApiResult<T>>,
+    {
+        let done = db::transaction(&self.db, opts, work).await?;
+        self.publish(done.events).await;
+        Ok(done.value)
+    }
+
+    /// [`write`](Self::write) for work that may commit and still fail
+    /// ([`db::Outcome::CommitThenFail`]): the events are published either way.
+    pub async fn write_outcome<T, Fut>(
+        &self,
+        opts: db::TxOptions,
+        work: impl FnMut(db::Tx) -> Fut,
+    ) -> crate::http::error::ApiResult<T>
+    where
+        Fut: Future<Output = crate::http::error::ApiResult<db::Outcome<T, crate::http::error::ApiError>>>,
+    {
+        let done = db::transaction_outcome(&self.db, opts, work).await?;
+        self.publish(done.events).await;
+        done.value
+    }
+
+    /// Hands committed events to the subscribers, once.
+    pub async fn publish(&self, events: Vec<crate::events::DomainEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            let mut firms: Vec<crate::ids::FirmId> = events.iter().map(|e| e.firm_id).collect();
+            firms.dedup();
+            for f in firms {
+                self.sequencer.kick(&self.db, f.0);
+            }
+        }
+        self.events.publish(events).await;
+    }
+
+    /// Forgets cached sessions on this instance and, through the bus, on every other one.
+    /// Called by the session-eviction subscriber after a commit that revoked them.
     pub fn evict(&self, e: Eviction) {
         self.evict_local(e);
-        if let Some(link) = self.redis.clone() {
-            tokio::spawn(async move {
-                // Publishing twice is harmless (evicting is idempotent), so it is retried.
-                let policy = crate::resilience::RetryPolicy::default();
-                let sent = crate::resilience::retry(policy, |_| true, |_| link.publish(EVICTIONS, e.encode())).await;
-                if let Err(err) = sent {
-                    tracing::warn!(error = %err, "could not tell other instances about a revoked session");
-                }
-            });
-        }
+        self.bus.publish_detached(EVICTIONS, e.encode());
     }
 
     fn evict_local(&self, e: Eviction) {
         match e {
             Eviction::Session(id) => self.sessions.evict_session(id),
             Eviction::User(id) => self.sessions.evict_user(id),
-        }
-    }
-
-    /// After a committed change to a firm's cases (or to one case and its team): makes the
-    /// totals, reports and access decisions that depend on it stale, here and on every
-    /// instance, before the caller answers.
-    pub async fn case_changed(&self, firm: crate::ids::FirmId, case: Option<uuid::Uuid>) {
-        self.cases_changed(firm, case.as_slice()).await;
-    }
-
-    /// [`case_changed`](Self::case_changed) for many cases at once (bulk operations): one
-    /// round of invalidation for all of them. It runs in a task of its own, so a request
-    /// cancelled after its commit (a client gone, the request deadline) still invalidates.
-    pub async fn cases_changed(&self, firm: crate::ids::FirmId, cases: &[uuid::Uuid]) {
-        let mut tags = vec![crate::cache::tags::firm_cases(firm.0)];
-        tags.extend(cases.iter().map(|c| crate::cache::tags::case_team(*c)));
-        let cache = self.cache.clone();
-        let task = tokio::spawn(async move { cache.invalidate_tags(&tags).await });
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "cache invalidation task failed");
         }
     }
 
@@ -141,7 +173,8 @@ impl App {
         }
         let limiter = Limiter::new(redis.clone());
         let sessions = SessionCache::new(config.auth_cache_ttl);
-        let cache = crate::cache::Cache::new(config.cache, redis.clone());
+        let bus = crate::bus::Bus::new(redis.clone());
+        let cache = crate::cache::Cache::new(config.cache, redis.clone(), bus.clone());
         let app = App(Arc::new(AppInner {
             config,
             db,
@@ -151,20 +184,36 @@ impl App {
             limiter,
             sessions,
             cache,
+            bus,
+            events: Arc::new(crate::events::Hub::default()),
+            sequencer: crate::events::outbox::Sequencer::default(),
             started: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
         }));
-        if let Some(link) = &app.redis {
-            // Other instances' revocations reach this one's session cache. A weak handle, so
-            // the subscription does not keep a dropped App alive.
-            let weak = Arc::downgrade(&app.0);
-            link.subscribe_forever(EVICTIONS, move |msg| {
-                let Some(inner) = weak.upgrade() else { return false };
-                if let Some(e) = Eviction::decode(&msg) {
-                    App(inner).evict_local(e);
-                }
-                true
-            });
+        // Other instances' revocations reach this one's session cache. Weak handles, so the
+        // subscriptions do not keep a dropped App alive.
+        let weak = Arc::downgrade(&app.0);
+        app.bus.on(EVICTIONS, move |msg| {
+            let Some(inner) = weak.upgrade() else { return false };
+            if let Some(e) = Eviction::decode(msg) {
+                App(inner).evict_local(e);
+            }
+            true
+        });
+        let weak = Arc::downgrade(&app.0);
+        app.bus.on_reset(move || {
+            // Revocations sent while this instance could not hear them are lost.
+            let Some(inner) = weak.upgrade() else { return false };
+            inner.sessions.clear();
+            true
+        });
+        crate::events::subscribers::install(&app);
+        if !app.config.events.tail_every.is_zero() {
+            tokio::spawn(crate::events::outbox::tail(
+                app.db.clone(),
+                Arc::downgrade(&app.events),
+                app.config.events.tail_every,
+            ));
         }
         Ok(app)
     }

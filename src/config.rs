@@ -105,6 +105,20 @@ pub struct Config {
     /// croner syntax; default every 15 minutes).
     pub report_warm_cron: String,
     pub cron_timezone: String,
+    /// The domain-event outbox (see `events`).
+    pub events: EventsConfig,
+}
+
+/// The domain-event outbox.
+#[derive(Clone, Copy, Debug)]
+pub struct EventsConfig {
+    /// `EVENTS_RETENTION_DAYS` (default 7, at least 1): outbox rows older than this are pruned
+    /// by the hourly `events.prune` job.
+    pub retention_days: u32,
+    /// `EVENTS_TAIL_MS` (default 1000; 0 turns it off): how often the process looks in the
+    /// outbox for changes other processes made (a `lexiflow import`, other instances), so its
+    /// caches forget what they changed.
+    pub tail_every: Duration,
 }
 
 /// Health thresholds and the shutdown sequence.
@@ -540,6 +554,17 @@ impl Config {
                     Some(0) => return Err(invalid("AUDIT_RETENTION_DAYS", "a number of days, at least 1")),
                     other => other,
                 },
+            },
+            events: EventsConfig {
+                retention_days: match get("EVENTS_RETENTION_DAYS") {
+                    Some(v) => v
+                        .parse()
+                        .ok()
+                        .filter(|d| *d > 0)
+                        .ok_or_else(|| invalid("EVENTS_RETENTION_DAYS", "a number of days, at least 1"))?,
+                    None => 7,
+                },
+                tail_every: Duration::from_millis(num(&get, "EVENTS_TAIL_MS", None, 1_000)?),
             },
             redis_prefix: "lexiflow:".into(),
             redis_breaker: crate::resilience::BreakerConfig::default(),

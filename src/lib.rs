@@ -33,12 +33,14 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod bus;
 pub mod cache;
 pub mod cases;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod docket;
+pub mod events;
 pub mod firms;
 pub mod health;
 pub mod http;

@@ -209,7 +209,8 @@ async fn main() -> anyhow::Result<()> {
                 )),
                 None => None,
             };
-            let cache = lexiflow::cache::Cache::new(config.cache, redis);
+            let bus = lexiflow::bus::Bus::new(redis.clone());
+            let cache = lexiflow::cache::Cache::new(config.cache, redis, bus);
             let w =
                 jobs::worker(queue_db.clone(), conn.clone(), &config, cache).context("cannot set up the job worker")?;
             tracing::info!(worker = w.id(), "job worker running");

@@ -88,39 +88,31 @@ impl RedisLink {
         .map(|_| ())
     }
 
-    /// Subscribes to `channel`, calling `on_message` for each message until it returns
-    /// false; reconnects (after a pause) whenever the subscription breaks.
-    pub fn subscribe_forever(
+    /// Subscribes to the channels matching `pattern` (without the key prefix; it is added
+    /// here), calling `on_message(channel, payload)` for each message until it returns false,
+    /// and `on_subscribed` each time the subscription is (re)established. It reconnects, after
+    /// a pause, whenever the subscription breaks; messages published meanwhile are lost, so a
+    /// subscriber that keeps copies must assume it missed some.
+    pub fn psubscribe_forever(
         self: &std::sync::Arc<Self>,
-        channel: &str,
-        on_message: impl Fn(String) -> bool + Send + Sync + 'static,
-    ) {
-        self.subscribe_forever_with(channel, || {}, on_message);
-    }
-
-    /// Like [`subscribe_forever`](Self::subscribe_forever), calling `on_subscribed` each time
-    /// the subscription is (re)established: messages published while it was down are lost,
-    /// and a subscriber that caches must assume it missed some.
-    pub fn subscribe_forever_with(
-        self: &std::sync::Arc<Self>,
-        channel: &str,
+        pattern: &str,
         on_subscribed: impl Fn() + Send + Sync + 'static,
-        on_message: impl Fn(String) -> bool + Send + Sync + 'static,
+        on_message: impl Fn(&str, String) -> bool + Send + Sync + 'static,
     ) {
-        let channel = format!("{}{channel}", self.prefix);
+        let pattern = format!("{}{pattern}", self.prefix);
         let link = self.clone();
         tokio::spawn(async move {
             use futures_util::StreamExt;
             loop {
                 let attempt = async {
                     let mut pubsub = link.client.get_async_pubsub().await?;
-                    pubsub.subscribe(&channel).await?;
-                    tracing::debug!(channel = %channel, "subscribed");
+                    pubsub.psubscribe(&pattern).await?;
+                    tracing::debug!(pattern = %pattern, "subscribed");
                     on_subscribed();
                     let mut stream = pubsub.into_on_message();
                     while let Some(msg) = stream.next().await {
                         if let Ok(payload) = msg.get_payload::<String>()
-                            && !on_message(payload)
+                            && !on_message(msg.get_channel_name(), payload)
                         {
                             return Ok(false);
                         }
@@ -129,10 +121,10 @@ impl RedisLink {
                 };
                 match attempt.await {
                     Ok(false) => return,
-                    Ok(true) => tracing::debug!(channel = %channel, "subscription ended; resubscribing"),
-                    Err(e) => tracing::debug!(channel = %channel, error = %e, "subscription failed; retrying"),
+                    Ok(true) => tracing::debug!(pattern = %pattern, "subscription ended; resubscribing"),
+                    Err(e) => tracing::debug!(pattern = %pattern, error = %e, "subscription failed; retrying"),
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
     }

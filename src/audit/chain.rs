@@ -624,13 +624,25 @@ pub async fn firms(db: &impl ConnectionTrait) -> Result<Vec<Uuid>, DbErr> {
 /// chain, the last pruned entry's sequence and hash become the anchor the first kept entry
 /// chains to, and the newest entry always stays. The deletion is itself audited (as a
 /// system action) in the same transaction. Returns how many entries were removed.
-pub async fn prune(db: &sea_orm::DatabaseConnection, firm: Uuid, before: DateTime<Utc>) -> Result<u64, DbErr> {
-    let tx = crate::db::begin_write(db).await?;
+pub async fn prune(
+    db: &sea_orm::DatabaseConnection,
+    firm: Uuid,
+    before: DateTime<Utc>,
+) -> Result<u64, crate::db::DbError> {
+    let done = crate::db::transaction(db, crate::db::TxOptions::write(), |tx| async move {
+        prune_in(&tx, firm, before).await.map_err(crate::db::DbError::from)
+    })
+    .await?;
+    // Pruning records no domain events (only its own audit entry).
+    Ok(done.value)
+}
+
+async fn prune_in(tx: &crate::db::Tx, firm: Uuid, before: DateTime<Utc>) -> Result<u64, DbErr> {
     let mut q = head::Entity::find().filter(head::Column::FirmId.eq(firm)).order_by_asc(head::Column::Chain);
     if tx.get_database_backend() == DbBackend::Postgres {
         q = q.lock(LockType::Update);
     }
-    let heads = q.all(&tx).await?;
+    let heads = q.all(tx).await?;
     let mut removed = 0u64;
     let mut anchors = Vec::new();
     tx.execute_unprepared("INSERT INTO audit_prune_guard (id) VALUES (1)").await?;
@@ -641,14 +653,14 @@ pub async fn prune(db: &sea_orm::DatabaseConnection, firm: Uuid, before: DateTim
             .filter(entry::Column::OccurredAt.lt(before))
             .filter(entry::Column::Sequence.lt(h.sequence))
             .order_by_desc(entry::Column::Sequence)
-            .one(&tx)
+            .one(tx)
             .await?;
         let Some(last) = last else { continue };
         removed += entry::Entity::delete_many()
             .filter(entry::Column::FirmId.eq(firm))
             .filter(entry::Column::Chain.eq(h.chain))
             .filter(entry::Column::Sequence.lte(last.sequence))
-            .exec(&tx)
+            .exec(tx)
             .await?
             .rows_affected;
         head::Entity::update_many()
@@ -657,7 +669,7 @@ pub async fn prune(db: &sea_orm::DatabaseConnection, firm: Uuid, before: DateTim
             .col_expr(head::Column::PrunedAt, Expr::value(clock::now()))
             .filter(head::Column::FirmId.eq(firm))
             .filter(head::Column::Chain.eq(h.chain))
-            .exec(&tx)
+            .exec(tx)
             .await?;
         anchors
             .push(serde_json::json!({ "chain": h.chain, "throughSequence": last.sequence, "anchorHash": last.hash }));
@@ -671,8 +683,7 @@ pub async fn prune(db: &sea_orm::DatabaseConnection, firm: Uuid, before: DateTim
         "anchors": anchors,
         "before": time(before),
     }));
-    append(&tx, firm, &Actor::system(), event).await?;
-    tx.commit().await?;
+    append(tx, firm, &Actor::system(), event).await?;
     Ok(removed)
 }
 

@@ -107,6 +107,16 @@ impl SessionCache {
         state.evicted.insert(id, now);
     }
 
+    /// Forgets every session (evictions may have been missed).
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        let ids: Vec<Uuid> = state.entries.keys().copied().collect();
+        state.entries.clear();
+        for id in ids {
+            self.note_eviction(&mut state, id);
+        }
+    }
+
     /// Forgets one session.
     pub fn evict_session(&self, session: Uuid) {
         let mut state = self.lock();

@@ -68,8 +68,10 @@ pub async fn register(
     Ok(Envelope::created(ops::register(&app, input, client).await?))
 }
 
-/// Log in with e-mail and password. Limited per client address and per e-mail address;
-/// repeated failures for one address slow it down and then lock it for a while.
+/// Log in with e-mail and password. Limited per client address, and per e-mail address from
+/// each client address (never per e-mail address alone: that would let anyone keep a user
+/// out). Failures on an account slow every attempt on it down; repeated failures from one
+/// address lock that address out of the account for a while.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", security(()),
     request_body = LoginInput,
     responses((status = 200, body = Success<AuthTokens>), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -78,7 +80,7 @@ pub async fn login(
     client: ClientInfo,
     AppJson(input): AppJson<LoginInput>,
 ) -> ApiResult<Response> {
-    let key = ops::login_key(&input.email);
+    let key = ops::source_key(&ops::login_key(&input.email), client.ip.as_deref());
     let decision = match ratelimit::enforce(&app, "login_email", &key, app.config.throttle.login_email).await {
         Ok(d) => d,
         Err(refused) => return Ok(refused),

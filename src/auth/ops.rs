@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::{
     Principal,
-    cache::Eviction,
     model::{login_attempt, refresh_token, session},
     password::password_problem,
     tokens::{hash_refresh_token, new_refresh_token},
@@ -18,7 +17,10 @@ use super::{
 use crate::{
     app::App,
     audit::{self, Actor, AuditEvent},
-    clock, db, firms,
+    clock,
+    db::{Outcome, Tx, TxOptions},
+    events::{DomainEvent, EventType},
+    firms,
     http::error::{ApiError, ApiResult, ErrorCode},
     ids::{FirmId, SessionId, UserId},
     input::{Fields, looks_like_email},
@@ -95,52 +97,57 @@ pub async fn register(app: &App, input: RegisterInput, client: ClientInfo) -> Ap
     let hash = app.passwords.hash(input.password).await?;
 
     let now = clock::now();
-    let tx = db::begin_write(&app.db).await?;
-    let firm = firms::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        name: Set(firm_name),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&tx)
-    .await?;
-    let u = user::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        firm_id: Set(firm.id),
-        email: Set(email),
-        password_hash: Set(hash),
-        first_name: Set(first_name),
-        last_name: Set(last_name),
-        role: Set(Role::Admin),
-        status: Set(UserStatus::Active),
-        version: Set(1),
-        last_login_at: Set(Some(now)),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&tx)
-    .await?;
-    let actor = Actor::account(u.id, u.role);
-    let view = UserView::from(u.clone());
-    audit::record(
-        &tx,
-        FirmId(firm.id),
-        &actor,
-        AuditEvent::new("firm.register", "firm", Some(firm.id.to_string()))
-            .changes(serde_json::json!({ "name": { "old": null, "new": firm.name } })),
-    )
-    .await?;
-    let user_json = serde_json::to_value(&view).map_err(ApiError::internal)?;
-    audit::record(
-        &tx,
-        FirmId(firm.id),
-        &actor,
-        AuditEvent::new("user.create", "user", Some(u.id.to_string())).created_fields(&user_json),
-    )
-    .await?;
-    let tokens = start_session(app, &tx, &u, client).await?;
-    tx.commit().await?;
-    tracing::info!(firm_id = %firm.id, user_id = %u.id, "firm registered");
+    let (firm_name, email, hash, first_name, last_name) = (&firm_name, &email, &hash, &first_name, &last_name);
+    let client = &client;
+    let tokens = app
+        .write(TxOptions::write(), |tx| async move {
+            let tx = &tx;
+            let firm = firms::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                name: Set(firm_name.clone()),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(tx)
+            .await?;
+            let u = user::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                firm_id: Set(firm.id),
+                email: Set(email.clone()),
+                password_hash: Set(hash.clone()),
+                first_name: Set(first_name.clone()),
+                last_name: Set(last_name.clone()),
+                role: Set(Role::Admin),
+                status: Set(UserStatus::Active),
+                version: Set(1),
+                last_login_at: Set(Some(now)),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(tx)
+            .await?;
+            let actor = Actor::account(u.id, u.role);
+            let view = UserView::from(u.clone());
+            audit::record(
+                tx,
+                FirmId(firm.id),
+                &actor,
+                AuditEvent::new("firm.register", "firm", Some(firm.id.to_string()))
+                    .changes(serde_json::json!({ "name": { "old": null, "new": firm.name } })),
+            )
+            .await?;
+            let user_json = serde_json::to_value(&view).map_err(ApiError::internal)?;
+            audit::record(
+                tx,
+                FirmId(firm.id),
+                &actor,
+                AuditEvent::new("user.create", "user", Some(u.id.to_string())).created_fields(&user_json),
+            )
+            .await?;
+            start_session(app, tx, &u, client.clone()).await
+        })
+        .await?;
+    tracing::info!(firm_id = %tokens.user.firm_id, user_id = %tokens.user.id, "firm registered");
     Ok(tokens)
 }
 
@@ -148,25 +155,45 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(ErrorCode::AuthInvalidCredentials, ErrorCode::AuthInvalidCredentials.default_message())
 }
 
-/// The key failed logins are counted under: the address as typed, normalised and bounded.
+/// The key failed logins of an account are counted under: the address as typed, normalised
+/// and bounded. This count, across every client address, only slows attempts down; it never
+/// locks (so nobody can keep a user out by failing on purpose).
 pub fn login_key(email: &str) -> String {
     crate::input::plain(email).trim().to_lowercase().chars().take(320).collect()
+}
+
+/// The key of one client address's failures against one account: `<login key>|<address>`
+/// (`-` when the address is unknown). This count locks, after `LOGIN_LOCKOUT_THRESHOLD`
+/// failures, that address's attempts on that account — not the account.
+pub fn source_key(login_key: &str, ip: Option<&str>) -> String {
+    format!("{login_key}|{}", ip.unwrap_or("-"))
 }
 
 /// Checks e-mail and password; a wrong e-mail, a wrong password, a suspended account and a
 /// locked one get the same answer after the same work.
 ///
-/// Brute-force defence, per address tried and whatever client address it comes from: after
-/// `slowdown_after` failures in a row every attempt waits first (doubling, capped); after
-/// `threshold` failures the address is locked for `duration`, during which even the right
-/// password is refused. Success clears the count.
+/// Brute-force defence:
+/// - per account, across every client address: after `slowdown_after` failures in a row
+///   every attempt on the account waits first (doubling, capped at `slowdown_max`), so
+///   guessing from many addresses stays slow;
+/// - per account and client address: after `threshold` failures that address is locked out
+///   of that account for `duration`, during which even the right password is refused from
+///   it. Other addresses — the account's owner among them — are not locked.
+///
+/// Success clears both counts. A failure is counted in a transaction that commits and then
+/// refuses ([`crate::db::Outcome::CommitThenFail`]).
 pub async fn login(app: &App, email: &str, password: String, client: ClientInfo) -> ApiResult<AuthTokens> {
     let key = login_key(email);
+    let source = source_key(&key, client.ip.as_deref());
     let lock = app.config.security.lockout;
     let now = clock::now();
-    let attempt = login_attempt::Entity::find_by_id(key.clone()).one(&app.db).await?;
-    let locked = attempt.as_ref().and_then(|a| a.locked_until).is_some_and(|t| t > now);
-    let failures = attempt.as_ref().map(|a| u32::try_from(a.failures).unwrap_or(0)).unwrap_or(0);
+    let attempts = login_attempt::Entity::find()
+        .filter(login_attempt::Column::Email.is_in([key.clone(), source.clone()]))
+        .all(&app.db)
+        .await?;
+    let locked = attempts.iter().find(|a| a.email == source).and_then(|a| a.locked_until).is_some_and(|t| t > now);
+    let failures =
+        attempts.iter().find(|a| a.email == key).map(|a| u32::try_from(a.failures).unwrap_or(0)).unwrap_or(0);
     if failures >= lock.slowdown_after {
         let doublings = (failures - lock.slowdown_after).min(16);
         let wait = lock.slowdown_base.saturating_mul(1 << doublings).min(lock.slowdown_max);
@@ -179,58 +206,78 @@ pub async fn login(app: &App, email: &str, password: String, client: ClientInfo)
         found => {
             let reason = if locked { "locked" } else { "invalid_credentials" };
             metrics::counter!("lexiflow_auth_failures_total", "reason" => reason).increment(1);
-            if !locked && record_failure(app, &key, found.as_ref()).await? {
-                tracing::warn!(user_id = found.map(|u| u.id.to_string()), "login locked after repeated failures");
-            }
             tracing::info!(reason, "login refused");
-            return Err(invalid_credentials());
+            if locked {
+                return Err(invalid_credentials());
+            }
+            let (key, source, account) = (&key, &source, &found);
+            return app
+                .write_outcome(TxOptions::write(), |tx| async move {
+                    let tx = &tx;
+                    if record_failure(app, tx, key, source, account.as_ref()).await? {
+                        tracing::warn!(
+                            user_id = account.as_ref().map(|u| u.id.to_string()),
+                            "login locked for one client address after repeated failures"
+                        );
+                    }
+                    Ok(Outcome::CommitThenFail(invalid_credentials()))
+                })
+                .await;
         }
     };
-    let tx = db::begin_write(&app.db).await?;
-    user::Entity::update_many()
-        .col_expr(user::Column::LastLoginAt, Expr::value(now))
-        .filter(user::Column::Id.eq(u.id))
-        .exec(&tx)
-        .await?;
-    if attempt.is_some() {
-        login_attempt::Entity::delete_by_id(key).exec(&tx).await?;
-    }
-    let tokens = start_session(app, &tx, &u, client).await?;
-    tx.commit().await?;
-    Ok(tokens)
+    let keys = [key, source];
+    let (u, had_attempts, keys, client) = (&u, !attempts.is_empty(), &keys, &client);
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
+        user::Entity::update_many()
+            .col_expr(user::Column::LastLoginAt, Expr::value(now))
+            .filter(user::Column::Id.eq(u.id))
+            .exec(tx)
+            .await?;
+        if had_attempts {
+            login_attempt::Entity::delete_many()
+                .filter(login_attempt::Column::Email.is_in(keys.iter().cloned()))
+                .exec(tx)
+                .await?;
+        }
+        start_session(app, tx, u, client.clone()).await
+    })
+    .await
 }
 
-/// Counts a failed login for `key`; returns true when this failure locked it.
-async fn record_failure(app: &App, key: &str, account: Option<&user::Model>) -> ApiResult<bool> {
+/// Counts a failed login under the account's key and the address's key; returns true when
+/// this failure locked the address out of the account.
+async fn record_failure(app: &App, tx: &Tx, key: &str, source: &str, account: Option<&user::Model>) -> ApiResult<bool> {
     use sea_orm::sea_query::ExprTrait as _;
     let lock = app.config.security.lockout;
     let now = clock::now();
-    let tx = db::begin_write(&app.db).await?;
-    login_attempt::Entity::insert(login_attempt::ActiveModel {
-        email: Set(key.to_owned()),
-        failures: Set(1),
-        locked_until: Set(None),
-        last_failure_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(login_attempt::Column::Email)
-            .value(
-                login_attempt::Column::Failures,
-                // Qualified: inside ON CONFLICT, PostgreSQL would find `failures` ambiguous.
-                Expr::col((login_attempt::Entity, login_attempt::Column::Failures)).add(1),
-            )
-            .value(login_attempt::Column::LastFailureAt, Expr::value(now))
-            .to_owned(),
-    )
-    .exec_without_returning(&tx)
-    .await?;
+    for k in [key, source] {
+        login_attempt::Entity::insert(login_attempt::ActiveModel {
+            email: Set(k.to_owned()),
+            failures: Set(1),
+            locked_until: Set(None),
+            last_failure_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(login_attempt::Column::Email)
+                .value(
+                    login_attempt::Column::Failures,
+                    // Qualified: inside ON CONFLICT, PostgreSQL would find `failures` ambiguous.
+                    Expr::col((login_attempt::Entity, login_attempt::Column::Failures)).add(1),
+                )
+                .value(login_attempt::Column::LastFailureAt, Expr::value(now))
+                .to_owned(),
+        )
+        .exec_without_returning(tx)
+        .await?;
+    }
     let until = now + chrono::Duration::from_std(lock.duration).map_err(ApiError::internal)?;
     let locked_now = login_attempt::Entity::update_many()
         .col_expr(login_attempt::Column::LockedUntil, Expr::value(until))
         .col_expr(login_attempt::Column::Failures, Expr::value(0))
-        .filter(login_attempt::Column::Email.eq(key))
+        .filter(login_attempt::Column::Email.eq(source))
         .filter(login_attempt::Column::Failures.gte(lock.threshold as i32))
-        .exec(&tx)
+        .exec(tx)
         .await?
         .rows_affected
         == 1;
@@ -239,11 +286,11 @@ async fn record_failure(app: &App, key: &str, account: Option<&user::Model>) -> 
     if let Some(u) = account {
         let actor = Actor::account(u.id, u.role);
         let firm = FirmId(u.firm_id);
-        audit::record(&tx, firm, &actor, AuditEvent::new("auth.login_failed", "user", Some(u.id.to_string()))).await?;
+        audit::record(tx, firm, &actor, AuditEvent::new("auth.login_failed", "user", Some(u.id.to_string()))).await?;
         if locked_now {
             let change = serde_json::json!({ "lockedUntil": { "old": null, "new": until } });
             audit::record(
-                &tx,
+                tx,
                 firm,
                 &Actor::system(),
                 AuditEvent::new("auth.locked", "user", Some(u.id.to_string())).changes(change),
@@ -251,7 +298,6 @@ async fn record_failure(app: &App, key: &str, account: Option<&user::Model>) -> 
             .await?;
         }
     }
-    tx.commit().await?;
     Ok(locked_now)
 }
 
@@ -320,64 +366,82 @@ fn refresh_refused() -> ApiError {
 
 /// Rotates a refresh token. A token that was already rotated means it leaked (or a client
 /// raced itself): the whole session is revoked, so neither copy keeps working.
+///
+/// The token is looked up before any write transaction: a caller without a live token (an
+/// anonymous guess) never takes the database's write lock.
 pub async fn refresh(app: &App, token: &str) -> ApiResult<AuthTokens> {
     let hash = hash_refresh_token(token);
-    let tx = db::begin_write(&app.db).await?;
-    let Some(rt) = refresh_token::Entity::find_by_id(hash.clone()).one(&tx).await? else {
-        return Err(refresh_refused());
-    };
-    let Some(s) = session::Entity::find_by_id(rt.session_id).one(&tx).await? else {
-        return Err(refresh_refused());
-    };
     let now = clock::now();
-    if s.revoked_at.is_some() || s.expires_at <= now || rt.expires_at <= now {
+    let Some(rt) = refresh_token::Entity::find_by_id(hash.clone()).one(&app.db).await? else {
+        return Err(refresh_refused());
+    };
+    if rt.expires_at <= now {
         return Err(refresh_refused());
     }
-    // Claim the token: only one caller can turn used_at from NULL to a time.
-    let claimed = refresh_token::Entity::update_many()
-        .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
-        .filter(refresh_token::Column::TokenHash.eq(hash))
-        .filter(refresh_token::Column::UsedAt.is_null())
-        .exec(&tx)
-        .await?
-        .rows_affected
-        == 1;
-    if !claimed {
-        revoke(&tx, SessionId(s.id), "refresh token reused").await?;
-        let change = serde_json::json!({ "reason": { "old": null, "new": "refresh token reused" } });
+    let hash = &hash;
+    app.write_outcome(TxOptions::write(), |tx| async move {
+        let tx = &tx;
+        let Some(rt) = refresh_token::Entity::find_by_id(hash.clone()).one(tx).await? else {
+            return Err(refresh_refused());
+        };
+        let Some(s) = session::Entity::find_by_id(rt.session_id).one(tx).await? else {
+            return Err(refresh_refused());
+        };
+        if s.revoked_at.is_some() || s.expires_at <= now || rt.expires_at <= now {
+            return Err(refresh_refused());
+        }
+        // Claim the token: only one caller can turn used_at from NULL to a time.
+        let claimed = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+            .filter(refresh_token::Column::TokenHash.eq(hash.clone()))
+            .filter(refresh_token::Column::UsedAt.is_null())
+            .exec(tx)
+            .await?
+            .rows_affected
+            == 1;
+        if !claimed {
+            revoke(tx, SessionId(s.id), "refresh token reused").await?;
+            let change = serde_json::json!({ "reason": { "old": null, "new": "refresh token reused" } });
+            let actor = Actor::system();
+            audit::record(
+                tx,
+                FirmId(s.firm_id),
+                &actor,
+                AuditEvent::new("auth.session_revoked", "session", Some(s.id.to_string())).changes(change),
+            )
+            .await?;
+            tx.record(session_revoked(FirmId(s.firm_id), &actor, s.id, s.user_id, "refresh token reused"));
+            tracing::warn!(session_id = %s.id, user_id = %s.user_id, "refresh token reuse: session revoked");
+            return Ok(Outcome::CommitThenFail(refresh_refused()));
+        }
+        let Some(u) = user::Entity::find_by_id(s.user_id).one(tx).await? else {
+            return Err(refresh_refused());
+        };
+        if u.status != UserStatus::Active {
+            return Err(refresh_refused());
+        }
+        session::Entity::update_many()
+            .col_expr(session::Column::LastSeenAt, Expr::value(now))
+            .filter(session::Column::Id.eq(s.id))
+            .exec(tx)
+            .await?;
+        let tokens = issue_pair(app, tx, &u, &s).await?;
         audit::record(
-            &tx,
-            FirmId(s.firm_id),
-            &Actor::system(),
-            AuditEvent::new("auth.session_revoked", "session", Some(s.id.to_string())).changes(change),
+            tx,
+            FirmId(u.firm_id),
+            &Actor::account(u.id, u.role),
+            AuditEvent::new("auth.refresh", "session", Some(s.id.to_string())),
         )
         .await?;
-        tx.commit().await?;
-        app.evict(Eviction::Session(s.id));
-        tracing::warn!(session_id = %s.id, user_id = %s.user_id, "refresh token reuse: session revoked");
-        return Err(refresh_refused());
-    }
-    let Some(u) = user::Entity::find_by_id(s.user_id).one(&tx).await? else {
-        return Err(refresh_refused());
-    };
-    if u.status != UserStatus::Active {
-        return Err(refresh_refused());
-    }
-    session::Entity::update_many()
-        .col_expr(session::Column::LastSeenAt, Expr::value(now))
-        .filter(session::Column::Id.eq(s.id))
-        .exec(&tx)
-        .await?;
-    let tokens = issue_pair(app, &tx, &u, &s).await?;
-    audit::record(
-        &tx,
-        FirmId(u.firm_id),
-        &Actor::account(u.id, u.role),
-        AuditEvent::new("auth.refresh", "session", Some(s.id.to_string())),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(tokens)
+        Ok(Outcome::Commit(tokens))
+    })
+    .await
+}
+
+/// The `session.revoked` event.
+fn session_revoked(firm: FirmId, actor: &Actor, session: Uuid, user: Uuid, reason: &str) -> DomainEvent {
+    DomainEvent::new(EventType::SessionRevoked, firm, actor, session)
+        .data(serde_json::json!({ "sessionId": session, "userId": user, "reason": reason }))
 }
 
 /// Marks a session revoked; its access and refresh tokens stop working at once.
@@ -407,18 +471,16 @@ pub async fn revoke_all_for_user(tx: &impl ConnectionTrait, user: UserId, reason
 
 /// Ends the caller's own session.
 pub async fn logout(app: &App, p: &Principal) -> ApiResult<()> {
-    let tx = db::begin_write(&app.db).await?;
-    revoke(&tx, p.session_id, "logout").await?;
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new("auth.logout", "session", Some(p.session_id.to_string())),
-    )
-    .await?;
-    tx.commit().await?;
-    app.evict(Eviction::Session(p.session_id.0));
-    Ok(())
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
+        revoke(tx, p.session_id, "logout").await?;
+        let actor = Actor::user(p);
+        audit::record(tx, p.firm_id, &actor, AuditEvent::new("auth.logout", "session", Some(p.session_id.to_string())))
+            .await?;
+        tx.record(session_revoked(p.firm_id, &actor, p.session_id.0, p.user_id.0, "logout"));
+        Ok(())
+    })
+    .await
 }
 
 /// The caller's live sessions, newest first.
@@ -447,27 +509,30 @@ pub async fn list_sessions(app: &App, p: &Principal) -> ApiResult<Vec<SessionVie
 
 /// Revokes one of the caller's own sessions; someone else's is "not found".
 pub async fn revoke_own_session(app: &App, p: &Principal, id: SessionId) -> ApiResult<()> {
-    let tx = db::begin_write(&app.db).await?;
-    let owned = session::Entity::find_by_id(id.0)
-        .filter(session::Column::UserId.eq(p.user_id.0))
-        .filter(session::Column::RevokedAt.is_null())
-        .one(&tx)
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
+        let owned = session::Entity::find_by_id(id.0)
+            .filter(session::Column::UserId.eq(p.user_id.0))
+            .filter(session::Column::RevokedAt.is_null())
+            .one(tx)
+            .await?;
+        if owned.is_none() {
+            return Err(ApiError::not_found("session"));
+        }
+        revoke(tx, id, "revoked by user").await?;
+        let change = serde_json::json!({ "reason": { "old": null, "new": "revoked by user" } });
+        let actor = Actor::user(p);
+        audit::record(
+            tx,
+            p.firm_id,
+            &actor,
+            AuditEvent::new("auth.session_revoked", "session", Some(id.to_string())).changes(change),
+        )
         .await?;
-    if owned.is_none() {
-        return Err(ApiError::not_found("session"));
-    }
-    revoke(&tx, id, "revoked by user").await?;
-    let change = serde_json::json!({ "reason": { "old": null, "new": "revoked by user" } });
-    audit::record(
-        &tx,
-        p.firm_id,
-        &Actor::user(p),
-        AuditEvent::new("auth.session_revoked", "session", Some(id.to_string())).changes(change),
-    )
-    .await?;
-    tx.commit().await?;
-    app.evict(Eviction::Session(id.0));
-    Ok(())
+        tx.record(session_revoked(p.firm_id, &actor, id.0, p.user_id.0, "revoked by user"));
+        Ok(())
+    })
+    .await
 }
 
 /// The caller's own account.

@@ -73,8 +73,8 @@ pub mod tags {
 
 /// In-process tag counters.
 const SLOTS: usize = 4_096;
-/// The pub/sub channel of invalidations.
-const CHANNEL: &str = "cache:invalidate";
+/// The bus topic of invalidations.
+const TOPIC: &str = "cache";
 
 #[derive(Debug)]
 struct Entry {
@@ -93,6 +93,7 @@ pub struct Cache {
     slots: Box<[AtomicU64]>,
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     redis: Option<Arc<RedisLink>>,
+    bus: Arc<crate::bus::Bus>,
     /// Set when an invalidation could not reach Redis: its cache keys are flushed as soon as
     /// it answers again.
     redis_dirty: AtomicBool,
@@ -150,8 +151,9 @@ fn count(namespace: &str, level: &'static str, result: &'static str) {
 }
 
 impl Cache {
-    /// A cache; `redis` adds the shared level and cross-instance invalidation.
-    pub fn new(config: CacheConfig, redis: Option<Arc<RedisLink>>) -> Arc<Self> {
+    /// A cache; `redis` adds the shared level, and `bus` carries invalidations to the other
+    /// instances (through Redis when it has it).
+    pub fn new(config: CacheConfig, redis: Option<Arc<RedisLink>>, bus: Arc<crate::bus::Bus>) -> Arc<Self> {
         let local = moka::sync::Cache::builder()
             .max_capacity(config.max_entries)
             .time_to_live(config.local_ttl.max(Duration::from_millis(1)))
@@ -171,27 +173,23 @@ impl Cache {
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             gates: Mutex::new(HashMap::new()),
             redis,
+            bus,
             redis_dirty: AtomicBool::new(false),
             config,
         });
-        if let Some(link) = &cache.redis {
-            let weak = Arc::downgrade(&cache);
-            let weak_reset = weak.clone();
-            link.subscribe_forever_with(
-                CHANNEL,
-                move || {
-                    // Messages sent while we were not subscribed are lost: start afresh.
-                    if let Some(c) = weak_reset.upgrade() {
-                        c.local.invalidate_all();
-                    }
-                },
-                move |msg| {
-                    let Some(c) = weak.upgrade() else { return false };
-                    c.apply_message(&msg);
-                    true
-                },
-            );
-        }
+        let weak = Arc::downgrade(&cache);
+        cache.bus.on(TOPIC, move |msg| {
+            let Some(c) = weak.upgrade() else { return false };
+            c.apply_message(msg);
+            true
+        });
+        let weak = Arc::downgrade(&cache);
+        cache.bus.on_reset(move || {
+            // Invalidations sent while this instance could not hear them are lost: start afresh.
+            let Some(c) = weak.upgrade() else { return false };
+            c.drop_all_local();
+            true
+        });
         cache
     }
 
@@ -200,8 +198,17 @@ impl Cache {
             Some(("t", tags)) => tags.split('\n').for_each(|t| self.bump(t)),
             Some(("p", prefix)) => self.drop_local_prefix(prefix),
             Some(("k", key)) => self.local.invalidate(key),
-            _ if msg == "all" => self.local.invalidate_all(),
+            _ if msg == "all" => self.drop_all_local(),
             _ => tracing::debug!(message = msg, "unknown cache invalidation message"),
+        }
+    }
+
+    /// Drops every in-process copy (they may have missed invalidations).
+    pub fn drop_all_local(&self) {
+        self.local.invalidate_all();
+        // Entries stored before this moment but checked after it must not count as current.
+        for s in self.slots.iter() {
+            s.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -387,6 +394,9 @@ impl Cache {
             if !(ok.is_ok() && published) {
                 self.redis_dirty.store(true, Ordering::Release);
             }
+        } else {
+            // Local listeners (and nothing else) hear it.
+            self.publish(format!("t:{}", tags.join("\n"))).await;
         }
     }
 
@@ -408,10 +418,7 @@ impl Cache {
     }
 
     async fn publish(&self, message: String) -> bool {
-        match &self.redis {
-            Some(link) => link.publish(CHANNEL, message).await.is_ok(),
-            None => true,
-        }
+        self.bus.publish(TOPIC, &message).await
     }
 
     /// Deletes Redis keys matching `pattern` with SCAN (never KEYS, which blocks the server).
@@ -555,7 +562,7 @@ mod tests {
     use super::*;
 
     fn cache() -> Arc<Cache> {
-        Cache::new(CacheConfig::default(), None)
+        Cache::new(CacheConfig::default(), None, crate::bus::Bus::new(None))
     }
 
     #[tokio::test]

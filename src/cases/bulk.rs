@@ -35,6 +35,7 @@ use crate::{
         self, TxOptions,
         bulk::{Cell, Encoded, Table, col, encode, insert_rows, req},
     },
+    events::{DomainEvent, EventType},
     http::error::{ApiError, ApiResult, ErrorCode},
     ids::CaseId,
     users::model as user,
@@ -114,11 +115,6 @@ impl BulkResult {
     /// failed; else passes it on.
     pub(crate) fn refuse_if_atomic(self, mode: BulkMode) -> ApiResult<Self> {
         if mode == BulkMode::Atomic && !self.errors.is_empty() { Err(self.finish().refuse()) } else { Ok(self) }
-    }
-
-    /// The cases written (or, for skipped items, found).
-    fn written(&self) -> Vec<Uuid> {
-        self.ids.iter().flatten().copied().collect()
     }
 
     /// In `atomic` mode, a batch with failed items is refused whole: `409` when every failure
@@ -246,26 +242,23 @@ pub async fn create_many(
     let result = result.refuse_if_atomic(opts.mode)?;
     let valid = &Arc::new(valid);
     let base = &result;
-    let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let mut result = base.clone();
-        // Lead attorneys are checked in the transaction that makes them leads, so one
-        // suspended meanwhile is not made lead (on a copy: the transaction may run again).
-        let valid = if valid.iter().any(|(_, c)| c.lead_attorney_id.is_some()) {
-            let mut v = (**valid).clone();
-            check_leads(&*tx, p, &mut v, &mut result).await?;
-            Arc::new(v)
-        } else {
-            Arc::clone(valid)
-        };
-        let mut result = result.refuse_if_atomic(opts.mode)?;
-        write_creates(&tx, p, &valid, opts, &mut result, progress).await?;
-        result.refuse_if_atomic(opts.mode)
-    })
-    .await?;
-    if result.succeeded > 0 {
-        // Upserts may have changed teams (a new lead), so every written case's team too.
-        app.cases_changed(p.firm_id, &result.written()).await;
-    }
+    let result = app
+        .write(TxOptions::write(), |tx| async move {
+            let mut result = base.clone();
+            // Lead attorneys are checked in the transaction that makes them leads, so one
+            // suspended meanwhile is not made lead (on a copy: the transaction may run again).
+            let valid = if valid.iter().any(|(_, c)| c.lead_attorney_id.is_some()) {
+                let mut v = (**valid).clone();
+                check_leads(&tx, p, &mut v, &mut result).await?;
+                Arc::new(v)
+            } else {
+                Arc::clone(valid)
+            };
+            let mut result = result.refuse_if_atomic(opts.mode)?;
+            write_creates(&tx, p, &valid, opts, &mut result, progress).await?;
+            result.refuse_if_atomic(opts.mode)
+        })
+        .await?;
     Ok(result.finish())
 }
 
@@ -343,7 +336,7 @@ async fn write_creates(
     // query would run against rows this transaction inserted, which PostgreSQL's statistics
     // do not know of yet, and it was planned as a sequential scan (quadratic in the batch).
     let numbers: Vec<&str> = valid.iter().map(|(_, c)| c.case_number.as_str()).collect();
-    let taken = existing(&**tx, p.firm_id.0, &numbers).await?;
+    let taken = existing(tx, p.firm_id.0, &numbers).await?;
     if opts.mode == BulkMode::Atomic && taken.is_empty() {
         return write_pipelined(tx, p, valid, result, progress).await;
     }
@@ -371,7 +364,7 @@ async fn write_chunk(
             known
         } else {
             let numbers: Vec<&str> = pending.iter().map(|(_, c)| c.case_number.as_str()).collect();
-            rechecked = existing(&**tx, p.firm_id.0, &numbers).await?;
+            rechecked = existing(tx, p.firm_id.0, &numbers).await?;
             &rechecked
         };
         let mut fresh = Vec::with_capacity(pending.len());
@@ -387,7 +380,7 @@ async fn write_chunk(
                     // The existing case's id only for a caller who can see it.
                     let visible = !deleted
                         && (p.role.sees_all_cases()
-                            || team_member::Entity::find_by_id((id, p.user_id.0)).one(&**tx).await?.is_some());
+                            || team_member::Entity::find_by_id((id, p.user_id.0)).one(tx).await?.is_some());
                     if visible {
                         result.ids[*i] = Some(id);
                         result.skipped += 1;
@@ -405,7 +398,7 @@ async fn write_chunk(
                     // A savepoint per item, so a failed one leaves the transaction usable;
                     // atomic mode refuses the whole batch afterwards.
                     let outcome =
-                        db::savepoint(tx, |sp| async move { ops::update_in(&*sp, p, CaseId(id), update, None).await })
+                        db::savepoint(tx, |sp| async move { ops::update_in(&sp, p, CaseId(id), update, None).await })
                             .await;
                     match outcome {
                         Ok(_) => {
@@ -485,7 +478,7 @@ fn update_from(c: &NewCase) -> UpdateCase {
 /// Errors of one item that must fail the whole transaction rather than the item: a lost
 /// conflict (the transaction is re-run) and failures of ours or of the database.
 fn escalate(e: &ApiError) -> bool {
-    db::tx::retryable(e) || matches!(e.code, ErrorCode::InternalError | ErrorCode::DependencyUnavailable)
+    crate::db::TxError::is_conflict(e) || matches!(e.code, ErrorCode::InternalError | ErrorCode::DependencyUnavailable)
 }
 
 /// Atomic creates whose case numbers are all free, the common import. The first chunk is
@@ -512,14 +505,15 @@ async fn write_pipelined(
     // rows first, then the chain heads (those of every chunk) — so that a writer holding a
     // head while it waits for a row or a key this batch touches cannot deadlock with it.
     let first = CHUNK.min(valid.len());
-    let (rows, team, events) = build(p, valid[..first].iter().map(|(_, c)| c), &ids[..first], audited);
-    insert_rows(&**tx, &TABLE, &rows).await.map_err(db_conflict)?;
-    insert_rows(&**tx, &TEAM_TABLE, &team).await?;
+    let (rows, team, events, changes) = build(p, &actor, valid[..first].iter().map(|(_, c)| c), &ids[..first], audited);
+    insert_rows(tx, &TABLE, &rows).await.map_err(db_conflict)?;
+    insert_rows(tx, &TEAM_TABLE, &team).await?;
+    tx.record_all(changes);
     let mut heads = None;
     if audited {
         let chains = ids.iter().map(|id| audit::chain::chain_for(CASE, Some(&id.to_string()))).collect();
-        let mut h = audit::chain::lock_heads(&**tx, p.firm_id.0, &chains).await?;
-        h.seal(backend, &actor, events)?.run(&**tx).await?;
+        let mut h = audit::chain::lock_heads(tx, p.firm_id.0, &chains).await?;
+        h.seal(backend, &actor, events)?.run(tx).await?;
         heads = Some(h);
     }
     progress(first);
@@ -534,7 +528,7 @@ async fn write_pipelined(
         ))));
     }
     if let Some(heads) = heads {
-        heads.store(&**tx).await?;
+        heads.store(tx).await?;
     }
     for ((i, _), id) in valid.iter().zip(ids.iter()) {
         result.ids[*i] = Some(*id);
@@ -583,9 +577,10 @@ async fn write_rest(
     };
     while let Some(prepared) = receive.recv().await {
         let prepared = prepared?;
-        prepared.cases.run(&**tx).await.map_err(db_conflict)?;
-        prepared.team.run(&**tx).await?;
-        prepared.entries.run(&**tx).await?;
+        prepared.cases.run(tx).await.map_err(db_conflict)?;
+        prepared.team.run(tx).await?;
+        prepared.entries.run(tx).await?;
+        tx.record_all(prepared.changes);
         *done += prepared.count;
         progress(*done);
     }
@@ -606,6 +601,8 @@ struct Prepared {
     team: Encoded,
     /// Empty when auditing is off (benchmark only).
     entries: Encoded,
+    /// The `case.created` domain events.
+    changes: Vec<DomainEvent>,
 }
 
 /// Makes the statements that create `items` (with `ids`): rows, team rows, and — when
@@ -619,9 +616,10 @@ fn prepare<'a>(
     heads: Option<&mut audit::chain::Heads>,
 ) -> Result<Prepared, sea_orm::DbErr> {
     let count = items.len();
-    let (rows, team, events) = build(p, items, ids, heads.is_some());
+    let (rows, team, events, changes) = build(p, actor, items, ids, heads.is_some());
     Ok(Prepared {
         count,
+        changes,
         cases: encode(backend, &TABLE, &rows)?,
         team: encode(backend, &TEAM_TABLE, &team)?,
         entries: match heads {
@@ -634,25 +632,29 @@ fn prepare<'a>(
 /// Inserts the cases, their team rows and their audit entries. Returns the new ids.
 async fn insert_cases(tx: &db::Tx, p: &Principal, items: &[&(usize, NewCase)]) -> ApiResult<Vec<Uuid>> {
     let ids: Vec<Uuid> = items.iter().map(|_| Uuid::now_v7()).collect();
-    let (rows, team, events) = build(p, items.iter().map(|(_, c)| c), &ids, audit::enabled());
-    insert_rows(&**tx, &TABLE, &rows).await.map_err(db_conflict)?;
-    insert_rows(&**tx, &TEAM_TABLE, &team).await?;
-    audit::record_many(&**tx, p.firm_id, &Actor::user(p), events).await?;
+    let actor = Actor::user(p);
+    let (rows, team, events, changes) = build(p, &actor, items.iter().map(|(_, c)| c), &ids, audit::enabled());
+    insert_rows(tx, &TABLE, &rows).await.map_err(db_conflict)?;
+    insert_rows(tx, &TEAM_TABLE, &team).await?;
+    audit::record_many(tx, p.firm_id, &actor, events).await?;
+    tx.record_all(changes);
     Ok(ids)
 }
 
-/// The case rows, team rows and (when `audited`) audit events that create `items`, one id
-/// each from `ids`.
+/// The case rows, team rows, (when `audited`) audit events, and domain events that create
+/// `items`, one id each from `ids`.
 fn build<'a>(
     p: &Principal,
+    actor: &Actor,
     items: impl Iterator<Item = &'a NewCase>,
     ids: &[Uuid],
     audited: bool,
-) -> (Vec<Vec<Cell>>, Vec<Vec<Cell>>, Vec<AuditEvent>) {
+) -> (Vec<Vec<Cell>>, Vec<Vec<Cell>>, Vec<AuditEvent>, Vec<DomainEvent>) {
     let now = clock::now();
     let mut rows = Vec::with_capacity(ids.len());
     let mut team = Vec::new();
     let mut events = Vec::with_capacity(if audited { ids.len() } else { 0 });
+    let mut changes = Vec::with_capacity(ids.len());
     // Whoever sees every case by role (admin, partner) is not added to each team; anyone else
     // joins the teams of the cases they import, as with a single create.
     let creator_role = (!p.role.sees_all_cases())
@@ -688,16 +690,13 @@ fn build<'a>(
         if let Some(l) = lead.filter(|l| creator_role.is_none() || *l != p.user_id.0) {
             team.push(team_row(id, l, p, TeamRole::LeadAttorney, now));
         }
+        let view = audit::json(&CaseView::from(m));
         if audited {
-            let view = CaseView::from(m);
-            events.push(
-                AuditEvent::new("case.bulk_create", CASE, Some(id.to_string()))
-                    .case(id)
-                    .created_fields(&audit::json(&view)),
-            );
+            events.push(AuditEvent::new("case.bulk_create", CASE, Some(id.to_string())).case(id).created_fields(&view));
         }
+        changes.push(DomainEvent::new(EventType::CaseCreated, p.firm_id, actor, id).case(id).data(view));
     }
-    (rows, team, events)
+    (rows, team, events, changes)
 }
 
 fn team_row(case: Uuid, user: Uuid, p: &Principal, role: TeamRole, now: chrono::DateTime<chrono::Utc>) -> Vec<Cell> {
@@ -739,27 +738,25 @@ pub async fn update_many(
     }
     let base = base.refuse_if_atomic(mode)?;
     let (valid, base) = (&valid, &base);
-    let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let mut result = base.clone();
-        for (i, item) in valid {
-            let outcome =
-                db::savepoint(&tx, |sp| async move { ops::update_in(&*sp, p, item.id, &item.changes, None).await })
-                    .await;
-            match outcome {
-                Ok(v) => {
-                    result.ids[*i] = Some(v.id.0);
-                    result.succeeded += 1;
+    let result = app
+        .write(TxOptions::write(), |tx| async move {
+            let mut result = base.clone();
+            for (i, item) in valid {
+                let outcome =
+                    db::savepoint(&tx, |sp| async move { ops::update_in(&sp, p, item.id, &item.changes, None).await })
+                        .await;
+                match outcome {
+                    Ok(v) => {
+                        result.ids[*i] = Some(v.id.0);
+                        result.succeeded += 1;
+                    }
+                    Err(e) if escalate(&e) => return Err(e),
+                    Err(e) => result.fail(*i, &e),
                 }
-                Err(e) if escalate(&e) => return Err(e),
-                Err(e) => result.fail(*i, &e),
             }
-        }
-        result.refuse_if_atomic(mode)
-    })
-    .await?;
-    if result.succeeded > 0 {
-        app.cases_changed(p.firm_id, &result.written()).await;
-    }
+            result.refuse_if_atomic(mode)
+        })
+        .await?;
     Ok(result.finish())
 }
 
@@ -776,25 +773,24 @@ pub async fn delete_many(
         return Err(ApiError::field("ids", format!("at most {MAX_ITEMS} ids per request")));
     }
     let ids = &ids;
-    let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let mut result = BulkResult::new(ids.len());
-        for (i, id) in ids.iter().enumerate() {
-            let id = *id;
-            let outcome = db::savepoint(&tx, |sp| async move { ops::delete_in(&*sp, p, id, None, hard).await }).await;
-            match outcome {
-                Ok(()) => {
-                    result.ids[i] = Some(id.0);
-                    result.succeeded += 1;
+    let result = app
+        .write(TxOptions::write(), |tx| async move {
+            let mut result = BulkResult::new(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                let id = *id;
+                let outcome =
+                    db::savepoint(&tx, |sp| async move { ops::delete_in(&sp, p, id, None, hard).await }).await;
+                match outcome {
+                    Ok(()) => {
+                        result.ids[i] = Some(id.0);
+                        result.succeeded += 1;
+                    }
+                    Err(e) if escalate(&e) => return Err(e),
+                    Err(e) => result.fail(i, &e),
                 }
-                Err(e) if escalate(&e) => return Err(e),
-                Err(e) => result.fail(i, &e),
             }
-        }
-        result.refuse_if_atomic(mode)
-    })
-    .await?;
-    if result.succeeded > 0 {
-        app.cases_changed(p.firm_id, &result.written()).await;
-    }
+            result.refuse_if_atomic(mode)
+        })
+        .await?;
     Ok(result.finish())
 }

@@ -19,7 +19,8 @@ use crate::{
     auth::Principal,
     cache::{Key, tags},
     clock,
-    db::{self, TxOptions},
+    db::{Tx, TxOptions},
+    events::{DomainEvent, EventType},
     http::{
         envelope::{CursorPagination, OffsetPagination, Pagination},
         error::{ApiError, ApiResult, ErrorCode},
@@ -247,59 +248,62 @@ pub async fn create(app: &App, p: &Principal, input: CreateCase) -> ApiResult<Ca
     let now = clock::now();
     let id = Uuid::now_v7();
     let fields = (&case_number, &title, &description, &court, &jurisdiction, &judge, &client_name);
-    let view = db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let (case_number, title, description, court, jurisdiction, judge, client_name) = fields;
-        let tx = &*tx;
-        let lead = match lead_attorney_id {
-            Some(uid) => Some(lead_candidate(tx, p, uid).await?),
-            None => None,
-        };
-        let created = case::ActiveModel {
-            id: Set(id),
-            firm_id: Set(p.firm_id.0),
-            case_number: Set(case_number.clone()),
-            title: Set(title.clone()),
-            case_type: Set(case_type),
-            status: Set(status),
-            description: Set(description.clone()),
-            court: Set(court.clone()),
-            jurisdiction: Set(jurisdiction.clone()),
-            judge: Set(judge.clone()),
-            filed_at: Set(filed_at),
-            closed_at: Set(closed_at),
-            client_name: Set(client_name.clone()),
-            lead_attorney_id: Set(lead),
-            version: Set(1),
-            created_by: Set(p.user_id.0),
-            created_at: Set(now),
-            updated_at: Set(now),
-            deleted_at: Set(None),
-        }
-        .insert(tx)
+    let view = app
+        .write(TxOptions::write(), |tx| async move {
+            let (case_number, title, description, court, jurisdiction, judge, client_name) = fields;
+            let tx = &tx;
+            let lead = match lead_attorney_id {
+                Some(uid) => Some(lead_candidate(tx, p, uid).await?),
+                None => None,
+            };
+            let created = case::ActiveModel {
+                id: Set(id),
+                firm_id: Set(p.firm_id.0),
+                case_number: Set(case_number.clone()),
+                title: Set(title.clone()),
+                case_type: Set(case_type),
+                status: Set(status),
+                description: Set(description.clone()),
+                court: Set(court.clone()),
+                jurisdiction: Set(jurisdiction.clone()),
+                judge: Set(judge.clone()),
+                filed_at: Set(filed_at),
+                closed_at: Set(closed_at),
+                client_name: Set(client_name.clone()),
+                lead_attorney_id: Set(lead),
+                version: Set(1),
+                created_by: Set(p.user_id.0),
+                created_at: Set(now),
+                updated_at: Set(now),
+                deleted_at: Set(None),
+            }
+            .insert(tx)
+            .await?;
+            let creator_role = if lead == Some(p.user_id.0) {
+                TeamRole::LeadAttorney
+            } else if p.role.may_lead_cases() {
+                TeamRole::Attorney
+            } else {
+                TeamRole::Paralegal
+            };
+            add_member(tx, p, id, p.user_id.0, creator_role).await?;
+            if let Some(l) = lead.filter(|l| *l != p.user_id.0) {
+                add_member(tx, p, id, l, TeamRole::LeadAttorney).await?;
+            }
+            let view = CaseView::from(created);
+            let actor = Actor::user(p);
+            let json = audit::json(&view);
+            audit::record(
+                tx,
+                p.firm_id,
+                &actor,
+                AuditEvent::new("case.create", "case", Some(id.to_string())).case(id).created_fields(&json),
+            )
+            .await?;
+            tx.record(DomainEvent::new(EventType::CaseCreated, p.firm_id, &actor, id).case(id).data(json));
+            Ok(view)
+        })
         .await?;
-        let creator_role = if lead == Some(p.user_id.0) {
-            TeamRole::LeadAttorney
-        } else if p.role.may_lead_cases() {
-            TeamRole::Attorney
-        } else {
-            TeamRole::Paralegal
-        };
-        add_member(tx, p, id, p.user_id.0, creator_role).await?;
-        if let Some(l) = lead.filter(|l| *l != p.user_id.0) {
-            add_member(tx, p, id, l, TeamRole::LeadAttorney).await?;
-        }
-        let view = CaseView::from(created);
-        audit::record(
-            tx,
-            p.firm_id,
-            &Actor::user(p),
-            AuditEvent::new("case.create", "case", Some(id.to_string())).case(id).created_fields(&audit::json(&view)),
-        )
-        .await?;
-        Ok(view)
-    })
-    .await?;
-    app.case_changed(p.firm_id, Some(id)).await;
     Ok(view)
 }
 
@@ -593,16 +597,12 @@ pub async fn update(
     if_match: Option<i32>,
 ) -> ApiResult<CaseView> {
     let input = &input;
-    let view =
-        db::transaction(&app.db, TxOptions::write(), |tx| async move { update_in(&*tx, p, id, input, if_match).await })
-            .await?;
-    app.case_changed(p.firm_id, Some(view.id.0)).await;
-    Ok(view)
+    app.write(TxOptions::write(), |tx| async move { update_in(&tx, p, id, input, if_match).await }).await
 }
 
 /// [`update`] inside the caller's transaction (also used by the bulk operations).
 pub(super) async fn update_in(
-    tx: &impl ConnectionTrait,
+    tx: &Tx,
     p: &Principal,
     id: CaseId,
     input: &UpdateCase,
@@ -681,36 +681,30 @@ pub(super) async fn update_in(
     }
     let updated = case::Entity::find_by_id(current.id).one(tx).await?.ok_or_else(|| ApiError::not_found("case"))?;
     let view = CaseView::from(updated);
+    let actor = Actor::user(p);
+    let json = audit::json(&view);
     audit::record(
         tx,
         p.firm_id,
-        &Actor::user(p),
+        &actor,
         AuditEvent::new("case.update", "case", Some(current.id.to_string()))
             .case(current.id)
-            .changes(audit::diff(&audit::json(&CaseView::from(current.clone())), &audit::json(&view))),
+            .changes(audit::diff(&audit::json(&CaseView::from(current.clone())), &json)),
     )
     .await?;
+    tx.record(DomainEvent::new(EventType::CaseUpdated, p.firm_id, &actor, current.id).case(current.id).data(json));
     Ok(view)
 }
 
 /// Soft-deletes a case: it disappears from the API and stays in the database for the record.
 pub async fn delete(app: &App, p: &Principal, id: CaseId, if_match: Option<i32>) -> ApiResult<()> {
-    db::transaction(&app.db, TxOptions::write(), |tx| async move { delete_in(&*tx, p, id, if_match, false).await })
-        .await?;
-    app.case_changed(p.firm_id, Some(id.0)).await;
-    Ok(())
+    app.write(TxOptions::write(), |tx| async move { delete_in(&tx, p, id, if_match, false).await }).await
 }
 
 /// Deletes a case inside the caller's transaction: soft (kept for the record, never served),
 /// or — `hard`, admins only — removed with its team, refused while it has parties or docket
 /// entries (those are part of the legal record).
-pub(super) async fn delete_in(
-    tx: &impl ConnectionTrait,
-    p: &Principal,
-    id: CaseId,
-    if_match: Option<i32>,
-    hard: bool,
-) -> ApiResult<()> {
+pub(super) async fn delete_in(tx: &Tx, p: &Principal, id: CaseId, if_match: Option<i32>, hard: bool) -> ApiResult<()> {
     let access: CaseAccess = visible_case(tx, p, id).await?;
     access.require_manage()?;
     if hard {
@@ -730,22 +724,23 @@ pub(super) async fn delete_in(
         return Err(stale(access.case.version));
     }
     let change = serde_json::json!({ "deleted": { "old": false, "new": true } });
+    let actor = Actor::user(p);
     audit::record(
         tx,
         p.firm_id,
-        &Actor::user(p),
+        &actor,
         AuditEvent::new("case.delete", "case", Some(id.to_string())).case(id.0).changes(change),
     )
     .await?;
+    tx.record(
+        DomainEvent::new(EventType::CaseDeleted, p.firm_id, &actor, id)
+            .case(id.0)
+            .data(serde_json::json!({ "id": id, "caseNumber": access.case.case_number, "permanent": false })),
+    );
     Ok(())
 }
 
-async fn hard_delete(
-    tx: &impl ConnectionTrait,
-    p: &Principal,
-    access: &CaseAccess,
-    if_match: Option<i32>,
-) -> ApiResult<()> {
+async fn hard_delete(tx: &Tx, p: &Principal, access: &CaseAccess, if_match: Option<i32>) -> ApiResult<()> {
     if p.role != Role::Admin {
         return Err(ApiError::forbidden("only an admin may delete a case permanently"));
     }
@@ -793,15 +788,21 @@ async fn hard_delete(
     if n != 1 {
         return Err(stale(c.version));
     }
+    let actor = Actor::user(p);
     audit::record(
         tx,
         p.firm_id,
-        &Actor::user(p),
+        &actor,
         AuditEvent::new("case.purge", "case", Some(c.id.to_string()))
             .case(c.id)
             .changes(audit::diff(&audit::json(&CaseView::from(c.clone())), &serde_json::json!({}))),
     )
     .await?;
+    tx.record(
+        DomainEvent::new(EventType::CaseDeleted, p.firm_id, &actor, c.id)
+            .case(c.id)
+            .data(serde_json::json!({ "id": c.id, "caseNumber": c.case_number, "permanent": true })),
+    );
     Ok(())
 }
 

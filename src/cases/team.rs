@@ -17,7 +17,8 @@ use crate::{
     audit::{self, Actor, AuditEvent},
     auth::Principal,
     clock,
-    db::{self, TxOptions},
+    db::TxOptions,
+    events::{DomainEvent, EventType},
     http::error::{ApiError, ApiResult},
     ids::{CaseId, UserId},
     users::{model as user, ops::active_in_firm},
@@ -72,8 +73,8 @@ pub async fn list(app: &App, p: &Principal, id: CaseId) -> ApiResult<Vec<TeamMem
 /// Adds a user of the firm to the team. Adding a lead attorney makes them the case's lead.
 pub async fn add(app: &App, p: &Principal, id: CaseId, input: AddMember) -> ApiResult<Vec<TeamMemberView>> {
     let input = &input;
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
         let access = visible_case(tx, p, id).await?;
         access.require_manage()?;
         let u = active_in_firm(tx, p, input.user_id, "userId").await?;
@@ -87,24 +88,29 @@ pub async fn add(app: &App, p: &Principal, id: CaseId, input: AddMember) -> ApiR
             bump_case(tx, id, None).await?;
         }
         let change = serde_json::json!({ "role": { "old": null, "new": audit::json(&input.role) } });
+        let actor = Actor::user(p);
         audit::record(
             tx,
             p.firm_id,
-            &Actor::user(p),
+            &actor,
             AuditEvent::new("case.team_add", "team_member", Some(u.id.to_string())).case(id.0).changes(change),
         )
         .await?;
+        tx.record(
+            DomainEvent::new(EventType::TeamMemberAdded, p.firm_id, &actor, u.id)
+                .case(id.0)
+                .data(serde_json::json!({ "caseId": id, "userId": u.id, "role": input.role })),
+        );
         Ok(())
     })
     .await?;
-    app.case_changed(p.firm_id, Some(id.0)).await;
     list(app, p, id).await
 }
 
 /// Removes a user from the team; removing the lead clears the case's lead attorney.
 pub async fn remove(app: &App, p: &Principal, id: CaseId, user_id: UserId) -> ApiResult<()> {
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
         let access = visible_case(tx, p, id).await?;
         access.require_manage()?;
         let member = team_member::Entity::find_by_id((id.0, user_id.0))
@@ -118,17 +124,22 @@ pub async fn remove(app: &App, p: &Principal, id: CaseId, user_id: UserId) -> Ap
             bump_case(tx, id, None).await?;
         }
         let change = serde_json::json!({ "role": { "old": audit::json(&member.role), "new": null } });
+        let actor = Actor::user(p);
         audit::record(
             tx,
             p.firm_id,
-            &Actor::user(p),
+            &actor,
             AuditEvent::new("case.team_remove", "team_member", Some(user_id.to_string())).case(id.0).changes(change),
         )
         .await?;
+        tx.record(
+            DomainEvent::new(EventType::TeamMemberRemoved, p.firm_id, &actor, user_id)
+                .case(id.0)
+                .data(serde_json::json!({ "caseId": id, "userId": user_id, "role": member.role })),
+        );
         Ok(())
     })
     .await?;
-    app.case_changed(p.firm_id, Some(id.0)).await;
     Ok(())
 }
 

@@ -1,29 +1,28 @@
 //! The data layer: one SeaORM connection over SQLite or PostgreSQL, migrations, write
-//! transactions, and the mapping of database errors to API errors.
+//! transactions ([`tx`]), bulk statements ([`bulk`]), and its own error ([`DbError`]), which
+//! the HTTP side maps to statuses.
 //!
 //! SQLite runs in WAL mode with a busy timeout and foreign keys on; write transactions start
 //! with `BEGIN IMMEDIATE` so a read-then-write transaction takes the write lock up front
 //! instead of failing with a busy snapshot when another writer commits in between.
 
 pub mod bulk;
+pub mod error;
 pub mod tx;
 
-pub use tx::{Tx, TxOptions, savepoint, transaction};
+pub use error::DbError;
+pub use tx::{Committed, Outcome, Tx, TxError, TxOptions, savepoint, transaction, transaction_outcome};
 
 use std::time::Duration;
 
 use lexiflow_migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, RuntimeErr, SqlErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DbErr,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 use secrecy::ExposeSecret;
 
-use crate::{
-    config::DatabaseConfig,
-    http::error::{ApiError, ErrorCode},
-};
+use crate::config::DatabaseConfig;
 
 /// Opens the pool. The SQLite file's directory is created when missing.
 pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
@@ -92,88 +91,6 @@ fn sqlite_path(url: &str) -> Option<String> {
 /// Applies every pending migration.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
-}
-
-/// Starts a transaction that will write: `BEGIN IMMEDIATE` on SQLite, plain `BEGIN` on
-/// PostgreSQL (read committed; row locks and version checks guard the writes).
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    let options = TransactionOptions {
-        sqlite_transaction_mode: (db.get_database_backend() == DbBackend::Sqlite)
-            .then_some(SqliteTransactionMode::Immediate),
-        ..Default::default()
-    };
-    db.begin_with_options(options).await
-}
-
-/// A unique constraint, how SQLite names its columns, and what a client is told.
-struct UniqueConstraint {
-    name: &'static str,
-    sqlite_columns: &'static str,
-    field: &'static str,
-    message: &'static str,
-}
-
-const UNIQUE_CONSTRAINTS: &[UniqueConstraint] = &[
-    UniqueConstraint {
-        name: "uq_cases_firm_case_number",
-        sqlite_columns: "cases.firm_id, cases.case_number",
-        field: "caseNumber",
-        message: "a case with this number already exists in your firm",
-    },
-    UniqueConstraint {
-        name: "uq_users_email",
-        sqlite_columns: "users.email",
-        field: "email",
-        message: "an account with this e-mail address already exists",
-    },
-    UniqueConstraint {
-        name: "pk_case_team_members",
-        sqlite_columns: "case_team_members.case_id, case_team_members.user_id",
-        field: "userId",
-        message: "this user is already on the case team",
-    },
-];
-
-/// The `409 CONFLICT` for a unique violation, found by constraint name (PostgreSQL) or column
-/// list (SQLite). Unknown constraints are a generic conflict.
-pub fn constraint_conflict(message: &str) -> ApiError {
-    for c in UNIQUE_CONSTRAINTS {
-        if message.contains(c.name) || message.contains(c.sqlite_columns) {
-            return ApiError::new(ErrorCode::Conflict, c.message)
-                .with_details(serde_json::json!({ "field": c.field, "constraint": c.name }));
-        }
-    }
-    ApiError::new(ErrorCode::Conflict, ErrorCode::Conflict.default_message())
-}
-
-impl From<DbErr> for ApiError {
-    fn from(e: DbErr) -> Self {
-        if let Some(SqlErr::UniqueConstraintViolation(m)) = e.sql_err() {
-            return constraint_conflict(&m);
-        }
-        if is_unavailable(&e) {
-            return ApiError::unavailable(e);
-        }
-        ApiError::internal(e)
-    }
-}
-
-/// True when the error means the database could not be reached or was too busy, rather than
-/// that the statement was wrong.
-pub fn is_unavailable(e: &DbErr) -> bool {
-    use sea_orm::sqlx::Error as X;
-    match e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => match x.as_ref() {
-            X::Io(_) | X::PoolTimedOut | X::PoolClosed | X::WorkerCrashed => true,
-            X::Database(d) => {
-                // SQLITE_BUSY / SQLITE_LOCKED outlasting the busy timeout; PostgreSQL admin shutdown.
-                matches!(d.code().as_deref(), Some("5" | "6" | "261" | "262" | "517" | "773" | "57P01" | "57P03"))
-            }
-            _ => false,
-        },
-        _ => false,
-    }
 }
 
 /// Runs `SELECT 1` with a timeout: the readiness probe's database check.

@@ -6,8 +6,18 @@
 //! the transaction lost a conflict: PostgreSQL serialization failure (`40001`) or deadlock
 //! (`40P01`), SQLite busy or locked. Attempts are bounded and spaced by exponential backoff
 //! with full jitter ([`crate::resilience::RetryPolicy`]). Because the work may run more than
-//! once, it must not have effects outside the transaction (send e-mails, publish events,
-//! evict caches) until [`transaction`] has returned: do those after it.
+//! once, it must not have effects outside the transaction: it records domain events on its
+//! [`Tx`] instead ([`Tx::record`]), which are written to the outbox just before commit and
+//! returned with the result ([`Committed`]) for the caller to publish (`App::write` does).
+//! Each attempt starts with no events, so a retried transaction publishes its events once and
+//! a rolled-back one none.
+//!
+//! The work gets a [`Tx`] handle; when it returns, the transaction and the SQLite write turn
+//! that belongs to it are taken out of the handle, so a copy kept by mistake can neither write
+//! nor stall the process's other writers.
+//!
+//! Some flows must commit and still refuse (a failed login is counted, a reused refresh token
+//! revokes its session): their work returns [`Outcome::CommitThenFail`].
 //!
 //! [`savepoint`] runs work inside an open transaction as a nested one (`SAVEPOINT`): if it
 //! fails, only its own writes are rolled back and the outer transaction carries on.
@@ -27,29 +37,155 @@
 //! about 1.2 s. Other processes on the same file (a `lexiflow import`, say) still meet this
 //! one at SQLite's lock, as before.
 
-use std::{future::Future, ops::Deref, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::FutureExt;
 use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, RuntimeErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait, sqlx::sqlite::SqliteConnectOptions,
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult, IsolationLevel,
+    QueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::SqliteConnectOptions,
 };
 
-use crate::{
-    http::error::{ApiError, ApiResult},
-    resilience::RetryPolicy,
-};
+use super::DbError;
+use crate::{events::DomainEvent, resilience::RetryPolicy};
 
-/// An open transaction (or savepoint) handed to a unit of work. It dereferences to SeaORM's
-/// transaction, so `&*tx` (or `&tx` where a `&impl ConnectionTrait` is expected through
-/// auto-deref) runs statements in it. Do not keep it beyond the work's future.
+/// An open transaction (or savepoint), handed to a unit of work: a cheap handle that runs
+/// statements (it implements `ConnectionTrait`) and collects the domain events the work
+/// records. When the unit of work ends, [`transaction`] takes the transaction — and the SQLite
+/// write turn that belongs to it — out of the handle to commit or roll back; a copy of the
+/// handle kept beyond that holds nothing (its statements fail), so it can neither write
+/// outside its transaction nor stall the process's other writers.
 #[derive(Clone, Debug)]
-pub struct Tx(Arc<DatabaseTransaction>);
+pub struct Tx(Arc<TxInner>);
 
-impl Deref for Tx {
-    type Target = DatabaseTransaction;
-    fn deref(&self) -> &DatabaseTransaction {
-        &self.0
+#[derive(Debug)]
+struct TxInner {
+    open: tokio::sync::Mutex<Option<Open>>,
+    events: Mutex<Vec<DomainEvent>>,
+    backend: DbBackend,
+}
+
+#[derive(Debug)]
+struct Open {
+    conn: DatabaseTransaction,
+    /// This process's SQLite write turn, held exactly as long as the transaction (dropped
+    /// after `conn`: fields drop in order).
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+fn ended() -> DbErr {
+    DbErr::Custom("the transaction has ended; a unit of work used its handle after returning".into())
+}
+
+impl Tx {
+    fn new(conn: DatabaseTransaction, turn: Option<tokio::sync::OwnedMutexGuard<()>>) -> Self {
+        let backend = conn.get_database_backend();
+        Tx(Arc::new(TxInner {
+            open: tokio::sync::Mutex::new(Some(Open { conn, _turn: turn })),
+            events: Mutex::new(Vec::new()),
+            backend,
+        }))
+    }
+
+    /// Records a domain event, published once the transaction commits (and never if it rolls
+    /// back).
+    pub fn record(&self, event: DomainEvent) {
+        self.0.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event);
+    }
+
+    /// Records several domain events.
+    pub fn record_all(&self, events: impl IntoIterator<Item = DomainEvent>) {
+        self.0.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(events);
+    }
+
+    fn take_events(&self) -> Vec<DomainEvent> {
+        std::mem::take(&mut *self.0.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Ends the handle: what it held, for committing or rolling back.
+    async fn take(&self) -> Option<Open> {
+        self.0.open.lock().await.take()
+    }
+
+    async fn begin_nested(&self) -> Result<DatabaseTransaction, DbErr> {
+        let open = self.0.open.lock().await;
+        match &*open {
+            Some(o) => o.conn.begin().await,
+            None => Err(ended()),
+        }
+    }
+}
+
+#[sea_orm::prelude::async_trait::async_trait]
+impl ConnectionTrait for Tx {
+    fn get_database_backend(&self) -> DbBackend {
+        self.0.backend
+    }
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match &*self.0.open.lock().await {
+            Some(o) => o.conn.execute_raw(stmt).await,
+            None => Err(ended()),
+        }
+    }
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match &*self.0.open.lock().await {
+            Some(o) => o.conn.execute_unprepared(sql).await,
+            None => Err(ended()),
+        }
+    }
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match &*self.0.open.lock().await {
+            Some(o) => o.conn.query_one_raw(stmt).await,
+            None => Err(ended()),
+        }
+    }
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match &*self.0.open.lock().await {
+            Some(o) => o.conn.query_all_raw(stmt).await,
+            None => Err(ended()),
+        }
+    }
+    fn support_returning(&self) -> bool {
+        match self.0.backend {
+            DbBackend::Postgres | DbBackend::Sqlite => true,
+            _ => false,
+        }
+    }
+}
+
+/// What a unit of work decided: commit and succeed, or commit and still fail.
+#[derive(Debug)]
+pub enum Outcome<T, E> {
+    /// Commit, then return the value.
+    Commit(T),
+    /// Commit what was written (a counted failure, a revoked session), then return the error.
+    CommitThenFail(E),
+}
+
+/// A committed transaction's result and the events it recorded, to be published (see
+/// `App::write`): dropping it unpublished would lose them for this process's subscribers.
+#[must_use = "publish the committed events (App::write does)"]
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub value: T,
+    pub events: Vec<DomainEvent>,
+}
+
+/// An error a unit of work can fail with: made from a [`DbError`], and telling whether the
+/// transaction lost a conflict (so it is run again).
+pub trait TxError: From<DbError> {
+    /// True when the whole transaction may succeed if run again.
+    fn is_conflict(&self) -> bool;
+}
+
+impl TxError for DbError {
+    fn is_conflict(&self) -> bool {
+        DbError::is_conflict(self)
     }
 }
 
@@ -113,90 +249,99 @@ fn backoff() -> RetryPolicy {
     }
 }
 
-/// True when `e` means the transaction lost a conflict and may succeed if run again.
-pub fn is_conflict(e: &DbErr) -> bool {
-    use sea_orm::sqlx::Error as X;
-    match e {
-        DbErr::Exec(RuntimeErr::SqlxError(x))
-        | DbErr::Query(RuntimeErr::SqlxError(x))
-        | DbErr::Conn(RuntimeErr::SqlxError(x)) => {
-            match x.as_ref() {
-                // PostgreSQL serialization failure and deadlock; SQLite BUSY, LOCKED and
-                // BUSY_SNAPSHOT (a deferred reader that tried to write after another commit), and
-                // their other extended codes (BUSY_RECOVERY, LOCKED_SHAREDCACHE, BUSY_TIMEOUT).
-                X::Database(d) => {
-                    matches!(d.code().as_deref(), Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517" | "773"))
-                }
-                _ => false,
-            }
-        }
-        _ => false,
+/// Runs `work` in a transaction on `db` as described in the module documentation, retrying
+/// it when the transaction loses a conflict. `work` gets a fresh [`Tx`] each attempt.
+pub async fn transaction<T, E, F, Fut>(db: &DatabaseConnection, opts: TxOptions, mut work: F) -> Result<Committed<T>, E>
+where
+    F: FnMut(Tx) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: TxError,
+{
+    let done = transaction_outcome(db, opts, |tx| {
+        let attempt = work(tx);
+        async move { attempt.await.map(Outcome::Commit) }
+    })
+    .await?;
+    match done.value {
+        Ok(v) => Ok(Committed { value: v, events: done.events }),
+        // Unreachable: the work above never asks to commit and fail.
+        Err(e) => Err(e),
     }
 }
 
-/// True when an operation's error came from a database conflict worth retrying (the whole
-/// transaction, not the step: a bulk operation's per-item savepoint hands such errors up).
-pub fn retryable(e: &ApiError) -> bool {
-    e.cause.as_ref().and_then(|c| c.downcast_ref::<DbErr>()).is_some_and(is_conflict)
-}
-
-/// Runs `work` in a transaction on `db` as described in the module documentation, retrying
-/// it when the transaction loses a conflict. `work` gets a fresh [`Tx`] each attempt.
-pub async fn transaction<T, F, Fut>(db: &DatabaseConnection, opts: TxOptions, mut work: F) -> ApiResult<T>
+/// [`transaction`] for work that may commit and still fail ([`Outcome::CommitThenFail`]):
+/// the committed events come back either way, with the work's verdict as the value.
+pub async fn transaction_outcome<T, E, F, Fut>(
+    db: &DatabaseConnection,
+    opts: TxOptions,
+    mut work: F,
+) -> Result<Committed<Result<T, E>>, E>
 where
     F: FnMut(Tx) -> Fut,
-    Fut: Future<Output = ApiResult<T>>,
+    Fut: Future<Output = Result<Outcome<T, E>, E>>,
+    E: TxError,
 {
     let policy = backoff();
     let mut attempt = 1;
     loop {
-        let result = {
-            let turn = sqlite_write_turn(db, &opts).await?;
-            let db = turn.as_ref().map_or(db, |t| &t.1);
-            match begin(db, &opts).await {
-                Ok(tx) => run(tx, &mut work).await,
-                Err(e) => Err(ApiError::from(e)),
-            }
-        };
+        let result = async {
+            let (turn, db) = sqlite_write_turn(db, &opts).await.map_err(E::from)?;
+            let conn = begin(db.as_ref(), &opts).await.map_err(|e| E::from(DbError::from(e)))?;
+            run(Tx::new(conn, turn), &mut work).await
+        }
+        .await;
         match result {
-            Err(e) if attempt < opts.attempts && retryable(&e) => {
+            Err(e) if attempt < opts.attempts && e.is_conflict() => {
                 metrics::counter!("lexiflow_db_transaction_retries_total").increment(1);
-                tracing::debug!(attempt, error = %e, "transaction lost a conflict; running it again");
+                tracing::debug!(attempt, "transaction lost a conflict; running it again");
                 tokio::time::sleep(policy.delay(attempt)).await;
                 attempt += 1;
             }
             Err(e) => {
-                if retryable(&e) {
+                if e.is_conflict() {
                     metrics::counter!("lexiflow_db_transaction_conflicts_exhausted_total").increment(1);
                 }
                 return Err(e);
             }
-            ok => return ok,
+            Ok(done) => return Ok(done),
         }
     }
 }
 
-/// Runs `work` as a nested transaction (`SAVEPOINT`) of `tx`: its writes are released into
-/// `tx` when it returns `Ok`, rolled back alone when it returns `Err` or panics. Not
-/// retried by itself: a conflict fails the outer transaction, which [`transaction`] retries.
-pub async fn savepoint<T, F, Fut>(tx: &DatabaseTransaction, work: F) -> ApiResult<T>
+/// Runs `work` as a nested transaction (`SAVEPOINT`) of `tx`: its writes and events are
+/// released into `tx` when it returns `Ok`, rolled back alone when it returns `Err` or
+/// panics. Not retried by itself: a conflict fails the outer transaction, which
+/// [`transaction`] retries.
+pub async fn savepoint<T, E, F, Fut>(tx: &Tx, work: F) -> Result<T, E>
 where
     F: FnOnce(Tx) -> Fut,
-    Fut: Future<Output = ApiResult<T>>,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<DbError>,
 {
-    let nested = tx.begin().await?;
-    let mut once = Some(work);
-    run(nested, &mut |t| {
-        // `run` calls its work exactly once.
-        let w = once.take();
-        async move {
-            match w {
-                Some(w) => w(t).await,
-                None => Err(ApiError::internal(DbErr::Custom("a savepoint's work ran twice".into()))),
-            }
+    let db_err = |e: DbErr| E::from(DbError::from(e));
+    let nested = Tx::new(tx.begin_nested().await.map_err(db_err)?, None);
+    let outcome = AssertUnwindSafe(work(nested.clone())).catch_unwind().await;
+    let events = nested.take_events();
+    let Some(open) = nested.take().await else { return Err(db_err(ended())) };
+    match outcome {
+        Ok(Ok(value)) => {
+            open.conn.commit().await.map_err(db_err)?;
+            tx.record_all(events);
+            Ok(value)
         }
-    })
-    .await
+        Ok(Err(e)) => {
+            if let Err(rb) = open.conn.rollback().await {
+                tracing::warn!(error = %rb, "savepoint rollback failed");
+            }
+            Err(e)
+        }
+        Err(panic) => {
+            if let Err(rb) = open.conn.rollback().await {
+                tracing::warn!(error = %rb, "savepoint rollback after a panic failed");
+            }
+            std::panic::resume_unwind(panic)
+        }
+    }
 }
 
 /// How long a SQLite writer waits for its turn before giving up with 503 (the same as the
@@ -215,30 +360,46 @@ const SQLITE_TURN_WAIT: Duration = Duration::from_secs(30);
 struct Writer {
     /// The application pool's options; dead once that pool is gone.
     of: std::sync::Weak<SqliteConnectOptions>,
-    gate: Arc<tokio::sync::Mutex<()>>,
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
     db: DatabaseConnection,
 }
 type Writers = std::sync::Mutex<std::collections::HashMap<usize, Writer>>;
 static SQLITE_WRITERS: std::sync::LazyLock<Writers> = std::sync::LazyLock::new(Default::default);
 
+/// A connection to begin on: the caller's pool, or the SQLite file's writer.
+enum Conn<'a> {
+    Pool(&'a DatabaseConnection),
+    Writer(DatabaseConnection),
+}
+
+impl AsRef<DatabaseConnection> for Conn<'_> {
+    fn as_ref(&self) -> &DatabaseConnection {
+        match self {
+            Conn::Pool(db) => db,
+            Conn::Writer(db) => db,
+        }
+    }
+}
+
 /// This process's turn to write to `db`'s SQLite file, and the connection to write on (see
 /// the module documentation); none on PostgreSQL or for a read-only transaction.
-async fn sqlite_write_turn(
-    db: &DatabaseConnection,
+async fn sqlite_write_turn<'a>(
+    db: &'a DatabaseConnection,
     opts: &TxOptions,
-) -> ApiResult<Option<(tokio::sync::OwnedMutexGuard<()>, DatabaseConnection)>> {
+) -> Result<(Option<tokio::sync::OwnedMutexGuard<()>>, Conn<'a>), DbError> {
     if db.get_database_backend() != DbBackend::Sqlite || opts.read_only {
-        return Ok(None);
+        return Ok((None, Conn::Pool(db)));
     }
     let options = db.get_sqlite_connection_pool().connect_options();
     // A private in-memory database exists only on the connection that opened it.
     if options.get_filename().as_os_str() == ":memory:" {
-        return Ok(None);
+        return Ok((None, Conn::Pool(db)));
     }
-    let key = Arc::as_ptr(&options) as usize;
+    let key = std::sync::Arc::as_ptr(&options) as usize;
     let (gate, writer) = {
         let mut writers = SQLITE_WRITERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = writers.get(&key).filter(|w| w.of.upgrade().is_some_and(|o| Arc::ptr_eq(&o, &options)));
+        let current =
+            writers.get(&key).filter(|w| w.of.upgrade().is_some_and(|o| std::sync::Arc::ptr_eq(&o, &options)));
         if current.is_none() {
             writers.retain(|_, w| w.of.strong_count() > 0);
             let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
@@ -248,14 +409,14 @@ async fn sqlite_write_turn(
                 .acquire_timeout(SQLITE_TURN_WAIT)
                 .connect_lazy_with((*options).clone());
             let db = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
-            writers.insert(key, Writer { of: Arc::downgrade(&options), gate: Arc::default(), db });
+            writers.insert(key, Writer { of: std::sync::Arc::downgrade(&options), gate: Default::default(), db });
         }
         let w = &writers[&key];
-        (Arc::clone(&w.gate), w.db.clone())
+        (std::sync::Arc::clone(&w.gate), w.db.clone())
     };
     match tokio::time::timeout(SQLITE_TURN_WAIT, gate.lock_owned()).await {
-        Ok(turn) => Ok(Some((turn, writer))),
-        Err(_) => Err(ApiError::unavailable(DbErr::Custom("timed out waiting for the database write lock".into()))),
+        Ok(turn) => Ok((Some(turn), Conn::Writer(writer))),
+        Err(_) => Err(DbError::Unavailable(DbErr::Custom("timed out waiting for the database write lock".into()))),
     }
 }
 
@@ -275,40 +436,44 @@ async fn begin(db: &DatabaseConnection, opts: &TxOptions) -> Result<DatabaseTran
     Ok(tx)
 }
 
-/// Runs the work once in `tx`, then commits or rolls back.
-async fn run<T, F, Fut>(tx: DatabaseTransaction, work: &mut F) -> ApiResult<T>
+/// Runs the work once in `tx`, then writes its events to the outbox and commits, or rolls
+/// back.
+async fn run<T, E, F, Fut>(tx: Tx, work: &mut F) -> Result<Committed<Result<T, E>>, E>
 where
     F: FnMut(Tx) -> Fut,
-    Fut: Future<Output = ApiResult<T>>,
+    Fut: Future<Output = Result<Outcome<T, E>, E>>,
+    E: TxError,
 {
-    let handle = Tx(Arc::new(tx));
-    let outcome = AssertUnwindSafe(work(handle.clone())).catch_unwind().await;
-    let tx = match Arc::try_unwrap(handle.0) {
-        Ok(tx) => tx,
-        // The work kept a handle (spawned a task with it, say): the transaction cannot be
-        // finished here. Dropping the last handle rolls it back.
-        Err(_) => {
-            if let Err(panic) = outcome {
-                std::panic::resume_unwind(panic);
-            }
-            return Err(ApiError::internal(DbErr::Custom(
-                "a unit of work kept its transaction after returning; rolled back".into(),
-            )));
-        }
+    let outcome = AssertUnwindSafe(work(tx.clone())).catch_unwind().await;
+    let mut events = tx.take_events();
+    let db_err = |e: DbErr| E::from(DbError::from(e));
+    // From here on, copies of the handle the work kept are inert.
+    let Some(Open { conn, _turn }) = tx.take().await else {
+        return Err(db_err(ended()));
     };
     match outcome {
-        Ok(Ok(value)) => {
-            tx.commit().await?;
-            Ok(value)
+        Ok(Ok(verdict)) => {
+            if let Err(e) = crate::events::outbox::write(&conn, &mut events).await {
+                if let Err(rb) = conn.rollback().await {
+                    tracing::warn!(error = %rb, "rollback failed; the connection is discarded");
+                }
+                return Err(db_err(e));
+            }
+            conn.commit().await.map_err(db_err)?;
+            let value = match verdict {
+                Outcome::Commit(v) => Ok(v),
+                Outcome::CommitThenFail(e) => Err(e),
+            };
+            Ok(Committed { value, events })
         }
         Ok(Err(e)) => {
-            if let Err(rb) = tx.rollback().await {
+            if let Err(rb) = conn.rollback().await {
                 tracing::warn!(error = %rb, "rollback failed; the connection is discarded");
             }
             Err(e)
         }
         Err(panic) => {
-            if let Err(rb) = tx.rollback().await {
+            if let Err(rb) = conn.rollback().await {
                 tracing::warn!(error = %rb, "rollback after a panic failed; the connection is discarded");
             }
             std::panic::resume_unwind(panic)

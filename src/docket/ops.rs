@@ -17,9 +17,10 @@ use crate::{
     cases::access::{CaseAccess, visible_case, visible_case_cached},
     clock,
     db::{
-        self, TxOptions,
+        TxOptions,
         bulk::{Cell, Table, col, insert_rows},
     },
+    events::{DomainEvent, EventType},
     http::{
         envelope::{OffsetPagination, Pagination},
         error::{ApiError, ApiResult, ErrorCode},
@@ -280,58 +281,70 @@ pub async fn create(
         out
     };
     let cleaned = &cleaned;
-    let views = db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
-        lock_case(tx, p, case_id.0).await?;
-        let access = visible_case(tx, p, case_id).await?;
-        access.require_edit()?;
-        if cleaned.iter().any(|c| c.sealed) && !access.sees_sealed() {
-            return Err(ApiError::forbidden("only an admin or the case's lead attorney may post sealed entries"));
-        }
-        let mut next = last_number(tx, case_id.0).await?;
-        let now = clock::now();
-        let models: Vec<entry::Model> = cleaned
-            .iter()
-            .map(|c| {
-                next += 1;
-                entry::Model {
-                    id: Uuid::now_v7(),
-                    firm_id: p.firm_id.0,
-                    case_id: case_id.0,
-                    sequence_number: next,
-                    entry_date: c.entry_date,
-                    filed_at: c.filed_at,
-                    entry_type: c.entry_type,
-                    description: c.description.clone(),
-                    text: c.text.clone(),
-                    filed_by: c.filed_by.clone(),
-                    document_number: c.document_number.clone(),
-                    sealed: c.sealed,
-                    ever_sealed: c.sealed,
-                    restricted: c.restricted,
-                    version: 1,
-                    created_by: p.user_id.0,
-                    created_at: now,
-                    updated_at: now,
-                    deleted_at: None,
-                }
-            })
-            .collect();
-        let rows: Vec<Vec<Cell>> = models.iter().map(row).collect();
-        insert_rows(tx, &TABLE, &rows).await?;
-        let views: Vec<DocketEntryView> = models.into_iter().map(DocketEntryView::from).collect();
-        let events = views
-            .iter()
-            .map(|v| {
-                AuditEvent::new("docket.create", "docket_entry", Some(v.id.to_string()))
-                    .case(case_id.0)
-                    .created_fields(&audit::json(v))
-            })
-            .collect();
-        audit::record_many(tx, p.firm_id, &Actor::user(p), events).await?;
-        Ok(views)
-    })
-    .await?;
+    let views = app
+        .write(TxOptions::write(), |tx| async move {
+            let tx = &tx;
+            lock_case(tx, p, case_id.0).await?;
+            let access = visible_case(tx, p, case_id).await?;
+            access.require_edit()?;
+            if cleaned.iter().any(|c| c.sealed) && !access.sees_sealed() {
+                return Err(ApiError::forbidden("only an admin or the case's lead attorney may post sealed entries"));
+            }
+            let mut next = last_number(tx, case_id.0).await?;
+            let now = clock::now();
+            let models: Vec<entry::Model> = cleaned
+                .iter()
+                .map(|c| {
+                    next += 1;
+                    entry::Model {
+                        id: Uuid::now_v7(),
+                        firm_id: p.firm_id.0,
+                        case_id: case_id.0,
+                        sequence_number: next,
+                        entry_date: c.entry_date,
+                        filed_at: c.filed_at,
+                        entry_type: c.entry_type,
+                        description: c.description.clone(),
+                        text: c.text.clone(),
+                        filed_by: c.filed_by.clone(),
+                        document_number: c.document_number.clone(),
+                        sealed: c.sealed,
+                        ever_sealed: c.sealed,
+                        restricted: c.restricted,
+                        version: 1,
+                        created_by: p.user_id.0,
+                        created_at: now,
+                        updated_at: now,
+                        deleted_at: None,
+                    }
+                })
+                .collect();
+            let rows: Vec<Vec<Cell>> = models.iter().map(row).collect();
+            insert_rows(tx, &TABLE, &rows).await?;
+            let actor = Actor::user(p);
+            let mut events = Vec::with_capacity(models.len());
+            let mut views = Vec::with_capacity(models.len());
+            for m in models {
+                let flags = (m.ever_sealed, m.restricted);
+                let v = DocketEntryView::from(m);
+                let json = audit::json(&v);
+                events.push(
+                    AuditEvent::new("docket.create", "docket_entry", Some(v.id.to_string()))
+                        .case(case_id.0)
+                        .created_fields(&json),
+                );
+                tx.record(
+                    DomainEvent::new(EventType::DocketEntryCreated, p.firm_id, &actor, v.id)
+                        .case(case_id.0)
+                        .data(json)
+                        .confidential(flags.0, flags.1),
+                );
+                views.push(v);
+            }
+            audit::record_many(tx, p.firm_id, &actor, events).await?;
+            Ok(views)
+        })
+        .await?;
     Ok(views)
 }
 
@@ -427,8 +440,8 @@ pub async fn update(
     if_match: Option<i32>,
 ) -> ApiResult<DocketEntryView> {
     let input = &input;
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
         let access = visible_case(tx, p, case_id).await?;
         access.require_edit()?;
         let current = find(tx, &access, id).await?;
@@ -493,16 +506,24 @@ pub async fn update(
         }
         let updated =
             entry::Entity::find_by_id(id.0).one(tx).await?.ok_or_else(|| ApiError::not_found("docket entry"))?;
+        let flags = (updated.ever_sealed, updated.restricted || current.restricted);
         let view = DocketEntryView::from(updated);
+        let (actor, json) = (Actor::user(p), audit::json(&view));
         audit::record(
             tx,
             p.firm_id,
-            &Actor::user(p),
+            &actor,
             AuditEvent::new("docket.update", "docket_entry", Some(id.to_string()))
                 .case(case_id.0)
-                .changes(audit::diff(&audit::json(&DocketEntryView::from(current.clone())), &audit::json(&view))),
+                .changes(audit::diff(&audit::json(&DocketEntryView::from(current.clone())), &json)),
         )
         .await?;
+        tx.record(
+            DomainEvent::new(EventType::DocketEntryUpdated, p.firm_id, &actor, id)
+                .case(case_id.0)
+                .data(json)
+                .confidential(flags.0, flags.1),
+        );
         Ok(view)
     })
     .await
@@ -516,8 +537,8 @@ pub async fn delete(
     id: DocketEntryId,
     if_match: Option<i32>,
 ) -> ApiResult<()> {
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
         let access = visible_case(tx, p, case_id).await?;
         access.require_edit()?;
         let current = find(tx, &access, id).await?;
@@ -534,13 +555,20 @@ pub async fn delete(
             return Err(stale(current.version));
         }
         let change = serde_json::json!({ "deleted": { "old": false, "new": true } });
+        let actor = Actor::user(p);
         audit::record(
             tx,
             p.firm_id,
-            &Actor::user(p),
+            &actor,
             AuditEvent::new("docket.delete", "docket_entry", Some(id.to_string())).case(case_id.0).changes(change),
         )
         .await?;
+        tx.record(
+            DomainEvent::new(EventType::DocketEntryDeleted, p.firm_id, &actor, id)
+                .case(case_id.0)
+                .data(serde_json::json!({ "id": id, "caseId": case_id, "sequenceNumber": current.sequence_number }))
+                .confidential(current.ever_sealed, current.restricted),
+        );
         Ok(())
     })
     .await

@@ -223,3 +223,48 @@ impl IntoResponse for ApiError {
         res
     }
 }
+
+/// What a client is told about one of our unique constraints: the field at fault and why.
+const UNIQUE_MESSAGES: &[(&str, &str, &str)] = &[
+    ("uq_cases_firm_case_number", "caseNumber", "a case with this number already exists in your firm"),
+    ("uq_users_email", "email", "an account with this e-mail address already exists"),
+    ("pk_case_team_members", "userId", "this user is already on the case team"),
+];
+
+/// The `409 CONFLICT` for a unique constraint by name; an unknown one is a generic conflict.
+pub fn constraint_conflict(constraint: Option<&str>) -> ApiError {
+    if let Some((name, field, message)) = UNIQUE_MESSAGES.iter().find(|(n, ..)| Some(*n) == constraint) {
+        return ApiError::new(ErrorCode::Conflict, *message)
+            .with_details(serde_json::json!({ "field": field, "constraint": name }));
+    }
+    ApiError::new(ErrorCode::Conflict, ErrorCode::Conflict.default_message())
+}
+
+/// Database errors as statuses: a unique violation is 409 (by constraint), an unreachable or
+/// overloaded database 503, anything else 500. The cause is kept for the log (and for
+/// [`TxError::is_conflict`], which decides whether a transaction is run again).
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        match &e {
+            crate::db::DbError::Unique { constraint, .. } => {
+                let mut err = constraint_conflict(*constraint);
+                err.cause = Some(Arc::new(e));
+                err
+            }
+            _ if e.is_unavailable() => ApiError::unavailable(e),
+            _ => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        ApiError::from(crate::db::DbError::from(e))
+    }
+}
+
+impl crate::db::TxError for ApiError {
+    fn is_conflict(&self) -> bool {
+        self.cause.as_ref().and_then(|c| c.downcast_ref::<crate::db::DbError>()).is_some_and(|e| e.is_conflict())
+    }
+}

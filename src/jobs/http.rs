@@ -16,7 +16,7 @@ use crate::{
     app::App,
     audit::{self, Actor, AuditEvent},
     auth::Principal,
-    db::{self, TxOptions},
+    db::TxOptions,
     http::{
         ApiError, ApiResult, AppJson, AppPath, AppQuery, Envelope, ErrorCode, envelope::ErrorBody,
         pagination::MAX_LIMIT,
@@ -128,14 +128,14 @@ async fn set_paused(app: &App, p: &Principal, name: String, paused: bool) -> Api
     require_operator(app, p)?;
     valid_queue(&name)?;
     let name = &name;
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
+    app.write(TxOptions::write(), |tx| async move {
         if paused {
-            admin::pause(&*tx, name).await?;
+            admin::pause(&tx, name).await?;
         } else {
-            admin::resume(&*tx, name).await?;
+            admin::resume(&tx, name).await?;
         }
         let action = if paused { "queue.pause" } else { "queue.resume" };
-        audited(&*tx, p, action, name.clone(), json!({ "paused": { "old": !paused, "new": paused } })).await
+        audited(&tx, p, action, name.clone(), json!({ "paused": { "old": !paused, "new": paused } })).await
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -187,14 +187,15 @@ pub async fn clean(
     let state = JobState::parse(&input.state).ok_or_else(|| ApiError::field("state", "not a job state"))?;
     let age = std::time::Duration::from_secs(input.older_than_seconds);
     let (name, input, p) = (&name, &input, &p);
-    let removed = db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let removed = admin::clean(&*tx, name, state, age, chrono::Utc::now()).await?;
-        let change =
-            json!({ "removed": { "old": null, "new": removed }, "state": { "old": null, "new": input.state } });
-        audited(&*tx, p, "queue.clean", name.clone(), change).await?;
-        Ok(removed)
-    })
-    .await?;
+    let removed = app
+        .write(TxOptions::write(), |tx| async move {
+            let removed = admin::clean(&tx, name, state, age, chrono::Utc::now()).await?;
+            let change =
+                json!({ "removed": { "old": null, "new": removed }, "state": { "old": null, "new": input.state } });
+            audited(&tx, p, "queue.clean", name.clone(), change).await?;
+            Ok(removed)
+        })
+        .await?;
     Ok(Envelope::ok(json!({ "removed": removed })))
 }
 
@@ -204,11 +205,11 @@ pub async fn clean(
 pub async fn retry(State(app): State<App>, p: Principal, AppPath(id): AppPath<i64>) -> ApiResult<impl IntoResponse> {
     require_operator(&app, &p)?;
     let p = &p;
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        if !admin::retry(&*tx, JobId(id), chrono::Utc::now()).await? {
+    app.write(TxOptions::write(), |tx| async move {
+        if !admin::retry(&tx, JobId(id), chrono::Utc::now()).await? {
             return Err(ApiError::not_found("retryable job"));
         }
-        audited(&*tx, p, "job.retry", id.to_string(), json!({})).await
+        audited(&tx, p, "job.retry", id.to_string(), json!({})).await
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -220,11 +221,11 @@ pub async fn retry(State(app): State<App>, p: Principal, AppPath(id): AppPath<i6
 pub async fn cancel(State(app): State<App>, p: Principal, AppPath(id): AppPath<i64>) -> ApiResult<impl IntoResponse> {
     require_operator(&app, &p)?;
     let p = &p;
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        if !admin::cancel(&*tx, JobId(id)).await? {
+    app.write(TxOptions::write(), |tx| async move {
+        if !admin::cancel(&tx, JobId(id)).await? {
             return Err(ApiError::not_found("cancellable job"));
         }
-        audited(&*tx, p, "job.cancel", id.to_string(), json!({})).await
+        audited(&tx, p, "job.cancel", id.to_string(), json!({})).await
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

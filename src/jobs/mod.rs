@@ -30,6 +30,8 @@ const LOGIN_ATTEMPTS_PRUNE_CRON: &str = "23 * * * *";
 pub enum JobError {
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
+    #[error("database: {0}")]
+    Data(#[from] crate::db::DbError),
 }
 
 async fn audit_retention(db: DatabaseConnection, days: Option<u32>) -> Result<(), JobError> {

@@ -19,9 +19,10 @@ use crate::{
     },
     clock,
     db::{
-        self, TxOptions,
+        TxOptions,
         bulk::{Cell, Table, col, insert_rows},
     },
+    events::{DomainEvent, EventType},
     http::{
         envelope::{OffsetPagination, Pagination},
         error::{ApiError, ApiResult, ErrorCode},
@@ -158,20 +159,20 @@ fn build(input: CreateParty, p: &Principal, case_id: CaseId, now: DateTime<Utc>)
 pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreateParty) -> ApiResult<PartyView> {
     let m = build(input, p, case_id, clock::now())?;
     let m = &m;
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
         visible_case(tx, p, case_id).await?.require_edit()?;
         let m = party::ActiveModel::from(m.clone()).insert(tx).await?;
         let view = PartyView::from(m);
+        let (actor, json) = (Actor::user(p), audit::json(&view));
         audit::record(
             tx,
             p.firm_id,
-            &Actor::user(p),
-            AuditEvent::new("party.create", "party", Some(view.id.to_string()))
-                .case(case_id.0)
-                .created_fields(&audit::json(&view)),
+            &actor,
+            AuditEvent::new("party.create", "party", Some(view.id.to_string())).case(case_id.0).created_fields(&json),
         )
         .await?;
+        tx.record(DomainEvent::new(EventType::PartyCreated, p.firm_id, &actor, view.id).case(case_id.0).data(json));
         Ok(view)
     })
     .await
@@ -257,41 +258,49 @@ pub async fn create_across(
     }
     let result = result.refuse_if_atomic(mode)?;
     let (models, base) = (&models, &result);
-    let result = db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
-        let mut result = base.clone();
-        let mut allowed: std::collections::HashMap<Uuid, Option<ApiError>> = std::collections::HashMap::new();
-        for (_, m) in models {
-            if let std::collections::hash_map::Entry::Vacant(slot) = allowed.entry(m.case_id) {
-                let check = match visible_case(tx, p, CaseId(m.case_id)).await {
-                    Ok(a) => a.require_edit().err(),
-                    Err(e) => Some(e),
-                };
-                slot.insert(check);
+    let result = app
+        .write(TxOptions::write(), |tx| async move {
+            let tx = &tx;
+            let mut result = base.clone();
+            let mut allowed: std::collections::HashMap<Uuid, Option<ApiError>> = std::collections::HashMap::new();
+            for (_, m) in models {
+                if let std::collections::hash_map::Entry::Vacant(slot) = allowed.entry(m.case_id) {
+                    let check = match visible_case(tx, p, CaseId(m.case_id)).await {
+                        Ok(a) => a.require_edit().err(),
+                        Err(e) => Some(e),
+                    };
+                    slot.insert(check);
+                }
             }
-        }
-        let mut rows = Vec::with_capacity(models.len());
-        let mut events = Vec::with_capacity(models.len());
-        for (i, m) in models {
-            if let Some(Some(e)) = allowed.get(&m.case_id) {
-                result.fail(*i, e);
-                continue;
+            let mut rows = Vec::with_capacity(models.len());
+            let mut events = Vec::with_capacity(models.len());
+            let mut changes = Vec::with_capacity(models.len());
+            let actor = Actor::user(p);
+            for (i, m) in models {
+                if let Some(Some(e)) = allowed.get(&m.case_id) {
+                    result.fail(*i, e);
+                    continue;
+                }
+                rows.push(row(m));
+                let json = audit::json(&PartyView::from(m.clone()));
+                events.push(
+                    AuditEvent::new("party.bulk_create", "party", Some(m.id.to_string()))
+                        .case(m.case_id)
+                        .created_fields(&json),
+                );
+                changes.push(
+                    DomainEvent::new(EventType::PartyCreated, p.firm_id, &actor, m.id).case(m.case_id).data(json),
+                );
+                result.ids[*i] = Some(m.id);
+                result.succeeded += 1;
             }
-            rows.push(row(m));
-            events.push(
-                AuditEvent::new("party.bulk_create", "party", Some(m.id.to_string()))
-                    .case(m.case_id)
-                    .created_fields(&audit::json(&PartyView::from(m.clone()))),
-            );
-            result.ids[*i] = Some(m.id);
-            result.succeeded += 1;
-        }
-        let result = result.refuse_if_atomic(mode)?;
-        insert_rows(tx, &TABLE, &rows).await?;
-        audit::record_many(tx, p.firm_id, &Actor::user(p), events).await?;
-        Ok(result)
-    })
-    .await?;
+            let result = result.refuse_if_atomic(mode)?;
+            insert_rows(tx, &TABLE, &rows).await?;
+            audit::record_many(tx, p.firm_id, &actor, events).await?;
+            tx.record_all(changes);
+            Ok(result)
+        })
+        .await?;
     Ok(result.finish())
 }
 
@@ -343,8 +352,8 @@ pub async fn update(
     if_match: Option<i32>,
 ) -> ApiResult<PartyView> {
     let input = &input;
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
         visible_case(tx, p, case_id).await?.require_edit()?;
         let current = find(tx, case_id, id).await?;
         let expected = if_match.or(input.version).unwrap_or(current.version);
@@ -395,15 +404,17 @@ pub async fn update(
         }
         let updated = find(tx, case_id, id).await?;
         let view = PartyView::from(updated);
+        let (actor, json) = (Actor::user(p), audit::json(&view));
         audit::record(
             tx,
             p.firm_id,
-            &Actor::user(p),
+            &actor,
             AuditEvent::new("party.update", "party", Some(id.to_string()))
                 .case(case_id.0)
-                .changes(audit::diff(&audit::json(&PartyView::from(current.clone())), &audit::json(&view))),
+                .changes(audit::diff(&audit::json(&PartyView::from(current.clone())), &json)),
         )
         .await?;
+        tx.record(DomainEvent::new(EventType::PartyUpdated, p.firm_id, &actor, id).case(case_id.0).data(json));
         Ok(view)
     })
     .await
@@ -411,8 +422,8 @@ pub async fn update(
 
 /// Removes a party from the case (soft: the row stays for the record).
 pub async fn delete(app: &App, p: &Principal, case_id: CaseId, id: PartyId, if_match: Option<i32>) -> ApiResult<()> {
-    db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
         visible_case(tx, p, case_id).await?.require_edit()?;
         let current = find(tx, case_id, id).await?;
         let expected = if_match.unwrap_or(current.version);
@@ -428,13 +439,19 @@ pub async fn delete(app: &App, p: &Principal, case_id: CaseId, id: PartyId, if_m
             return Err(stale(current.version));
         }
         let change = serde_json::json!({ "deleted": { "old": false, "new": true } });
+        let actor = Actor::user(p);
         audit::record(
             tx,
             p.firm_id,
-            &Actor::user(p),
+            &actor,
             AuditEvent::new("party.delete", "party", Some(id.to_string())).case(case_id.0).changes(change),
         )
         .await?;
+        tx.record(
+            DomainEvent::new(EventType::PartyDeleted, p.firm_id, &actor, id)
+                .case(case_id.0)
+                .data(serde_json::json!({ "id": id, "caseId": case_id })),
+        );
         Ok(())
     })
     .await

@@ -62,6 +62,12 @@ fn describe_all() {
     );
     describe_gauge!("http_server_active_requests", "HTTP requests being served right now");
     describe_counter!("lexiflow_rate_limit_refusals_total", "Requests refused with 429, by policy");
+    describe_counter!("lexiflow_events_published_total", "Committed domain events handed to subscribers, by type");
+    describe_counter!("lexiflow_bus_messages_total", "Bus messages sent to or received from other instances");
+    describe_counter!(
+        "lexiflow_bus_resets_total",
+        "Times in-process copies were dropped because bus messages may have been missed"
+    );
     describe_gauge!(
         "lexiflow_rate_limit_degraded",
         "1 while Redis is configured but unreachable and rate limits are per instance"

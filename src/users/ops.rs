@@ -16,7 +16,8 @@ use crate::{
     audit::{self, Actor, AuditEvent},
     auth::{Principal, model::login_attempt, ops::revoke_all_for_user, password::password_problem},
     clock,
-    db::{self, TxOptions},
+    db::TxOptions,
+    events::{DomainEvent, EventType},
     http::{
         envelope::{OffsetPagination, Pagination},
         error::{ApiError, ApiResult, ErrorCode},
@@ -50,14 +51,18 @@ pub struct UpdateUser {
 
 /// Fills `locked_until` of each view from the failed-login record of its address.
 async fn with_locks(db: &impl sea_orm::ConnectionTrait, mut views: Vec<UserView>) -> ApiResult<Vec<UserView>> {
+    // Locks are per account and client address (`<e-mail>|<address>`, see
+    // `auth::ops::source_key`): a user shows as locked while any address is locked out.
     let now = clock::now();
-    let locks = login_attempt::Entity::find()
-        .filter(login_attempt::Column::Email.is_in(views.iter().map(|v| v.email.clone())))
-        .filter(login_attempt::Column::LockedUntil.gt(now))
-        .all(db)
-        .await?;
+    let mut any = sea_orm::Condition::any();
+    for v in &views {
+        any = any.add(login_attempt::Column::Email.starts_with(format!("{}|", v.email)));
+    }
+    let locks =
+        login_attempt::Entity::find().filter(any).filter(login_attempt::Column::LockedUntil.gt(now)).all(db).await?;
     for v in &mut views {
-        v.locked_until = locks.iter().find(|l| l.email == v.email).and_then(|l| l.locked_until);
+        let prefix = format!("{}|", v.email);
+        v.locked_until = locks.iter().filter(|l| l.email.starts_with(&prefix)).filter_map(|l| l.locked_until).max();
     }
     Ok(views)
 }
@@ -83,35 +88,36 @@ pub async fn create(app: &App, p: &Principal, input: CreateUser) -> ApiResult<Us
     let hash = app.passwords.hash(input.password).await?;
     let now = clock::now();
     let (email, hash, first_name, last_name, role) = (&email, &hash, &first_name, &last_name, input.role);
-    let view = db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
-        let u = user::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            firm_id: Set(p.firm_id.0),
-            email: Set(email.clone()),
-            password_hash: Set(hash.clone()),
-            first_name: Set(first_name.clone()),
-            last_name: Set(last_name.clone()),
-            role: Set(role),
-            status: Set(UserStatus::Active),
-            version: Set(1),
-            last_login_at: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(tx)
+    let view = app
+        .write(TxOptions::write(), |tx| async move {
+            let tx = &tx;
+            let u = user::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                firm_id: Set(p.firm_id.0),
+                email: Set(email.clone()),
+                password_hash: Set(hash.clone()),
+                first_name: Set(first_name.clone()),
+                last_name: Set(last_name.clone()),
+                role: Set(role),
+                status: Set(UserStatus::Active),
+                version: Set(1),
+                last_login_at: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(tx)
+            .await?;
+            let view = UserView::from(u);
+            audit::record(
+                tx,
+                p.firm_id,
+                &Actor::user(p),
+                AuditEvent::new("user.create", "user", Some(view.id.to_string())).created_fields(&audit::json(&view)),
+            )
+            .await?;
+            Ok(view)
+        })
         .await?;
-        let view = UserView::from(u);
-        audit::record(
-            tx,
-            p.firm_id,
-            &Actor::user(p),
-            AuditEvent::new("user.create", "user", Some(view.id.to_string())).created_fields(&audit::json(&view)),
-        )
-        .await?;
-        Ok(view)
-    })
-    .await?;
     Ok(view)
 }
 
@@ -142,66 +148,81 @@ pub async fn update(
         return Err(ApiError::forbidden("you cannot change your own role or suspend yourself"));
     }
     let input = &input;
-    let view = db::transaction(&app.db, TxOptions::write(), |tx| async move {
-        let tx = &*tx;
-        let current = user::Entity::find_by_id(id.0)
-            .filter(user::Column::FirmId.eq(p.firm_id.0))
-            .one(tx)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?;
-        let expected = if_match.or(input.version);
-        if expected.is_some_and(|v| v != current.version) {
-            return Err(ApiError::new(ErrorCode::PreconditionFailed, "the user has changed since you read it")
-                .with_details(serde_json::json!({ "currentVersion": current.version })));
-        }
-        let mut q = user::Entity::update_many()
-            .col_expr(user::Column::Version, Expr::col(user::Column::Version).add(1))
-            .col_expr(user::Column::UpdatedAt, Expr::value(clock::now()));
-        if let Some(role) = input.role {
-            q = q.col_expr(user::Column::Role, Expr::value(role));
-        }
-        if let Some(status) = input.status {
-            q = q.col_expr(user::Column::Status, Expr::value(status));
-        }
-        let n = q
-            .filter(user::Column::Id.eq(id.0))
-            .filter(user::Column::Version.eq(current.version))
-            .exec(tx)
-            .await?
-            .rows_affected;
-        if n != 1 {
-            return Err(ApiError::new(ErrorCode::PreconditionFailed, "the user has changed since you read it"));
-        }
-        if input.status == Some(UserStatus::Suspended) {
-            revoke_all_for_user(tx, id, "account suspended").await?;
-        }
-        if input.unlock == Some(true) {
-            login_attempt::Entity::delete_by_id(current.email.clone()).exec(tx).await?;
-            tracing::info!(user_id = %id, "login lock lifted by an admin");
-        }
-        let updated = user::Entity::find_by_id(id.0).one(tx).await?.ok_or_else(|| ApiError::not_found("user"))?;
-        let view = with_locks(tx, vec![updated.into()]).await?.pop().ok_or_else(|| ApiError::not_found("user"))?;
-        let mut changes = audit::diff(&audit::json(&UserView::from(current.clone())), &audit::json(&view));
-        if input.unlock == Some(true)
-            && let Some(m) = changes.as_object_mut()
-        {
-            m.insert("unlocked".into(), serde_json::json!({ "old": null, "new": true }));
-        }
-        let action = if input.role.is_some_and(|r| r != current.role) { "user.role_change" } else { "user.update" };
-        audit::record(
-            tx,
-            p.firm_id,
-            &Actor::user(p),
-            AuditEvent::new(action, "user", Some(id.to_string())).changes(changes),
-        )
+    let view = app
+        .write(TxOptions::write(), |tx| async move {
+            let tx = &tx;
+            let current = user::Entity::find_by_id(id.0)
+                .filter(user::Column::FirmId.eq(p.firm_id.0))
+                .one(tx)
+                .await?
+                .ok_or_else(|| ApiError::not_found("user"))?;
+            let expected = if_match.or(input.version);
+            if expected.is_some_and(|v| v != current.version) {
+                return Err(ApiError::new(ErrorCode::PreconditionFailed, "the user has changed since you read it")
+                    .with_details(serde_json::json!({ "currentVersion": current.version })));
+            }
+            let mut q = user::Entity::update_many()
+                .col_expr(user::Column::Version, Expr::col(user::Column::Version).add(1))
+                .col_expr(user::Column::UpdatedAt, Expr::value(clock::now()));
+            if let Some(role) = input.role {
+                q = q.col_expr(user::Column::Role, Expr::value(role));
+            }
+            if let Some(status) = input.status {
+                q = q.col_expr(user::Column::Status, Expr::value(status));
+            }
+            let n = q
+                .filter(user::Column::Id.eq(id.0))
+                .filter(user::Column::Version.eq(current.version))
+                .exec(tx)
+                .await?
+                .rows_affected;
+            if n != 1 {
+                return Err(ApiError::new(ErrorCode::PreconditionFailed, "the user has changed since you read it"));
+            }
+            if input.status == Some(UserStatus::Suspended) {
+                revoke_all_for_user(tx, id, "account suspended").await?;
+            }
+            if input.unlock == Some(true) {
+                login_attempt::Entity::delete_many()
+                    .filter(
+                        sea_orm::Condition::any()
+                            .add(login_attempt::Column::Email.eq(current.email.clone()))
+                            .add(login_attempt::Column::Email.starts_with(format!("{}|", current.email))),
+                    )
+                    .exec(tx)
+                    .await?;
+                tracing::info!(user_id = %id, "login lock lifted by an admin");
+            }
+            let updated = user::Entity::find_by_id(id.0).one(tx).await?.ok_or_else(|| ApiError::not_found("user"))?;
+            let view = with_locks(tx, vec![updated.into()]).await?.pop().ok_or_else(|| ApiError::not_found("user"))?;
+            let mut changes = audit::diff(&audit::json(&UserView::from(current.clone())), &audit::json(&view));
+            if input.unlock == Some(true)
+                && let Some(m) = changes.as_object_mut()
+            {
+                m.insert("unlocked".into(), serde_json::json!({ "old": null, "new": true }));
+            }
+            let role_changed = input.role.is_some_and(|r| r != current.role);
+            let action = if role_changed { "user.role_change" } else { "user.update" };
+            let actor = Actor::user(p);
+            audit::record(
+                tx,
+                p.firm_id,
+                &actor,
+                AuditEvent::new(action, "user", Some(id.to_string())).changes(changes),
+            )
+            .await?;
+            // Cached sessions hold the old role or status: the session-eviction subscriber drops
+            // them everywhere once this commits.
+            let data = audit::json(&view);
+            if input.status.is_some_and(|s| s != current.status && s != UserStatus::Active) {
+                tx.record(DomainEvent::new(EventType::UserDisabled, p.firm_id, &actor, id).data(data.clone()));
+            }
+            if role_changed {
+                tx.record(DomainEvent::new(EventType::UserRoleChanged, p.firm_id, &actor, id).data(data));
+            }
+            Ok(view)
+        })
         .await?;
-        Ok(view)
-    })
-    .await?;
-    if input.role.is_some() || input.status.is_some() {
-        // Cached sessions hold the old role or status: drop them everywhere.
-        app.evict(crate::auth::cache::Eviction::User(id.0));
-    }
     Ok(view)
 }
 

@@ -48,11 +48,12 @@ async fn record_as(
         async move {
             let event = AuditEvent::new("case.note", entity_type, Some(id))
                 .changes(json!({"n": {"old": "Müller \"&\" 漢字", "new": "✓\u{0}\n\t€"}}));
-            audit::record(&*tx, firm, &Actor::system(), event).await?;
+            audit::record(&tx, firm, &Actor::system(), event).await?;
             Ok(())
         }
     })
     .await
+    .map(|done| done.value)
 }
 
 /// Every append of these goes to the one chain of one case, at the same time: on PostgreSQL
@@ -114,7 +115,7 @@ async fn an_append_that_rolled_back_leaves_the_chain_appendable(b: Backend) {
         let case_id = case_id.clone();
         async move {
             let event = AuditEvent::new("case.note", "case", Some(case_id));
-            audit::record(&*tx, firm, &Actor::system(), event).await?;
+            audit::record(&tx, firm, &Actor::system(), event).await?;
             Err::<(), _>(ApiError::field("x", "refused after auditing"))
         }
     })

@@ -19,6 +19,8 @@ crate::on_both_backends!(
     the_window_slides_instead_of_resetting,
     anonymous_clients_are_limited_by_address_and_users_by_identity,
     login_is_limited_per_address_and_per_email,
+    failures_from_other_addresses_never_keep_the_owner_out_but_slow_guessing,
+    an_anonymous_refresh_never_takes_the_write_lock,
     forwarded_for_is_believed_only_from_trusted_proxies,
     repeated_failures_lock_the_account_even_for_the_right_password,
     login_failure_records_are_forgotten_a_day_after_the_last_failure,
@@ -373,15 +375,17 @@ async fn login_is_limited_per_address_and_per_email(b: Backend) {
     .await;
     let s = t.register("Firm").await;
     let body = |email: &str| Some(json!({"email": email, "password": "wrong password here"}));
-    // Five addresses try one account: the sixth attempt is refused whatever its address.
-    for i in 0..5 {
-        let r =
-            t.call_from(&format!("203.0.113.{i}"), Method::POST, "/api/v1/auth/login", None, body(&s.email), &[]).await;
-        r.expect(401);
+    // One address tries one account five times: the sixth attempt is refused.
+    for _ in 0..5 {
+        t.call_from("203.0.113.1", Method::POST, "/api/v1/auth/login", None, body(&s.email), &[]).await.expect(401);
     }
-    let r = t.call_from("203.0.113.99", Method::POST, "/api/v1/auth/login", None, body(&s.email), &[]).await;
+    let r = t.call_from("203.0.113.1", Method::POST, "/api/v1/auth/login", None, body(&s.email), &[]).await;
     r.expect(429);
     assert!(r.header("retry-after").is_some());
+    // Other addresses trying the same account have budgets of their own: the owner is never
+    // refused because someone else failed.
+    let owner = Some(json!({"email": s.email, "password": PASSWORD}));
+    t.call_from("203.0.113.99", Method::POST, "/api/v1/auth/login", None, owner, &[]).await.expect(200);
     // One address tries five accounts: the sixth is refused.
     for i in 0..5 {
         t.call_from("192.0.2.7", Method::POST, "/api/v1/auth/login", None, body(&format!("u{i}@x.test")), &[])
@@ -391,6 +395,100 @@ async fn login_is_limited_per_address_and_per_email(b: Backend) {
     let r = t.call_from("192.0.2.7", Method::POST, "/api/v1/auth/login", None, body("other@x.test"), &[]).await;
     r.expect(429);
     assert_eq!(r.body["error"]["details"]["policy"], "login");
+}
+
+/// Someone who knows a user's e-mail address fails on purpose, from one address and then from
+/// many: the owner, from their own address, still logs in with the right password; each
+/// guessing address is locked out of the account on its own; and every attempt on the
+/// account, from any address, waits once the account has seen failures (guessing stays
+/// slow however many addresses take part).
+async fn failures_from_other_addresses_never_keep_the_owner_out_but_slow_guessing(b: Backend) {
+    let t = TestApp::with(b, |c| {
+        c.security.lockout.threshold = 3;
+        c.security.lockout.slowdown_after = 3;
+        c.security.lockout.slowdown_base = Duration::from_millis(300);
+        c.security.lockout.slowdown_max = Duration::from_millis(300);
+        c.throttle.login_ip = Quota::per_seconds(1_000, 60);
+        c.throttle.login_email = Quota::per_seconds(1_000, 60);
+    })
+    .await;
+    let admin = t.register("Firm").await;
+    let victim = t.user(&admin, "attorney").await;
+    let try_login = |peer: &'static str, password: &'static str| {
+        let (t, email) = (&t, victim.email.clone());
+        async move {
+            let body = Some(json!({"email": email, "password": password}));
+            let started = std::time::Instant::now();
+            let r = t.call_from(peer, Method::POST, "/api/v1/auth/login", None, body, &[]).await;
+            (r, started.elapsed())
+        }
+    };
+    for _ in 0..3 {
+        try_login("198.51.100.66", "a wrong guess at it").await.0.expect(401);
+    }
+    // The guessing address is locked out, even with the right password...
+    try_login("198.51.100.66", PASSWORD).await.0.expect(401);
+    // ...the owner is not, though their attempt waits like every attempt on the account now.
+    let (r, took) = try_login("192.0.2.10", PASSWORD).await;
+    r.expect(200);
+    assert!(took >= Duration::from_millis(300), "attempts on an attacked account are slowed ({took:?})");
+    // Success cleared the counts; a spread-out guess from fresh addresses is slowed again
+    // once the account has three failures, whichever addresses they came from.
+    for peer in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        try_login(peer, "another wrong guess").await.0.expect(401);
+    }
+    let (r, took) = try_login("203.0.113.4", "and yet another guess").await;
+    r.expect(401);
+    assert!(took >= Duration::from_millis(300), "guesses from new addresses are slowed ({took:?})");
+    // None of those addresses reached the lock threshold on its own: the owner is fine.
+    try_login("192.0.2.10", PASSWORD).await.0.expect(200);
+}
+
+/// `POST /auth/refresh` with a token nobody was ever given answers 401 without waiting for
+/// the database's write lock, which a long write holds meanwhile: an anonymous caller never
+/// takes (or queues for) the write lock.
+async fn an_anonymous_refresh_never_takes_the_write_lock(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let db = t.app.db.clone();
+    let firm = s.firm_id.clone();
+    let writer = tokio::spawn(async move {
+        let mut held = Some(held);
+        let mut started = Some(started);
+        lexiflow::db::transaction(&db, lexiflow::db::TxOptions::write(), |tx| {
+            let (held, started) = (held.take(), started.take());
+            let firm = firm.clone();
+            async move {
+                // A write (so PostgreSQL holds a row lock too), then hold the transaction open.
+                sea_orm::ConnectionTrait::execute_unprepared(
+                    &tx,
+                    &format!("UPDATE firms SET name = name WHERE id = '{firm}'"),
+                )
+                .await?;
+                if let Some(s) = started {
+                    let _ = s.send(());
+                }
+                if let Some(h) = held {
+                    let _ = h.await;
+                }
+                Ok::<_, lexiflow::http::error::ApiError>(())
+            }
+        })
+        .await
+        .map(|done| done.value)
+    });
+    running.await.unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        t.call(Method::POST, "/api/v1/auth/refresh", None, Some(json!({"refreshToken": "made-up-token-0123456789"}))),
+    )
+    .await
+    .expect("an anonymous refresh waited for the write lock");
+    r.expect(401);
+    release.send(()).unwrap();
+    writer.await.unwrap().unwrap();
 }
 
 async fn forwarded_for_is_believed_only_from_trusted_proxies(b: Backend) {
@@ -459,10 +557,10 @@ async fn login_failure_records_are_forgotten_a_day_after_the_last_failure(b: Bac
         .into_iter()
         .map(|r| r.email)
         .collect();
-    assert_eq!(kept, ["nobody@nowhere.test", "recent@firm.test", "still-locked@firm.test"]);
+    assert_eq!(kept, ["nobody@nowhere.test", "nobody@nowhere.test|-", "recent@firm.test", "still-locked@firm.test"]);
     assert_eq!(prune_login_attempts(&t.app.db, now).await.unwrap(), 0, "a second run finds nothing");
     // A day on, every lock has ended and every failure is old: all are forgotten.
-    assert_eq!(prune_login_attempts(&t.app.db, now + h(25)).await.unwrap(), 3);
+    assert_eq!(prune_login_attempts(&t.app.db, now + h(25)).await.unwrap(), 4);
 }
 
 async fn repeated_failures_lock_the_account_even_for_the_right_password(b: Backend) {

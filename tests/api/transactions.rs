@@ -52,15 +52,16 @@ async fn work_commits_on_ok_and_rolls_back_on_error_or_panic(b: Backend) {
     let db = probe_table(&t).await;
 
     db::transaction(&db, TxOptions::write(), |tx| async move {
-        exec(&*tx, &bump(1)).await?;
-        Ok(())
+        exec(&tx, &bump(1)).await?;
+        Ok::<_, ApiError>(())
     })
     .await
-    .unwrap();
+    .unwrap()
+    .value;
     assert_eq!(values(&db).await, vec![(1, 1), (2, 0)]);
 
     let err = db::transaction(&db, TxOptions::write(), |tx| async move {
-        exec(&*tx, &bump(1)).await?;
+        exec(&tx, &bump(1)).await?;
         Err::<(), _>(ApiError::field("x", "refused after writing"))
     })
     .await
@@ -71,12 +72,12 @@ async fn work_commits_on_ok_and_rolls_back_on_error_or_panic(b: Backend) {
     let db2 = db.clone();
     let panicked = tokio::spawn(async move {
         db::transaction(&db2, TxOptions::write(), |tx| async move {
-            exec(&*tx, &bump(2)).await?;
+            exec(&tx, &bump(2)).await?;
             let fail = true;
             if fail {
                 panic!("the work panics after writing");
             }
-            Ok(())
+            Ok::<_, ApiError>(())
         })
         .await
     })
@@ -89,23 +90,24 @@ async fn a_failed_savepoint_rolls_back_only_itself(b: Backend) {
     let t = TestApp::new(b).await;
     let db = probe_table(&t).await;
     db::transaction(&db, TxOptions::write(), |tx| async move {
-        exec(&*tx, &bump(1)).await?;
+        exec(&tx, &bump(1)).await?;
         let inner = db::savepoint(&tx, |sp| async move {
-            exec(&*sp, &bump(2)).await?;
+            exec(&sp, &bump(2)).await?;
             Err::<(), _>(ApiError::field("inner", "fails"))
         })
         .await;
         assert!(inner.is_err());
         db::savepoint(&tx, |sp| async move {
-            exec(&*sp, &bump(2)).await?;
-            exec(&*sp, &bump(2)).await?;
-            Ok(())
+            exec(&sp, &bump(2)).await?;
+            exec(&sp, &bump(2)).await?;
+            Ok::<_, ApiError>(())
         })
         .await?;
-        Ok(())
+        Ok::<_, ApiError>(())
     })
     .await
-    .unwrap();
+    .unwrap()
+    .value;
     assert_eq!(values(&db).await, vec![(1, 1), (2, 2)], "outer and second savepoint kept, first savepoint undone");
 }
 
@@ -133,16 +135,16 @@ async fn concurrent_increments_each_apply_exactly_once(b: Backend) {
                         .unwrap();
                     let n: i64 = r.try_get_by_index(0).unwrap();
                     tokio::time::sleep(Duration::from_millis(2)).await;
-                    exec(&*tx, &format!("UPDATE tx_probe SET n = {} WHERE id = 1", n + 1)).await?;
-                    exec(&*tx, &bump(2)).await?;
-                    Ok(())
+                    exec(&tx, &format!("UPDATE tx_probe SET n = {} WHERE id = 1", n + 1)).await?;
+                    exec(&tx, &bump(2)).await?;
+                    Ok::<_, ApiError>(())
                 }
             })
             .await
         }));
     }
     for task in tasks {
-        task.await.unwrap().unwrap();
+        task.await.unwrap().unwrap().value;
     }
     assert_eq!(values(&db).await, vec![(1, 16), (2, 16)]);
     assert!(runs.load(Ordering::SeqCst) >= 16);
@@ -167,20 +169,20 @@ async fn postgres_deadlock_is_retried() {
                 let (runs, barrier) = (runs.clone(), barrier.clone());
                 async move {
                     let attempt = runs.fetch_add(1, Ordering::SeqCst);
-                    exec(&*tx, &bump(first)).await?;
+                    exec(&tx, &bump(first)).await?;
                     if attempt < 2 {
                         // Both hold their first row before either asks for its second.
                         barrier.wait().await;
                     }
-                    exec(&*tx, &bump(second)).await?;
-                    Ok(())
+                    exec(&tx, &bump(second)).await?;
+                    Ok::<_, ApiError>(())
                 }
             })
             .await
         }));
     }
     for task in tasks {
-        task.await.unwrap().unwrap();
+        task.await.unwrap().unwrap().value;
     }
     assert_eq!(values(&db).await, vec![(1, 2), (2, 2)], "each transaction applied exactly once");
     assert_eq!(runs.load(Ordering::SeqCst), 3, "one of the two was run again after the deadlock");
@@ -188,12 +190,20 @@ async fn postgres_deadlock_is_retried() {
 
 /// On SQLite, a writer that cannot get the write lock within the lock timeout (SQLITE_BUSY)
 /// is run again rather than failed. The lock is held by a writer outside the in-process gate
-/// (as another process, or an ungated `db::begin_write`, would).
+/// (as another process would).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_busy_is_retried() {
     let t = TestApp::with(Backend::Sqlite, |c| c.database.lock_timeout = Duration::from_millis(1)).await;
     let db = probe_table(&t).await;
-    let holder = db::begin_write(&db).await.unwrap();
+    let holder = sea_orm::TransactionTrait::begin_with_options(
+        &db,
+        sea_orm::TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     exec(&holder, &bump(2)).await.unwrap();
     let runs = Arc::new(AtomicU32::new(0));
     let started = std::time::Instant::now();
@@ -204,8 +214,8 @@ async fn sqlite_busy_is_retried() {
                 let runs = runs.clone();
                 async move {
                     runs.fetch_add(1, Ordering::SeqCst);
-                    exec(&*tx, &bump(1)).await?;
-                    Ok(())
+                    exec(&tx, &bump(1)).await?;
+                    Ok::<_, ApiError>(())
                 }
             })
             .await
@@ -214,7 +224,7 @@ async fn sqlite_busy_is_retried() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(!writer.is_finished(), "the writer got past a held write lock");
     holder.commit().await.unwrap();
-    writer.await.unwrap().unwrap();
+    writer.await.unwrap().unwrap().value;
     // It may wait only 1 ms for the lock, which was held 150 ms: without the retry it would
     // have failed with SQLITE_BUSY. It failed at BEGIN IMMEDIATE, before its work ran, so the
     // work ran once.
@@ -235,15 +245,15 @@ async fn sqlite_writers_of_one_process_take_turns() {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
             db::transaction(&db, TxOptions::write().attempts(1), |tx| async move {
-                exec(&*tx, &bump(1)).await?;
+                exec(&tx, &bump(1)).await?;
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                Ok(())
+                Ok::<_, ApiError>(())
             })
             .await
         }));
     }
     for task in tasks {
-        task.await.unwrap().unwrap();
+        task.await.unwrap().unwrap().value;
     }
     assert_eq!(values(&db).await, vec![(1, 16), (2, 0)]);
 }

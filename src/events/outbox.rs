@@ -1,0 +1,347 @@
+//! The outbox: writing a transaction's events, numbering them per firm, reading them back,
+//! and pruning them.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::{DomainEvent, EventActor, EventType, model::event};
+use crate::ids::FirmId;
+
+/// This process's name in the `origin` column: events it wrote itself were already handed to
+/// its subscribers, so [`tail`] skips them.
+pub fn origin() -> &'static str {
+    static ORIGIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| Uuid::now_v7().to_string());
+    &ORIGIN
+}
+
+/// Writes `events` in the open transaction `tx`. On SQLite (one writer at a time) each firm's
+/// head is moved and the events numbered here; on PostgreSQL they are left unnumbered for the
+/// [`Sequencer`] to number after commit. Fills in `seq` where it was assigned.
+pub async fn write(tx: &impl ConnectionTrait, events: &mut [DomainEvent]) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let backend = tx.get_database_backend();
+    if backend == DbBackend::Sqlite {
+        let mut per_firm: HashMap<FirmId, i64> = HashMap::new();
+        for e in events.iter() {
+            *per_firm.entry(e.firm_id).or_default() += 1;
+        }
+        let mut next: HashMap<FirmId, i64> = HashMap::new();
+        for (firm, n) in per_firm {
+            tx.execute_raw(Statement::from_sql_and_values(
+                backend,
+                "INSERT INTO event_heads (firm_id, seq) VALUES (?, 0) ON CONFLICT (firm_id) DO NOTHING",
+                [firm.0.into()],
+            ))
+            .await?;
+            let row = tx
+                .query_one_raw(Statement::from_sql_and_values(
+                    backend,
+                    "UPDATE event_heads SET seq = seq + ? WHERE firm_id = ? RETURNING seq",
+                    [n.into(), firm.0.into()],
+                ))
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound("event head".into()))?;
+            let last: i64 = row.try_get_by_index(0)?;
+            next.insert(firm, last - n + 1);
+        }
+        for e in events.iter_mut() {
+            if let Some(n) = next.get_mut(&e.firm_id) {
+                e.seq = Some(*n);
+                *n += 1;
+            }
+        }
+    }
+    // Inserted in batches small enough for any database's parameter limit.
+    for chunk in events.chunks(500) {
+        let rows = chunk.iter().map(|e| event::ActiveModel {
+            id: sea_orm::Set(e.id),
+            firm_id: sea_orm::Set(e.firm_id.0),
+            seq: sea_orm::Set(e.seq),
+            event_type: sea_orm::Set(e.event_type.as_str().to_owned()),
+            entity_type: sea_orm::Set(e.event_type.entity_type().to_owned()),
+            entity_id: sea_orm::Set(e.entity_id.clone()),
+            case_id: sea_orm::Set(e.case_id),
+            actor_type: sea_orm::Set(e.actor.kind.clone()),
+            actor_id: sea_orm::Set(e.actor.id),
+            correlation_id: sea_orm::Set(e.correlation_id.clone()),
+            occurred_at: sea_orm::Set(e.occurred_at),
+            data: sea_orm::Set(e.data.to_string()),
+            sealed: sea_orm::Set(e.sealed),
+            restricted: sea_orm::Set(e.restricted),
+            origin: sea_orm::Set(origin().to_owned()),
+        });
+        event::Entity::insert_many(rows).exec_without_returning(tx).await?;
+    }
+    Ok(())
+}
+
+/// Rows numbered per sequencer transaction at most.
+const SEQUENCE_BATCH: i64 = 5_000;
+
+/// Numbers a firm's committed, unnumbered events (PostgreSQL) in one short transaction: it
+/// locks the firm's head row, then — with a fresh snapshot, so rows another sequencer just
+/// numbered are seen as numbered — gives the unnumbered rows the next numbers in id order and
+/// moves the head. Returns how many rows it numbered. Safe to run anywhere at any time: two
+/// sequencers of one firm take turns at the head row.
+pub async fn sequence_firm(db: &DatabaseConnection, firm: Uuid) -> Result<u64, DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Postgres {
+        return Ok(0);
+    }
+    let mut total = 0;
+    loop {
+        let tx = db.begin().await?;
+        tx.execute_raw(Statement::from_sql_and_values(
+            backend,
+            "INSERT INTO event_heads (firm_id, seq) VALUES ($1, 0) ON CONFLICT (firm_id) DO NOTHING",
+            [firm.into()],
+        ))
+        .await?;
+        let head = tx
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT seq FROM event_heads WHERE firm_id = $1 FOR UPDATE",
+                [firm.into()],
+            ))
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("event head".into()))?;
+        let head: i64 = head.try_get_by_index(0)?;
+        let numbered = tx
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                "UPDATE domain_events d SET seq = $2 + p.n
+                   FROM (SELECT id, row_number() OVER (ORDER BY id) AS n
+                           FROM domain_events WHERE firm_id = $1 AND seq IS NULL
+                          ORDER BY id LIMIT $3) p
+                  WHERE d.id = p.id",
+                [firm.into(), head.into(), SEQUENCE_BATCH.into()],
+            ))
+            .await?
+            .rows_affected();
+        if numbered == 0 {
+            tx.rollback().await?;
+            return Ok(total);
+        }
+        tx.execute_raw(Statement::from_sql_and_values(
+            backend,
+            "UPDATE event_heads SET seq = $2 WHERE firm_id = $1",
+            [firm.into(), (head + numbered as i64).into()],
+        ))
+        .await?;
+        tx.commit().await?;
+        total += numbered;
+        if (numbered as i64) < SEQUENCE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Numbers every firm's leftover unnumbered events: those whose writer died between its
+/// commit and its sequencing (the `events.sequence` job runs this every minute).
+pub async fn sequence_all(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(0);
+    }
+    let firms: Vec<Uuid> = event::Entity::find()
+        .select_only()
+        .column(event::Column::FirmId)
+        .filter(event::Column::Seq.is_null())
+        .distinct()
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut n = 0;
+    for firm in firms {
+        n += sequence_firm(db, firm).await?;
+    }
+    Ok(n)
+}
+
+/// Runs [`sequence_firm`] after commits (PostgreSQL), one run per firm at a time: a commit
+/// that arrives while a run is going makes it go round once more instead of starting another,
+/// so a burst of writes costs a few sequencer transactions, not one each.
+#[derive(Debug, Default)]
+pub struct Sequencer {
+    firms: Mutex<HashMap<Uuid, Arc<FirmState>>>,
+}
+
+#[derive(Debug, Default)]
+struct FirmState {
+    running: AtomicBool,
+    again: AtomicBool,
+}
+
+impl Sequencer {
+    /// Makes sure `firm`'s committed events get numbered soon.
+    pub fn kick(&self, db: &DatabaseConnection, firm: Uuid) {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return;
+        }
+        let state = {
+            let mut firms = self.firms.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if firms.len() > 10_000 {
+                firms.retain(|_, s| s.running.load(Ordering::Acquire));
+            }
+            Arc::clone(firms.entry(firm).or_default())
+        };
+        state.again.store(true, Ordering::Release);
+        if state.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let db = db.clone();
+        tokio::spawn(async move {
+            loop {
+                state.again.store(false, Ordering::Release);
+                let mut attempt = 0;
+                loop {
+                    match sequence_firm(&db, firm).await {
+                        Ok(_) => break,
+                        Err(e) if attempt < 5 => {
+                            attempt += 1;
+                            tracing::debug!(error = %e, firm_id = %firm, "event sequencing failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                        }
+                        Err(e) => {
+                            // The `events.sequence` job numbers what is left.
+                            tracing::warn!(error = %e, firm_id = %firm, "event sequencing failed; left to the sweep");
+                            break;
+                        }
+                    }
+                }
+                if state.again.load(Ordering::Acquire) {
+                    continue;
+                }
+                state.running.store(false, Ordering::Release);
+                // A kick between the check and the store found `running` set and left: take it.
+                if !state.again.load(Ordering::Acquire) || state.running.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Turns a stored row back into an event.
+fn from_row(r: event::Model) -> Option<DomainEvent> {
+    Some(DomainEvent {
+        id: r.id,
+        seq: r.seq,
+        firm_id: FirmId(r.firm_id),
+        event_type: EventType::parse(&r.event_type)?,
+        entity_id: r.entity_id,
+        case_id: r.case_id,
+        actor: EventActor { kind: r.actor_type, id: r.actor_id },
+        correlation_id: r.correlation_id,
+        occurred_at: r.occurred_at,
+        data: serde_json::from_str(&r.data).unwrap_or(serde_json::Value::Null),
+        sealed: r.sealed,
+        restricted: r.restricted,
+    })
+}
+
+/// A firm's numbered events after `after`, oldest first, at most `limit`.
+pub async fn read_after(
+    db: &impl ConnectionTrait,
+    firm: FirmId,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<DomainEvent>, DbErr> {
+    Ok(rows_after(db, firm, after, limit).await?.into_iter().filter_map(from_row).collect())
+}
+
+async fn rows_after(
+    db: &impl ConnectionTrait,
+    firm: FirmId,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<event::Model>, DbErr> {
+    event::Entity::find()
+        .filter(event::Column::FirmId.eq(firm.0))
+        .filter(event::Column::Seq.gt(after))
+        .order_by_asc(event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// Every firm's head: the last number handed out.
+pub async fn heads(db: &impl ConnectionTrait) -> Result<HashMap<FirmId, i64>, DbErr> {
+    let rows = super::model::head::Entity::find().all(db).await?;
+    Ok(rows.into_iter().map(|h| (FirmId(h.firm_id), h.seq)).collect())
+}
+
+/// Follows the outbox for events written by other processes (a `lexiflow import` beside the
+/// embedded server, other instances) and hands them to `hub`'s subscribers, so their caches
+/// forget what those writes changed. Polls the heads every `every`; starts from the heads as
+/// they are (history is not replayed). Ends when the hub is dropped (its `App` is gone).
+pub async fn tail(db: DatabaseConnection, hub: std::sync::Weak<super::Hub>, every: Duration) {
+    let mut seen = loop {
+        match heads(&db).await {
+            Ok(h) => break h,
+            Err(e) => {
+                tracing::debug!(error = %e, "outbox tail: cannot read the heads yet");
+                tokio::time::sleep(every).await;
+                if hub.strong_count() == 0 {
+                    return;
+                }
+            }
+        }
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        if hub.strong_count() == 0 {
+            return;
+        }
+        let now = match heads(&db).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(error = %e, "outbox tail: cannot read the heads");
+                continue;
+            }
+        };
+        for (firm, head) in now {
+            let mut from = seen.get(&firm).copied().unwrap_or(0);
+            while from < head {
+                let batch = match rows_after(&db, firm, from, 1_000).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "outbox tail: cannot read events");
+                        break;
+                    }
+                };
+                let Some(last) = batch.last().and_then(|e| e.seq) else { break };
+                from = last;
+                let foreign: Vec<DomainEvent> =
+                    batch.into_iter().filter(|r| r.origin != origin()).filter_map(from_row).collect();
+                let Some(hub) = hub.upgrade() else { return };
+                hub.publish(foreign).await;
+            }
+            seen.insert(firm, from.max(seen.get(&firm).copied().unwrap_or(0)));
+        }
+    }
+}
+
+/// Deletes numbered events that occurred before `before`; returns how many.
+pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u64, DbErr> {
+    let r = event::Entity::delete_many()
+        .filter(event::Column::OccurredAt.lt(before))
+        .filter(event::Column::Seq.is_not_null())
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected)
+}
