@@ -12,6 +12,7 @@ mod m0003_audit;
 mod m0004_jobs;
 mod m0005_docket;
 mod m0006_audit_append;
+mod m0008_sealed_grants;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_jobs::Migration),
             Box::new(m0005_docket::Migration),
             Box::new(m0006_audit_append::Migration),
+            Box::new(m0008_sealed_grants::Migration),
         ]
     }
 }
