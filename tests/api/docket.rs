@@ -261,6 +261,9 @@ async fn sealed_access_is_a_per_case_grant_that_only_another_admin_gives(b: Back
     t.get(&entry_path, &attorney.token).await.expect(200);
     assert_eq!(docket(&t, &attorney, &case).await.total, 1);
     assert_eq!(docket(&t, &attorney, &other_case).await.total, 0, "a grant is per case");
+    // The grant is in the case's history for those who see sealed material only.
+    assert!(history(&t, &attorney, &case).await.contains("case.sealed_access_grant"));
+    assert!(!history(&t, &partner, &case).await.contains("sealed_access"));
     // Granting again changes nothing.
     t.call(Method::PUT, &sealed_access(&case, &attorney), Some(&admin.token), None).await.expect(200);
     let list = t.get(&format!("/api/v1/cases/{case}/sealed-access"), &admin.token).await;
@@ -271,9 +274,12 @@ async fn sealed_access_is_a_per_case_grant_that_only_another_admin_gives(b: Back
     // Only an admin revokes.
     t.delete(&sealed_access(&case, &attorney), &attorney.token).await.expect(403);
 
-    // Revoking takes effect at once.
+    // Revoking takes effect at once, also on another instance that has just served the entry.
+    let sibling = t.sibling().await;
+    sibling.get(&entry_path, &attorney.token).await.expect(200);
     t.delete(&sealed_access(&case, &attorney), &admin.token).await.expect(204);
     t.get(&entry_path, &attorney.token).await.expect(404);
+    sibling.get(&entry_path, &attorney.token).await.expect(404);
     assert_eq!(docket(&t, &attorney, &case).await.total, 0);
     t.delete(&sealed_access(&case, &attorney), &admin.token).await.expect(404);
 
