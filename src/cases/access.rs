@@ -3,7 +3,8 @@
 //! A user sees a case when they are on its team, or are an admin or partner of its firm.
 //! A case the caller may not see answers exactly like one that does not exist (404), so ids
 //! cannot be probed. Clients and staff read; admins, partners, attorneys and paralegals
-//! write; admins, partners and the lead attorney manage the team and delete.
+//! write; admins, partners and the lead attorney manage the team and delete. Sealed material
+//! is for admins and for holders of an admin's grant for the case (see `cases::sealed`).
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
@@ -26,9 +27,10 @@ pub struct CaseAccess {
     /// The caller's firm role may lead cases (a lead demoted to paralegal no longer manages).
     may_lead: bool,
     admin: bool,
-    /// The caller is the case's lead attorney (a partner leading a case has no team role
-    /// looked up, since partners see every case).
-    is_lead: bool,
+    user: uuid::Uuid,
+    /// The caller holds an admin's grant to see this case's sealed material. False until
+    /// [`CaseAccess::with_sealed_grant`] looks it up, so a path that forgets to fails closed.
+    sealed_grant: bool,
 }
 
 impl CaseAccess {
@@ -41,10 +43,20 @@ impl CaseAccess {
         }
     }
 
-    /// Whether the caller may see sealed material of this case: the firm's admins and the
-    /// case's lead attorney.
+    /// Whether the caller may see sealed material of this case: the firm's admins, and users
+    /// an admin granted it for this case (looked up by [`with_sealed_grant`](Self::with_sealed_grant)).
+    /// Leading the case is not enough: a partner can make themselves lead.
     pub fn sees_sealed(&self) -> bool {
-        self.admin || (self.may_lead && (self.team_role == Some(TeamRole::LeadAttorney) || self.is_lead))
+        self.admin || self.sealed_grant
+    }
+
+    /// Looks up the caller's sealed-access grant for this case, from the database (grants are
+    /// never cached, so a revoke holds from its commit on).
+    pub async fn with_sealed_grant(mut self, db: &impl ConnectionTrait) -> ApiResult<Self> {
+        if !self.admin {
+            self.sealed_grant = super::sealed::is_granted(db, self.case.id, self.user).await?;
+        }
+        Ok(self)
     }
 
     /// Whether the caller may see restricted material: everyone on the case but clients.
@@ -112,7 +124,6 @@ fn decide(found: case::Model, team_role: Option<TeamRole>, p: &Principal) -> Api
     if !privileged && team_role.is_none() {
         return Err(ApiError::not_found("case"));
     }
-    let is_lead = found.lead_attorney_id == Some(p.user_id.0);
     Ok(CaseAccess {
         case: found,
         team_role,
@@ -120,6 +131,7 @@ fn decide(found: case::Model, team_role: Option<TeamRole>, p: &Principal) -> Api
         may_edit: p.role.may_edit_cases(),
         may_lead: p.role.may_lead_cases(),
         admin: p.role == crate::users::model::Role::Admin,
-        is_lead,
+        user: p.user_id.0,
+        sealed_grant: false,
     })
 }

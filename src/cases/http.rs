@@ -1,4 +1,4 @@
-//! `/api/v1/cases` handlers: cases and their teams.
+//! `/api/v1/cases` handlers: cases, their teams and sealed-access grants.
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use serde::Deserialize;
@@ -8,6 +8,7 @@ use super::{
     bulk::{self, BulkMode, BulkResult, CreateOptions, MAX_ITEMS, OnConflict, UpdateItem},
     model::{CaseStatus, CaseType},
     ops::{self, CaseFilter, CaseSort, CreateCase, UpdateCase},
+    sealed::{self, SealedGrantView},
     team::{self, AddMember, TeamMemberView},
 };
 use crate::{
@@ -147,6 +148,44 @@ pub async fn team_remove(
     AppPath((id, user_id)): AppPath<(CaseId, UserId)>,
 ) -> ApiResult<impl IntoResponse> {
     team::remove(&app, &p, id, user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who besides the firm's admins may see the case's sealed material (admins only).
+#[utoipa::path(get, path = "/cases/{id}/sealed-access", tag = "cases",
+    params(("id" = CaseId, Path, description = "case id")),
+    responses((status = 200, body = Success<Vec<SealedGrantView>>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sealed_access_list(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(id): AppPath<CaseId>,
+) -> ApiResult<Envelope<Vec<SealedGrantView>>> {
+    Ok(Envelope::ok(sealed::list(&app, &p, id).await?))
+}
+
+/// Let a user see the case's sealed material (admins only, never to themselves; the user must
+/// be an active user of the firm who can see the case). Granting twice changes nothing.
+#[utoipa::path(put, path = "/cases/{id}/sealed-access/{userId}", tag = "cases",
+    params(("id" = CaseId, Path, description = "case id"), ("userId" = UserId, Path, description = "user id")),
+    responses((status = 200, body = Success<SealedGrantView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sealed_access_grant(
+    State(app): State<App>,
+    p: Principal,
+    AppPath((id, user_id)): AppPath<(CaseId, UserId)>,
+) -> ApiResult<Envelope<SealedGrantView>> {
+    Ok(Envelope::ok(sealed::grant(&app, &p, id, user_id).await?))
+}
+
+/// Withdraw a user's access to the case's sealed material, at once (admins only).
+#[utoipa::path(delete, path = "/cases/{id}/sealed-access/{userId}", tag = "cases",
+    params(("id" = CaseId, Path, description = "case id"), ("userId" = UserId, Path, description = "user id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sealed_access_revoke(
+    State(app): State<App>,
+    p: Principal,
+    AppPath((id, user_id)): AppPath<(CaseId, UserId)>,
+) -> ApiResult<impl IntoResponse> {
+    sealed::revoke(&app, &p, id, user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,6 +5,7 @@ pub mod bulk;
 pub mod http;
 pub mod model;
 pub mod ops;
+pub mod sealed;
 pub mod team;
 
 pub use ops::CaseView;

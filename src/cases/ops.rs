@@ -771,6 +771,7 @@ async fn hard_delete(tx: &Tx, p: &Principal, access: &CaseAccess, if_match: Opti
         ));
     }
     team_member::Entity::delete_many().filter(team_member::Column::CaseId.eq(c.id)).exec(tx).await?;
+    super::sealed::grant::Entity::delete_many().filter(super::sealed::grant::Column::CaseId.eq(c.id)).exec(tx).await?;
     let n = case::Entity::delete_many()
         .filter(case::Column::Id.eq(c.id))
         .filter(case::Column::FirmId.eq(p.firm_id.0))

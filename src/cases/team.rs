@@ -24,7 +24,8 @@ use crate::{
     users::{model as user, ops::active_in_firm},
 };
 
-/// A team member as the API shows them.
+/// A team member as the API shows them. A client on the team sees names and roles only: staff
+/// e-mail addresses (and other clients') are not for them.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TeamMemberView {
@@ -32,7 +33,9 @@ pub struct TeamMemberView {
     pub role: TeamRole,
     pub first_name: String,
     pub last_name: String,
-    pub email: String,
+    /// Absent when the caller is a client on the team.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     pub added_at: DateTime<Utc>,
 }
 
@@ -44,16 +47,21 @@ pub struct AddMember {
     pub role: TeamRole,
 }
 
-/// The team of a case the caller can see.
+/// The team of a case the caller can see: members who are users of the caller's firm.
 pub async fn list(app: &App, p: &Principal, id: CaseId) -> ApiResult<Vec<TeamMemberView>> {
-    visible_case_cached(app, p, id).await?;
+    let access = visible_case_cached(app, p, id).await?;
+    let shows_email = access.team_role != Some(TeamRole::Client);
     let members = team_member::Entity::find()
         .filter(team_member::Column::CaseId.eq(id.0))
+        .filter(team_member::Column::FirmId.eq(p.firm_id.0))
         .order_by_asc(team_member::Column::AddedAt)
         .all(&app.db)
         .await?;
-    let users =
-        user::Entity::find().filter(user::Column::Id.is_in(members.iter().map(|m| m.user_id))).all(&app.db).await?;
+    let users = user::Entity::find()
+        .filter(user::Column::FirmId.eq(p.firm_id.0))
+        .filter(user::Column::Id.is_in(members.iter().map(|m| m.user_id)))
+        .all(&app.db)
+        .await?;
     Ok(members
         .into_iter()
         .filter_map(|m| {
@@ -63,7 +71,7 @@ pub async fn list(app: &App, p: &Principal, id: CaseId) -> ApiResult<Vec<TeamMem
                 role: m.role,
                 first_name: u.first_name.clone(),
                 last_name: u.last_name.clone(),
-                email: u.email.clone(),
+                email: shows_email.then(|| u.email.clone()),
                 added_at: m.added_at,
             })
         })

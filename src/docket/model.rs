@@ -41,6 +41,8 @@ pub struct Model {
     /// Sealed now or at any time before.
     pub ever_sealed: bool,
     pub restricted: bool,
+    /// Restricted now or at any time before.
+    pub ever_restricted: bool,
     pub version: i32,
     pub created_by: Uuid,
     pub created_at: DateTimeUtc,

@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
-    sea_query::{Expr, ExprTrait},
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+    sea_query::{Expr, ExprTrait, Query, SimpleExpr},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -182,6 +182,7 @@ const TABLE: Table = Table {
         col("sealed", "bool"),
         col("ever_sealed", "bool"),
         col("restricted", "bool"),
+        col("ever_restricted", "bool"),
         col("version", "int4"),
         col("created_by", "uuid"),
         col("created_at", "timestamptz"),
@@ -210,6 +211,7 @@ fn row(m: &entry::Model) -> Vec<Cell> {
         m.sealed.into(),
         m.ever_sealed.into(),
         m.restricted.into(),
+        m.ever_restricted.into(),
         m.version.into(),
         m.created_by.into(),
         m.created_at.into(),
@@ -285,10 +287,12 @@ pub async fn create(
         .write(TxOptions::write(), |tx| async move {
             let tx = &tx;
             lock_case(tx, p, case_id.0).await?;
-            let access = visible_case(tx, p, case_id).await?;
+            let access = visible_case(tx, p, case_id).await?.with_sealed_grant(tx).await?;
             access.require_edit()?;
             if cleaned.iter().any(|c| c.sealed) && !access.sees_sealed() {
-                return Err(ApiError::forbidden("only an admin or the case's lead attorney may post sealed entries"));
+                return Err(ApiError::forbidden(
+                    "only an admin, or a user an admin granted sealed access on this case, may post sealed entries",
+                ));
             }
             let mut next = last_number(tx, case_id.0).await?;
             let now = clock::now();
@@ -311,6 +315,7 @@ pub async fn create(
                         sealed: c.sealed,
                         ever_sealed: c.sealed,
                         restricted: c.restricted,
+                        ever_restricted: c.restricted,
                         version: 1,
                         created_by: p.user_id.0,
                         created_at: now,
@@ -325,7 +330,7 @@ pub async fn create(
             let mut events = Vec::with_capacity(models.len());
             let mut views = Vec::with_capacity(models.len());
             for m in models {
-                let flags = (m.ever_sealed, m.restricted);
+                let flags = (m.ever_sealed, m.ever_restricted);
                 let v = DocketEntryView::from(m);
                 let json = audit::json(&v);
                 events.push(
@@ -361,30 +366,45 @@ fn visible_entries(access: &CaseAccess) -> sea_orm::Select<entry::Entity> {
     q
 }
 
-/// The ids (as text) of `access`'s case's entries its caller may not see, so their history
-/// can be left out too.
-pub async fn hidden_ids(db: &impl ConnectionTrait, access: &CaseAccess) -> ApiResult<Vec<String>> {
+/// A condition on `audit_entries` rows that leaves out the history of the entries of
+/// `access`'s case its caller may not see; None when they see them all. Entries sealed or
+/// restricted before and lifted since keep their history hidden: it may hold what was
+/// withheld before the lifting.
+///
+/// It is a correlated `NOT EXISTS` that probes each history row's entry by primary key, so no
+/// list of ids is read or bound, however many entries are hidden. The entity id is text in the
+/// audit trail; it is turned into the docket's id only for `docket_entry` rows (under `CASE`,
+/// so no other entity's id is ever cast).
+pub fn hidden_history(backend: DbBackend, access: &CaseAccess) -> Option<SimpleExpr> {
     if access.sees_sealed() && access.sees_restricted() {
-        return Ok(Vec::new());
+        return None;
     }
-    let mut hidden = sea_orm::Condition::any();
+    let column = |c: entry::Column| Expr::col((entry::Entity, c));
+    let mut hidden = Condition::any();
     if !access.sees_sealed() {
-        // Entries sealed before and unsealed since keep their history hidden: it may hold
-        // what was redacted before the unsealing.
-        hidden = hidden.add(entry::Column::Sealed.eq(true)).add(entry::Column::EverSealed.eq(true));
+        hidden = hidden.add(column(entry::Column::Sealed).eq(true)).add(column(entry::Column::EverSealed).eq(true));
     }
     if !access.sees_restricted() {
-        hidden = hidden.add(entry::Column::Restricted.eq(true));
+        hidden =
+            hidden.add(column(entry::Column::Restricted).eq(true)).add(column(entry::Column::EverRestricted).eq(true));
     }
-    let ids: Vec<Uuid> = entry::Entity::find()
-        .select_only()
-        .column(entry::Column::Id)
-        .filter(entry::Column::CaseId.eq(access.case.id))
-        .filter(hidden)
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(ids.into_iter().map(|i| i.to_string()).collect())
+    let entry_id = match backend {
+        DbBackend::Postgres => {
+            r#"CASE WHEN "audit_entries"."entity_type" = 'docket_entry' THEN CAST("audit_entries"."entity_id" AS uuid) END"#
+        }
+        // SQLite stores a uuid as its 16 bytes.
+        _ => {
+            r#"CASE WHEN "audit_entries"."entity_type" = 'docket_entry' THEN unhex(replace("audit_entries"."entity_id", '-', '')) END"#
+        }
+    };
+    let probe = Query::select()
+        .expr(Expr::val(1))
+        .from(entry::Entity)
+        .and_where(column(entry::Column::Id).eq(Expr::cust(entry_id)))
+        .and_where(column(entry::Column::CaseId).eq(access.case.id))
+        .cond_where(hidden)
+        .to_owned();
+    Some(Expr::exists(probe).not())
 }
 
 /// A page of the docket, in sequence order; entries the caller may not see are not there,
@@ -396,7 +416,7 @@ pub async fn list(
     page: u64,
     limit: u64,
 ) -> ApiResult<(Vec<DocketEntryView>, Pagination)> {
-    let access = visible_case_cached(app, p, case_id).await?;
+    let access = visible_case_cached(app, p, case_id).await?.with_sealed_grant(&app.db).await?;
     let total = visible_entries(&access).count(&app.db).await?;
     let rows = visible_entries(&access)
         .order_by_asc(entry::Column::SequenceNumber)
@@ -421,7 +441,7 @@ async fn find(db: &impl ConnectionTrait, access: &CaseAccess, id: DocketEntryId)
 
 /// One entry (404 when it is sealed or restricted from the caller).
 pub async fn get(app: &App, p: &Principal, case_id: CaseId, id: DocketEntryId) -> ApiResult<DocketEntryView> {
-    let access = visible_case_cached(app, p, case_id).await?;
+    let access = visible_case_cached(app, p, case_id).await?.with_sealed_grant(&app.db).await?;
     Ok(find(&app.db, &access, id).await?.into())
 }
 
@@ -442,11 +462,13 @@ pub async fn update(
     let input = &input;
     app.write(TxOptions::write(), |tx| async move {
         let tx = &tx;
-        let access = visible_case(tx, p, case_id).await?;
+        let access = visible_case(tx, p, case_id).await?.with_sealed_grant(tx).await?;
         access.require_edit()?;
         let current = find(tx, &access, id).await?;
         if input.sealed.is_some_and(|s| s != current.sealed) && !access.sees_sealed() {
-            return Err(ApiError::forbidden("only an admin or the case's lead attorney may seal or unseal entries"));
+            return Err(ApiError::forbidden(
+                "only an admin, or a user an admin granted sealed access on this case, may seal or unseal entries",
+            ));
         }
         let expected = if_match.or(input.version).unwrap_or(current.version);
         if expected != current.version {
@@ -491,6 +513,9 @@ pub async fn update(
         }
         if let Some(v) = input.restricted {
             q = q.col_expr(entry::Column::Restricted, Expr::value(v));
+            if v {
+                q = q.col_expr(entry::Column::EverRestricted, Expr::value(true));
+            }
         }
         f.finish()?;
         let n = q
@@ -506,7 +531,7 @@ pub async fn update(
         }
         let updated =
             entry::Entity::find_by_id(id.0).one(tx).await?.ok_or_else(|| ApiError::not_found("docket entry"))?;
-        let flags = (updated.ever_sealed, updated.restricted || current.restricted);
+        let flags = (updated.ever_sealed, updated.ever_restricted);
         let view = DocketEntryView::from(updated);
         let (actor, json) = (Actor::user(p), audit::json(&view));
         audit::record(
@@ -539,7 +564,7 @@ pub async fn delete(
 ) -> ApiResult<()> {
     app.write(TxOptions::write(), |tx| async move {
         let tx = &tx;
-        let access = visible_case(tx, p, case_id).await?;
+        let access = visible_case(tx, p, case_id).await?.with_sealed_grant(tx).await?;
         access.require_edit()?;
         let current = find(tx, &access, id).await?;
         let expected = if_match.unwrap_or(current.version);
@@ -567,7 +592,7 @@ pub async fn delete(
             DomainEvent::new(EventType::DocketEntryDeleted, p.firm_id, &actor, id)
                 .case(case_id.0)
                 .data(serde_json::json!({ "id": id, "caseId": case_id, "sequenceNumber": current.sequence_number }))
-                .confidential(current.ever_sealed, current.restricted),
+                .confidential(current.ever_sealed, current.ever_restricted),
         );
         Ok(())
     })

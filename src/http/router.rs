@@ -77,6 +77,8 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(cases::http::get, cases::http::update, cases::http::delete))
         .routes(routes!(cases::http::team_list, cases::http::team_add))
         .routes(routes!(cases::http::team_remove))
+        .routes(routes!(cases::http::sealed_access_list))
+        .routes(routes!(cases::http::sealed_access_grant, cases::http::sealed_access_revoke))
         .routes(routes!(audit::http::case_history))
         // audit (admins)
         .routes(routes!(audit::http::list))

@@ -27,6 +27,7 @@ crate::on_both_backends!(
     concurrent_writers_of_one_firm_all_land_in_valid_chains,
     concurrent_appends_to_one_chain_follow_each_other,
     an_append_that_rolled_back_leaves_the_chain_appendable,
+    case_history_pages_newest_first_through_more_than_a_thousand_entries,
 );
 
 async fn record_on(t: &TestApp, s: &crate::support::Session, case: &str) -> Result<(), ApiError> {
@@ -426,7 +427,7 @@ async fn only_admins_read_the_trail_and_history_follows_case_visibility(b: Backe
     let h = t.get(&format!("/api/v1/cases/{case}/history"), &para.token).await;
     h.expect(200);
     let acts: Vec<&str> = h.data().as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(acts, ["case.create", "case.team_add", "case.update"]);
+    assert_eq!(acts, ["case.update", "case.team_add", "case.create"], "newest first");
     t.get(&format!("/api/v1/cases/{case}/history"), &outsider.token).await.expect(404);
     // Another firm's admin sees nothing of this firm.
     let other = t.register("Other").await;
@@ -488,4 +489,90 @@ fn csv_fields_cannot_smuggle_formulas_into_a_spreadsheet() {
     assert_eq!(csv_field("+1"), "\"'+1\"");
     assert_eq!(csv_field("@SUM(A1)"), "\"'@SUM(A1)\"");
     assert_eq!(csv_field("plain, text"), "\"plain, text\"");
+}
+
+/// Every page of `case`'s history as `s` sees it, following `nextCursor` to the end; checks
+/// that each page but the last is full.
+async fn history_pages(t: &TestApp, s: &crate::support::Session, case: &str, limit: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => format!("/api/v1/cases/{case}/history?limit={limit}"),
+            Some(c) => format!("/api/v1/cases/{case}/history?limit={limit}&cursor={c}"),
+        };
+        let r = t.get(&path, &s.token).await;
+        r.expect(200);
+        let page = r.data().as_array().unwrap().clone();
+        let meta = &r.body["meta"]["pagination"];
+        assert_eq!(meta["limit"], limit);
+        out.extend(page.iter().cloned());
+        if meta["hasMore"] == true {
+            assert_eq!(page.len(), limit, "only the last page may be short: hidden entries are filtered in the query");
+            cursor = Some(meta["nextCursor"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(meta["nextCursor"], Value::Null);
+            return out;
+        }
+    }
+}
+
+fn assert_newest_first_without_duplicates(entries: &[Value]) {
+    let keys: Vec<(chrono::DateTime<chrono::FixedOffset>, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                chrono::DateTime::parse_from_rfc3339(e["occurredAt"].as_str().unwrap()).unwrap(),
+                e["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for w in keys.windows(2) {
+        assert!(w[0] > w[1], "newest first, each entry once: {:?} then {:?}", w[0], w[1]);
+    }
+}
+
+async fn case_history_pages_newest_first_through_more_than_a_thousand_entries(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Long History").await;
+    let para = t.user(&admin, "paralegal").await;
+    let case = t.case(&admin, "LH-1").await;
+    t.post(&format!("/api/v1/cases/{case}/team"), &admin.token, json!({"userId": para.user_id, "role": "paralegal"}))
+        .await
+        .expect(201);
+    let docket = format!("/api/v1/cases/{case}/docket");
+    let batch = |n: usize, sealed: bool, tag: &str| {
+        Value::Array(
+            (0..n).map(|i| json!({"type": "filing", "description": format!("{tag} {i}"), "sealed": sealed})).collect(),
+        )
+    };
+    t.post(&docket, &admin.token, batch(1_000, false, "open")).await.expect(201);
+    let sealed = t.post(&docket, &admin.token, batch(37, true, "sealed")).await;
+    let sealed_ids: std::collections::HashSet<String> =
+        sealed.expect(201).data().as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    t.post(&docket, &admin.token, batch(50, false, "later")).await.expect(201);
+    let one_sealed = sealed_ids.iter().next().unwrap();
+    t.patch(&format!("{docket}/{one_sealed}"), &admin.token, json!({"description": "sealed, edited"}))
+        .await
+        .expect(200);
+    t.patch(&format!("/api/v1/cases/{case}"), &admin.token, json!({"title": "Renamed"})).await.expect(200);
+
+    // The admin pages through every entry of the case, newest first.
+    let all: i64 =
+        t.sql("SELECT COUNT(*) AS n FROM audit_entries WHERE case_id IS NOT NULL").await[0].try_get("", "n").unwrap();
+    assert_eq!(all, 1 + 1 + 1_000 + 37 + 50 + 1 + 1);
+    let seen = history_pages(&t, &admin, &case, 100).await;
+    assert_eq!(seen.len() as i64, all, "no entry missed");
+    assert_newest_first_without_duplicates(&seen);
+    assert_eq!(seen[0]["action"], "case.update");
+    assert_eq!(seen.last().unwrap()["action"], "case.create");
+
+    // The paralegal pages through the same history without any sealed entry on any page.
+    let theirs = history_pages(&t, &para, &case, 100).await;
+    assert_newest_first_without_duplicates(&theirs);
+    assert!(theirs.iter().all(|e| !sealed_ids.contains(e["entityId"].as_str().unwrap_or(""))));
+    assert_eq!(theirs.len() as i64, all - 37 - 1, "everything but the sealed entries' creation and edit");
+    // A cursor made for another list is refused.
+    let r = t.get(&format!("/api/v1/cases/{case}/history?cursor=bm9wZQ"), &para.token).await;
+    r.expect(400);
 }

@@ -25,6 +25,8 @@ crate::on_both_backends!(
     demoted_lead_no_longer_manages_the_team,
     cached_list_totals_follow_writes_at_once,
     team_rules_are_enforced,
+    client_on_the_team_sees_names_and_roles_but_no_email_addresses,
+    team_list_shows_only_users_of_the_callers_firm,
 );
 
 async fn case_round_trip_from_create_to_soft_delete(b: Backend) {
@@ -551,4 +553,54 @@ async fn team_rules_are_enforced(b: Backend) {
     )
     .await
     .expect(404);
+}
+
+async fn client_on_the_team_sees_names_and_roles_but_no_email_addresses(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Firm").await;
+    let attorney = t.user(&admin, "attorney").await;
+    let client = t.user(&admin, "client").await;
+    let id = t.case(&admin, "C-1").await;
+    let team = format!("/api/v1/cases/{id}/team");
+    t.post(&team, &admin.token, json!({"userId": attorney.user_id, "role": "attorney"})).await.expect(201);
+    t.post(&team, &admin.token, json!({"userId": client.user_id, "role": "client"})).await.expect(201);
+
+    let seen = t.get(&team, &client.token).await;
+    let body = seen.expect(200).body.to_string();
+    assert!(!body.contains(&attorney.email) && !body.contains(&client.email), "{body}");
+    assert!(!body.contains("\"email\""), "{body}");
+    let members = seen.data().as_array().unwrap();
+    assert_eq!(members.len(), 3, "the creator, the attorney and the client");
+    for m in members {
+        assert!(
+            m["userId"].is_string() && m["role"].is_string() && m["firstName"].is_string() && m["lastName"].is_string()
+        );
+    }
+    // Staff on the case still see the addresses.
+    let staff = t.get(&team, &attorney.token).await;
+    assert!(staff.expect(200).body.to_string().contains(&client.email));
+}
+
+async fn team_list_shows_only_users_of_the_callers_firm(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Firm").await;
+    let para = t.user(&admin, "paralegal").await;
+    let other = t.register("Other").await;
+    let foreign = t.user(&other, "attorney").await;
+    let id = t.case(&admin, "X-1").await;
+    let team = format!("/api/v1/cases/{id}/team");
+    t.post(&team, &admin.token, json!({"userId": para.user_id, "role": "paralegal"})).await.expect(201);
+    // A membership row naming another firm's user (the API refuses to make one; an import or a
+    // bug could), written behind the API's back.
+    t.sql_exec(&format!(
+        "INSERT INTO case_team_members (case_id, user_id, firm_id, role, added_by, added_at) \
+         SELECT c.id, u.id, c.firm_id, 'attorney', c.created_by, c.created_at FROM cases c, users u \
+         WHERE c.case_number = 'X-1' AND u.email = '{}'",
+        foreign.email
+    ))
+    .await;
+    let r = t.get(&team, &admin.token).await;
+    let body = r.expect(200).body.to_string();
+    assert!(!body.contains(&foreign.email) && !body.contains(&foreign.user_id), "{body}");
+    assert_eq!(r.data().as_array().unwrap().len(), 2, "the creator and the paralegal");
 }

@@ -2,6 +2,7 @@
 //! visibility, editing and striking.
 
 use futures_util::future::join_all;
+use http::Method;
 use serde_json::{Value, json};
 
 use crate::support::{Backend, Session, TestApp};
@@ -10,6 +11,9 @@ crate::on_both_backends!(
     numbers_are_gapless_under_twenty_concurrent_posters,
     sealed_entries_do_not_exist_for_those_who_may_not_see_them,
     entries_are_edited_and_struck_but_never_renumbered,
+    partner_who_makes_themselves_lead_still_does_not_see_sealed_entries,
+    sealed_access_is_a_per_case_grant_that_only_another_admin_gives,
+    unrestricted_entry_keeps_its_restricted_history_from_clients,
 );
 
 fn entry(description: &str) -> Value {
@@ -88,7 +92,10 @@ async fn sealed_entries_do_not_exist_for_those_who_may_not_see_them(b: Backend) 
         .await
         .expect(201);
 
-    // Admin and lead attorney see all three.
+    // The admin sees all three, and so does the lead attorney once an admin grants it.
+    t.call(Method::PUT, &format!("/api/v1/cases/{case}/sealed-access/{}", lead.user_id), Some(&admin.token), None)
+        .await
+        .expect(200);
     for who in [&admin, &lead] {
         let d = docket(&t, who, &case).await;
         assert_eq!(d.total, 3);
@@ -116,12 +123,6 @@ async fn sealed_entries_do_not_exist_for_those_who_may_not_see_them(b: Backend) 
     assert_eq!(d.total, 1);
     assert_eq!(d.items[0]["description"], "Complaint");
 
-    // A partner who leads the case sees sealed material too (partners have no team role looked
-    // up, since they see every case).
-    t.patch(&format!("/api/v1/cases/{case}"), &admin.token, json!({"leadAttorneyId": partner.user_id}))
-        .await
-        .expect(200);
-    assert_eq!(docket(&t, &partner, &case).await.total, 3);
     // Unsealing makes the entry visible, but not its sealed history.
     t.patch(&format!("{path}/{sealed_id}"), &admin.token, json!({"sealed": false})).await.expect(200);
     t.get(&format!("{path}/{sealed_id}"), &paralegal.token).await.expect(200);
@@ -163,4 +164,166 @@ async fn entries_are_edited_and_struck_but_never_renumbered(b: Backend) {
     let actions: Vec<String> =
         h.expect(200).data().as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
     assert!(actions.contains(&"docket.delete".to_owned()) && actions.contains(&"docket.update".to_owned()));
+}
+
+fn sealed_access(case: &str, user: &Session) -> String {
+    format!("/api/v1/cases/{case}/sealed-access/{}", user.user_id)
+}
+
+async fn history(t: &TestApp, s: &Session, case: &str) -> String {
+    let h = t.get(&format!("/api/v1/cases/{case}/history?limit=100"), &s.token).await;
+    h.expect(200).body.to_string()
+}
+
+async fn partner_who_makes_themselves_lead_still_does_not_see_sealed_entries(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Self Lead").await;
+    let partner = t.user(&admin, "partner").await;
+    let case = t.case(&admin, "SL-1").await;
+    let path = format!("/api/v1/cases/{case}/docket");
+    let sealed = t
+        .post(
+            &path,
+            &admin.token,
+            json!({"type": "motion", "description": "Under seal", "text": "<p>secret</p>", "sealed": true}),
+        )
+        .await;
+    let sealed_id = sealed.expect(201).data()["id"].as_str().unwrap().to_owned();
+
+    // The partner may edit the case, so they may name themselves its lead attorney…
+    t.patch(&format!("/api/v1/cases/{case}"), &partner.token, json!({"leadAttorneyId": partner.user_id}))
+        .await
+        .expect(200);
+    // …but leading a case is not a grant: the sealed entry still does not exist for them.
+    assert_eq!(docket(&t, &partner, &case).await.total, 0);
+    t.get(&format!("{path}/{sealed_id}"), &partner.token).await.expect(404);
+    assert!(!history(&t, &partner, &case).await.contains("secret"));
+    t.post(&path, &partner.token, json!({"type": "order", "description": "x", "sealed": true})).await.expect(403);
+    // Nor can they grant it to themselves.
+    let r = t.call(Method::PUT, &sealed_access(&case, &partner), Some(&partner.token), None).await;
+    r.expect(403);
+    assert_eq!(r.code(), "FORBIDDEN");
+    assert_eq!(docket(&t, &partner, &case).await.total, 0);
+}
+
+async fn sealed_access_is_a_per_case_grant_that_only_another_admin_gives(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Grants").await;
+    let admin2 = t.user(&admin, "admin").await;
+    let attorney = t.user(&admin, "attorney").await;
+    let partner = t.user(&admin, "partner").await;
+    let stranger = t.user(&admin, "paralegal").await;
+    let case = t.case(&admin, "G-1").await;
+    let other_case = t.case(&admin, "G-2").await;
+    team_add(&t, &admin, &case, &attorney, "attorney").await;
+    team_add(&t, &admin, &other_case, &attorney, "attorney").await;
+    let path = format!("/api/v1/cases/{case}/docket");
+    let sealed = t.post(&path, &admin.token, json!({"type": "motion", "description": "Sealed", "sealed": true})).await;
+    let sealed_id = sealed.expect(201).data()["id"].as_str().unwrap().to_owned();
+    t.post(
+        &format!("/api/v1/cases/{other_case}/docket"),
+        &admin.token,
+        json!({"type": "order", "description": "S2", "sealed": true}),
+    )
+    .await
+    .expect(201);
+    let entry_path = format!("{path}/{sealed_id}");
+    // The attorney reads once without a grant (and so warms any cache of their access).
+    t.get(&entry_path, &attorney.token).await.expect(404);
+
+    // Only an admin grants: not a partner, not the team member themselves.
+    for who in [&partner, &attorney] {
+        let r = t.call(Method::PUT, &sealed_access(&case, &attorney), Some(&who.token), None).await;
+        r.expect(403);
+        assert_eq!(r.code(), "FORBIDDEN");
+    }
+    // An admin cannot grant it to themselves either.
+    let r = t.call(Method::PUT, &sealed_access(&case, &admin), Some(&admin.token), None).await;
+    r.expect(403);
+    assert_eq!(r.code(), "FORBIDDEN");
+    // The grantee must be able to see the case.
+    t.call(Method::PUT, &sealed_access(&case, &stranger), Some(&admin.token), None).await.expect(400);
+    // Another firm's admin cannot reach this case, and this firm's admin cannot grant to their users.
+    let other = t.register("Elsewhere").await;
+    let outsider = t.user(&other, "partner").await;
+    let r = t.call(Method::PUT, &sealed_access(&case, &attorney), Some(&other.token), None).await;
+    r.expect(404);
+    assert_eq!(r.code(), "RESOURCE_NOT_FOUND");
+    t.get(&format!("/api/v1/cases/{case}/sealed-access"), &other.token).await.expect(404);
+    t.call(Method::PUT, &sealed_access(&case, &outsider), Some(&admin.token), None).await.expect(400);
+    assert_eq!(docket(&t, &attorney, &case).await.total, 0, "none of the refused grants took");
+
+    // Another admin grants it: the attorney sees the sealed entry on this case only.
+    let g = t.call(Method::PUT, &sealed_access(&case, &attorney), Some(&admin2.token), None).await;
+    let g = g.expect(200).data().clone();
+    assert_eq!(g["userId"], attorney.user_id.as_str());
+    assert_eq!(g["grantedBy"], admin2.user_id.as_str());
+    t.get(&entry_path, &attorney.token).await.expect(200);
+    assert_eq!(docket(&t, &attorney, &case).await.total, 1);
+    assert_eq!(docket(&t, &attorney, &other_case).await.total, 0, "a grant is per case");
+    // The grant is in the case's history for those who see sealed material only.
+    assert!(history(&t, &attorney, &case).await.contains("case.sealed_access_grant"));
+    assert!(!history(&t, &partner, &case).await.contains("sealed_access"));
+    // Granting again changes nothing.
+    t.call(Method::PUT, &sealed_access(&case, &attorney), Some(&admin.token), None).await.expect(200);
+    let list = t.get(&format!("/api/v1/cases/{case}/sealed-access"), &admin.token).await;
+    let list = list.expect(200).data().as_array().unwrap().clone();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["userId"], attorney.user_id.as_str());
+    t.get(&format!("/api/v1/cases/{case}/sealed-access"), &partner.token).await.expect(403);
+    // Only an admin revokes.
+    t.delete(&sealed_access(&case, &attorney), &attorney.token).await.expect(403);
+
+    // Revoking takes effect at once, also on another instance that has just served the entry.
+    let sibling = t.sibling().await;
+    sibling.get(&entry_path, &attorney.token).await.expect(200);
+    t.delete(&sealed_access(&case, &attorney), &admin.token).await.expect(204);
+    t.get(&entry_path, &attorney.token).await.expect(404);
+    sibling.get(&entry_path, &attorney.token).await.expect(404);
+    assert_eq!(docket(&t, &attorney, &case).await.total, 0);
+    t.delete(&sealed_access(&case, &attorney), &admin.token).await.expect(404);
+
+    // Each grant and revoke is on the record, once.
+    let audit = t.get("/api/v1/audit?limit=100", &admin.token).await;
+    let audit = audit.expect(200).data().as_array().unwrap().clone();
+    let of = |action: &str| audit.iter().filter(|e| e["action"] == action).cloned().collect::<Vec<_>>();
+    let grants = of("case.sealed_access_grant");
+    assert_eq!(grants.len(), 1, "{audit:?}");
+    assert_eq!(grants[0]["entityId"], attorney.user_id.as_str());
+    assert_eq!(grants[0]["caseId"], case.as_str());
+    assert_eq!(grants[0]["actorId"], admin2.user_id.as_str());
+    assert_eq!(of("case.sealed_access_revoke").len(), 1);
+}
+
+async fn unrestricted_entry_keeps_its_restricted_history_from_clients(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Restricted").await;
+    let client = t.user(&admin, "client").await;
+    let paralegal = t.user(&admin, "paralegal").await;
+    let case = t.case(&admin, "R-1").await;
+    team_add(&t, &admin, &case, &client, "client").await;
+    team_add(&t, &admin, &case, &paralegal, "paralegal").await;
+    let path = format!("/api/v1/cases/{case}/docket");
+    let e = t
+        .post(&path, &admin.token, json!({"type": "correspondence", "description": "Strategy memo", "text": "<p>settle below 40k</p>", "restricted": true}))
+        .await;
+    let id = e.expect(201).data()["id"].as_str().unwrap().to_owned();
+    t.patch(&format!("{path}/{id}"), &admin.token, json!({"description": "Memo", "text": "<p>public summary</p>"}))
+        .await
+        .expect(200);
+    t.get(&format!("{path}/{id}"), &client.token).await.expect(404);
+
+    // Lifting the restriction shows the entry as it is now, not what it said while restricted.
+    t.patch(&format!("{path}/{id}"), &admin.token, json!({"restricted": false})).await.expect(200);
+    let now = t.get(&format!("{path}/{id}"), &client.token).await;
+    assert_eq!(now.expect(200).data()["description"], "Memo");
+    let h = history(&t, &client, &case).await;
+    assert!(!h.contains("settle below") && !h.contains("Strategy memo"), "{h}");
+    assert!(!h.contains(&id), "none of its history reaches the client");
+    // Restricting it again and lifting it again changes nothing for the client.
+    t.patch(&format!("{path}/{id}"), &admin.token, json!({"restricted": true})).await.expect(200);
+    t.patch(&format!("{path}/{id}"), &admin.token, json!({"restricted": false})).await.expect(200);
+    assert!(!history(&t, &client, &case).await.contains(&id));
+    // Staff on the case still read the whole history.
+    assert!(history(&t, &paralegal, &case).await.contains("settle below"));
 }

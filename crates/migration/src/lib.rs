@@ -13,6 +13,7 @@ mod m0004_jobs;
 mod m0005_docket;
 mod m0006_audit_append;
 mod m0007_events;
+mod m0008_sealed_grants;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_docket::Migration),
             Box::new(m0006_audit_append::Migration),
             Box::new(m0007_events::Migration),
+            Box::new(m0008_sealed_grants::Migration),
         ]
     }
 }
