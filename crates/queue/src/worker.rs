@@ -216,6 +216,19 @@ impl WorkerBuilder {
         self
     }
 
+    /// The queues this worker knows, sorted, each once: those it works (`"default"` when none
+    /// is named) and those its schedules enqueue to. The admin API lists them even before they
+    /// have had a job ([`crate::admin::stats_including`]).
+    pub fn known_queues(&self) -> Vec<String> {
+        let worked = self.queues.iter().map(|(q, _)| q.as_str());
+        let worked: Vec<&str> = if self.queues.is_empty() { vec!["default"] } else { worked.collect() };
+        let scheduled = self.schedules.iter().map(Schedule::queue);
+        let mut known: Vec<String> = worked.into_iter().chain(scheduled).map(str::to_owned).collect();
+        known.sort();
+        known.dedup();
+        known
+    }
+
     /// The worker; with no queue named it works `"default"` with concurrency 4.
     pub fn build(mut self) -> Worker {
         if self.queues.is_empty() {

@@ -744,6 +744,26 @@ async fn blocked_lease_renewal_cancels_the_handler_before_expiry(b: Backend) {
     unrenewable_lease_cancels_the_handler_before_expiry(b, BrokenRenewal::Blocked).await;
 }
 
+/// A worker's queues and its schedules' queues are known before any job exists, and
+/// `stats_including` lists them with zero counts beside the queues that have jobs.
+async fn known_queues_are_listed_before_their_first_job(b: Backend) {
+    let t = TestDb::new(b).await;
+    let db = t.connect().await;
+    let tick = Schedule::new("nightly", "0 3 * * *", "UTC", NewJob::new("sweep", json!({})).queue("sweeps")).unwrap();
+    let builder = Worker::builder(t.connect().await).queue("mail", 2).queue("mail", 1).schedule(tick);
+    assert_eq!(builder.known_queues(), ["mail", "sweeps"]);
+    assert_eq!(Worker::builder(t.connect().await).known_queues(), ["default"]);
+    assert!(admin::stats(&db, Utc::now()).await.unwrap().is_empty());
+    enqueue(&db, NewJob::new("t", json!({})).queue("mail")).await.unwrap();
+    enqueue(&db, NewJob::new("t", json!({})).queue("other")).await.unwrap();
+    let stats = admin::stats_including(&db, &builder.known_queues(), Utc::now()).await.unwrap();
+    let listed: Vec<(&str, u64)> = stats.iter().map(|s| (s.queue.as_str(), s.counts.waiting)).collect();
+    assert_eq!(listed, [("mail", 1), ("other", 1), ("sweeps", 0)]);
+    let sweeps = &stats[2];
+    assert_eq!((sweeps.counts, sweeps.paused, sweeps.completed_last_hour), (Default::default(), false, 0));
+    t.drop_schema().await;
+}
+
 on_both_backends!(
     critical_runs_first_then_fifo,
     delayed_job_waits_for_its_time,
@@ -762,4 +782,5 @@ on_both_backends!(
     read_ahead_behind_a_slow_job_is_not_charged_an_attempt,
     refused_lease_renewal_cancels_the_handler_before_expiry,
     blocked_lease_renewal_cancels_the_handler_before_expiry,
+    known_queues_are_listed_before_their_first_job,
 );
