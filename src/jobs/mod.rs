@@ -9,7 +9,7 @@ pub mod http;
 
 use std::{sync::Arc, time::Duration};
 
-use lexiflow_queue::{NewJob, Priority, Schedule, Worker};
+use lexiflow_queue::{NewJob, Priority, Schedule, Worker, WorkerBuilder};
 use sea_orm::DatabaseConnection;
 
 use crate::{cache::Cache, config::Config};
@@ -78,6 +78,23 @@ pub fn worker(
     config: &Config,
     cache: Arc<Cache>,
 ) -> Result<Worker, lexiflow_queue::QueueError> {
+    Ok(builder(queue_db, app_db, config, cache)?.build())
+}
+
+/// The queues LexiFlow defines (those with a handler's worker loop or a schedule), read from
+/// the same builder [`worker`] uses, so the admin API lists them whether or not this process
+/// runs a worker.
+pub fn known_queues(app: &crate::app::App) -> Result<Vec<String>, lexiflow_queue::QueueError> {
+    Ok(builder(app.db.clone(), app.db.clone(), &app.config, app.cache.clone())?.known_queues())
+}
+
+/// Every queue, handler and schedule: the one list both [`worker`] and [`known_queues`] read.
+fn builder(
+    queue_db: DatabaseConnection,
+    app_db: DatabaseConnection,
+    config: &Config,
+    cache: Arc<Cache>,
+) -> Result<WorkerBuilder, lexiflow_queue::QueueError> {
     let days = config.audit_retention_days;
     let handler_db = app_db.clone();
     let prune_db = app_db.clone();
@@ -114,5 +131,5 @@ pub fn worker(
         let schedule = Schedule::new("audit-retention", &config.audit_retention_cron, &config.cron_timezone, job)?;
         builder = builder.schedule(schedule);
     }
-    Ok(builder.poll_interval(Duration::from_millis(500)).build())
+    Ok(builder.poll_interval(Duration::from_millis(500)))
 }

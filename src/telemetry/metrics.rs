@@ -96,6 +96,10 @@ fn describe_all() {
     describe_counter!("lexiflow_queue_job_failures_total", "Failed job attempts, by queue and type");
     describe_counter!("lexiflow_queue_dead_letters_total", "Jobs that exhausted their attempts, by queue");
     describe_counter!(
+        "lexiflow_queue_lease_cancellations_total",
+        "Running job handlers cancelled because their lease was not renewed in time or was lost, by queue, type and reason"
+    );
+    describe_counter!(
         "lexiflow_cache_requests_total",
         "Cache lookups by cache (key namespace), level (local, redis) and result (hit, miss, error)"
     );

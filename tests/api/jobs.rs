@@ -8,7 +8,11 @@ use serde_json::json;
 
 use crate::support::{Backend, TestApp};
 
-crate::on_both_backends!(operators_see_and_steer_the_queues_and_others_cannot, the_serve_worker_runs_housekeeping_jobs,);
+crate::on_both_backends!(
+    operators_see_and_steer_the_queues_and_others_cannot,
+    the_serve_worker_runs_housekeeping_jobs,
+    a_fresh_install_lists_its_queues_with_zero_counts,
+);
 
 async fn operators_see_and_steer_the_queues_and_others_cannot(b: Backend) {
     let t = TestApp::new(b).await;
@@ -99,4 +103,28 @@ async fn the_serve_worker_runs_housekeeping_jobs(b: Backend) {
     // Nothing is old enough to prune, and the chain is intact.
     let v = t.get("/api/v1/audit/verify", &admin.token).await;
     assert_eq!(v.data()["valid"], true);
+}
+
+async fn a_fresh_install_lists_its_queues_with_zero_counts(b: Backend) {
+    // No job has ever been enqueued, and this process runs no worker: the queues LexiFlow
+    // defines are listed all the same.
+    let t = TestApp::with(b, |c| c.worker_in_serve = false).await;
+    let admin = t.register("Ops").await;
+    let q = t.get("/api/v1/admin/queues", &admin.token).await;
+    q.expect(200);
+    let queues = q.data().as_array().unwrap().clone();
+    let maintenance = queues
+        .iter()
+        .find(|s| s["queue"] == lexiflow::jobs::MAINTENANCE)
+        .unwrap_or_else(|| panic!("the maintenance queue is not listed: {queues:?}"));
+    let zero = json!({"waiting": 0, "delayed": 0, "active": 0, "completed": 0, "failed": 0, "dead": 0});
+    assert_eq!(maintenance["counts"], zero);
+    assert_eq!(maintenance["paused"], false);
+    assert_eq!(maintenance["completedLastHour"], 0);
+    assert!(maintenance["oldestWaitingSecs"].is_null());
+    // A queue that has jobs is listed beside it, once each.
+    lexiflow_queue::enqueue(&t.app.db, NewJob::new("report.render", json!({})).queue("reports")).await.unwrap();
+    let q = t.get("/api/v1/admin/queues", &admin.token).await;
+    let names: Vec<&str> = q.data().as_array().unwrap().iter().map(|s| s["queue"].as_str().unwrap()).collect();
+    assert_eq!(names, [lexiflow::jobs::MAINTENANCE, "reports"]);
 }

@@ -313,9 +313,20 @@ async fn queue_names(db: &impl ConnectionTrait) -> Result<Vec<String>, QueueErro
 /// Figures for every queue that has jobs or settings, sorted by name; also refreshes the
 /// `lexiflow_queue_jobs{queue,state}` gauge.
 pub async fn stats(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<Vec<QueueStats>, QueueError> {
+    stats_including(db, &[], now).await
+}
+
+/// [`stats`], also listing each of `known` (the queues a deployment defines, see
+/// [`crate::WorkerBuilder::known_queues`]) with zero counts when it has no jobs or settings
+/// yet, so a fresh install shows its queues.
+pub async fn stats_including(
+    db: &impl ConnectionTrait,
+    known: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<QueueStats>, QueueError> {
     let now = at(now);
     let mut out: BTreeMap<String, QueueStats> = BTreeMap::new();
-    for q in queue_names(db).await? {
+    for q in queue_names(db).await?.into_iter().chain(known.iter().cloned()) {
         let blank = QueueStats {
             queue: q.clone(),
             paused: false,

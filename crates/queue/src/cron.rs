@@ -54,6 +54,11 @@ impl Schedule {
         &self.name
     }
 
+    /// The queue each tick's job goes to.
+    pub fn queue(&self) -> &str {
+        &self.job.queue
+    }
+
     /// The most recent tick at or before `now`.
     pub fn latest_tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = now.with_timezone(&self.tz);

@@ -197,6 +197,18 @@ pub async fn fail(
     error: &str,
     now: DateTime<Utc>,
 ) -> Result<JobState, QueueError> {
+    fail_attempt(db, lease, error, now, false).await
+}
+
+/// [`fail`], and with `only_if_expired` only while the lease is still expired at `now` when
+/// the write lands: a reclaim then loses to a renewal committed after it read the lease.
+async fn fail_attempt(
+    db: &impl ConnectionTrait,
+    lease: &Lease,
+    error: &str,
+    now: DateTime<Utc>,
+    only_if_expired: bool,
+) -> Result<JobState, QueueError> {
     let now = at(now);
     let row = JobRow::find_by_statement(stmt(
         db,
@@ -218,12 +230,16 @@ pub async fn fail(
     };
     // The token check makes this a compare-and-set: if the lease was reclaimed between the
     // read above and this write, nothing changes and the caller learns it lost the job.
+    let sql = format!(
+        "UPDATE queue_jobs SET state = $3, run_at = $4, finished_at = $5, failed_at = $6, last_error = $7, \
+         errors = $8, lease_token = NULL, lease_expires_at = NULL, locked_by = NULL \
+         WHERE id = $1 AND lease_token = $2 AND state = 'active'{}",
+        if only_if_expired { " AND lease_expires_at < $6" } else { "" }
+    );
     let res = db
         .execute_raw(stmt(
             db,
-            "UPDATE queue_jobs SET state = $3, run_at = $4, finished_at = $5, failed_at = $6, last_error = $7, \
-             errors = $8, lease_token = NULL, lease_expires_at = NULL, locked_by = NULL \
-             WHERE id = $1 AND lease_token = $2 AND state = 'active'",
+            &sql,
             vec![
                 lease.job_id.0.into(),
                 lease.token.clone().into(),
@@ -296,7 +312,9 @@ pub async fn reclaim_expired(db: &impl ConnectionTrait, now: DateTime<Utc>) -> R
     for row in expired {
         let Some(token) = row.lease_token else { continue };
         let lease = Lease { job_id: JobId(row.id), token };
-        match fail(db, &lease, "lease expired: the worker died or stalled", now).await {
+        // Still expired when the write lands: a renewal that committed after the read above
+        // keeps the job with its worker, which is still running it.
+        match fail_attempt(db, &lease, "lease expired: the worker died or stalled", now, true).await {
             Ok(_) => reclaimed += 1,
             Err(QueueError::LeaseLost(_)) => {} // finished or reclaimed meanwhile
             Err(e) => return Err(e),

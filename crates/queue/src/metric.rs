@@ -8,3 +8,6 @@ pub(crate) const DURATION: &str = "lexiflow_queue_job_duration_seconds";
 pub(crate) const FAILURES: &str = "lexiflow_queue_job_failures_total";
 /// Counter: jobs moved to the dead-letter state per queue.
 pub(crate) const DEAD_LETTERS: &str = "lexiflow_queue_dead_letters_total";
+/// Counter: running handlers cancelled because their lease could not be renewed in time
+/// (`reason="not_renewed"`) or was found reclaimed (`reason="lost"`), per queue and job type.
+pub(crate) const LEASE_CANCELLATIONS: &str = "lexiflow_queue_lease_cancellations_total";

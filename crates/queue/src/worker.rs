@@ -17,6 +17,14 @@
 //! for in-flight jobs, up to a drain timeout; a job still running then is abandoned, its lease
 //! expires and another worker retries it. `run` returns once every completion is recorded.
 //!
+//! While a handler runs, its lease is renewed every third of the lease on a separate task. If
+//! no renewal has succeeded three quarters of the lease after the last one (the database
+//! refuses, hangs or is unreachable), or a renewal finds the lease reclaimed, the handler's
+//! future is dropped, nothing is recorded, and the job is left to its lease: it is reclaimed
+//! and retried after expiry, so two executions of one job never overlap (given clocks within
+//! a quarter lease of each other). Work a handler spawned onto other tasks, or a handler that
+//! blocks its thread, is not stopped by this.
+//!
 //! Handlers must be idempotent: delivery is at least once. A worker that dies after the side
 //! effect but before recording completion (including a completion waiting for its batch, a
 //! window of one statement's round trip) leaves the job to be retried.
@@ -154,7 +162,9 @@ impl WorkerBuilder {
     }
 
     /// How long a claim lasts before the job is presumed lost (default 60 s); the worker
-    /// extends it every third of that while the handler runs.
+    /// extends it every third of that while the handler runs, and cancels the handler (drops
+    /// its future) when it has not managed to renew it within three quarters of that, so the
+    /// handler has stopped before the lease can expire and the job be reclaimed elsewhere.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(300));
         self
@@ -204,6 +214,19 @@ impl WorkerBuilder {
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The queues this worker knows, sorted, each once: those it works (`"default"` when none
+    /// is named) and those its schedules enqueue to. The admin API lists them even before they
+    /// have had a job ([`crate::admin::stats_including`]).
+    pub fn known_queues(&self) -> Vec<String> {
+        let worked = self.queues.iter().map(|(q, _)| q.as_str());
+        let worked: Vec<&str> = if self.queues.is_empty() { vec!["default"] } else { worked.collect() };
+        let scheduled = self.schedules.iter().map(Schedule::queue);
+        let mut known: Vec<String> = worked.into_iter().chain(scheduled).map(str::to_owned).collect();
+        known.sort();
+        known.dedup();
+        known
     }
 
     /// The worker; with no queue named it works `"default"` with concurrency 4.
@@ -496,16 +519,66 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".into())
 }
 
+/// Why a running handler was cancelled because of its lease (the `reason` label of
+/// `lexiflow_queue_lease_cancellations_total`).
+#[derive(Clone, Copy, Debug)]
+enum LeaseCancel {
+    /// The lease could not be renewed before [`give_up_after`] its last stamp.
+    NotRenewed,
+    /// Renewing found the lease reclaimed or the job moved on.
+    Lost,
+}
+
+/// How long after a lease was stamped the worker stops a handler whose lease it has not
+/// renewed since: three quarters of the lease. The last quarter (15 s of the default 60 s) is
+/// the safety margin for timer lateness and clock skew between instances, so the handler has
+/// stopped before any worker can see the lease expired and reclaim the job.
+fn give_up_after(lease: Duration) -> Duration {
+    lease - lease / 4
+}
+
+/// Records a handler cancelled because of its lease; the job is left active under that lease
+/// and retried after it expires and is reclaimed, as for a worker that died.
+fn cancelled(w: &Inner, job: &crate::Job, reason: LeaseCancel, last_error: Option<&str>) {
+    let label = match reason {
+        LeaseCancel::NotRenewed => "not_renewed",
+        LeaseCancel::Lost => "lost",
+    };
+    metrics::counter!(metric::LEASE_CANCELLATIONS, "queue" => job.queue.clone(), "type" => job.job_type.clone(), "reason" => label)
+        .increment(1);
+    match reason {
+        LeaseCancel::NotRenewed => tracing::warn!(
+            job = %job.id, queue = %job.queue, job_type = %job.job_type, worker = %w.id, error = last_error,
+            "could not renew the lease in time: handler cancelled before the lease can expire; the job runs again after it"
+        ),
+        LeaseCancel::Lost => tracing::warn!(
+            job = %job.id, queue = %job.queue, job_type = %job.job_type, worker = %w.id,
+            "lease lost while running: handler cancelled, the attempt abandoned"
+        ),
+    }
+}
+
+/// A renewal in flight (its own task, so the handler keeps running meanwhile), and when it
+/// was sent: a renewed lease runs from then.
+type RenewTask = tokio::task::JoinHandle<(Instant, Result<(), QueueError>)>;
+
 async fn run_job(w: Arc<Inner>, held: Held, slot: OwnedSemaphorePermit, done: mpsc::Sender<Lease>) {
     let Held { claimed: Claimed { mut job, lease }, at: mut stamped } = held;
+    let renew_every = w.lease / 3;
+    let give_up = give_up_after(w.lease);
     // A job read ahead may have waited for its slot: renew its lease first if a heartbeat
     // would have been due by now, so the handler never starts on a lease near its end.
-    if stamped.elapsed() >= w.lease / 3 {
+    if stamped.elapsed() >= renew_every {
+        let sent = Instant::now();
         if let Err(e) = extend(&w.db, &lease, w.lease, w.now()).await {
             tracing::warn!(job = %job.id, worker = %w.id, error = %e, "could not renew a read-ahead job's lease; leaving it to expire");
             return;
         }
-        stamped = Instant::now();
+        stamped = sent;
+        if stamped.elapsed() >= give_up {
+            tracing::warn!(job = %job.id, worker = %w.id, "renewing a read-ahead job's lease took too long; leaving it to expire");
+            return;
+        }
     }
     let ctx = JobContext {
         id: job.id,
@@ -525,24 +598,61 @@ async fn run_job(w: Arc<Inner>, held: Held, slot: OwnedSemaphorePermit, done: mp
             // its first await is caught too.
             let run = AssertUnwindSafe(async move { handler(ctx).await }).catch_unwind();
             tokio::pin!(run);
-            let every = w.lease / 3;
-            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::from_std(stamped) + every, every);
-            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The lease is renewed every third of its length, each renewal on its own task so
+            // the handler runs on while it waits; a failed renewal is retried every twelfth.
+            // Whatever happens to the renewals, the handler is dropped (cancelled) once the
+            // lease, counted from when it was last stamped, reaches `give_up`: strictly
+            // before it expires and another worker may reclaim the job.
+            let retry_every = (w.lease / 12).max(Duration::from_millis(10));
+            let mut next_renewal = stamped + renew_every;
+            let mut renewing: Option<RenewTask> = None;
+            let mut last_error: Option<String> = None;
             loop {
+                let deadline = tokio::time::Instant::from_std(stamped + give_up);
                 tokio::select! {
+                    biased;
                     res = &mut run => break match res {
                         Ok(r) => r,
                         Err(panic) => Err(format!("handler panicked: {}", panic_message(panic.as_ref()))),
                     },
-                    _ = heartbeat.tick() => match extend(&w.db, &lease, w.lease, w.now()).await {
-                        Ok(()) => {}
-                        Err(QueueError::LeaseLost(_)) => {
-                            // Someone reclaimed the job: stop, so it does not run twice at once.
-                            tracing::warn!(job = %job.id, worker = %w.id, "lease lost while running; abandoning the attempt");
-                            return;
+                    res = async { match renewing.as_mut() { Some(r) => r.await, None => std::future::pending().await } }, if renewing.is_some() => {
+                        renewing = None;
+                        match res {
+                            Ok((sent, Ok(()))) => {
+                                stamped = sent;
+                                next_renewal = sent + renew_every;
+                                last_error = None;
+                            }
+                            Ok((_, Err(QueueError::LeaseLost(_)))) => {
+                                // Someone reclaimed the job: stop, so it does not run twice at once.
+                                cancelled(&w, &job, LeaseCancel::Lost, None);
+                                return;
+                            }
+                            Ok((_, Err(e))) => {
+                                tracing::warn!(job = %job.id, worker = %w.id, error = %e, "could not renew the lease; retrying");
+                                last_error = Some(e.to_string());
+                                next_renewal = Instant::now() + retry_every;
+                            }
+                            Err(e) => {
+                                tracing::warn!(job = %job.id, worker = %w.id, error = %e, "lease renewal task failed; retrying");
+                                last_error = Some(e.to_string());
+                                next_renewal = Instant::now() + retry_every;
+                            }
                         }
-                        Err(e) => tracing::warn!(job = %job.id, error = %e, "could not extend the lease"),
-                    },
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        // Dropping `run` on return cancels the handler; a renewal still in
+                        // flight finishes on its own (at worst it postpones the retry).
+                        cancelled(&w, &job, LeaseCancel::NotRenewed, last_error.as_deref());
+                        return;
+                    }
+                    _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next_renewal)), if renewing.is_none() => {
+                        let (w, lease) = (w.clone(), lease.clone());
+                        renewing = Some(tokio::spawn(async move {
+                            let sent = Instant::now();
+                            (sent, extend(&w.db, &lease, w.lease, w.now()).await)
+                        }));
+                    }
                 }
             }
         }

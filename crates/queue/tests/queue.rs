@@ -587,6 +587,183 @@ async fn read_ahead_behind_a_slow_job_is_not_charged_an_attempt(b: Backend) {
     t.drop_schema().await;
 }
 
+/// How a test stops the first attempt's lease from being renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BrokenRenewal {
+    /// The database refuses the renewal (a trigger raises an error on it).
+    Refused,
+    /// The renewal waits on a lock the test holds until after the lease has expired.
+    Blocked,
+}
+
+/// One execution of a handler: when it started, and when its future finished or was dropped.
+#[derive(Clone, Debug)]
+struct Execution {
+    attempt: u32,
+    start: std::time::Instant,
+    end: Option<std::time::Instant>,
+    ended_at: Option<DateTime<Utc>>,
+    lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Marks its execution ended when the handler's future is dropped, finished or cancelled.
+struct EndOnDrop(Arc<Mutex<Vec<Execution>>>, usize);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        let mut runs = self.0.lock().unwrap();
+        runs[self.1].end = Some(std::time::Instant::now());
+        runs[self.1].ended_at = Some(Utc::now());
+    }
+}
+
+async fn refuse_lease_renewals(db: &DatabaseConnection, b: Backend) {
+    let sql: &[&str] = match b {
+        Backend::Sqlite => &["CREATE TRIGGER refuse_renewal BEFORE UPDATE OF lease_expires_at ON queue_jobs \
+             WHEN OLD.state = 'active' AND NEW.state = 'active' AND NEW.lease_expires_at IS NOT OLD.lease_expires_at \
+             BEGIN SELECT RAISE(ABORT, 'lease renewal refused by the test'); END"],
+        Backend::Postgres => &[
+            "CREATE FUNCTION refuse_renewal() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF OLD.state = 'active' AND NEW.state = 'active' \
+                AND NEW.lease_expires_at IS DISTINCT FROM OLD.lease_expires_at THEN \
+               RAISE EXCEPTION 'lease renewal refused by the test'; \
+             END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_renewal BEFORE UPDATE ON queue_jobs FOR EACH ROW EXECUTE FUNCTION refuse_renewal()",
+        ],
+    };
+    for s in sql {
+        db.execute_unprepared(s).await.unwrap();
+    }
+}
+
+/// A job whose first attempt outlives its lease while the lease cannot be renewed: the
+/// handler is cancelled before the lease expires (not recorded complete), another attempt
+/// runs after the lease is reclaimed, and no two executions of the job overlap in time.
+async fn unrenewable_lease_cancels_the_handler_before_expiry(b: Backend, broken: BrokenRenewal) {
+    const LEASE: Duration = Duration::from_secs(3);
+    let t = TestDb::new(b).await;
+    let db = t.connect().await;
+    if broken == BrokenRenewal::Refused {
+        refuse_lease_renewals(&db, b).await;
+    }
+    let zero = Backoff::exponential(Duration::ZERO, Duration::ZERO);
+    let id = enqueue(&db, NewJob::new("long", json!({})).backoff(zero)).await.unwrap().unwrap();
+    let runs: Arc<Mutex<Vec<Execution>>> = Arc::default();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<DateTime<Utc>>();
+    let shutdown = CancellationToken::new();
+    let mut workers = Vec::new();
+    for name in ["a", "b"] {
+        let (runs, started_tx, probe) = (runs.clone(), started_tx.clone(), t.connect().await);
+        let worker = Worker::builder(t.connect().await)
+            .id(name)
+            .queue("default", 2)
+            .lease(LEASE)
+            .maintenance_interval(Duration::from_millis(100))
+            .poll_interval(Duration::from_millis(50))
+            .drain_timeout(Duration::from_secs(1))
+            .handler("long", move |job| {
+                let (runs, started_tx, probe) = (runs.clone(), started_tx.clone(), probe.clone());
+                async move {
+                    let index = {
+                        let mut runs = runs.lock().unwrap();
+                        runs.push(Execution {
+                            attempt: job.attempt,
+                            start: std::time::Instant::now(),
+                            end: None,
+                            ended_at: None,
+                            lease_expires_at: None,
+                        });
+                        runs.len() - 1
+                    };
+                    let _end = EndOnDrop(runs.clone(), index);
+                    let expires = admin::get(&probe, job.id, Utc::now()).await.unwrap().unwrap().lease_expires_at;
+                    runs.lock().unwrap()[index].lease_expires_at = expires;
+                    let _ = started_tx.send(expires.unwrap());
+                    // The first attempt would run far longer than its lease; a retry is quick.
+                    let work = if job.attempt == 1 { LEASE * 20 } else { Duration::from_millis(50) };
+                    tokio::time::sleep(work).await;
+                    Ok::<(), String>(())
+                }
+            })
+            .build();
+        workers.push(tokio::spawn(worker.run(shutdown.clone())));
+    }
+    let expires = tokio::time::timeout(Duration::from_secs(10), started_rx.recv()).await.unwrap().unwrap();
+    if broken == BrokenRenewal::Blocked {
+        // Hold the job's row (PostgreSQL) or the write lock (SQLite) until the lease has
+        // expired: the renewal sent meanwhile waits for it.
+        let locker = t.connect().await;
+        let tx = match b {
+            Backend::Sqlite => locker
+                .begin_with_options(sea_orm::TransactionOptions {
+                    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await
+                .unwrap(),
+            Backend::Postgres => {
+                let tx = locker.begin().await.unwrap();
+                tx.execute_unprepared(&format!("SELECT id FROM queue_jobs WHERE id = {} FOR UPDATE", id.0))
+                    .await
+                    .unwrap();
+                tx
+            }
+        };
+        while Utc::now() < expires + chrono::Duration::milliseconds(300) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tx.rollback().await.unwrap();
+    }
+    let completed =
+        eventually(Duration::from_secs(20), || async { state_of(&db, id).await == JobState::Completed }).await;
+    shutdown.cancel();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let mut runs = runs.lock().unwrap().clone();
+    runs.sort_by_key(|r| r.start);
+    let first = &runs[0];
+    assert_eq!(first.attempt, 1);
+    let (ended, expired) = (first.ended_at.expect("the first attempt never ended"), first.lease_expires_at.unwrap());
+    assert!(ended < expired, "the first attempt ran until {ended}, past its lease's expiry at {expired}: {runs:#?}");
+    for pair in runs.windows(2) {
+        assert!(pair[0].end.unwrap() <= pair[1].start, "two executions of the job overlapped: {runs:#?}");
+    }
+    assert!(completed, "the job was not retried to completion: {runs:#?}");
+    let job = admin::get(&db, id, Utc::now()).await.unwrap().unwrap();
+    assert_eq!(job.attempts, 2, "{runs:#?}");
+    assert!(job.errors[0].error.contains("lease expired"), "the cancelled attempt was not left to its lease: {job:?}");
+    t.drop_schema().await;
+}
+
+async fn refused_lease_renewal_cancels_the_handler_before_expiry(b: Backend) {
+    unrenewable_lease_cancels_the_handler_before_expiry(b, BrokenRenewal::Refused).await;
+}
+
+async fn blocked_lease_renewal_cancels_the_handler_before_expiry(b: Backend) {
+    unrenewable_lease_cancels_the_handler_before_expiry(b, BrokenRenewal::Blocked).await;
+}
+
+/// A worker's queues and its schedules' queues are known before any job exists, and
+/// `stats_including` lists them with zero counts beside the queues that have jobs.
+async fn known_queues_are_listed_before_their_first_job(b: Backend) {
+    let t = TestDb::new(b).await;
+    let db = t.connect().await;
+    let tick = Schedule::new("nightly", "0 3 * * *", "UTC", NewJob::new("sweep", json!({})).queue("sweeps")).unwrap();
+    let builder = Worker::builder(t.connect().await).queue("mail", 2).queue("mail", 1).schedule(tick);
+    assert_eq!(builder.known_queues(), ["mail", "sweeps"]);
+    assert_eq!(Worker::builder(t.connect().await).known_queues(), ["default"]);
+    assert!(admin::stats(&db, Utc::now()).await.unwrap().is_empty());
+    enqueue(&db, NewJob::new("t", json!({})).queue("mail")).await.unwrap();
+    enqueue(&db, NewJob::new("t", json!({})).queue("other")).await.unwrap();
+    let stats = admin::stats_including(&db, &builder.known_queues(), Utc::now()).await.unwrap();
+    let listed: Vec<(&str, u64)> = stats.iter().map(|s| (s.queue.as_str(), s.counts.waiting)).collect();
+    assert_eq!(listed, [("mail", 1), ("other", 1), ("sweeps", 0)]);
+    let sweeps = &stats[2];
+    assert_eq!((sweeps.counts, sweeps.paused, sweeps.completed_last_hour), (Default::default(), false, 0));
+    t.drop_schema().await;
+}
+
 on_both_backends!(
     critical_runs_first_then_fifo,
     delayed_job_waits_for_its_time,
@@ -603,4 +780,7 @@ on_both_backends!(
     release_returns_jobs_without_counting_the_attempt,
     shutdown_records_completions_and_returns_read_ahead,
     read_ahead_behind_a_slow_job_is_not_charged_an_attempt,
+    refused_lease_renewal_cancels_the_handler_before_expiry,
+    blocked_lease_renewal_cancels_the_handler_before_expiry,
+    known_queues_are_listed_before_their_first_job,
 );
