@@ -45,6 +45,8 @@ pub struct AppInner {
     pub events: Arc<crate::events::Hub>,
     /// Numbers committed events after commit (PostgreSQL).
     pub sequencer: crate::events::outbox::Sequencer,
+    /// This instance's name on the bus and in the outbox's `origin` column.
+    pub origin: uuid::Uuid,
     /// When this process started serving.
     pub started: std::time::Instant,
     /// Set when SIGTERM/SIGINT arrives: readiness turns 503 so load balancers stop sending.
@@ -97,7 +99,7 @@ impl App {
     where
         Fut: Future<Output = crate::http::error::ApiResult<T>>,
     {
-        let done = db::transaction(&self.db, opts, work).await?;
+        let done = db::transaction(&self.db, db::TxOptions { origin: Some(self.origin), ..opts }, work).await?;
         self.publish(done.events).await;
         Ok(done.value)
     }
@@ -112,7 +114,7 @@ impl App {
     where
         Fut: Future<Output = crate::http::error::ApiResult<db::Outcome<T, crate::http::error::ApiError>>>,
     {
-        let done = db::transaction_outcome(&self.db, opts, work).await?;
+        let done = db::transaction_outcome(&self.db, db::TxOptions { origin: Some(self.origin), ..opts }, work).await?;
         self.publish(done.events).await;
         done.value
     }
@@ -173,7 +175,8 @@ impl App {
         }
         let limiter = Limiter::new(redis.clone());
         let sessions = SessionCache::new(config.auth_cache_ttl);
-        let bus = crate::bus::Bus::new(redis.clone());
+        let origin = uuid::Uuid::now_v7();
+        let bus = crate::bus::Bus::new(origin, redis.clone());
         let cache = crate::cache::Cache::new(config.cache, redis.clone(), bus.clone());
         let app = App(Arc::new(AppInner {
             config,
@@ -187,6 +190,7 @@ impl App {
             bus,
             events: Arc::new(crate::events::Hub::default()),
             sequencer: crate::events::outbox::Sequencer::default(),
+            origin,
             started: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
         }));
@@ -212,6 +216,7 @@ impl App {
             tokio::spawn(crate::events::outbox::tail(
                 app.db.clone(),
                 Arc::downgrade(&app.events),
+                app.origin,
                 app.config.events.tail_every,
             ));
         }

@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
                 )),
                 None => None,
             };
-            let bus = lexiflow::bus::Bus::new(redis.clone());
+            let bus = lexiflow::bus::Bus::new(uuid::Uuid::now_v7(), redis.clone());
             let cache = lexiflow::cache::Cache::new(config.cache, redis, bus);
             let w =
                 jobs::worker(queue_db.clone(), conn.clone(), &config, cache).context("cannot set up the job worker")?;

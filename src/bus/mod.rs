@@ -25,7 +25,7 @@ use crate::redis_link::RedisLink;
 /// A message as it travels: where it came from, its topic and its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
-    /// The process that published it ([`crate::events::outbox::origin`]).
+    /// The instance (`App`) that published it.
     pub origin: String,
     pub topic: String,
     pub body: String,
@@ -55,11 +55,12 @@ fn channel(topic: &str) -> String {
 }
 
 impl Bus {
-    /// A bus; with `redis`, it also reaches (and hears) every other instance.
-    pub fn new(redis: Option<Arc<RedisLink>>) -> Arc<Self> {
+    /// A bus for the instance named `origin`; with `redis`, it also reaches (and hears) every
+    /// other instance.
+    pub fn new(origin: uuid::Uuid, redis: Option<Arc<RedisLink>>) -> Arc<Self> {
         let (local, _) = tokio::sync::broadcast::channel(4_096);
         let bus = Arc::new(Self {
-            origin: crate::events::outbox::origin().to_owned(),
+            origin: origin.to_string(),
             redis,
             handlers: RwLock::default(),
             resets: RwLock::default(),

@@ -562,7 +562,7 @@ mod tests {
     use super::*;
 
     fn cache() -> Arc<Cache> {
-        Cache::new(CacheConfig::default(), None, crate::bus::Bus::new(None))
+        Cache::new(CacheConfig::default(), None, crate::bus::Bus::new(uuid::Uuid::now_v7(), None))
     }
 
     #[tokio::test]

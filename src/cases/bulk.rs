@@ -641,6 +641,9 @@ async fn insert_cases(tx: &db::Tx, p: &Principal, items: &[&(usize, NewCase)]) -
     Ok(ids)
 }
 
+/// What [`build`] makes: case rows, team rows, audit events, domain events.
+type Built = (Vec<Vec<Cell>>, Vec<Vec<Cell>>, Vec<AuditEvent>, Vec<DomainEvent>);
+
 /// The case rows, team rows, (when `audited`) audit events, and domain events that create
 /// `items`, one id each from `ids`.
 fn build<'a>(
@@ -649,7 +652,7 @@ fn build<'a>(
     items: impl Iterator<Item = &'a NewCase>,
     ids: &[Uuid],
     audited: bool,
-) -> (Vec<Vec<Cell>>, Vec<Vec<Cell>>, Vec<AuditEvent>, Vec<DomainEvent>) {
+) -> Built {
     let now = clock::now();
     let mut rows = Vec::with_capacity(ids.len());
     let mut team = Vec::new();

@@ -151,10 +151,7 @@ impl ConnectionTrait for Tx {
         }
     }
     fn support_returning(&self) -> bool {
-        match self.0.backend {
-            DbBackend::Postgres | DbBackend::Sqlite => true,
-            _ => false,
-        }
+        matches!(self.0.backend, DbBackend::Postgres | DbBackend::Sqlite)
     }
 }
 
@@ -201,11 +198,13 @@ pub struct TxOptions {
     pub attempts: u32,
     /// Tighter statement and lock timeouts for this transaction (PostgreSQL only).
     pub timeout: Option<Duration>,
+    /// Who writes, as recorded with its events in the outbox (`App::write` sets its own).
+    pub origin: Option<uuid::Uuid>,
 }
 
 impl Default for TxOptions {
     fn default() -> Self {
-        Self { isolation: None, read_only: false, attempts: 5, timeout: None }
+        Self { isolation: None, read_only: false, attempts: 5, timeout: None, origin: None }
     }
 }
 
@@ -287,7 +286,7 @@ where
         let result = async {
             let (turn, db) = sqlite_write_turn(db, &opts).await.map_err(E::from)?;
             let conn = begin(db.as_ref(), &opts).await.map_err(|e| E::from(DbError::from(e)))?;
-            run(Tx::new(conn, turn), &mut work).await
+            run(Tx::new(conn, turn), &opts, &mut work).await
         }
         .await;
         match result {
@@ -438,7 +437,7 @@ async fn begin(db: &DatabaseConnection, opts: &TxOptions) -> Result<DatabaseTran
 
 /// Runs the work once in `tx`, then writes its events to the outbox and commits, or rolls
 /// back.
-async fn run<T, E, F, Fut>(tx: Tx, work: &mut F) -> Result<Committed<Result<T, E>>, E>
+async fn run<T, E, F, Fut>(tx: Tx, opts: &TxOptions, work: &mut F) -> Result<Committed<Result<T, E>>, E>
 where
     F: FnMut(Tx) -> Fut,
     Fut: Future<Output = Result<Outcome<T, E>, E>>,
@@ -453,7 +452,8 @@ where
     };
     match outcome {
         Ok(Ok(verdict)) => {
-            if let Err(e) = crate::events::outbox::write(&conn, &mut events).await {
+            let origin = opts.origin.unwrap_or_else(crate::events::outbox::anonymous_origin);
+            if let Err(e) = crate::events::outbox::write(&conn, origin, &mut events).await {
                 if let Err(rb) = conn.rollback().await {
                     tracing::warn!(error = %rb, "rollback failed; the connection is discarded");
                 }

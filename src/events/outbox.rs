@@ -20,17 +20,18 @@ use uuid::Uuid;
 use super::{DomainEvent, EventActor, EventType, model::event};
 use crate::ids::FirmId;
 
-/// This process's name in the `origin` column: events it wrote itself were already handed to
-/// its subscribers, so [`tail`] skips them.
-pub fn origin() -> &'static str {
-    static ORIGIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| Uuid::now_v7().to_string());
-    &ORIGIN
+/// The origin of events written outside any `App` (no process reads them back as its own).
+pub fn anonymous_origin() -> Uuid {
+    static ORIGIN: std::sync::LazyLock<Uuid> = std::sync::LazyLock::new(Uuid::now_v7);
+    *ORIGIN
 }
 
 /// Writes `events` in the open transaction `tx`. On SQLite (one writer at a time) each firm's
 /// head is moved and the events numbered here; on PostgreSQL they are left unnumbered for the
 /// [`Sequencer`] to number after commit. Fills in `seq` where it was assigned.
-pub async fn write(tx: &impl ConnectionTrait, events: &mut [DomainEvent]) -> Result<(), DbErr> {
+/// `origin` names the writer (an `App`): its own events were already handed to its
+/// subscribers, so its [`tail`] skips them.
+pub async fn write(tx: &impl ConnectionTrait, origin: Uuid, events: &mut [DomainEvent]) -> Result<(), DbErr> {
     if events.is_empty() {
         return Ok(());
     }
@@ -83,7 +84,7 @@ pub async fn write(tx: &impl ConnectionTrait, events: &mut [DomainEvent]) -> Res
             data: sea_orm::Set(e.data.to_string()),
             sealed: sea_orm::Set(e.sealed),
             restricted: sea_orm::Set(e.restricted),
-            origin: sea_orm::Set(origin().to_owned()),
+            origin: sea_orm::Set(origin.to_string()),
         });
         event::Entity::insert_many(rows).exec_without_returning(tx).await?;
     }
@@ -289,7 +290,8 @@ pub async fn heads(db: &impl ConnectionTrait) -> Result<HashMap<FirmId, i64>, Db
 /// embedded server, other instances) and hands them to `hub`'s subscribers, so their caches
 /// forget what those writes changed. Polls the heads every `every`; starts from the heads as
 /// they are (history is not replayed). Ends when the hub is dropped (its `App` is gone).
-pub async fn tail(db: DatabaseConnection, hub: std::sync::Weak<super::Hub>, every: Duration) {
+pub async fn tail(db: DatabaseConnection, hub: std::sync::Weak<super::Hub>, origin: Uuid, every: Duration) {
+    let origin = origin.to_string();
     let mut seen = loop {
         match heads(&db).await {
             Ok(h) => break h,
@@ -327,7 +329,7 @@ pub async fn tail(db: DatabaseConnection, hub: std::sync::Weak<super::Hub>, ever
                 let Some(last) = batch.last().and_then(|e| e.seq) else { break };
                 from = last;
                 let foreign: Vec<DomainEvent> =
-                    batch.into_iter().filter(|r| r.origin != origin()).filter_map(from_row).collect();
+                    batch.into_iter().filter(|r| r.origin != origin).filter_map(from_row).collect();
                 let Some(hub) = hub.upgrade() else { return };
                 hub.publish(foreign).await;
             }

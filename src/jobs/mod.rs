@@ -24,6 +24,12 @@ pub const REPORT_WARM: &str = "reports.warm";
 /// Forget login failure records a day after their last failure (hourly, at minute 23).
 pub const LOGIN_ATTEMPTS_PRUNE: &str = "auth.login_attempts.prune";
 const LOGIN_ATTEMPTS_PRUNE_CRON: &str = "23 * * * *";
+/// Delete domain events past `EVENTS_RETENTION_DAYS` from the outbox (hourly, at minute 41).
+pub const EVENTS_PRUNE: &str = "events.prune";
+const EVENTS_PRUNE_CRON: &str = "41 * * * *";
+/// Number the committed events a crashed writer left unnumbered (PostgreSQL; every minute).
+pub const EVENTS_SEQUENCE: &str = "events.sequence";
+const EVENTS_SEQUENCE_CRON: &str = "* * * * *";
 
 /// Why a job failed (kept on the job as its error message).
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,25 @@ async fn login_attempts_prune(db: DatabaseConnection) -> Result<(), JobError> {
     let n = crate::auth::ops::prune_login_attempts(&db, crate::clock::now()).await?;
     if n > 0 {
         tracing::info!(deleted = n, "old login failure records deleted");
+    }
+    Ok(())
+}
+
+async fn events_prune(db: DatabaseConnection, days: u32) -> Result<(), JobError> {
+    // Idempotent: a second run finds nothing older left.
+    let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+    let n = crate::events::outbox::prune(&db, before).await?;
+    if n > 0 {
+        tracing::info!(deleted = n, "old domain events deleted from the outbox");
+    }
+    Ok(())
+}
+
+async fn events_sequence(db: DatabaseConnection) -> Result<(), JobError> {
+    // Idempotent: numbering takes the firm's head lock and numbers only unnumbered rows.
+    let n = crate::events::outbox::sequence_all(&db).await?;
+    if n > 0 {
+        tracing::info!(numbered = n, "leftover domain events numbered");
     }
     Ok(())
 }
@@ -96,15 +121,36 @@ fn builder(
     cache: Arc<Cache>,
 ) -> Result<WorkerBuilder, lexiflow_queue::QueueError> {
     let days = config.audit_retention_days;
+    let events_days = config.events.retention_days;
+    let postgres = app_db.get_database_backend() == sea_orm::DbBackend::Postgres;
     let handler_db = app_db.clone();
     let prune_db = app_db.clone();
+    let events_db = app_db.clone();
+    let sequence_db = app_db.clone();
     let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
         .queue(MAINTENANCE, 2)
         .drain_timeout(config.shutdown_grace)
         .handler(AUDIT_RETENTION, move |_job| audit_retention(handler_db.clone(), days))
         .handler(LOGIN_ATTEMPTS_PRUNE, move |_job| login_attempts_prune(prune_db.clone()))
-        .handler(REPORT_WARM, move |_job| report_warm(warm_db.clone(), cache.clone()));
+        .handler(REPORT_WARM, move |_job| report_warm(warm_db.clone(), cache.clone()))
+        .handler(EVENTS_PRUNE, move |_job| events_prune(events_db.clone(), events_days))
+        .handler(EVENTS_SEQUENCE, move |_job| events_sequence(sequence_db.clone()));
+    let events = NewJob::new(EVENTS_PRUNE, serde_json::json!({}))
+        .queue(MAINTENANCE)
+        .priority(Priority::Low)
+        .max_attempts(3)
+        .unique_key(EVENTS_PRUNE);
+    builder = builder.schedule(Schedule::new("events-prune", EVENTS_PRUNE_CRON, &config.cron_timezone, events)?);
+    if postgres {
+        let sequence = NewJob::new(EVENTS_SEQUENCE, serde_json::json!({}))
+            .queue(MAINTENANCE)
+            .priority(Priority::Normal)
+            .max_attempts(2)
+            .unique_key(EVENTS_SEQUENCE);
+        builder =
+            builder.schedule(Schedule::new("events-sequence", EVENTS_SEQUENCE_CRON, &config.cron_timezone, sequence)?);
+    }
     let prune = NewJob::new(LOGIN_ATTEMPTS_PRUNE, serde_json::json!({}))
         .queue(MAINTENANCE)
         .priority(Priority::Low)

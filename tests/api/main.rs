@@ -12,6 +12,7 @@ mod cache;
 mod cases;
 mod contract;
 mod docket;
+mod events;
 mod import;
 mod jobs;
 mod operations;

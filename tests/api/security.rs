@@ -710,6 +710,83 @@ impl Drop for OwnRedis {
     }
 }
 
+/// The first requests after Redis dies do not wait on it: 20 sequential `GET /cases` (rate
+/// limit, cached list total, session check — each a Redis call while it was up) each answer
+/// within the 200 ms the reliability goal allows, the very first included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_waits_long_on_a_dead_redis() {
+    if !redis_available() {
+        return;
+    }
+    let Some(mut redis) = OwnRedis::start(None) else {
+        assert!(std::env::var("LEXIFLOW_REQUIRE_REDIS").is_err(), "redis-server could not be started");
+        return;
+    };
+    let port = redis.port;
+    let t = TestApp::with(Backend::Sqlite, |c| {
+        c.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
+        c.throttle.global = Quota::per_seconds(1_000, 60);
+    })
+    .await;
+    let s = t.register("Firm").await;
+    for _ in 0..5 {
+        t.get("/api/v1/cases", &s.token).await.expect(200);
+    }
+    redis.kill();
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        t.get("/api/v1/cases", &s.token).await.expect(200);
+        times.push(started.elapsed());
+    }
+    let slowest = times.iter().max().copied().unwrap_or_default();
+    assert!(slowest <= Duration::from_millis(200), "requests waited on the dead Redis: {times:?}");
+}
+
+/// Instance A revokes a session while Redis is down, so instance B cannot hear it; when Redis
+/// is back, B's bus subscription returns and B drops every checked session (and cached copy),
+/// so the revoked session stops working there at once rather than after its cache lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_forget_cached_sessions_when_the_bus_comes_back() {
+    if !redis_available() {
+        return;
+    }
+    let Some(mut redis) = OwnRedis::start(None) else {
+        assert!(std::env::var("LEXIFLOW_REQUIRE_REDIS").is_err(), "redis-server could not be started");
+        return;
+    };
+    let port = redis.port;
+    let a = TestApp::with(Backend::Sqlite, |c| {
+        c.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
+        c.auth_cache_ttl = Duration::from_secs(120);
+        // The outbox tail would also bring A's revocation to B (see the events tests): off,
+        // so this tests the bus alone.
+        c.events.tail_every = Duration::ZERO;
+    })
+    .await;
+    let b = a.sibling().await;
+    let s = a.register("Firm").await;
+    // Let both subscriptions come up, then B checks (and caches) the session.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.get("/api/v1/auth/me", &s.token).await.expect(200);
+    redis.kill();
+    a.call(Method::POST, "/api/v1/auth/logout", Some(&s.token), None).await.expect(204);
+    a.get("/api/v1/auth/me", &s.token).await.expect(401);
+    b.get("/api/v1/auth/me", &s.token).await.expect(200); // B could not hear it: cached
+    // Longer than A's retries of the eviction message, which then gives up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _back = OwnRedis::start(Some(port)).expect("redis-server restart");
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let r = b.get("/api/v1/auth/me", &s.token).await;
+        if r.status == 401 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B kept honouring a revoked session after Redis came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopping_mid_run_does_not_take_the_api_down() {
     if !redis_available() {

@@ -51,13 +51,13 @@ async fn work_commits_on_ok_and_rolls_back_on_error_or_panic(b: Backend) {
     let t = TestApp::new(b).await;
     let db = probe_table(&t).await;
 
-    db::transaction(&db, TxOptions::write(), |tx| async move {
+    let done = db::transaction(&db, TxOptions::write(), |tx| async move {
         exec(&tx, &bump(1)).await?;
         Ok::<_, ApiError>(())
     })
     .await
-    .unwrap()
-    .value;
+    .unwrap();
+    assert!(done.events.is_empty(), "no events were recorded");
     assert_eq!(values(&db).await, vec![(1, 1), (2, 0)]);
 
     let err = db::transaction(&db, TxOptions::write(), |tx| async move {
@@ -89,10 +89,20 @@ async fn work_commits_on_ok_and_rolls_back_on_error_or_panic(b: Backend) {
 async fn a_failed_savepoint_rolls_back_only_itself(b: Backend) {
     let t = TestApp::new(b).await;
     let db = probe_table(&t).await;
-    db::transaction(&db, TxOptions::write(), |tx| async move {
+    let event = |id: &str| {
+        use lexiflow::events::{DomainEvent, EventType};
+        DomainEvent::new(
+            EventType::CaseUpdated,
+            lexiflow::ids::FirmId(uuid::Uuid::nil()),
+            &lexiflow::audit::Actor::system(),
+            id,
+        )
+    };
+    let done = db::transaction(&db, TxOptions::write(), |tx| async move {
         exec(&tx, &bump(1)).await?;
         let inner = db::savepoint(&tx, |sp| async move {
             exec(&sp, &bump(2)).await?;
+            sp.record(event("undone"));
             Err::<(), _>(ApiError::field("inner", "fails"))
         })
         .await;
@@ -100,15 +110,17 @@ async fn a_failed_savepoint_rolls_back_only_itself(b: Backend) {
         db::savepoint(&tx, |sp| async move {
             exec(&sp, &bump(2)).await?;
             exec(&sp, &bump(2)).await?;
+            sp.record(event("kept"));
             Ok::<_, ApiError>(())
         })
         .await?;
         Ok::<_, ApiError>(())
     })
     .await
-    .unwrap()
-    .value;
+    .unwrap();
     assert_eq!(values(&db).await, vec![(1, 1), (2, 2)], "outer and second savepoint kept, first savepoint undone");
+    let kept: Vec<&str> = done.events.iter().map(|e| e.entity_id.as_str()).collect();
+    assert_eq!(kept, ["kept"], "a rolled-back savepoint's events go with it");
 }
 
 /// Sixteen transactions increment the same rows at once; every one is applied exactly once,
@@ -144,7 +156,7 @@ async fn concurrent_increments_each_apply_exactly_once(b: Backend) {
         }));
     }
     for task in tasks {
-        task.await.unwrap().unwrap().value;
+        assert!(task.await.unwrap().unwrap().events.is_empty(), "no events were recorded");
     }
     assert_eq!(values(&db).await, vec![(1, 16), (2, 16)]);
     assert!(runs.load(Ordering::SeqCst) >= 16);
@@ -182,7 +194,7 @@ async fn postgres_deadlock_is_retried() {
         }));
     }
     for task in tasks {
-        task.await.unwrap().unwrap().value;
+        assert!(task.await.unwrap().unwrap().events.is_empty(), "no events were recorded");
     }
     assert_eq!(values(&db).await, vec![(1, 2), (2, 2)], "each transaction applied exactly once");
     assert_eq!(runs.load(Ordering::SeqCst), 3, "one of the two was run again after the deadlock");
@@ -224,7 +236,7 @@ async fn sqlite_busy_is_retried() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(!writer.is_finished(), "the writer got past a held write lock");
     holder.commit().await.unwrap();
-    writer.await.unwrap().unwrap().value;
+    assert!(writer.await.unwrap().unwrap().events.is_empty(), "no events were recorded");
     // It may wait only 1 ms for the lock, which was held 150 ms: without the retry it would
     // have failed with SQLITE_BUSY. It failed at BEGIN IMMEDIATE, before its work ran, so the
     // work ran once.
@@ -253,7 +265,7 @@ async fn sqlite_writers_of_one_process_take_turns() {
         }));
     }
     for task in tasks {
-        task.await.unwrap().unwrap().value;
+        assert!(task.await.unwrap().unwrap().events.is_empty(), "no events were recorded");
     }
     assert_eq!(values(&db).await, vec![(1, 16), (2, 0)]);
 }

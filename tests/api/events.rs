@@ -1,0 +1,259 @@
+//! Domain events: recorded in the writing transaction, written to the outbox with a gapless
+//! per-firm sequence, published once after commit (never after a rollback, never twice when a
+//! transaction is retried), and seen by other processes through the outbox; and the one bus.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::{FutureExt, future::BoxFuture};
+use lexiflow::events::model::event;
+use lexiflow::{
+    audit::Actor,
+    db::{DbError, TxOptions},
+    events::{DomainEvent, EventType, Subscriber},
+    http::error::ApiError,
+    ids::FirmId,
+};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::json;
+
+use crate::support::{Backend, TestApp};
+
+crate::on_both_backends!(
+    every_write_lands_in_the_outbox_with_a_gapless_sequence_per_firm,
+    events_are_published_once_after_commit_and_never_after_a_rollback,
+    a_transaction_handle_kept_past_its_work_is_inert,
+    writes_by_another_process_reach_this_ones_caches_through_the_outbox,
+);
+
+/// Collects what it is handed.
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<DomainEvent>>);
+
+impl Subscriber for Recorder {
+    fn name(&self) -> &'static str {
+        "test-recorder"
+    }
+    fn deliver<'a>(&'a self, events: &'a [DomainEvent]) -> BoxFuture<'a, ()> {
+        async move { self.0.lock().unwrap().extend(events.iter().cloned()) }.boxed()
+    }
+}
+
+impl Recorder {
+    fn types(&self) -> Vec<EventType> {
+        self.0.lock().unwrap().iter().map(|e| e.event_type).collect()
+    }
+}
+
+/// Waits (bounded) until every outbox row has its number: on PostgreSQL the sequencer runs
+/// just after each commit.
+async fn numbered(t: &TestApp) {
+    for _ in 0..200 {
+        let left = t.sql("SELECT COUNT(*) FROM domain_events WHERE seq IS NULL").await;
+        let n: i64 = left[0].try_get_by_index(0).unwrap();
+        if n == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("outbox rows were left unnumbered");
+}
+
+/// A firm's outbox rows in sequence order.
+async fn rows(t: &TestApp, firm: &str) -> Vec<event::Model> {
+    event::Entity::find()
+        .filter(event::Column::FirmId.eq(uuid::Uuid::parse_str(firm).unwrap()))
+        .order_by_asc(event::Column::Seq)
+        .all(&t.app.db)
+        .await
+        .unwrap()
+}
+
+/// Concurrent single writes, a bulk create, a party, docket entries and a team change in two
+/// firms: each firm's outbox numbers are exactly 1..=n, and each write's event is there with
+/// its type, case and public view.
+async fn every_write_lands_in_the_outbox_with_a_gapless_sequence_per_firm(b: Backend) {
+    let t = TestApp::new(b).await;
+    let a = t.register("Alpha").await;
+    let z = t.register("Zulu").await;
+    let mut writes = Vec::new();
+    for i in 0..12 {
+        let (t, a, z) = (&t, &a, &z);
+        writes.push(async move {
+            t.case(a, &format!("A-{i}")).await;
+            t.case(z, &format!("Z-{i}")).await;
+        });
+    }
+    futures_util::future::join_all(writes).await;
+    let items: Vec<_> =
+        (0..30).map(|i| json!({"caseNumber": format!("AB-{i}"), "title": "Bulk", "type": "civil"})).collect();
+    t.post("/api/v1/cases/bulk", &a.token, json!({"items": items})).await.expect(200);
+    let case = t.case(&a, "A-X").await;
+    t.post(
+        &format!("/api/v1/cases/{case}/parties"),
+        &a.token,
+        json!({"name": "Smith & Wesson", "type": "plaintiff", "kind": "organization"}),
+    )
+    .await
+    .expect(201);
+    t.post(
+        &format!("/api/v1/cases/{case}/docket"),
+        &a.token,
+        json!({"type": "filing", "description": "Complaint", "entryDate": "2026-01-05"}),
+    )
+    .await
+    .expect(201);
+    t.call(lexiflow_delete(), &format!("/api/v1/cases/{case}"), Some(&a.token), None).await.expect(204);
+    numbered(&t).await;
+
+    let mut alpha = Vec::new();
+    for (s, expected_cases) in [(&a, 12 + 30 + 1), (&z, 12)] {
+        let got = rows(&t, &s.firm_id).await;
+        let numbers: Vec<i64> = got.iter().map(|r| r.seq.unwrap()).collect();
+        assert_eq!(numbers, (1..=got.len() as i64).collect::<Vec<_>>(), "gapless and increasing");
+        let created = got.iter().filter(|r| r.event_type == "case.created").count();
+        assert_eq!(created, expected_cases);
+        if s.firm_id == a.firm_id {
+            alpha = got;
+        }
+    }
+    let case = uuid::Uuid::parse_str(&case).unwrap();
+    let of_case: Vec<&event::Model> = alpha.iter().filter(|r| r.case_id == Some(case)).collect();
+    let kinds: Vec<&str> = of_case.iter().map(|r| r.event_type.as_str()).collect();
+    assert_eq!(kinds.first().copied(), Some("case.created"));
+    assert!(kinds.contains(&"party.created"), "{kinds:?}");
+    assert!(kinds.contains(&"docket_entry.created"), "{kinds:?}");
+    assert_eq!(kinds.last().copied(), Some("case.deleted"), "{kinds:?}");
+    let data: serde_json::Value = serde_json::from_str(&of_case[0].data).unwrap();
+    assert_eq!(data["caseNumber"], "A-X", "the public view travels with the event");
+}
+
+fn lexiflow_delete() -> http::Method {
+    http::Method::DELETE
+}
+
+/// A work that fails records nothing; a work that loses a conflict and is run again publishes
+/// its event once (from the attempt that committed); a refusal after commit publishes.
+async fn events_are_published_once_after_commit_and_never_after_a_rollback(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    let firm = FirmId(s.firm_id.parse().unwrap());
+    let recorder = Arc::new(Recorder::default());
+    t.app.events.subscribe(recorder.clone());
+    let event = |id: &str| DomainEvent::new(EventType::CaseUpdated, firm, &Actor::system(), id);
+
+    // Rolled back: nothing published, nothing in the outbox.
+    let failed = t
+        .app
+        .write(TxOptions::write(), |tx| {
+            let e = event("rolled-back");
+            async move {
+                tx.record(e);
+                Err::<(), _>(ApiError::forbidden("no"))
+            }
+        })
+        .await;
+    assert!(failed.is_err());
+    assert!(recorder.types().is_empty());
+
+    // Lost a conflict on the first attempt, committed on the second: published once.
+    let attempts = Arc::new(Mutex::new(0));
+    t.app
+        .write(TxOptions::write(), |tx| {
+            let (e, attempts) = (event("retried"), attempts.clone());
+            async move {
+                tx.record(e);
+                let mut n = attempts.lock().unwrap();
+                *n += 1;
+                if *n == 1 {
+                    return Err(ApiError::from(DbError::Conflict(DbErr::Custom(
+                        "simulated serialization failure".into(),
+                    ))));
+                }
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(*attempts.lock().unwrap(), 2, "the first attempt was retried");
+    assert_eq!(recorder.types(), [EventType::CaseUpdated]);
+
+    // Committed and refused: published.
+    let refused = t
+        .app
+        .write_outcome(TxOptions::write(), |tx| {
+            let e = event("committed-then-refused");
+            async move {
+                tx.record(e);
+                Ok(lexiflow::db::Outcome::<(), _>::CommitThenFail(ApiError::forbidden("refused after commit")))
+            }
+        })
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(recorder.types().len(), 2);
+    let mut stored: Vec<String> = rows(&t, &s.firm_id)
+        .await
+        .into_iter()
+        .filter(|r| r.event_type == "case.updated")
+        .map(|r| r.entity_id)
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ["committed-then-refused", "retried"]);
+}
+
+/// A unit of work that smuggles its handle out cannot use it after returning, and other
+/// writers are not held up by it (on SQLite the write turn went with the transaction).
+async fn a_transaction_handle_kept_past_its_work_is_inert(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    let kept = Arc::new(Mutex::new(None));
+    t.app
+        .write(TxOptions::write(), |tx| {
+            let kept = kept.clone();
+            async move {
+                *kept.lock().unwrap() = Some(tx);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let tx = kept.lock().unwrap().take().unwrap();
+    let used = sea_orm::ConnectionTrait::execute_unprepared(&tx, "UPDATE firms SET name = name").await;
+    assert!(used.is_err(), "a kept handle still ran a statement");
+    let created = tokio::time::timeout(Duration::from_secs(5), t.case(&s, "AFTER-1")).await;
+    assert!(created.is_ok(), "a kept handle stalled the next writer");
+    drop(tx);
+}
+
+/// `lexiflow import` run beside a serving process (another `App` on the same database, no
+/// Redis between them): the server's cached list total follows within a few of its outbox
+/// polls, instead of staying stale for the cache's lifetime.
+async fn writes_by_another_process_reach_this_ones_caches_through_the_outbox(b: Backend) {
+    let t = TestApp::with(b, |c| {
+        c.events.tail_every = Duration::from_millis(100);
+        c.cache.local_ttl = Duration::from_secs(600);
+        c.cache.default_ttl = Duration::from_secs(600);
+    })
+    .await;
+    let s = t.register("Firm").await;
+    t.case(&s, "BEFORE-1").await;
+    let listed = t.get("/api/v1/cases?page=1&limit=10", &s.token).await;
+    listed.expect(200);
+    assert_eq!(listed.body["meta"]["pagination"]["total"], 1);
+    // The "import process": its own App on the same database.
+    let importer = t.sibling().await;
+    let items: Vec<_> =
+        (0..25).map(|i| json!({"caseNumber": format!("IMP-{i}"), "title": "Imported", "type": "civil"})).collect();
+    importer.post("/api/v1/cases/bulk", &s.token, json!({"items": items})).await.expect(200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = t.get("/api/v1/cases?page=1&limit=10", &s.token).await;
+        if r.body["meta"]["pagination"]["total"] == 26 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server's total stayed stale: {}", r.body["meta"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
