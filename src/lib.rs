@@ -48,6 +48,7 @@ pub mod ids;
 pub mod import;
 pub mod input;
 pub mod jobs;
+pub mod paging;
 pub mod parties;
 pub mod ratelimit;
 pub mod redis_link;

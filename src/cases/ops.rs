@@ -22,12 +22,12 @@ use crate::{
     db::{Tx, TxOptions},
     events::{DomainEvent, EventType},
     http::{
-        envelope::{CursorPagination, OffsetPagination, Pagination},
         error::{ApiError, ApiResult, ErrorCode},
         pagination::{Cursor, PageRequest},
     },
     ids::{CaseId, UserId},
     input::Fields,
+    paging::{CursorPagination, OffsetPagination, Pagination},
     users::{model::Role, ops::active_in_firm},
 };
 

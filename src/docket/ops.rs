@@ -21,12 +21,10 @@ use crate::{
         bulk::{Cell, Table, col, insert_rows},
     },
     events::{DomainEvent, EventType},
-    http::{
-        envelope::{OffsetPagination, Pagination},
-        error::{ApiError, ApiResult, ErrorCode},
-    },
+    http::error::{ApiError, ApiResult, ErrorCode},
     ids::{CaseId, DocketEntryId},
     input::Fields,
+    paging::{OffsetPagination, Pagination},
 };
 
 const MAX_DESCRIPTION: usize = 2_000;

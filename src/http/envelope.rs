@@ -42,33 +42,7 @@ pub struct Meta {
     pub pagination: Option<Pagination>,
 }
 
-/// Paging information on list responses: offset or cursor style.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum Pagination {
-    Offset(OffsetPagination),
-    Cursor(CursorPagination),
-}
-
-/// `?page=&limit=` paging.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OffsetPagination {
-    pub page: u64,
-    pub limit: u64,
-    pub total: u64,
-    pub total_pages: u64,
-    pub has_next: bool,
-}
-
-/// `?cursor=&limit=` paging.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CursorPagination {
-    pub limit: u64,
-    pub next_cursor: Option<String>,
-    pub has_more: bool,
-}
+pub use crate::paging::{CursorPagination, OffsetPagination, Pagination};
 
 /// Builds `meta` from the current request's context (or a fresh one outside a request).
 pub fn meta(ctx: Option<&RequestContext>, pagination: Option<Pagination>) -> Meta {

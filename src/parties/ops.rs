@@ -23,12 +23,10 @@ use crate::{
         bulk::{Cell, Table, col, insert_rows},
     },
     events::{DomainEvent, EventType},
-    http::{
-        envelope::{OffsetPagination, Pagination},
-        error::{ApiError, ApiResult, ErrorCode},
-    },
+    http::error::{ApiError, ApiResult, ErrorCode},
     ids::{CaseId, PartyId},
     input::Fields,
+    paging::{OffsetPagination, Pagination},
 };
 
 const MAX_SHORT: usize = 300;

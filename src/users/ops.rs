@@ -18,12 +18,10 @@ use crate::{
     clock,
     db::TxOptions,
     events::{DomainEvent, EventType},
-    http::{
-        envelope::{OffsetPagination, Pagination},
-        error::{ApiError, ApiResult, ErrorCode},
-    },
+    http::error::{ApiError, ApiResult, ErrorCode},
     ids::UserId,
     input::{Fields, looks_like_email},
+    paging::{OffsetPagination, Pagination},
 };
 
 /// `POST /users` body.
