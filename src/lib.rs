@@ -3,26 +3,42 @@
 //! # Layout
 //!
 //! Domains each hold their model (SeaORM entities), operations (plain async functions that
-//! open a transaction, write and commit) and HTTP handlers:
+//! run a transaction through [`app::App::write`]: write, audit, record domain events) and
+//! HTTP handlers:
 //!
-//! - [`auth`]: registration, login, refresh-token rotation, sessions, the access-token layer.
+//! - [`auth`]: registration, login (lockout per account and client address), refresh-token
+//!   rotation, sessions, the access-token layer and its session cache.
 //! - [`users`]: a firm's people and their roles.
-//! - [`cases`]: matters, their teams, and who may see or change them ([`cases::access`]).
+//! - [`firms`]: the tenant table.
+//! - [`cases`]: matters, their teams, sealed-access grants, and who may see or change them
+//!   ([`cases::access`]); bulk create, update and delete.
 //! - [`parties`]: the parties to a case.
+//! - [`docket`]: each case's numbered docket entries (sealed and restricted ones included).
+//! - [`reports`]: the case summary report, cached and warmed by a job.
 //! - [`audit`]: the tamper-evident audit trail every change writes to.
 //! - [`jobs`]: the jobs run on the durable queue (crate `lexiflow-queue`), and its admin API.
+//! - [`import`]: `lexiflow import`, CSV in bulk through the same operations.
 //!
 //! Infrastructure sits beside them, named for what it is:
 //!
 //! - [`config`]: the one typed configuration, from the environment and `lexiflow.toml`.
-//! - [`db`]: connecting (SQLite or PostgreSQL), migrations, write transactions, error mapping.
-//! - [`http`]: the router (every route in one place), the envelope, the error catalogue,
-//!   extractors whose rejections are our error body, the request-context middleware.
+//! - [`db`]: connecting (SQLite or PostgreSQL), migrations, transactions ([`db::Tx`],
+//!   [`db::transaction`]), bulk statements, and the data layer's own error ([`db::DbError`]).
+//! - [`events`]: domain events, the outbox they are written to in the writing transaction,
+//!   the per-firm sequencer, the outbox tail, and the in-process subscribers.
+//! - [`bus`]: one message bus between the parts of a process and across instances (local
+//!   broadcast plus one Redis pub/sub channel family).
+//! - [`cache`]: the two-level data cache (in process, Redis behind it).
+//! - [`http`]: the router (every route in one place), the envelope, the error catalogue and
+//!   the mapping of [`db::DbError`] to statuses, extractors whose rejections are our error
+//!   body, the request-context middleware, client addresses, security headers.
+//! - [`paging`]: what a page of a list is (returned by operations, sent as `meta.pagination`).
 //! - [`input`]: input hygiene and validation of plain text, rich text, URLs and e-mail.
-//! - [`health`]: liveness and readiness probes.
+//! - [`ids`]: typed identifiers; [`clock`]: the one clock and stored-time rounding.
+//! - [`health`]: liveness, readiness and health probes.
 //! - [`ratelimit`]: GCRA rate limits, in process or shared through Redis.
-//! - [`resilience`]: timeouts and circuit breakers for calls leaving the process.
-//! - [`redis_link`]: the shared Redis connection of the scale-out shape.
+//! - [`resilience`]: timeouts, retries and circuit breakers for calls leaving the process.
+//! - [`redis_link`]: the shared Redis connection of the scale-out shape (fails fast while down).
 //! - [`telemetry`]: Prometheus metrics, the system snapshot, logs and OTLP trace export.
 //! - [`app`]: the [`app::App`] value that holds every handle; [`server`]: serving it.
 //!

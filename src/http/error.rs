@@ -242,7 +242,7 @@ pub fn constraint_conflict(constraint: Option<&str>) -> ApiError {
 
 /// Database errors as statuses: a unique violation is 409 (by constraint), an unreachable or
 /// overloaded database 503, anything else 500. The cause is kept for the log (and for
-/// [`TxError::is_conflict`], which decides whether a transaction is run again).
+/// [`crate::db::TxError::is_conflict`], which decides whether a transaction is run again).
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
         match &e {
