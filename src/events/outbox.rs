@@ -18,6 +18,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{DomainEvent, EventActor, EventType, model::event};
+use crate::db::bulk::{Cell, Table, col, insert_rows, req};
 use crate::ids::FirmId;
 
 /// The origin of events written outside any `App` (no process reads them back as its own).
@@ -67,29 +68,55 @@ pub async fn write(tx: &impl ConnectionTrait, origin: Uuid, events: &mut [Domain
             }
         }
     }
-    // Inserted in batches small enough for any database's parameter limit.
-    for chunk in events.chunks(500) {
-        let rows = chunk.iter().map(|e| event::ActiveModel {
-            id: sea_orm::Set(e.id),
-            firm_id: sea_orm::Set(e.firm_id.0),
-            seq: sea_orm::Set(e.seq),
-            event_type: sea_orm::Set(e.event_type.as_str().to_owned()),
-            entity_type: sea_orm::Set(e.event_type.entity_type().to_owned()),
-            entity_id: sea_orm::Set(e.entity_id.clone()),
-            case_id: sea_orm::Set(e.case_id),
-            actor_type: sea_orm::Set(e.actor.kind.clone()),
-            actor_id: sea_orm::Set(e.actor.id),
-            correlation_id: sea_orm::Set(e.correlation_id.clone()),
-            occurred_at: sea_orm::Set(e.occurred_at),
-            data: sea_orm::Set(e.data.to_string()),
-            sealed: sea_orm::Set(e.sealed),
-            restricted: sea_orm::Set(e.restricted),
-            origin: sea_orm::Set(origin.to_string()),
-        });
-        event::Entity::insert_many(rows).exec_without_returning(tx).await?;
-    }
+    // One bulk statement per few thousand rows (binary arrays on PostgreSQL): a bulk import
+    // writes an event per case.
+    let origin = origin.to_string();
+    let rows: Vec<Vec<Cell>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.into(),
+                e.firm_id.0.into(),
+                e.seq.into(),
+                e.event_type.as_str().into(),
+                e.event_type.entity_type().into(),
+                e.entity_id.clone().into(),
+                e.case_id.into(),
+                e.actor.kind.clone().into(),
+                e.actor.id.into(),
+                e.correlation_id.clone().into(),
+                e.occurred_at.into(),
+                e.data.to_string().into(),
+                e.sealed.into(),
+                e.restricted.into(),
+                origin.clone().into(),
+            ]
+        })
+        .collect();
+    insert_rows(tx, &TABLE, &rows).await?;
     Ok(())
 }
+
+const TABLE: Table = Table {
+    name: "domain_events",
+    columns: &[
+        req("id", "uuid"),
+        req("firm_id", "uuid"),
+        col("seq", "int8"),
+        req("event_type", "text"),
+        req("entity_type", "text"),
+        req("entity_id", "text"),
+        col("case_id", "uuid"),
+        req("actor_type", "text"),
+        col("actor_id", "uuid"),
+        col("correlation_id", "text"),
+        req("occurred_at", "timestamptz"),
+        req("data", "text"),
+        req("sealed", "bool"),
+        req("restricted", "bool"),
+        req("origin", "text"),
+    ],
+};
 
 /// Rows numbered per sequencer transaction at most.
 const SEQUENCE_BATCH: i64 = 5_000;
