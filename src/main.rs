@@ -186,6 +186,12 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Import { what }) => {
             let app = App::build(config).await?;
             let ok = import_command(&app, what).await?;
+            // Number the import's events before leaving (PostgreSQL; the sequencer task this
+            // process started may not finish before it exits), so servers tailing the outbox
+            // see them at once rather than at the next `events.sequence` tick.
+            if let Err(e) = lexiflow::events::outbox::sequence_all(&app.db).await {
+                tracing::warn!(error = %e, "could not number the imported events; the events.sequence job will");
+            }
             app.db.clone().close().await.ok();
             telemetry.shutdown();
             if !ok {
