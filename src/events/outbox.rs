@@ -44,17 +44,13 @@ pub async fn write(tx: &impl ConnectionTrait, origin: Uuid, events: &mut [Domain
         }
         let mut next: HashMap<FirmId, i64> = HashMap::new();
         for (firm, n) in per_firm {
-            tx.execute_raw(Statement::from_sql_and_values(
-                backend,
-                "INSERT INTO event_heads (firm_id, seq) VALUES (?, 0) ON CONFLICT (firm_id) DO NOTHING",
-                [firm.0.into()],
-            ))
-            .await?;
+            // One statement: creates the head on a firm's first event, else moves it.
             let row = tx
                 .query_one_raw(Statement::from_sql_and_values(
                     backend,
-                    "UPDATE event_heads SET seq = seq + ? WHERE firm_id = ? RETURNING seq",
-                    [n.into(), firm.0.into()],
+                    "INSERT INTO event_heads (firm_id, seq) VALUES (?, ?)
+                     ON CONFLICT (firm_id) DO UPDATE SET seq = event_heads.seq + excluded.seq RETURNING seq",
+                    [firm.0.into(), n.into()],
                 ))
                 .await?
                 .ok_or_else(|| DbErr::RecordNotFound("event head".into()))?;
