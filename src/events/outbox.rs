@@ -130,20 +130,26 @@ pub async fn sequence_firm(db: &DatabaseConnection, firm: Uuid) -> Result<u64, D
     let mut total = 0;
     loop {
         let tx = db.begin().await?;
-        tx.execute_raw(Statement::from_sql_and_values(
-            backend,
-            "INSERT INTO event_heads (firm_id, seq) VALUES ($1, 0) ON CONFLICT (firm_id) DO NOTHING",
-            [firm.into()],
-        ))
-        .await?;
-        let head = tx
-            .query_one_raw(Statement::from_sql_and_values(
+        let lock = || {
+            Statement::from_sql_and_values(
                 backend,
                 "SELECT seq FROM event_heads WHERE firm_id = $1 FOR UPDATE",
                 [firm.into()],
-            ))
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound("event head".into()))?;
+            )
+        };
+        let head = match tx.query_one_raw(lock()).await? {
+            Some(h) => h,
+            None => {
+                // The firm's first events.
+                tx.execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    "INSERT INTO event_heads (firm_id, seq) VALUES ($1, 0) ON CONFLICT (firm_id) DO NOTHING",
+                    [firm.into()],
+                ))
+                .await?;
+                tx.query_one_raw(lock()).await?.ok_or_else(|| DbErr::RecordNotFound("event head".into()))?
+            }
+        };
         let head: i64 = head.try_get_by_index(0)?;
         let numbered = tx
             .execute_raw(Statement::from_sql_and_values(
