@@ -26,6 +26,7 @@ crate::on_both_backends!(
     events_are_published_once_after_commit_and_never_after_a_rollback,
     a_transaction_handle_kept_past_its_work_is_inert,
     writes_by_another_process_reach_this_ones_caches_through_the_outbox,
+    concurrent_sequencers_number_each_event_once,
 );
 
 /// Collects what it is handed.
@@ -255,5 +256,49 @@ async fn writes_by_another_process_reach_this_ones_caches_through_the_outbox(b: 
         }
         assert!(std::time::Instant::now() < deadline, "the server's total stayed stale: {}", r.body["meta"]);
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writers that commit without sequencing (a crash right after commit, in effect), then four
+/// sequencers at once, as several instances and the sweep job would run them: every event
+/// gets exactly one number, 1..=n, in id order within each run.
+async fn concurrent_sequencers_number_each_event_once(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    let firm = FirmId(s.firm_id.parse().unwrap());
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let db = t.app.db.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let done = lexiflow::db::transaction(&db, TxOptions::write(), |tx| async move {
+                    tx.record(DomainEvent::new(EventType::CaseUpdated, firm, &Actor::system(), format!("{w}-{i}")));
+                    Ok::<_, ApiError>(())
+                })
+                .await
+                .unwrap();
+                assert_eq!(done.events.len(), 1);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut sequencers = Vec::new();
+    for _ in 0..4 {
+        let db = t.app.db.clone();
+        sequencers.push(tokio::spawn(async move { lexiflow::events::outbox::sequence_firm(&db, firm.0).await }));
+    }
+    let mut numbered = 0;
+    for q in sequencers {
+        numbered += q.await.unwrap().unwrap();
+    }
+    let got = rows(&t, &s.firm_id).await;
+    let of_test: Vec<&event::Model> = got.iter().filter(|r| r.event_type == "case.updated").collect();
+    assert_eq!(of_test.len(), 200);
+    let numbers: Vec<i64> = got.iter().map(|r| r.seq.expect("every event numbered")).collect();
+    assert_eq!(numbers, (1..=got.len() as i64).collect::<Vec<_>>(), "gapless, each number once");
+    if b == Backend::Postgres {
+        assert!(numbered >= 200, "the sequencers numbered the unnumbered rows ({numbered})");
     }
 }
