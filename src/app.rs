@@ -99,9 +99,12 @@ impl App {
     where
         Fut: Future<Output = crate::http::error::ApiResult<T>>,
     {
-        let done = db::transaction(&self.db, db::TxOptions { origin: Some(self.origin), ..opts }, work).await?;
-        self.publish(done.events).await;
-        Ok(done.value)
+        let mut work = work;
+        self.write_outcome(opts, move |tx| {
+            let attempt = work(tx);
+            async move { attempt.await.map(db::Outcome::Commit) }
+        })
+        .await
     }
 
     /// [`write`](Self::write) for work that may commit and still fail

@@ -11,7 +11,10 @@ pub mod error;
 pub mod tx;
 
 pub use error::DbError;
-pub use tx::{Committed, Outcome, Tx, TxError, TxOptions, savepoint, transaction, transaction_outcome};
+pub use tx::{
+    AfterCommit, Committed, Outcome, Tx, TxError, TxOptions, savepoint, transaction, transaction_outcome,
+    transaction_with,
+};
 
 use std::time::Duration;
 

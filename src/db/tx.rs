@@ -173,6 +173,11 @@ pub struct Committed<T> {
     pub events: Vec<DomainEvent>,
 }
 
+/// What runs right after a commit, with the committed events, on the task that committed:
+/// a request dropped meanwhile (its client gone) cannot skip it. `App::write` passes one that
+/// hands the events to the process's subscribers.
+pub type AfterCommit = Arc<dyn Fn(Vec<DomainEvent>) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// An error a unit of work can fail with: made from a [`DbError`], and telling whether the
 /// transaction lost a conflict (so it is run again).
 pub trait TxError: From<DbError> {
@@ -273,6 +278,22 @@ where
 pub async fn transaction_outcome<T, E, F, Fut>(
     db: &DatabaseConnection,
     opts: TxOptions,
+    work: F,
+) -> Result<Committed<Result<T, E>>, E>
+where
+    F: FnMut(Tx) -> Fut,
+    Fut: Future<Output = Result<Outcome<T, E>, E>>,
+    E: TxError,
+{
+    transaction_with(db, opts, None, work).await
+}
+
+/// [`transaction_outcome`] with `after_commit` run on the committing task (see
+/// [`AfterCommit`]); the events are also returned.
+pub async fn transaction_with<T, E, F, Fut>(
+    db: &DatabaseConnection,
+    opts: TxOptions,
+    after_commit: Option<AfterCommit>,
     mut work: F,
 ) -> Result<Committed<Result<T, E>>, E>
 where
@@ -286,7 +307,7 @@ where
         let result = async {
             let (turn, db) = sqlite_write_turn(db, &opts).await.map_err(E::from)?;
             let conn = begin(db.as_ref(), &opts).await.map_err(|e| E::from(DbError::from(e)))?;
-            run(Tx::new(conn, turn), &opts, &mut work).await
+            run(Tx::new(conn, turn), &opts, after_commit.as_ref(), &mut work).await
         }
         .await;
         match result {
@@ -437,7 +458,12 @@ async fn begin(db: &DatabaseConnection, opts: &TxOptions) -> Result<DatabaseTran
 
 /// Runs the work once in `tx`, then writes its events to the outbox and commits, or rolls
 /// back.
-async fn run<T, E, F, Fut>(tx: Tx, opts: &TxOptions, work: &mut F) -> Result<Committed<Result<T, E>>, E>
+async fn run<T, E, F, Fut>(
+    tx: Tx,
+    opts: &TxOptions,
+    after_commit: Option<&AfterCommit>,
+    work: &mut F,
+) -> Result<Committed<Result<T, E>>, E>
 where
     F: FnMut(Tx) -> Fut,
     Fut: Future<Output = Result<Outcome<T, E>, E>>,
@@ -447,19 +473,20 @@ where
     let mut events = tx.take_events();
     let db_err = |e: DbErr| E::from(DbError::from(e));
     // From here on, copies of the handle the work kept are inert.
-    let Some(Open { conn, _turn }) = tx.take().await else {
+    let Some(open) = tx.take().await else {
         return Err(db_err(ended()));
     };
     match outcome {
         Ok(Ok(verdict)) => {
             let origin = opts.origin.unwrap_or_else(crate::events::outbox::anonymous_origin);
-            if let Err(e) = crate::events::outbox::write(&conn, origin, &mut events).await {
-                if let Err(rb) = conn.rollback().await {
+            if let Err(e) = crate::events::outbox::write(&open.conn, origin, &mut events).await {
+                if let Err(rb) = finish(open, None).await {
                     tracing::warn!(error = %rb, "rollback failed; the connection is discarded");
                 }
                 return Err(db_err(e));
             }
-            conn.commit().await.map_err(db_err)?;
+            let published = events.clone();
+            finish(open, Some((published, after_commit.cloned()))).await.map_err(db_err)?;
             let value = match verdict {
                 Outcome::Commit(v) => Ok(v),
                 Outcome::CommitThenFail(e) => Err(e),
@@ -467,16 +494,46 @@ where
             Ok(Committed { value, events })
         }
         Ok(Err(e)) => {
-            if let Err(rb) = conn.rollback().await {
+            if let Err(rb) = finish(open, None).await {
                 tracing::warn!(error = %rb, "rollback failed; the connection is discarded");
             }
             Err(e)
         }
         Err(panic) => {
-            if let Err(rb) = conn.rollback().await {
+            if let Err(rb) = finish(open, None).await {
                 tracing::warn!(error = %rb, "rollback after a panic failed; the connection is discarded");
             }
             std::panic::resume_unwind(panic)
         }
+    }
+}
+
+/// Commits (with `commit`: the events and what runs after) or rolls back, on a task of its
+/// own: a request dropped meanwhile (its client gone, its deadline) can cut neither the
+/// `COMMIT` or `ROLLBACK` short — cut short, the connection went back to the pool with the
+/// transaction's end undecided — nor the post-commit step, so a write that committed always
+/// reaches the subscribers (cache invalidation, session eviction). The SQLite write turn is
+/// held until the transaction has ended.
+async fn finish(open: Open, commit: Option<(Vec<DomainEvent>, Option<AfterCommit>)>) -> Result<(), DbErr> {
+    let task = tokio::spawn(async move {
+        let Open { conn, _turn } = open;
+        match commit {
+            Some((events, after)) => {
+                conn.commit().await?;
+                drop(_turn);
+                if let Some(after) = after
+                    && !events.is_empty()
+                {
+                    after(events).await;
+                }
+                Ok(())
+            }
+            None => conn.rollback().await,
+        }
+    });
+    match task.await {
+        Ok(ended) => ended,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(DbErr::Custom(format!("the transaction's end was cancelled: {e}"))),
     }
 }
