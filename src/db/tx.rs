@@ -241,7 +241,7 @@ async fn sqlite_write_turn(
         let current = writers.get(&key).filter(|w| w.of.upgrade().is_some_and(|o| Arc::ptr_eq(&o, &options)));
         if current.is_none() {
             writers.retain(|_, w| w.of.strong_count() > 0);
-            let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+            let pool = super::guard_sqlite_pool(sea_orm::sqlx::sqlite::SqlitePoolOptions::new())
                 .max_connections(1)
                 .min_connections(0)
                 .idle_timeout(Duration::from_secs(30))
@@ -296,22 +296,38 @@ where
             )));
         }
     };
+    let commit = matches!(outcome, Ok(Ok(_)));
+    let ended = finish(tx, commit).await;
     match outcome {
         Ok(Ok(value)) => {
-            tx.commit().await?;
+            ended?;
             Ok(value)
         }
         Ok(Err(e)) => {
-            if let Err(rb) = tx.rollback().await {
+            if let Err(rb) = ended {
                 tracing::warn!(error = %rb, "rollback failed; the connection is discarded");
             }
             Err(e)
         }
         Err(panic) => {
-            if let Err(rb) = tx.rollback().await {
+            if let Err(rb) = ended {
                 tracing::warn!(error = %rb, "rollback after a panic failed; the connection is discarded");
             }
             std::panic::resume_unwind(panic)
         }
+    }
+}
+
+/// Commits or rolls back `tx` on a task of its own, so that a request dropped meanwhile (its
+/// client went away) does not cut the `COMMIT` or `ROLLBACK` short: cut short, the dropped
+/// transaction queued a second `ROLLBACK` behind a `COMMIT` that went through ("there is no
+/// transaction in progress"), and whether the write was kept depended on the moment of the
+/// drop. Now a unit of work that reached its end is committed whole, response sent or not.
+async fn finish(tx: DatabaseTransaction, commit: bool) -> Result<(), DbErr> {
+    let task = tokio::spawn(async move { if commit { tx.commit().await } else { tx.rollback().await } });
+    match task.await {
+        Ok(ended) => ended,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(DbErr::Custom(format!("the transaction's end was cancelled: {e}"))),
     }
 }
