@@ -292,6 +292,7 @@ pub async fn create_across(
         Ok(result)
     })
     .await?;
+    db::bulk::analyze_grown(&app.db, &[("parties", result.succeeded), ("audit_entries", result.succeeded)]);
     Ok(result.finish())
 }
 
