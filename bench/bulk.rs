@@ -13,8 +13,12 @@
 //!    that auditing and case teams require.
 //! 2. The case summary report over those cases, uncached (computed from the database each
 //!    time) versus through the cache, per call.
+//! 3. The import shape: 100,000 cases in ten `POST /cases/bulk` requests of 10,000 through
+//!    the HTTP router (in process), on a fresh database, printing the time of each request.
+//!    The table grows tenfold during the run, so a query plan made while it was nearly empty
+//!    shows here; the last request may take at most 1.5 times the first.
 //!
-//! Env: N (100000), ROUNDS (3), BACKENDS (postgres,sqlite: either or both), PG_URL (postgres://postgres@127.0.0.1:5432/test), PSQL (psql).
+//! Env: N (100000), ROUNDS (3), BACKENDS (postgres,sqlite: either or both), SHAPES (bulk,import: either or both), PG_URL (postgres://postgres@127.0.0.1:5432/test), PSQL (psql).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -37,6 +41,7 @@ use lexiflow::{
     users::model::Role,
 };
 use sea_orm::{ConnectionTrait, Database, Statement};
+use tower::ServiceExt;
 use uuid::Uuid;
 
 #[global_allocator]
@@ -276,15 +281,102 @@ async fn ours_sqlite(
     took
 }
 
+/// Sends one request through the router; returns the status, the parsed body and the time
+/// from sending to the last byte of the response.
+async fn send(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value, Duration) {
+    let mut b = http::Request::builder().method(method).uri(path).header("content-type", "application/json");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let req = b.body(axum::body::Body::from(body)).unwrap();
+    let started = Instant::now();
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    let took = started.elapsed();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null), took)
+}
+
+/// The import shape on a fresh database: `requests` × `per` cases through `POST
+/// /cases/bulk`, each request's time printed. Returns last / first.
+async fn import_shape(a: &App, label: &str, requests: usize, per: usize) -> f64 {
+    let router = lexiflow::http::router::build(a.clone());
+    let register = serde_json::json!({"firmName": "Import LLP", "email": "admin@import.test",
+        "password": "correct horse battery staple", "firstName": "Ada", "lastName": "Admin"});
+    let (status, body, _) =
+        send(&router, "POST", "/api/v1/auth/register", None, register.to_string().into_bytes()).await;
+    assert_eq!(status, 201, "register: {body}");
+    let token = body["data"]["accessToken"].as_str().unwrap().to_owned();
+    let mut times = Vec::with_capacity(requests);
+    for r in 0..requests {
+        let items: Vec<serde_json::Value> = items(per)
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                serde_json::json!({
+                    "caseNumber": format!("IMP-{:07}", r * per + i), "title": c.title, "type": c.case_type,
+                    "status": c.status, "court": c.court, "jurisdiction": c.jurisdiction, "judge": c.judge,
+                    "filedAt": c.filed_at, "clientName": c.client_name,
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "items": items }).to_string().into_bytes();
+        let (status, res, took) = send(&router, "POST", "/api/v1/cases/bulk", Some(&token), body).await;
+        assert_eq!(status, 200, "bulk create: {res}");
+        assert_eq!(res["data"]["succeeded"], per, "bulk create: {}", res["data"]["errors"]);
+        println!(
+            "{label:<8} import request {:>2}: {:>6.2} s ({} cases in the table after it)",
+            r + 1,
+            took.as_secs_f64(),
+            (r + 1) * per
+        );
+        times.push(took.as_secs_f64());
+    }
+    let ratio = times[times.len() - 1] / times[0];
+    println!(
+        "{label:<8} import last / first = {ratio:.2}  ({})",
+        if ratio <= 1.5 { "ok, <= 1.5" } else { "ABOVE LIMIT 1.5" }
+    );
+    ratio
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = env("N", "100000").parse().unwrap();
     let rounds: usize = env("ROUNDS", "3").parse().unwrap();
     let backends = env("BACKENDS", "postgres,sqlite");
     let (on_pg, on_lite) = (backends.contains("postgres"), backends.contains("sqlite"));
+    let shapes = env("SHAPES", "bulk,import");
     let pg_url = env("PG_URL", "postgres://postgres@127.0.0.1:5432/test");
     let admin = if on_pg { Some(Database::connect(&pg_url).await.expect("PostgreSQL")) } else { None };
     let dir = tempfile::tempdir().unwrap();
+    if shapes.contains("import") {
+        println!("== import shape: 100000 cases in 10 requests of 10000 (POST /cases/bulk), fresh database");
+        if let Some(admin) = &admin {
+            let schema = format!("bench_{}", Uuid::new_v4().simple());
+            admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+            let a = app(&pg_url, dir.path(), Some(&schema)).await;
+            settle(Some(admin)).await;
+            import_shape(&a, "postgres", 10, 10_000).await;
+            drop_pg(admin, a, &schema).await;
+        }
+        if on_lite {
+            let file = dir.path().join("import.db");
+            let a = app(&format!("sqlite://{}?mode=rwc", file.display()), dir.path(), None).await;
+            settle(admin.as_ref()).await;
+            import_shape(&a, "sqlite", 10, 10_000).await;
+            a.db.clone().close().await.ok();
+        }
+        if !shapes.contains("bulk") {
+            return;
+        }
+    }
     println!("== bulk insert of {n} cases, {rounds} rounds, on {backends}");
     let (mut pg, mut pg_copy, mut pg_copy_all, mut lite) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut report_app = None;

@@ -201,7 +201,11 @@ pub async fn parties(app: &App, file: &Path, opts: &ImportOptions) -> anyhow::Re
             .column(case::Column::CaseNumber)
             .filter(case::Column::FirmId.eq(p.firm_id.0))
             .filter(case::Column::DeletedAt.is_null())
-            .filter(case::Column::CaseNumber.is_in(chunk.iter().cloned()))
+            .filter(crate::db::bulk::one_of(
+                app.db.get_database_backend(),
+                case::Column::CaseNumber,
+                chunk.iter().cloned(),
+            ))
             .into_tuple()
             .all(&app.db)
             .await?;

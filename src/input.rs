@@ -4,7 +4,8 @@
 //! than tab and newline: "Smith & Wesson v. O'Brien; DROP TABLE cases;--" comes back byte for
 //! byte. SQL injection is impossible by construction (every value is a bound parameter), so
 //! nothing is HTML-encoded or deleted. Rich-text fields go through an HTML allowlist. URL
-//! fields take http(s) only (and mailto where it makes sense).
+//! fields take http(s) only (and mailto where it makes sense), stored as the parsed address in
+//! its normal form.
 
 use std::{collections::HashSet, sync::OnceLock};
 
@@ -123,16 +124,21 @@ impl Fields {
         (!cleaned.trim().is_empty()).then_some(cleaned)
     }
 
-    /// An optional web address: http or https only.
+    /// An optional web address: http or https only. What is kept is the parsed address in
+    /// its normal form (WHATWG URL serialisation: scheme and host lower-cased, IDN hosts in
+    /// punycode, the default port dropped, spaces and non-ASCII percent-encoded), so the
+    /// same address is stored the same way however it was typed.
     pub fn opt_url(&mut self, field: &str, value: Option<&str>) -> Option<String> {
         let v = plain(value?);
         if v.trim().is_empty() {
             return None;
         }
         match url::Url::parse(v.trim()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && v.len() <= 2048 => Some(v),
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.as_str().len() <= 2048 => {
+                Some(u.into())
+            }
             _ => {
-                self.error(field, "must be an http:// or https:// address");
+                self.error(field, "must be an http:// or https:// address of at most 2048 characters");
                 None
             }
         }
@@ -221,5 +227,23 @@ mod tests {
         assert!(f.opt_url("website", Some("javascript:alert(1)")).is_none());
         assert!(f.opt_url("website", Some("data:text/html,x")).is_none());
         assert!(f.finish().is_err());
+    }
+
+    #[test]
+    fn urls_are_kept_in_normal_form() {
+        let mut f = Fields::default();
+        assert_eq!(
+            f.opt_url("website", Some(" HTTP://Example.COM:80/a b ")).as_deref(),
+            Some("http://example.com/a%20b")
+        );
+        assert_eq!(
+            f.opt_url("website", Some("https://Bücher.example")).as_deref(),
+            Some("https://xn--bcher-kva.example/")
+        );
+        assert_eq!(
+            f.opt_url("website", Some("https://court.gov:8443/x?y=1#p")).as_deref(),
+            Some("https://court.gov:8443/x?y=1#p")
+        );
+        assert!(f.finish().is_ok());
     }
 }

@@ -301,7 +301,7 @@ pub async fn lock_heads(
     let find = || {
         head::Entity::find()
             .filter(head::Column::FirmId.eq(firm))
-            .filter(head::Column::Chain.is_in(chains.iter().copied()))
+            .filter(crate::db::bulk::one_of(db.get_database_backend(), head::Column::Chain, chains.iter().copied()))
             .order_by_asc(head::Column::Chain)
     };
     if chains.is_empty() {

@@ -259,6 +259,8 @@ pub async fn create_many(
             result.refuse_if_atomic(opts.mode)
         })
         .await?;
+    let n = result.succeeded;
+    db::bulk::analyze_grown(&app.db, &[("cases", n), ("audit_entries", n), ("domain_events", n)]);
     Ok(result.finish())
 }
 
@@ -276,9 +278,11 @@ async fn check_leads(
     let mut ok = HashSet::new();
     let wanted: Vec<Uuid> = wanted.into_iter().collect();
     for chunk in wanted.chunks(500) {
-        let mut q = user::Entity::find()
-            .filter(user::Column::FirmId.eq(p.firm_id.0))
-            .filter(user::Column::Id.is_in(chunk.iter().copied()));
+        let mut q = user::Entity::find().filter(user::Column::FirmId.eq(p.firm_id.0)).filter(db::bulk::one_of(
+            db.get_database_backend(),
+            user::Column::Id,
+            chunk.iter().copied(),
+        ));
         if db.get_database_backend() == sea_orm::DbBackend::Postgres {
             // A suspension of one of them waits for this transaction (SQLite writers are
             // serialised already).
@@ -312,7 +316,11 @@ async fn existing(db: &impl ConnectionTrait, firm: Uuid, numbers: &[&str]) -> Ap
             .column(case::Column::CaseNumber)
             .column(case::Column::DeletedAt)
             .filter(case::Column::FirmId.eq(firm))
-            .filter(case::Column::CaseNumber.is_in(chunk.iter().copied()))
+            .filter(db::bulk::one_of(
+                db.get_database_backend(),
+                case::Column::CaseNumber,
+                chunk.iter().map(|n| (*n).to_owned()),
+            ))
             .into_tuple()
             .all(db)
             .await?;

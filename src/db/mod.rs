@@ -64,6 +64,7 @@ async fn connect_with(cfg: &DatabaseConfig, relaxed_durability: bool) -> Result<
                 o.options([("statement_timeout", statement_timeout.as_str()), ("lock_timeout", lock_timeout.as_str())]);
             if relaxed_durability { o.options([("synchronous_commit", "off")]) } else { o }
         });
+        opts.map_sqlx_postgres_pool_opts(|o| o.after_release(|conn, _| Box::pin(postgres_released_idle(conn))));
     } else {
         if let Some(path) = sqlite_path(&url)
             && let Some(dir) = std::path::Path::new(&path).parent()
@@ -81,8 +82,60 @@ async fn connect_with(cfg: &DatabaseConfig, relaxed_durability: bool) -> Result<
                 .pragma("cache_size", cache_size.clone())
                 .create_if_missing(true)
         });
+        opts.map_sqlx_sqlite_pool_opts(guard_sqlite_pool);
     }
     sea_orm::Database::connect(opts).await
+}
+
+/// The pool's guard against reusing a connection left inside a transaction: a request
+/// dropped at the wrong moment (a client that went away) could leave its connection in a
+/// transaction nothing would end — sqlx 0.9.0 did so when the drop came during `BEGIN`
+/// (sqlx issues 4385 and 4393) — and the next borrower's statements then ran inside it:
+/// autocommit writes lost with it, or every statement failing with 25P02 after an error.
+/// On release, after any rollback queued by the dropped transaction has run, PostgreSQL
+/// itself is asked whether the session is idle; a connection that is not (or that fails to
+/// answer, as in an aborted transaction) is closed instead of being pooled. One extra round
+/// trip per release, in the simple query protocol: the first statement of an implicit
+/// transaction starts it, so the two timestamps are equal exactly when no transaction was
+/// open before the check.
+async fn postgres_released_idle(conn: &mut sea_orm::sqlx::PgConnection) -> Result<bool, sea_orm::sqlx::Error> {
+    use sea_orm::sqlx::{Connection, Row};
+    let idle = !conn.is_in_transaction()
+        && sea_orm::sqlx::raw_sql("SELECT transaction_timestamp() = statement_timestamp()")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get::<bool, _>(0)?;
+    if !idle {
+        metrics::counter!("lexiflow_db_connections_discarded_in_transaction_total").increment(1);
+        tracing::warn!("a database connection came back to the pool inside a transaction; closed, not reused");
+    }
+    Ok(idle)
+}
+
+/// The same guard for a SQLite pool (the application's, and the writer of each file, see
+/// [`tx`]): a connection whose transaction is still open once the rollback queued by a
+/// dropped transaction has run is closed. SQLite transactions are tracked by sqlx's worker
+/// thread, which runs each command to its end even when the caller is gone, so its count is
+/// the connection's true state; the ping only waits for queued commands, and only when a
+/// transaction was still counted.
+pub(crate) fn guard_sqlite_pool(
+    o: sea_orm::sqlx::pool::PoolOptions<sea_orm::sqlx::Sqlite>,
+) -> sea_orm::sqlx::pool::PoolOptions<sea_orm::sqlx::Sqlite> {
+    use sea_orm::sqlx::Connection;
+    o.after_release(|conn, _| {
+        Box::pin(async move {
+            if !conn.is_in_transaction() {
+                return Ok(true);
+            }
+            conn.ping().await?;
+            let idle = !conn.is_in_transaction();
+            if !idle {
+                metrics::counter!("lexiflow_db_connections_discarded_in_transaction_total").increment(1);
+                tracing::warn!("a database connection came back to the pool inside a transaction; closed, not reused");
+            }
+            Ok(idle)
+        })
+    })
 }
 
 fn sqlite_path(url: &str) -> Option<String> {

@@ -422,7 +422,7 @@ async fn sqlite_write_turn<'a>(
             writers.get(&key).filter(|w| w.of.upgrade().is_some_and(|o| std::sync::Arc::ptr_eq(&o, &options)));
         if current.is_none() {
             writers.retain(|_, w| w.of.strong_count() > 0);
-            let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+            let pool = super::guard_sqlite_pool(sea_orm::sqlx::sqlite::SqlitePoolOptions::new())
                 .max_connections(1)
                 .min_connections(0)
                 .idle_timeout(Duration::from_secs(30))

@@ -299,6 +299,8 @@ pub async fn create_across(
             Ok(result)
         })
         .await?;
+    let n = result.succeeded;
+    crate::db::bulk::analyze_grown(&app.db, &[("parties", n), ("audit_entries", n), ("domain_events", n)]);
     Ok(result.finish())
 }
 

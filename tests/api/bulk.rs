@@ -351,3 +351,46 @@ async fn bulk_parties_and_limits(b: Backend) {
     let d = res.expect(200).data().clone();
     assert_eq!((d["succeeded"].as_u64(), d["errors"][0]["index"].as_u64()), (Some(1), Some(0)));
 }
+
+/// The existence check of a bulk create keeps probing the index as the table grows, even on
+/// a connection that planned it when the table was tiny (PostgreSQL's generic plans are made
+/// once, with the table's size at the time, and kept: the `IN ($2, …)` form then scanned the
+/// whole table on every later check). Counted by PostgreSQL's sequential scans of `cases`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_bulk_existence_check_probes_the_index_as_the_table_grows() {
+    if !crate::support::postgres_available().await {
+        return;
+    }
+    // One connection, so every check below runs the same prepared statement.
+    let t = TestApp::with(Backend::Postgres, |c| c.database.max_connections = 1).await;
+    let s = t.register("Firm").await;
+    let batch =
+        |prefix: &str, n: usize| json!({"items": (0..n).map(|i| case(&format!("{prefix}-{i}"))).collect::<Vec<_>>()});
+    let bulk = |body: Value| {
+        let t = &t;
+        let token = s.token.clone();
+        async move { t.post("/api/v1/cases/bulk", &token, body).await.expect(200).data()["succeeded"].clone() }
+    };
+    // A tiny table, analysed as such, and more than five checks planned against it.
+    bulk(batch("SMALL", 60)).await;
+    t.sql_exec("ANALYZE cases").await;
+    for round in 0..7 {
+        bulk(batch(&format!("R{round}"), 10)).await;
+    }
+    // Then the table grows a hundredfold.
+    bulk(batch("BIG", 10_000)).await;
+    let seq_scans = || async {
+        // Statistics reach the view at most once a second per backend.
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        let rows = t.sql("SELECT pg_stat_force_next_flush()").await;
+        drop(rows);
+        let rows = t.sql("SELECT seq_scan FROM pg_stat_user_tables WHERE relid = 'cases'::regclass").await;
+        rows[0].try_get_by_index::<i64>(0).unwrap()
+    };
+    let before = seq_scans().await;
+    for round in 0..3 {
+        assert_eq!(bulk(batch(&format!("LATE{round}"), 10)).await, 10);
+    }
+    let after = seq_scans().await;
+    assert_eq!(after - before, 0, "the existence checks scanned the whole table of 10,130 cases");
+}

@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod bulk;
 mod cache;
+mod cancellation;
 mod cases;
 mod contract;
 mod docket;

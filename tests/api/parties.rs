@@ -8,6 +8,7 @@ use crate::support::{Backend, TestApp};
 crate::on_both_backends!(
     party_round_trip,
     party_urls_must_be_http_and_emails_valid,
+    party_urls_are_stored_parsed_and_normalised,
     stale_party_update_is_412,
     parties_of_a_hidden_case_are_hidden,
 );
@@ -80,6 +81,46 @@ async fn party_urls_must_be_http_and_emails_valid(b: Backend) {
         t.post(&base, &s.token, json!({"name": "X", "kind": "individual", "type": "witness", "email": "nope"})).await;
     res.expect(400);
     assert_eq!(t.get(&base, &s.token).await.data().as_array().unwrap().len(), 0, "nothing was stored");
+}
+
+async fn party_urls_are_stored_parsed_and_normalised(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    let id = t.case(&s, "P-1").await;
+    let base = format!("/api/v1/cases/{id}/parties");
+    // Scheme and host lower-cased, the default port dropped, the space percent-encoded.
+    let res = t
+        .post(
+            &base,
+            &s.token,
+            json!({"name": "X", "kind": "individual", "type": "witness", "website": "  HTTP://Example.COM:80/a b"}),
+        )
+        .await;
+    res.expect(201);
+    assert_eq!(res.data()["website"], "http://example.com/a%20b");
+    let path = format!("{base}/{}", res.data()["id"].as_str().unwrap());
+    let upd = t.patch(&path, &s.token, json!({"website": "https://Court.GOV:443"})).await;
+    upd.expect(200);
+    assert_eq!(upd.data()["website"], "https://court.gov/");
+    // What is stored is the normalised form, not only what the response shows.
+    let rows = t.sql("SELECT website FROM parties").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].try_get::<Option<String>>("", "website").unwrap().as_deref(), Some("https://court.gov/"));
+    assert_eq!(t.get(&path, &s.token).await.data()["website"], "https://court.gov/");
+    // Bulk creates store the same form.
+    let res = t
+        .post(
+            &format!("{base}/bulk"),
+            &s.token,
+            json!({"items": [{"name": "Y", "kind": "individual", "type": "witness", "website": "HTTPS://Acme.Test:8443/Ünïcode?q=a b"}]}),
+        )
+        .await;
+    res.expect(200);
+    let pid = res.data()["ids"][0].as_str().unwrap();
+    assert_eq!(
+        t.get(&format!("{base}/{pid}"), &s.token).await.data()["website"],
+        "https://acme.test:8443/%C3%9Cn%C3%AFcode?q=a%20b"
+    );
 }
 
 async fn stale_party_update_is_412(b: Backend) {
