@@ -149,7 +149,9 @@ where
 {
     let policy = backoff();
     let mut attempt = 1;
-    loop {
+    // Told to the pools' guard if this future is dropped before the transaction has ended.
+    let mut in_flight = InFlight(true);
+    let outcome = loop {
         let result = {
             let turn = sqlite_write_turn(db, &opts).await?;
             let db = turn.as_ref().map_or(db, |t| &t.1);
@@ -169,9 +171,22 @@ where
                 if retryable(&e) {
                     metrics::counter!("lexiflow_db_transaction_conflicts_exhausted_total").increment(1);
                 }
-                return Err(e);
+                break Err(e);
             }
-            ok => return ok,
+            ok => break ok,
+        }
+    };
+    in_flight.0 = false;
+    outcome
+}
+
+/// Armed while [`transaction`] runs; dropped armed, the transaction was cancelled midway.
+struct InFlight(bool);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0 {
+            super::note_dropped_transaction();
         }
     }
 }
