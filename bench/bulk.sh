@@ -5,7 +5,9 @@
 # versus cached. See bench/bulk.rs for what is measured.
 #
 #   bench/bulk.sh                 # N=100000 ROUNDS=3
-# Env: N, ROUNDS, BACKENDS (postgres,sqlite), DB_SQLITE_CACHE_MIB, PG_URL (postgres://postgres@127.0.0.1:5432/test), CARGO_TARGET_DIR.
+# First, the import shape: 100,000 cases in ten POST /cases/bulk requests of 10,000 on a fresh
+# database, each request's time printed (last / first at most 1.5).
+# Env: N, ROUNDS, BACKENDS (postgres,sqlite), SHAPES (bulk,import), DB_SQLITE_CACHE_MIB, PG_URL (postgres://postgres@127.0.0.1:5432/test), CARGO_TARGET_DIR.
 # Needs: cargo, psql (Debian: postgresql-client), a PostgreSQL server.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

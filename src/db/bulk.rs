@@ -110,12 +110,14 @@ pub const fn col(name: &'static str, pg_type: &'static str) -> Column {
 /// empty — a sequential scan, comparing each row with each of the thousand parameters — and
 /// kept it while the table grew: ten requests of 10,000 cases took 0.55 s for the first and
 /// 19.5 s for the tenth. With one array parameter the generic plan probes the unique index
-/// whatever the table's size when it was made (measured with `psql`, ten existence checks of
-/// 1,000 numbers per 10,000 rows added, 10,000 to 100,000 rows: `IN` list 3.8 s → 34 s,
-/// `= ANY($2)` 12 → 57 ms throughout, also from a table analysed at 60 rows; forcing custom
-/// plans instead, or `ANALYZE` after each batch, 44 → 229 ms: with a thousand values the
-/// planner prefers a sequential scan up to about 100 times as many rows). It is also one
-/// statement for any number of values rather than one per list length.
+/// once the table has more than a few dozen rows (measured with `psql`, ten existence checks
+/// of 1,000 numbers per 10,000 rows added, 10,000 to 90,000 rows: `IN` list 3.8 s rising to
+/// 34 s, `= ANY($2)` 11–57 ms throughout, also from a table analysed at 60 rows; forcing
+/// custom plans instead, or `ANALYZE` after each batch, 44 → 229 ms: with a thousand values
+/// the planner prefers a sequential scan up to about 100 times as many rows). A generic plan
+/// made at a few dozen rows can still scan; [`analyze_grown`] sees to that. The array is also
+/// one statement for any number of values rather than one per list length. The figures and
+/// the other options are in `docs/ARCHITECTURE.md` ("Query plans as the table grows").
 pub fn one_of<C, V, I>(backend: DbBackend, column: C, values: I) -> sea_orm::sea_query::Expr
 where
     C: sea_orm::ColumnTrait,

@@ -303,7 +303,9 @@ where
 {
     let policy = backoff();
     let mut attempt = 1;
-    loop {
+    // Told to the pools' guard if this future is dropped before the transaction has ended.
+    let mut in_flight = InFlight(true);
+    let outcome = loop {
         let result = async {
             let (turn, db) = sqlite_write_turn(db, &opts).await.map_err(E::from)?;
             let conn = begin(db.as_ref(), &opts).await.map_err(|e| E::from(DbError::from(e)))?;
@@ -321,9 +323,24 @@ where
                 if e.is_conflict() {
                     metrics::counter!("lexiflow_db_transaction_conflicts_exhausted_total").increment(1);
                 }
-                return Err(e);
+                break Err(e);
             }
-            Ok(done) => return Ok(done),
+            Ok(done) => break Ok(done),
+        }
+    };
+    in_flight.0 = false;
+    outcome
+}
+
+/// Armed while a transaction runs; dropped armed, the transaction was cancelled midway, and
+/// the pools' release guard checks connections with PostgreSQL for a while (see
+/// `db::connect_with`).
+struct InFlight(bool);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0 {
+            super::note_dropped_transaction();
         }
     }
 }
