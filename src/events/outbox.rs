@@ -345,26 +345,52 @@ pub async fn tail(db: DatabaseConnection, hub: std::sync::Weak<super::Hub>, orig
                 continue;
             }
         };
+        // Everything other processes wrote since the last look, handed over in one publish per
+        // firm per look (up to a batch at a time), so a burst of foreign writes costs this
+        // process's caches one invalidation per look rather than one per thousand events.
         for (firm, head) in now {
             let mut from = seen.get(&firm).copied().unwrap_or(0);
             while from < head {
-                let batch = match rows_after(&db, firm, from, 1_000).await {
+                let batch = match foreign_rows(&db, firm, from, head, &origin, TAIL_BATCH).await {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::debug!(error = %e, "outbox tail: cannot read events");
                         break;
                     }
                 };
-                let Some(last) = batch.last().and_then(|e| e.seq) else { break };
-                from = last;
-                let foreign: Vec<DomainEvent> =
-                    batch.into_iter().filter(|r| r.origin != origin).filter_map(from_row).collect();
+                let full = batch.len() as u64 == TAIL_BATCH;
+                from = if full { batch.last().and_then(|e| e.seq).unwrap_or(head) } else { head };
+                let events: Vec<DomainEvent> = batch.into_iter().filter_map(from_row).collect();
                 let Some(hub) = hub.upgrade() else { return };
-                hub.publish(foreign).await;
+                hub.publish(events).await;
             }
             seen.insert(firm, from.max(seen.get(&firm).copied().unwrap_or(0)));
         }
     }
+}
+
+/// Events the tail hands over per publish at most.
+const TAIL_BATCH: u64 = 5_000;
+
+/// A firm's numbered events in `(after, through]` written by another origin than `origin`,
+/// oldest first, at most `limit` (this process's own are filtered out by the database).
+async fn foreign_rows(
+    db: &impl ConnectionTrait,
+    firm: FirmId,
+    after: i64,
+    through: i64,
+    origin: &str,
+    limit: u64,
+) -> Result<Vec<event::Model>, DbErr> {
+    event::Entity::find()
+        .filter(event::Column::FirmId.eq(firm.0))
+        .filter(event::Column::Seq.gt(after))
+        .filter(event::Column::Seq.lte(through))
+        .filter(event::Column::Origin.ne(origin))
+        .order_by_asc(event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await
 }
 
 /// Deletes numbered events that occurred before `before`; returns how many.
