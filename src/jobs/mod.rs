@@ -27,6 +27,10 @@ const LOGIN_ATTEMPTS_PRUNE_CRON: &str = "23 * * * *";
 /// Delete domain events past `EVENTS_RETENTION_DAYS` from the outbox (hourly, at minute 41).
 pub const EVENTS_PRUNE: &str = "events.prune";
 const EVENTS_PRUNE_CRON: &str = "41 * * * *";
+/// Refresh the statistics of tables that grew since their last analysis (PostgreSQL; every
+/// minute): see `db::bulk::analyze_stale`.
+pub const DB_ANALYZE: &str = "db.analyze";
+const DB_ANALYZE_CRON: &str = "* * * * *";
 /// Number the committed events a crashed writer left unnumbered (PostgreSQL; every minute).
 pub const EVENTS_SEQUENCE: &str = "events.sequence";
 const EVENTS_SEQUENCE_CRON: &str = "* * * * *";
@@ -81,6 +85,15 @@ async fn events_sequence(db: DatabaseConnection) -> Result<(), JobError> {
     Ok(())
 }
 
+async fn db_analyze(db: DatabaseConnection) -> Result<(), JobError> {
+    // Idempotent: a second run finds the statistics current.
+    let analysed = crate::db::bulk::analyze_stale(&db, crate::db::bulk::ANALYZED_TABLES).await?;
+    if !analysed.is_empty() {
+        tracing::info!(tables = ?analysed, "table statistics refreshed");
+    }
+    Ok(())
+}
+
 async fn report_warm(db: DatabaseConnection, cache: Arc<Cache>) -> Result<(), JobError> {
     use sea_orm::{EntityTrait, QuerySelect};
     // Idempotent: computing a summary twice stores the same figures.
@@ -127,6 +140,7 @@ fn builder(
     let prune_db = app_db.clone();
     let events_db = app_db.clone();
     let sequence_db = app_db.clone();
+    let analyze_db = app_db.clone();
     let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
         .queue(MAINTENANCE, 2)
@@ -135,7 +149,8 @@ fn builder(
         .handler(LOGIN_ATTEMPTS_PRUNE, move |_job| login_attempts_prune(prune_db.clone()))
         .handler(REPORT_WARM, move |_job| report_warm(warm_db.clone(), cache.clone()))
         .handler(EVENTS_PRUNE, move |_job| events_prune(events_db.clone(), events_days))
-        .handler(EVENTS_SEQUENCE, move |_job| events_sequence(sequence_db.clone()));
+        .handler(EVENTS_SEQUENCE, move |_job| events_sequence(sequence_db.clone()))
+        .handler(DB_ANALYZE, move |_job| db_analyze(analyze_db.clone()));
     let events = NewJob::new(EVENTS_PRUNE, serde_json::json!({}))
         .queue(MAINTENANCE)
         .priority(Priority::Low)
@@ -150,6 +165,12 @@ fn builder(
             .unique_key(EVENTS_SEQUENCE);
         builder =
             builder.schedule(Schedule::new("events-sequence", EVENTS_SEQUENCE_CRON, &config.cron_timezone, sequence)?);
+        let analyze = NewJob::new(DB_ANALYZE, serde_json::json!({}))
+            .queue(MAINTENANCE)
+            .priority(Priority::Normal)
+            .max_attempts(1)
+            .unique_key(DB_ANALYZE);
+        builder = builder.schedule(Schedule::new("db-analyze", DB_ANALYZE_CRON, &config.cron_timezone, analyze)?);
     }
     let prune = NewJob::new(LOGIN_ATTEMPTS_PRUNE, serde_json::json!({}))
         .queue(MAINTENANCE)
