@@ -310,7 +310,7 @@ async fn tables_that_grew_since_their_statistics_are_analysed(b: Backend) {
     let t = TestApp::new(b).await;
     let s = t.register("Firm").await;
     let firm = FirmId(s.firm_id.parse().unwrap());
-    lexiflow::db::transaction(&t.app.db, TxOptions::write(), |tx| async move {
+    let done = lexiflow::db::transaction(&t.app.db, TxOptions::write(), |tx| async move {
         tx.record_all(
             (0..1_200).map(|i| DomainEvent::new(EventType::CaseUpdated, firm, &Actor::system(), format!("e{i}"))),
         );
@@ -318,6 +318,7 @@ async fn tables_that_grew_since_their_statistics_are_analysed(b: Backend) {
     })
     .await
     .unwrap();
+    assert_eq!(done.events.len(), 1_200);
     // The statistics collector counts the inserts a moment after the commit.
     let mut analysed = Vec::new();
     for _ in 0..40 {
