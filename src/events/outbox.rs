@@ -393,12 +393,38 @@ async fn foreign_rows(
         .await
 }
 
-/// Deletes numbered events that occurred before `before`; returns how many.
+/// Deletes numbered events recorded before `before`; returns how many. Event ids are UUIDv7,
+/// whose first 48 bits are the milliseconds since 1970, so "before" is a range of the primary
+/// key (no index on the time column for every write to maintain).
 pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> Result<u64, DbErr> {
     let r = event::Entity::delete_many()
-        .filter(event::Column::OccurredAt.lt(before))
+        .filter(event::Column::Id.lt(first_id_at(before)))
         .filter(event::Column::Seq.is_not_null())
         .exec(db)
         .await?;
     Ok(r.rows_affected)
+}
+
+/// The smallest UUIDv7 of the millisecond `at`.
+fn first_id_at(at: DateTime<Utc>) -> Uuid {
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0).to_be_bytes();
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&ms[2..]);
+    b[6] = 0x70;
+    b[8] = 0x80;
+    Uuid::from_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_id_of_a_millisecond_orders_before_every_id_made_in_it_and_after_earlier_ones() {
+        let now = chrono::Utc::now();
+        let id = Uuid::now_v7();
+        assert!(first_id_at(now - chrono::Duration::milliseconds(5)) < id);
+        assert!(first_id_at(now + chrono::Duration::milliseconds(5)) > id);
+        assert_eq!(first_id_at(now).get_version_num(), 7);
+    }
 }

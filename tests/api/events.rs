@@ -28,6 +28,7 @@ crate::on_both_backends!(
     writes_by_another_process_reach_this_ones_caches_through_the_outbox,
     concurrent_sequencers_number_each_event_once,
     tables_that_grew_since_their_statistics_are_analysed,
+    retention_prunes_numbered_events_recorded_before_the_cutoff,
 );
 
 /// Collects what it is handed.
@@ -335,4 +336,28 @@ async fn tables_that_grew_since_their_statistics_are_analysed(b: Backend) {
     } else {
         assert!(analysed.is_empty());
     }
+}
+
+/// The `events.prune` job's deletion: numbered events recorded before the cutoff go, later
+/// ones stay.
+async fn retention_prunes_numbered_events_recorded_before_the_cutoff(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    t.case(&s, "OLD-1").await;
+    numbered(&t).await;
+    let kept_before = rows(&t, &s.firm_id).await.len();
+    assert!(kept_before > 0);
+    let day = chrono::Duration::days(1);
+    let pruned = lexiflow::events::outbox::prune(&t.app.db, chrono::Utc::now() - day).await.unwrap();
+    assert_eq!(pruned, 0, "nothing is a day old");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cutoff = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    t.case(&s, "NEW-1").await;
+    numbered(&t).await;
+    let pruned = lexiflow::events::outbox::prune(&t.app.db, cutoff).await.unwrap();
+    assert_eq!(pruned as usize, kept_before);
+    let left = rows(&t, &s.firm_id).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event_type, "case.created");
 }

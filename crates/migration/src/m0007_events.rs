@@ -8,6 +8,9 @@
 //!   `origin` names the process that wrote the row, so a process that tails the outbox for
 //!   other processes' changes skips its own.
 //! - `event_heads`: per firm, the last `seq` handed out.
+//!
+//! No index on `occurred_at`: every write pays for each index, and retention prunes by id
+//! (UUIDv7, so time-ordered) through the primary key instead.
 
 use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
 
@@ -43,7 +46,6 @@ impl MigrationTrait for Migration {
         ))
         .await?;
         db.execute_unprepared("CREATE UNIQUE INDEX uq_domain_events_firm_seq ON domain_events (firm_id, seq)").await?;
-        db.execute_unprepared("CREATE INDEX ix_domain_events_occurred ON domain_events (occurred_at)").await?;
         db.execute_unprepared(
             "CREATE INDEX ix_domain_events_unsequenced ON domain_events (firm_id, id) WHERE seq IS NULL",
         )
