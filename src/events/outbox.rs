@@ -202,6 +202,9 @@ pub async fn sequence_all(db: &DatabaseConnection) -> Result<u64, DbErr> {
     Ok(n)
 }
 
+/// How long a sequencer run waits for more commits to join it.
+const SEQUENCE_GATHER: Duration = Duration::from_millis(10);
+
 /// Runs [`sequence_firm`] after commits (PostgreSQL), one run per firm at a time: a commit
 /// that arrives while a run is going makes it go round once more instead of starting another,
 /// so a burst of writes costs a few sequencer transactions, not one each.
@@ -236,6 +239,9 @@ impl Sequencer {
         let db = db.clone();
         tokio::spawn(async move {
             loop {
+                // Let the commits of the next moment join this run: under load one run then
+                // numbers the events of many writes (each run is a transaction of its own).
+                tokio::time::sleep(SEQUENCE_GATHER).await;
                 state.again.store(false, Ordering::Release);
                 let mut attempt = 0;
                 loop {
