@@ -129,6 +129,7 @@ impl App {
         }
         if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
             let mut firms: Vec<crate::ids::FirmId> = events.iter().map(|e| e.firm_id).collect();
+            firms.sort_unstable();
             firms.dedup();
             for f in firms {
                 self.sequencer.kick(&self.db, f.0);

@@ -155,17 +155,9 @@ pub fn analyze_grown(db: &sea_orm::DatabaseConnection, grown: &[(&'static str, u
     let db = db.clone();
     tokio::spawn(async move {
         for (table, added) in tables {
-            // The statistics' row count (-1 until first analysed or vacuumed), and rows
-            // changed since (this write's perhaps not yet counted: the counters lag).
-            let known = Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT reltuples::float8, pg_stat_get_mod_since_analyze(oid)::float8 FROM pg_class \
-                 WHERE oid = to_regclass($1)",
-                [table.into()],
-            );
             let analyze = async {
-                let Some(row) = db.query_one_raw(known).await? else { return Ok(()) };
-                let (tuples, changed): (f64, f64) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+                let Some((tuples, changed)) = statistics(&db, table).await? else { return Ok(()) };
+                // The change counter lags this write's commit: count at least what it added.
                 if tuples < 0.0 || changed.max(added as f64) >= tuples {
                     db.execute_unprepared(&format!("ANALYZE \"{table}\"")).await?;
                 }
@@ -176,6 +168,19 @@ pub fn analyze_grown(db: &sea_orm::DatabaseConnection, grown: &[(&'static str, u
             }
         }
     });
+}
+
+/// A PostgreSQL table's statistics row count (-1 until first analysed or vacuumed) and the
+/// rows changed since they were taken; None for a table that does not exist.
+async fn statistics(db: &sea_orm::DatabaseConnection, table: &str) -> Result<Option<(f64, f64)>, DbErr> {
+    let known = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT reltuples::float8, pg_stat_get_mod_since_analyze(oid)::float8 FROM pg_class \
+         WHERE oid = to_regclass($1)",
+        [table.into()],
+    );
+    let Some(row) = db.query_one_raw(known).await? else { return Ok(None) };
+    Ok(Some((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
 }
 
 /// Tables whose statistics the `db.analyze` job keeps up with on PostgreSQL.
@@ -199,14 +204,7 @@ pub async fn analyze_stale(
         return Ok(done);
     }
     for table in tables {
-        let known = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT reltuples::float8, pg_stat_get_mod_since_analyze(oid)::float8 FROM pg_class \
-             WHERE oid = to_regclass($1)",
-            [(*table).into()],
-        );
-        let Some(row) = db.query_one_raw(known).await? else { continue };
-        let (tuples, changed): (f64, f64) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+        let Some((tuples, changed)) = statistics(db, table).await? else { continue };
         let min = ANALYZE_MIN_ROWS as f64;
         if changed >= min && (tuples < 0.0 || changed >= (tuples * 0.5).max(min)) {
             db.execute_unprepared(&format!("ANALYZE \"{table}\"")).await?;

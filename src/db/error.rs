@@ -41,14 +41,6 @@ impl DbError {
             _ => false,
         }
     }
-
-    /// The underlying error.
-    pub fn source_err(&self) -> &DbErr {
-        match self {
-            DbError::Unique { source, .. } => source,
-            DbError::Conflict(e) | DbError::Unavailable(e) | DbError::Other(e) => e,
-        }
-    }
 }
 
 /// One of our unique constraints and how SQLite names its columns in the error.

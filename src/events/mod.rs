@@ -232,26 +232,23 @@ impl Hub {
         self.subscribers.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(s);
     }
 
-    /// Hands committed events to every subscriber, in order of subscription. It runs in a task
-    /// of its own, so a request cancelled after its commit (a client gone, the deadline) still
-    /// delivers; the caller waits for it, so the caller's answer comes after, for example, the
-    /// cache invalidation it caused.
-    pub async fn publish(self: &Arc<Self>, events: Vec<DomainEvent>) {
+    /// Hands committed events to every subscriber, in order of subscription. Callers run it
+    /// where a dropped request cannot cut it short (`App::write` on the committing task, the
+    /// outbox tail on its own); the caller's answer comes after, for example, the cache
+    /// invalidation it caused. A subscriber that panics is logged and the others still run.
+    pub async fn publish(&self, events: Vec<DomainEvent>) {
+        use futures_util::FutureExt;
         if events.is_empty() {
             return;
         }
         for e in &events {
             metrics::counter!("lexiflow_events_published_total", "type" => e.event_type.as_str()).increment(1);
         }
-        let hub = Arc::clone(self);
-        let task = tokio::spawn(async move {
-            let subscribers = hub.subscribers.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            for s in subscribers {
-                s.deliver(&events).await;
+        let subscribers = self.subscribers.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for s in subscribers {
+            if std::panic::AssertUnwindSafe(s.deliver(&events)).catch_unwind().await.is_err() {
+                tracing::error!(subscriber = s.name(), "a domain event subscriber panicked");
             }
-        });
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "a domain event subscriber panicked");
         }
     }
 }

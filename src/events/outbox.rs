@@ -290,31 +290,6 @@ fn from_row(r: event::Model) -> Option<DomainEvent> {
     })
 }
 
-/// A firm's numbered events after `after`, oldest first, at most `limit`.
-pub async fn read_after(
-    db: &impl ConnectionTrait,
-    firm: FirmId,
-    after: i64,
-    limit: u64,
-) -> Result<Vec<DomainEvent>, DbErr> {
-    Ok(rows_after(db, firm, after, limit).await?.into_iter().filter_map(from_row).collect())
-}
-
-async fn rows_after(
-    db: &impl ConnectionTrait,
-    firm: FirmId,
-    after: i64,
-    limit: u64,
-) -> Result<Vec<event::Model>, DbErr> {
-    event::Entity::find()
-        .filter(event::Column::FirmId.eq(firm.0))
-        .filter(event::Column::Seq.gt(after))
-        .order_by_asc(event::Column::Seq)
-        .limit(limit)
-        .all(db)
-        .await
-}
-
 /// Every firm's head: the last number handed out.
 pub async fn heads(db: &impl ConnectionTrait) -> Result<HashMap<FirmId, i64>, DbErr> {
     let rows = super::model::head::Entity::find().all(db).await?;

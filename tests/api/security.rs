@@ -681,6 +681,20 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
+    /// A private Redis for a test, or None when Redis tests are skipped here (they fail
+    /// instead when required and `redis-server` cannot be started).
+    fn for_test() -> Option<Self> {
+        if !redis_available() {
+            return None;
+        }
+        let own = Self::start(None);
+        assert!(
+            own.is_some() || std::env::var("LEXIFLOW_REQUIRE_REDIS").is_err(),
+            "redis-server could not be started, and Redis tests are required"
+        );
+        own
+    }
+
     fn start(port: Option<u16>) -> Option<Self> {
         let port =
             port.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
@@ -715,13 +729,7 @@ impl Drop for OwnRedis {
 /// within the 200 ms the reliability goal allows, the very first included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_waits_long_on_a_dead_redis() {
-    if !redis_available() {
-        return;
-    }
-    let Some(mut redis) = OwnRedis::start(None) else {
-        assert!(std::env::var("LEXIFLOW_REQUIRE_REDIS").is_err(), "redis-server could not be started");
-        return;
-    };
+    let Some(mut redis) = OwnRedis::for_test() else { return };
     let port = redis.port;
     let t = TestApp::with(Backend::Sqlite, |c| {
         c.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
@@ -748,13 +756,7 @@ async fn no_request_waits_long_on_a_dead_redis() {
 /// so the revoked session stops working there at once rather than after its cache lifetime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_forget_cached_sessions_when_the_bus_comes_back() {
-    if !redis_available() {
-        return;
-    }
-    let Some(mut redis) = OwnRedis::start(None) else {
-        assert!(std::env::var("LEXIFLOW_REQUIRE_REDIS").is_err(), "redis-server could not be started");
-        return;
-    };
+    let Some(mut redis) = OwnRedis::for_test() else { return };
     let port = redis.port;
     let a = TestApp::with(Backend::Sqlite, |c| {
         c.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
@@ -789,16 +791,7 @@ async fn instances_forget_cached_sessions_when_the_bus_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopping_mid_run_does_not_take_the_api_down() {
-    if !redis_available() {
-        return;
-    }
-    let Some(mut redis) = OwnRedis::start(None) else {
-        assert!(
-            std::env::var("LEXIFLOW_REQUIRE_REDIS").is_err(),
-            "redis-server could not be started, and Redis tests are required"
-        );
-        return;
-    };
+    let Some(mut redis) = OwnRedis::for_test() else { return };
     let port = redis.port;
     let t = TestApp::with(Backend::Sqlite, |c| {
         c.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
