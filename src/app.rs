@@ -49,6 +49,8 @@ pub struct AppInner {
     pub origin: uuid::Uuid,
     /// When this process started serving.
     pub started: std::time::Instant,
+    /// The health checks, run by one task and served from its newest result.
+    pub health: crate::health::Monitor,
     /// Set when SIGTERM/SIGINT arrives: readiness turns 503 so load balancers stop sending.
     pub shutting_down: AtomicBool,
 }
@@ -196,6 +198,7 @@ impl App {
             sequencer: crate::events::outbox::Sequencer::default(),
             origin,
             started: std::time::Instant::now(),
+            health: crate::health::Monitor::default(),
             shutting_down: AtomicBool::new(false),
         }));
         // Other instances' revocations reach this one's session cache. Weak handles, so the

@@ -63,6 +63,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Largest JSON body accepted, in bytes.
     pub max_json_body: usize,
+    /// Compress JSON and text responses of 1 KiB or more when the client accepts gzip or br
+    /// (`COMPRESSION`, on by default).
+    pub compression: bool,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// `REDIS_URL` (or `REDIS_HOST/PORT/PASSWORD`); None in the embedded default or `DEMO_MODE`.
@@ -513,6 +516,10 @@ impl Config {
             cors_origins,
             log_format,
             max_json_body,
+            compression: match get("COMPRESSION") {
+                Some(v) => parse_bool("COMPRESSION", &v)?,
+                None => true,
+            },
             shutdown_grace,
             redis_url,
             ops,

@@ -5,8 +5,14 @@
 //! (the seed's `@RateLimit`) are declared here, next to the routes they guard.
 
 use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
-use http::{HeaderName, HeaderValue, Method, header};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
+use tower_http::{
+    compression::{
+        CompressionLayer,
+        predicate::{And, Predicate, SizeAbove},
+    },
+    cors::{AllowOrigin, CorsLayer},
+};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
@@ -115,7 +121,7 @@ pub fn build(app: App) -> Router {
         .merge(protected_api().route_layer(middleware::from_fn_with_state(app.clone(), require_auth)));
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).split_for_parts();
 
-    Router::new()
+    let router = Router::new()
         .merge(api)
         // Public: probes and documentation.
         .route("/health", get(health::health))
@@ -133,11 +139,45 @@ pub fn build(app: App) -> Router {
         .layer(DefaultBodyLimit::max(app.config.max_json_body))
         .layer(middleware::from_fn_with_state(app.clone(), security::deadline))
         .layer(middleware::from_fn_with_state(app.clone(), global_limit))
-        .layer(cors(&app.config.cors_origins))
+        .layer(cors(&app.config.cors_origins));
+    // Compression sits inside the request context, so the access log and metrics see the
+    // response as sent.
+    let router = if app.config.compression { router.layer(compression()) } else { router };
+    router
         .layer(middleware::from_fn_with_state(app.clone(), request_context))
         // Outermost, so every response — errors, 429s, a caught panic — carries the headers.
         .layer(middleware::from_fn_with_state(app.clone(), security::headers))
         .with_state(app)
+}
+
+/// Response compression (`COMPRESSION`): gzip or br, as the client prefers, for JSON and text
+/// bodies of at least [`COMPRESS_MIN_BYTES`]. Bodies already compressed (PDFs, images,
+/// archives, anything with a `Content-Encoding`) and Range responses pass through as they are.
+/// Compressed and compressible responses carry `Vary: Accept-Encoding`.
+fn compression() -> CompressionLayer<And<SizeAbove, TypePredicate>> {
+    let types: TypePredicate = compressible;
+    CompressionLayer::new().gzip(true).br(true).compress_when(SizeAbove::new(COMPRESS_MIN_BYTES).and(types))
+}
+
+/// A predicate on a response's status and headers.
+type TypePredicate = fn(StatusCode, Version, &HeaderMap, &Extensions) -> bool;
+
+/// Smallest body worth compressing: below it the gzip frame and the CPU cost more than they save.
+pub const COMPRESS_MIN_BYTES: u64 = 1024;
+
+/// JSON and text, never a partial (206) response.
+fn compressible(status: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions) -> bool {
+    if status == StatusCode::PARTIAL_CONTENT || headers.contains_key(header::CONTENT_RANGE) {
+        return false;
+    }
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence.starts_with("text/") && essence != "text/event-stream"
+        || essence == "application/json"
+        || essence.ends_with("+json")
+        || essence == "application/javascript"
+        || essence == "application/xml"
+        || essence == "image/svg+xml"
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -171,4 +211,34 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("ratelimit-policy"),
         ])
         .max_age(std::time::Duration::from_secs(600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(status: StatusCode, ct: &str, extra: &[(HeaderName, &str)]) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap_or(HeaderValue::from_static("x/x")));
+        for (k, v) in extra {
+            h.insert(k.clone(), HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("x")));
+        }
+        compressible(status, Version::HTTP_11, &h, &Extensions::new())
+    }
+
+    #[test]
+    fn only_json_and_text_are_compressed_and_never_a_range() {
+        assert!(typed(StatusCode::OK, "application/json", &[]));
+        assert!(typed(StatusCode::NOT_FOUND, "application/problem+json; charset=utf-8", &[]));
+        assert!(typed(StatusCode::OK, "text/csv; charset=utf-8", &[]));
+        assert!(typed(StatusCode::OK, "Text/HTML", &[]));
+        for already in ["application/pdf", "image/png", "image/jpeg", "application/zip", "application/octet-stream"] {
+            assert!(!typed(StatusCode::OK, already, &[]), "{already}");
+        }
+        assert!(!typed(StatusCode::OK, "text/event-stream", &[]));
+        assert!(!typed(StatusCode::PARTIAL_CONTENT, "text/plain", &[]));
+        assert!(!typed(StatusCode::OK, "text/plain", &[(header::CONTENT_RANGE, "bytes 0-9/100")]));
+        let none = HeaderMap::new();
+        assert!(!compressible(StatusCode::OK, Version::HTTP_11, &none, &Extensions::new()));
+    }
 }

@@ -12,6 +12,9 @@ crate::on_both_backends!(
     correlation_id_is_echoed_when_sane_and_replaced_when_not,
     oversized_body_is_413_in_our_error_body,
     health_probes_answer_without_a_token,
+    health_is_served_from_one_recent_check,
+    json_responses_are_compressed_when_the_client_accepts_it,
+    compression_can_be_turned_off,
 );
 
 async fn success_envelope_carries_meta(b: Backend) {
@@ -168,4 +171,96 @@ async fn swagger_ui_and_openapi_json_are_served_from_the_binary() {
     let res = t.call(Method::GET, "/api/docs/", None, None).await;
     res.expect(200);
     assert!(res.body.as_str().unwrap_or_default().contains("swagger"));
+}
+
+async fn health_is_served_from_one_recent_check(b: Backend) {
+    let t = TestApp::new(b).await;
+    let first = t.call(Method::GET, "/health", None, None).await;
+    first.expect(200);
+    let latency = |r: &crate::support::Res| r.body["details"]["database"]["latencyMs"].clone();
+    assert!(latency(&first).is_number(), "{}", first.body);
+    // Calls close together read the same run of the checks: the database was asked once.
+    let again = t.call(Method::GET, "/health", None, None).await;
+    let ready = t.call(Method::GET, "/health/readiness", None, None).await;
+    assert_eq!(again.body, first.body);
+    assert_eq!(ready.body["details"]["database"], first.body["details"]["database"]);
+    // And the task runs them again within the freshness bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let r = t.call(Method::GET, "/health", None, None).await;
+        r.expect(200);
+        if r.body != first.body {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the health result was never refreshed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn gunzip(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(b), &mut out).unwrap();
+    out
+}
+
+fn unbrotli(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    brotli::BrotliDecompress(&mut std::io::Cursor::new(b), &mut out).unwrap();
+    out
+}
+
+async fn json_responses_are_compressed_when_the_client_accepts_it(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    for i in 0..30 {
+        t.post(
+            "/api/v1/cases",
+            &s.token,
+            json!({"caseNumber": format!("C-{i}"), "title": format!("Matter {i}"), "type": "civil"}),
+        )
+        .await
+        .expect(201);
+    }
+    let path = "/api/v1/cases?limit=100";
+    let (st, h, plain) = t.raw(Method::GET, path, Some(&s.token), &[]).await;
+    assert_eq!(st, 200);
+    assert!(h.get("content-encoding").is_none());
+    assert!(plain.len() > 1024, "the list is {} bytes", plain.len());
+    // A compressible type always says that the answer depends on Accept-Encoding.
+    assert!(h.get_all("vary").iter().any(|v| v.to_str().unwrap().to_ascii_lowercase().contains("accept-encoding")));
+    let plain: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+
+    for (accept, encoding) in [("gzip", "gzip"), ("br", "br"), ("gzip;q=0.5, br", "br"), ("deflate, gzip", "gzip")] {
+        let (st, h, bytes) = t.raw(Method::GET, path, Some(&s.token), &[("accept-encoding", accept)]).await;
+        assert_eq!(st, 200);
+        assert_eq!(h.get("content-encoding").map(|v| v.to_str().unwrap()), Some(encoding), "{accept}");
+        assert!(h.get_all("vary").iter().any(|v| v.to_str().unwrap().to_ascii_lowercase().contains("accept-encoding")));
+        let decoded = if encoding == "gzip" { gunzip(&bytes) } else { unbrotli(&bytes) };
+        let body: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
+        // The same page (the meta differs per request).
+        assert_eq!(body["data"], plain["data"], "{accept}");
+        assert!(bytes.len() * 3 < decoded.len(), "{accept}: {} bytes for {}", bytes.len(), decoded.len());
+        // Security headers survive compression.
+        assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
+    }
+    // Small bodies are sent as they are.
+    let (_, h, _) = t.raw(Method::GET, "/health/liveness", None, &[("accept-encoding", "gzip")]).await;
+    assert!(h.get("content-encoding").is_none());
+    // The OpenAPI document, the largest answer, shrinks too.
+    let (_, h, bytes) = t.raw(Method::GET, "/api/openapi.json", None, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(h.get("content-encoding").unwrap(), "gzip");
+    let doc: serde_json::Value = serde_json::from_slice(&gunzip(&bytes)).unwrap();
+    assert!(doc["paths"].is_object());
+    // Errors keep our error body and can be compressed like any JSON.
+    let (st, _, _) =
+        t.raw(Method::GET, "/api/v1/cases/not-a-uuid", Some(&s.token), &[("accept-encoding", "gzip")]).await;
+    assert!(st.is_client_error());
+}
+
+async fn compression_can_be_turned_off(b: Backend) {
+    let t = TestApp::with(b, |c| c.compression = false).await;
+    let (st, h, bytes) = t.raw(Method::GET, "/api/openapi.json", None, &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(st, 200);
+    assert!(h.get("content-encoding").is_none());
+    serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
 }

@@ -183,8 +183,16 @@ async fn readiness_is_503_while_postgres_is_unreachable_and_200_when_it_returns(
     t.call(Method::GET, "/health/readiness", None, None).await.expect(200);
 
     proxy.cut().await;
-    let down = t.call(Method::GET, "/health/readiness", None, None).await;
-    down.expect(503);
+    // Probes are served from a result at most a second old: readiness turns 503 within it.
+    let cut = std::time::Instant::now();
+    let down = loop {
+        let r = t.call(Method::GET, "/health/readiness", None, None).await;
+        if r.status == 503 {
+            break r;
+        }
+        assert!(cut.elapsed() < Duration::from_millis(1500), "readiness still 200 after {:?}", cut.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(down.body["error"]["database"]["status"], "down");
     // The API answers in our error body, as a dependency outage, not a client error.
     let s = t.call(Method::POST, "/api/v1/auth/login", None, Some(json!({"email": "a@b.test", "password": "x"}))).await;

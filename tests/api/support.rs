@@ -263,6 +263,19 @@ impl TestApp {
         self.send(req).await
     }
 
+    /// Sends a request and returns the response's bytes as they came (not decoded).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, axum::body::Bytes) {
+        let res = self.router.clone().oneshot(request(method, path, token, None, headers)).await.unwrap();
+        let (status, headers) = (res.status(), res.headers().clone());
+        (status, headers, res.into_body().collect().await.unwrap().to_bytes())
+    }
+
     /// Sends a prepared request.
     pub async fn send(&self, req: Request<Body>) -> Res {
         let res = self.router.clone().oneshot(req).await.unwrap();
