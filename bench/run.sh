@@ -7,6 +7,8 @@
 #   get   GET /api/v1/cases/{random seeded id}   (bare: GET /cases/{id})
 #   list  GET /api/v1/cases?limit=20             (bare: GET /cases, newest 20)
 #   post  POST /api/v1/cases, a unique case number per request (full vs noaudit only)
+#   zip   GET /api/v1/cases?limit=100 on the full stack, without and with
+#         Accept-Encoding: gzip (stacks "plain" and "gzip"), plus the bytes of each answer
 #
 # Three stacks per backend, on the same database:
 #   bare    bench/bare.rs — the floor
@@ -15,14 +17,14 @@
 #   nosec   LexiFlow with SECURITY_LAYER=off (no security headers, no rate limiting, no deadline)
 #   noaudit LexiFlow with AUDIT_TRAIL=off (writes not audited), for the post endpoint
 # It prints req/s, p50, p99, non-2xx and peak RSS per run, then medians per stack and the
-# ratios full/bare (target >= 0.60), full/nosec (the security layer's cost; target >= 0.90)
-# and, for post, full/noaudit (auditing's cost; target >= 0.75).
+# ratios full/bare (targets: get and list >= 0.70), full/nosec (the security layer's cost;
+# target >= 0.90) and, for post, full/noaudit (auditing's cost; target >= 0.80).
 #
-#   bench/run.sh                                 # both backends, 2 rounds x 15 s (~6 min)
+#   bench/run.sh                                 # both backends, 3 rounds x 15 s (~20 min)
 #   DUR=5s ROUNDS=1 bench/run.sh                 # a quick look; do not quote these figures
 #   BACKENDS=sqlite bench/run.sh
 #
-# Env: DUR (15s), WARMUP (3s, not recorded), ROUNDS (2), CONNS (64), THREADS (2),
+# Env: DUR (15s), WARMUP (3s, not recorded), ROUNDS (3), CONNS (64), THREADS (2),
 #      SEED (2000 cases), BACKENDS ("postgres sqlite"), ENDPOINTS ("get list"),
 #      PG_URL (postgres://postgres@127.0.0.1:5432; database lexiflow_bench is re-created),
 #      CARGO_TARGET_DIR ($HOME/.cache/lexiflow-target).
@@ -35,12 +37,12 @@ mkdir -p "$STATE"
 
 DUR=${DUR:-15s}
 WARMUP=${WARMUP:-3s}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 SEED=${SEED:-2000}
 BACKENDS=${BACKENDS:-"postgres sqlite"}
-ENDPOINTS=${ENDPOINTS:-"get list post"}
+ENDPOINTS=${ENDPOINTS:-"get list post zip"}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PORT_FULL=${PORT_FULL:-3300}
 PORT_BARE=${PORT_BARE:-3301}
@@ -57,6 +59,7 @@ done
 OUT="$STATE/run-$(date -u +%Y%m%dT%H%M%SZ).txt"
 RESULTS="$STATE/results.tsv"
 : >"$RESULTS"
+: >"$STATE/zip-bytes.tsv"
 exec > >(tee "$OUT") 2>&1
 
 echo "== LexiFlow benchmark $(date -u +%FT%TZ) on $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -150,9 +153,13 @@ for backend in $BACKENDS; do
 
   for round in $(seq 1 "$ROUNDS"); do
     for ep in $ENDPOINTS; do
-      for stack in $STACKS; do
+      stacks=$STACKS
+      [ "$ep" = zip ] && stacks="plain gzip"
+      for stack in $stacks; do
         # Reads compare against the floor and the no-security stack; the write against no-audit.
-        if [ "$ep" = post ]; then
+        if [ "$ep" = zip ]; then
+          :
+        elif [ "$ep" = post ]; then
           case $stack in full | noaudit) ;; *) continue ;; esac
         elif [ "$stack" = noaudit ]; then
           continue
@@ -162,12 +169,21 @@ for backend in $BACKENDS; do
           full) pid=$full_pid; base="http://127.0.0.1:$PORT_FULL"; prefix=/api/v1/cases/; tok=$token ;;
           nosec) pid=$nosec_pid; base="http://127.0.0.1:$PORT_NOSEC"; prefix=/api/v1/cases/; tok=$token ;;
           noaudit) pid=$noaudit_pid; base="http://127.0.0.1:$PORT_NOAUDIT"; prefix=/api/v1/cases/; tok=$token ;;
+          plain | gzip) pid=$full_pid; base="http://127.0.0.1:$PORT_FULL"; prefix=/api/v1/cases/; tok=$token ;;
         esac
-        if [ "$ep" = post ]; then url="$base/api/v1/cases"; script="$ROOT/bench/wrk/post.lua"
+        enc=
+        [ "$stack" = gzip ] && enc="gzip"
+        if [ "$ep" = zip ]; then url="$base/api/v1/cases?limit=100"; script="$ROOT/bench/wrk/token.lua"
+        elif [ "$ep" = post ]; then url="$base/api/v1/cases"; script="$ROOT/bench/wrk/post.lua"
         elif [ "$ep" = get ]; then url="$base/"; script="$ROOT/bench/wrk/get.lua"
         elif [ "$stack" = bare ]; then url="$base/cases"; script="$ROOT/bench/wrk/token.lua"
         else url="$base/api/v1/cases?limit=20"; script="$ROOT/bench/wrk/token.lua"; fi
-        export TOKEN=$tok GET_PREFIX=$prefix IDS_FILE="$STATE/ids"
+        export TOKEN=$tok GET_PREFIX=$prefix IDS_FILE="$STATE/ids" ACCEPT_ENCODING=$enc
+        if [ "$ep" = zip ] && [ "$round" = 1 ]; then
+          bytes=$(curl -fsS -o /dev/null -w '%{size_download}' -H "Authorization: Bearer $tok" ${enc:+-H "Accept-Encoding: $enc"} "$url")
+          printf "%-8s zip   %-6s bytes of one answer: %s\n" "$backend" "$stack" "$bytes"
+          printf "%s\t%s\n" "$backend-$stack" "$bytes" >>"$STATE/zip-bytes.tsv"
+        fi
         [ "$round" = 1 ] && [ "$WARMUP" != 0 ] && run_wrk "$backend" "$ep" "$stack" 0 "$pid" "$url" "$script" 0
         run_wrk "$backend" "$ep" "$stack" "$round" "$pid" "$url" "$script"
         sleep 1
@@ -178,7 +194,7 @@ for backend in $BACKENDS; do
   wait "$full_pid" "$nosec_pid" "$noaudit_pid" "$bare_pid" 2>/dev/null || true
 done
 
-python3 - "$RESULTS" <<'PY'
+python3 - "$RESULTS" "$STATE/zip-bytes.tsv" <<'PY'
 import sys, statistics, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 g = collections.defaultdict(list)
@@ -192,14 +208,23 @@ for (b, ep, st), v in g.items():
 def med(key):
     return statistics.median(x[0] for x in g[key]) if key in g else None
 
-print("\n== ratios (req/s): full/bare >= 0.60; full/nosec (security cost) >= 0.90; full/noaudit (audit cost) >= 0.75")
+print("\n== ratios (req/s): full/bare >= 0.70; full/nosec (security cost) >= 0.90; full/noaudit (audit cost) >= 0.80")
 for (b, ep, st) in list(g):
+    if st == "gzip":
+        plain, gz = med((b, ep, "plain")), med((b, ep, "gzip"))
+        if plain:
+            print(f"{b:8} {ep:8} gzip/plain = {gz / plain:5.2f}  (req/s with compression against without)")
     if st != "full":
         continue
     full = med((b, ep, "full"))
-    for other, target in (("bare", 0.60), ("nosec", 0.90), ("noaudit", 0.75)):
+    for other, target in (("bare", 0.70), ("nosec", 0.90), ("noaudit", 0.80)):
         base = med((b, ep, other))
         if base:
             r = full / base
             print(f"{b:8} {ep:8} full/{other:5} = {r:5.2f}  {'ok' if r >= target else 'BELOW TARGET'}")
+sizes = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip())
+for b in sorted({k.rsplit("-", 1)[0] for k in sizes}):
+    p, z = sizes.get(b + "-plain"), sizes.get(b + "-gzip")
+    if p and z:
+        print(f"{b:8} zip      bytes of GET /cases?limit=100: {p} plain, {z} gzip ({int(z) / int(p):.2f})")
 PY

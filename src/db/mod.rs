@@ -72,14 +72,21 @@ async fn connect_with(cfg: &DatabaseConfig, relaxed_durability: bool) -> Result<
             std::fs::create_dir_all(dir).map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
         }
         let busy_timeout = cfg.lock_timeout;
-        // Negative: a size in KiB rather than in pages.
-        let cache_size = format!("-{}", u64::from(cfg.sqlite_cache_mib) * 1024);
+        // The budget is the process's, not each connection's: any one connection (the
+        // writer during an import) may fill all of it, and SQLite's soft heap limit, which
+        // is process-wide, makes every connection recycle its least recently used pages
+        // instead of allocating once the process's SQLite memory reaches it (see
+        // OPERATIONS "Capacity notes"). Negative cache size: KiB rather than pages.
+        let budget_kib = u64::from(cfg.sqlite_cache_mib) * 1024;
+        let cache_size = format!("-{budget_kib}");
+        let soft_heap_limit = (budget_kib * 1024).to_string();
         opts.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(if relaxed_durability { SqliteSynchronous::Normal } else { SqliteSynchronous::Full })
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
                 .pragma("cache_size", cache_size.clone())
+                .pragma("soft_heap_limit", soft_heap_limit.clone())
                 .create_if_missing(true)
         });
         opts.map_sqlx_sqlite_pool_opts(guard_sqlite_pool);
