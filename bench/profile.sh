@@ -28,7 +28,7 @@ ENDPOINTS=${ENDPOINTS:-"get post"}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PORT=${PORT:-3310}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lexiflow-target}
-SECRET="bench-secret-0123456789-0123456789-0123456789"
+. "$ROOT/bench/lib.sh"
 for c in perf wrk python3 psql cargo inferno-collapse-perf inferno-flamegraph; do
   command -v "$c" >/dev/null || { echo "error: $c not found" >&2; exit 1; }
 done
@@ -40,19 +40,11 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
 
 for backend in $BACKENDS; do
   data="$STATE/profile-data-$backend"
-  rm -rf "$data"
-  mkdir -p "$data"
-  if [ "$backend" = postgres ]; then
-    psql -X -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS lexiflow_profile" -c "CREATE DATABASE lexiflow_profile" >/dev/null
-    db_url="$PG_URL/lexiflow_profile"
-  else
-    db_url="sqlite://$data/lexiflow.db?mode=rwc"
-  fi
-  env APP_ENV=development JWT_SECRET=$SECRET JWT_EXPIRES_IN=4h HOST=127.0.0.1 DATABASE_URL="$db_url" \
-    LEXIFLOW_DATA_DIR="$data" LOG_FORMAT=json HSTS_MAX_AGE=31536000 THROTTLE_LIMIT=1000000000 THROTTLE_TTL=60000 \
-    PORT=$PORT "$BIN" serve >"$data/log" 2>&1 &
+  db_url=$(fresh_database "$backend" "$data" lexiflow_profile)
+  full_env "$db_url" "$data"
+  env "${FULL_ENV[@]}" PORT=$PORT "$BIN" serve >"$data/log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 120); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/health/liveness" 2>/dev/null && break; sleep 0.25; done
+  wait_http "http://127.0.0.1:$PORT/health/liveness" "$pid" || { tail -20 "$data/log"; exit 1; }
   python3 "$ROOT/bench/seed.py" "http://127.0.0.1:$PORT" "$data" "$SEED"
   export TOKEN; TOKEN=$(cat "$data/token")
   export GET_PREFIX=/api/v1/cases/ IDS_FILE="$data/ids"

@@ -50,7 +50,7 @@ PORT_NOSEC=${PORT_NOSEC:-3302}
 PORT_NOAUDIT=${PORT_NOAUDIT:-3303}
 STACKS=${STACKS:-"bare full nosec noaudit"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lexiflow-target}
-SECRET="bench-secret-0123456789-0123456789-0123456789"
+. "$ROOT/bench/lib.sh"
 
 for c in wrk curl python3 psql cargo; do
   command -v "$c" >/dev/null || { echo "error: $c not found (Debian: apt-get install wrk curl python3 postgresql-client)" >&2; exit 1; }
@@ -77,15 +77,6 @@ cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-
-wait_http() { # URL PID
-  for _ in $(seq 1 120); do
-    curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.25
-  done
-  return 1
-}
 
 to_ms() { # wrk latency such as 812.00us, 1.23ms, 2.01s -> ms
   awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'
@@ -118,28 +109,17 @@ run_wrk() {
 for backend in $BACKENDS; do
   echo "== $backend: fresh database"
   data="$STATE/data-$backend"
-  rm -rf "$data"
-  mkdir -p "$data"
-  if [ "$backend" = postgres ]; then
-    psql -X -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS lexiflow_bench" -c "CREATE DATABASE lexiflow_bench" >/dev/null
-    db_url="$PG_URL/lexiflow_bench"
-  else
-    db_url="sqlite://$data/lexiflow.db?mode=rwc"
-  fi
-
-  # development, not production, only because production refuses SECURITY_LAYER=off; both
-  # stacks log JSON lines at info level as production does, and send HSTS.
-  common=(APP_ENV=development JWT_SECRET=$SECRET JWT_EXPIRES_IN=4h HOST=127.0.0.1 DATABASE_URL=$db_url
-    LEXIFLOW_DATA_DIR=$data LOG_FORMAT=json HSTS_MAX_AGE=31536000 THROTTLE_LIMIT=1000000000 THROTTLE_TTL=60000)
-  env "${common[@]}" PORT=$PORT_FULL "$BIN" serve >"$STATE/lexiflow-$backend.log" 2>&1 &
+  db_url=$(fresh_database "$backend" "$data" lexiflow_bench)
+  full_env "$db_url" "$data"
+  env "${FULL_ENV[@]}" PORT=$PORT_FULL "$BIN" serve >"$STATE/lexiflow-$backend.log" 2>&1 &
   full_pid=$!
   PIDS+=("$full_pid")
   wait_http "http://127.0.0.1:$PORT_FULL/health/liveness" "$full_pid" || { tail -20 "$STATE/lexiflow-$backend.log"; exit 1; }
-  env "${common[@]}" PORT=$PORT_NOSEC SECURITY_LAYER=off "$BIN" serve >"$STATE/lexiflow-nosec-$backend.log" 2>&1 &
+  env "${FULL_ENV[@]}" PORT=$PORT_NOSEC SECURITY_LAYER=off "$BIN" serve >"$STATE/lexiflow-nosec-$backend.log" 2>&1 &
   nosec_pid=$!
   PIDS+=("$nosec_pid")
   wait_http "http://127.0.0.1:$PORT_NOSEC/health/liveness" "$nosec_pid" || { tail -20 "$STATE/lexiflow-nosec-$backend.log"; exit 1; }
-  env "${common[@]}" PORT=$PORT_NOAUDIT AUDIT_TRAIL=off "$BIN" serve >"$STATE/lexiflow-noaudit-$backend.log" 2>&1 &
+  env "${FULL_ENV[@]}" PORT=$PORT_NOAUDIT AUDIT_TRAIL=off "$BIN" serve >"$STATE/lexiflow-noaudit-$backend.log" 2>&1 &
   noaudit_pid=$!
   PIDS+=("$noaudit_pid")
   wait_http "http://127.0.0.1:$PORT_NOAUDIT/health/liveness" "$noaudit_pid" || { tail -20 "$STATE/lexiflow-noaudit-$backend.log"; exit 1; }
