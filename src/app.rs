@@ -45,6 +45,8 @@ pub struct AppInner {
     pub events: Arc<crate::events::Hub>,
     /// Numbers committed events after commit (PostgreSQL).
     pub sequencer: crate::events::outbox::Sequencer,
+    /// The Socket.IO gateway.
+    pub realtime: crate::realtime::Gateway,
     /// This instance's name on the bus and in the outbox's `origin` column.
     pub origin: uuid::Uuid,
     /// When this process started serving.
@@ -184,6 +186,8 @@ impl App {
         let origin = uuid::Uuid::now_v7();
         let bus = crate::bus::Bus::new(origin, redis.clone());
         let cache = crate::cache::Cache::new(config.cache, redis.clone(), bus.clone());
+        // The sequencer wakes the realtime feed when it has numbered events.
+        let numbered = Arc::new(tokio::sync::Notify::new());
         let app = App(Arc::new(AppInner {
             config,
             db,
@@ -195,7 +199,8 @@ impl App {
             cache,
             bus,
             events: Arc::new(crate::events::Hub::default()),
-            sequencer: crate::events::outbox::Sequencer::default(),
+            sequencer: crate::events::outbox::Sequencer::new(Arc::clone(&numbered)),
+            realtime: crate::realtime::Gateway::new(numbered),
             origin,
             started: std::time::Instant::now(),
             health: crate::health::Monitor::default(),
@@ -219,6 +224,7 @@ impl App {
             true
         });
         crate::events::subscribers::install(&app);
+        crate::realtime::install(&app);
         if !app.config.events.tail_every.is_zero() {
             tokio::spawn(crate::events::outbox::tail(
                 app.db.clone(),

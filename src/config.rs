@@ -110,6 +110,29 @@ pub struct Config {
     pub cron_timezone: String,
     /// The domain-event outbox (see `events`).
     pub events: EventsConfig,
+    /// The Socket.IO gateway (see `realtime`).
+    pub realtime: RealtimeConfig,
+}
+
+/// The Socket.IO gateway's own limits, enforced on the authenticated user.
+#[derive(Clone, Copy, Debug)]
+pub struct RealtimeConfig {
+    /// `REALTIME_MAX_CONNECTIONS_PER_USER` (default 10): open sockets per user on an instance.
+    pub max_connections_per_user: usize,
+    /// `REALTIME_MAX_CASES_PER_SOCKET` (default 200): cases one socket may follow at once.
+    pub max_cases_per_socket: usize,
+    /// `REALTIME_MESSAGES_PER_MINUTE` (default 120): messages a user may send, over all their
+    /// sockets (shared across instances through Redis when configured, like the API's limits).
+    pub messages_per_minute: u32,
+    /// `REALTIME_REPLAY_MAX` (default 1000): the most missed events a reconnecting client is
+    /// sent; further behind, it is told to resync.
+    pub replay_max: i64,
+    /// `REALTIME_POLL_MS` (default 250, at least 10): how often each instance looks at the
+    /// outbox for events committed elsewhere when nothing woke it sooner.
+    pub poll_every: Duration,
+    /// `REALTIME_MAX_MESSAGE_BYTES` (default 65536): the largest message a client may send,
+    /// over WebSocket and polling alike.
+    pub max_message_bytes: usize,
 }
 
 /// The domain-event outbox.
@@ -574,6 +597,14 @@ impl Config {
                     None => 7,
                 },
                 tail_every: Duration::from_millis(num(&get, "EVENTS_TAIL_MS", None, 1_000)?),
+            },
+            realtime: RealtimeConfig {
+                max_connections_per_user: num(&get, "REALTIME_MAX_CONNECTIONS_PER_USER", None, 10)?,
+                max_cases_per_socket: num(&get, "REALTIME_MAX_CASES_PER_SOCKET", None, 200)?,
+                messages_per_minute: num(&get, "REALTIME_MESSAGES_PER_MINUTE", None, 120)?,
+                replay_max: num(&get, "REALTIME_REPLAY_MAX", None, 1_000)?,
+                poll_every: Duration::from_millis(num(&get, "REALTIME_POLL_MS", None, 250u64)?.max(10)),
+                max_message_bytes: num(&get, "REALTIME_MAX_MESSAGE_BYTES", None, 65_536)?,
             },
             redis_prefix: "lexiflow:".into(),
             redis_breaker: crate::resilience::BreakerConfig::default(),

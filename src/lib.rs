@@ -40,6 +40,7 @@
 //! - [`resilience`]: timeouts, retries and circuit breakers for calls leaving the process.
 //! - [`redis_link`]: the shared Redis connection of the scale-out shape (fails fast while down).
 //! - [`telemetry`]: Prometheus metrics, the system snapshot, logs and OTLP trace export.
+//! - [`realtime`]: the Socket.IO gateway on `/socket.io/`, namespace `/events`, fed from the outbox.
 //! - [`app`]: the [`app::App`] value that holds every handle; [`server`]: serving it.
 //!
 //! `docs/ARCHITECTURE.md` walks one request from socket to database and back.
@@ -67,6 +68,7 @@ pub mod jobs;
 pub mod paging;
 pub mod parties;
 pub mod ratelimit;
+pub mod realtime;
 pub mod redis_link;
 pub mod reports;
 pub mod resilience;

@@ -50,6 +50,9 @@ pub async fn serve_until(
             grace_seconds = grace.as_secs_f64(),
             "shutdown: no longer accepting; finishing in-flight requests"
         );
+        // Sockets would hold the graceful shutdown open for hours: close them (clients
+        // reconnect, to another instance, with `lastSeq`).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), flag.realtime.close()).await;
         stopping.cancel();
         drained.notify_one();
     };

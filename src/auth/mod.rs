@@ -76,18 +76,25 @@ pub async fn require_auth(State(app): State<App>, mut req: Request, next: Next) 
         };
         metrics::counter!("lexiflow_auth_failures_total", "reason" => reason).increment(1);
     })?;
-    let principal = match app.sessions.get(claims.sid, claims.sub) {
-        Some(p) if p.firm_id.0 == claims.firm => p,
-        _ => live_principal(&app, &claims).await.inspect_err(|e| {
-            if e.code == ErrorCode::AuthTokenInvalid {
-                metrics::counter!("lexiflow_auth_failures_total", "reason" => "session_ended").increment(1);
-            }
-        })?,
-    };
+    let principal = principal_of(&app, &claims).await.inspect_err(|e| {
+        if e.code == ErrorCode::AuthTokenInvalid {
+            metrics::counter!("lexiflow_auth_failures_total", "reason" => "session_ended").increment(1);
+        }
+    })?;
     req.extensions_mut().insert(principal.clone());
     let mut res = next.run(req).await;
     res.extensions_mut().insert(principal);
     Ok(res)
+}
+
+/// Who verified `claims` speak for: their session must be live and their user active (from
+/// the session cache when it was checked recently, else from the database). The API's
+/// [`require_auth`] and the realtime gateway's handshake both go through here.
+pub async fn principal_of(app: &App, claims: &tokens::Claims) -> Result<Principal, ApiError> {
+    match app.sessions.get(claims.sid, claims.sub) {
+        Some(p) if p.firm_id.0 == claims.firm => Ok(p),
+        _ => live_principal(app, claims).await,
+    }
 }
 
 async fn live_principal(app: &App, claims: &tokens::Claims) -> Result<Principal, ApiError> {

@@ -211,6 +211,8 @@ const SEQUENCE_GATHER: Duration = Duration::from_millis(10);
 #[derive(Debug, Default)]
 pub struct Sequencer {
     firms: Mutex<HashMap<Uuid, Arc<FirmState>>>,
+    /// Told after every run that numbered events (the realtime feed waits on it).
+    numbered: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -220,6 +222,11 @@ struct FirmState {
 }
 
 impl Sequencer {
+    /// A sequencer that tells `numbered` whenever it has numbered events.
+    pub fn new(numbered: Arc<tokio::sync::Notify>) -> Self {
+        Self { firms: Mutex::default(), numbered }
+    }
+
     /// Makes sure `firm`'s committed events get numbered soon.
     pub fn kick(&self, db: &DatabaseConnection, firm: Uuid) {
         if db.get_database_backend() != DbBackend::Postgres {
@@ -237,6 +244,7 @@ impl Sequencer {
             return;
         }
         let db = db.clone();
+        let numbered = Arc::clone(&self.numbered);
         tokio::spawn(async move {
             loop {
                 // Let the commits of the next moment join this run: under load one run then
@@ -246,7 +254,12 @@ impl Sequencer {
                 let mut attempt = 0;
                 loop {
                     match sequence_firm(&db, firm).await {
-                        Ok(_) => break,
+                        Ok(n) => {
+                            if n > 0 {
+                                numbered.notify_one();
+                            }
+                            break;
+                        }
                         Err(e) if attempt < 5 => {
                             attempt += 1;
                             tracing::debug!(error = %e, firm_id = %firm, "event sequencing failed; retrying");
@@ -348,6 +361,26 @@ pub async fn tail(db: DatabaseConnection, hub: std::sync::Weak<super::Hub>, orig
             seen.insert(firm, from.max(seen.get(&firm).copied().unwrap_or(0)));
         }
     }
+}
+
+/// A firm's numbered events in `(after, through]`, whoever wrote them, oldest first, at most
+/// `limit` (the realtime feed and its replays read them).
+pub async fn numbered(
+    db: &impl ConnectionTrait,
+    firm: FirmId,
+    after: i64,
+    through: i64,
+    limit: u64,
+) -> Result<Vec<DomainEvent>, DbErr> {
+    let rows = event::Entity::find()
+        .filter(event::Column::FirmId.eq(firm.0))
+        .filter(event::Column::Seq.gt(after))
+        .filter(event::Column::Seq.lte(through))
+        .order_by_asc(event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().filter_map(from_row).collect())
 }
 
 /// Events the tail hands over per publish at most.

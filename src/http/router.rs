@@ -30,7 +30,7 @@ use crate::{
     config::ThrottleConfig,
     docket, health, jobs, parties,
     ratelimit::{By, RoutePolicy, global_limit, route_limit},
-    reports, telemetry, users,
+    realtime, reports, telemetry, users,
 };
 
 /// Login: 5 a minute per client address (and, in the handler, 5 a minute per e-mail).
@@ -139,7 +139,10 @@ pub fn build(app: App) -> Router {
         .layer(DefaultBodyLimit::max(app.config.max_json_body))
         .layer(middleware::from_fn_with_state(app.clone(), security::deadline))
         .layer(middleware::from_fn_with_state(app.clone(), global_limit))
-        .layer(cors(&app.config.cors_origins));
+        .layer(cors(&app.config.cors_origins))
+        // The Socket.IO gateway: outside the request deadline and the global rate limit (a
+        // long-poll is held open, a WebSocket lives for hours); it has its own limits.
+        .merge(realtime_routes(&app));
     // Compression sits inside the request context, so the access log and metrics see the
     // response as sent.
     let router = if app.config.compression { router.layer(compression()) } else { router };
@@ -148,6 +151,11 @@ pub fn build(app: App) -> Router {
         // Outermost, so every response — errors, 429s, a caught panic — carries the headers.
         .layer(middleware::from_fn_with_state(app.clone(), security::headers))
         .with_state(app)
+}
+
+/// `/socket.io/`: the realtime gateway, with the API's CORS policy for the polling transport.
+fn realtime_routes(app: &App) -> Router<App> {
+    realtime::routes(app, cors(&app.config.cors_origins))
 }
 
 /// The gzip and brotli level: 1. JSON compresses well at any level: a page of 100 cases,

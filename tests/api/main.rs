@@ -18,6 +18,7 @@ mod import;
 mod jobs;
 mod operations;
 mod parties;
+mod realtime;
 mod security;
 mod transactions;
 mod users;

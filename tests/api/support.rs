@@ -230,6 +230,17 @@ impl TestApp {
         TestApp { app, router, _dir: tempfile::tempdir().unwrap(), schema: None }
     }
 
+    /// Serves this instance on a real socket (127.0.0.1, a free port) until the test ends;
+    /// returns its base URL (`http://127.0.0.1:PORT`). For clients that must speak the wire
+    /// protocol themselves (Socket.IO).
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = self.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, svc).await });
+        format!("http://{addr}")
+    }
+
     /// Sends a request; `token` becomes a bearer header, `body` JSON.
     pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Res {
         self.call_with(method, path, token, body, &[]).await

@@ -1,0 +1,418 @@
+//! The realtime gateway: Socket.IO v4 (protocol 5) on the server's own port, at the default
+//! `/socket.io/` path, namespace `/events`, over WebSocket and HTTP long-polling.
+//!
+//! - **Handshake.** `auth: {token, lastSeq?}` or `Authorization: Bearer`. Only an access token
+//!   whose session is live and whose user is active gets in (the same check as the API's,
+//!   [`crate::auth::principal_of`]); anything else gets `connect_error` whose message is our
+//!   error code (`AUTH_REQUIRED`, `AUTH_TOKEN_INVALID`, `AUTH_TOKEN_EXPIRED`,
+//!   `RATE_LIMIT_EXCEEDED`). The socket joins `user:`, `session:` and `firm:` rooms (and the
+//!   firm's `all-cases` room for admins and partners) and receives `connected`.
+//! - **Following cases.** `subscribe:case {caseId, since?}` acks `{status:"subscribed"}` only
+//!   when the user may see the case (the API's rule, [`crate::cases::access::visible_case`]);
+//!   a missing case and a hidden one get the same error ack.
+//! - **Events** come from committed domain events only, read back from the outbox by the
+//!   [`feed`] in each firm's order and routed by [`route::plan`]; losing access (team removal,
+//!   a withdrawn sealed grant, a revoked session, a disabled user) is carried out in the same
+//!   order, on every instance.
+//! - **Replay.** A client that reconnects with `lastSeq` (or subscribes with `since`) first
+//!   gets what it missed, from the outbox, up to `REALTIME_REPLAY_MAX` events; further behind
+//!   it is told to resync.
+//!
+//! The contract for clients is `docs/REALTIME.md`; the design choices are decision 0013.
+
+pub mod feed;
+pub mod route;
+
+use std::{
+    collections::HashSet,
+    fmt,
+    sync::{
+        Arc, Mutex, OnceLock, Weak,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::{FutureExt, future::BoxFuture};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::{
+    SocketIo,
+    extract::{AckSender, Extension, SocketRef, State, TryData},
+    handler::ConnectHandler,
+    operators::BroadcastOperators,
+};
+use uuid::Uuid;
+
+use crate::{
+    app::{App, AppInner},
+    auth::Principal,
+    events::{DomainEvent, Subscriber},
+    http::error::{ApiError, ErrorCode},
+    ids::CaseId,
+    ratelimit::Quota,
+};
+
+/// The one namespace clients connect to.
+pub const NAMESPACE: &str = "/events";
+
+/// The gateway's part of the application state.
+#[derive(Debug, Default)]
+pub struct Gateway {
+    io: OnceLock<SocketIo>,
+    /// Woken by local commits, the sequencer and other instances.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Set when this instance committed events since the feed last looked.
+    dirty: AtomicBool,
+    /// Sockets open on this instance.
+    connected: AtomicUsize,
+    marks: tokio::sync::Mutex<feed::Marks>,
+}
+
+impl Gateway {
+    /// A gateway woken by `wake` (shared with the event sequencer).
+    pub fn new(wake: Arc<tokio::sync::Notify>) -> Self {
+        Self { wake, ..Self::default() }
+    }
+
+    fn namespace(&self) -> Option<BroadcastOperators> {
+        self.io.get().and_then(|io| io.of(NAMESPACE))
+    }
+
+    /// Sockets open on this instance.
+    pub fn connections(&self) -> usize {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Closes every socket (at shutdown, once requests are no longer accepted).
+    pub async fn close(&self) {
+        if let Some(io) = self.io.get() {
+            io.close().await;
+        }
+    }
+
+    fn committed(&self) {
+        self.dirty.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+}
+
+/// What the gateway knows about one socket: who it is, and which cases it follows.
+#[derive(Debug)]
+pub struct Conn {
+    pub principal: Principal,
+    last_seq: Option<i64>,
+    cases: Mutex<HashSet<Uuid>>,
+}
+
+impl Conn {
+    fn follows(&self, case: Uuid) -> bool {
+        self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&case)
+    }
+
+    fn forget(&self, case: Uuid) {
+        self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&case);
+    }
+}
+
+/// The handlers' state: the application, weakly, so the Socket.IO server does not keep a
+/// dropped application alive.
+#[derive(Clone, Debug)]
+struct Ctx(Weak<AppInner>);
+
+impl Ctx {
+    fn app(&self) -> Result<App, ApiError> {
+        App::upgrade(&self.0).ok_or_else(|| ApiError::new(ErrorCode::DependencyUnavailable, "the server is stopping"))
+    }
+}
+
+/// Wakes the feed after this instance's commits, and when other instances say they committed.
+pub fn install(app: &App) {
+    app.events.subscribe(Arc::new(Wake(app.weak())));
+    let weak = app.weak();
+    app.bus.on(feed::TOPIC, move |_| {
+        let Some(app) = App::upgrade(&weak) else { return false };
+        app.realtime.wake.notify_one();
+        true
+    });
+}
+
+#[derive(Debug)]
+struct Wake(Weak<AppInner>);
+
+impl Subscriber for Wake {
+    fn name(&self) -> &'static str {
+        "realtime"
+    }
+
+    fn deliver<'a>(&'a self, _: &'a [DomainEvent]) -> BoxFuture<'a, ()> {
+        async move {
+            if let Some(app) = App::upgrade(&self.0) {
+                app.realtime.committed();
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The route `/socket.io/` serving the gateway for `app` behind `cors` (the API's policy, for
+/// the polling transport); starts the feed. Call once per application.
+pub fn routes<S: Clone + Send + Sync + 'static>(app: &App, cors: tower_http::cors::CorsLayer) -> axum::Router<S> {
+    let cfg = app.config.realtime;
+    let (svc, io) = SocketIo::builder()
+        .with_state(Ctx(app.weak()))
+        .max_payload(cfg.max_message_bytes as u64)
+        .ws_max_message_size(cfg.max_message_bytes)
+        .ws_max_frame_size(cfg.max_message_bytes)
+        // Room for a full replay on top of live traffic.
+        .max_buffer_size(usize::try_from(cfg.replay_max).unwrap_or(1_000).saturating_add(256))
+        .ping_interval(Duration::from_secs(25))
+        .ping_timeout(Duration::from_secs(20))
+        .build_svc();
+    io.ns(NAMESPACE, on_connect.with(authenticate));
+    if app.realtime.io.set(io).is_ok() {
+        tokio::spawn(feed::run(app.weak()));
+    }
+    axum::Router::new().route_service("/socket.io/", tower::ServiceBuilder::new().layer(cors).service(svc))
+}
+
+/// The handshake's `auth` object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HandshakeAuth {
+    token: Option<String>,
+    last_seq: Option<i64>,
+}
+
+/// A refused handshake: the client's `connect_error` message is the error code.
+#[derive(Debug)]
+struct Refused(ErrorCode);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(code_str(self.0))
+    }
+}
+
+/// An error code as clients see it (`AUTH_TOKEN_INVALID`).
+fn code_str(code: ErrorCode) -> &'static str {
+    use ErrorCode::*;
+    match code {
+        ValidationFailed => "VALIDATION_FAILED",
+        AuthRequired => "AUTH_REQUIRED",
+        AuthTokenInvalid => "AUTH_TOKEN_INVALID",
+        AuthTokenExpired => "AUTH_TOKEN_EXPIRED",
+        AuthInvalidCredentials => "AUTH_INVALID_CREDENTIALS",
+        Forbidden => "FORBIDDEN",
+        ResourceNotFound => "RESOURCE_NOT_FOUND",
+        MethodNotAllowed => "METHOD_NOT_ALLOWED",
+        Conflict => "CONFLICT",
+        PreconditionFailed => "PRECONDITION_FAILED",
+        PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+        UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+        RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+        RequestTimeout => "REQUEST_TIMEOUT",
+        DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
+        InternalError => "INTERNAL_ERROR",
+    }
+}
+
+/// The bearer token of the handshake request, if any.
+fn header_token(s: &SocketRef) -> Option<String> {
+    let v = s.req_parts().headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim().to_owned())
+}
+
+/// Connect middleware: only a live session's access token gets in.
+async fn authenticate(
+    s: SocketRef,
+    TryData(auth): TryData<HandshakeAuth>,
+    State(ctx): State<Ctx>,
+) -> Result<(), Refused> {
+    let refuse = |code: ErrorCode, reason: &'static str| {
+        metrics::counter!("lexiflow_realtime_handshake_refusals_total", "reason" => reason).increment(1);
+        Refused(code)
+    };
+    let app = ctx.app().map_err(|e| Refused(e.code))?;
+    let auth = auth.unwrap_or_default();
+    let token = auth.token.filter(|t| !t.trim().is_empty()).or_else(|| header_token(&s));
+    let Some(token) = token else { return Err(refuse(ErrorCode::AuthRequired, "missing")) };
+    let claims = app
+        .tokens
+        .verify(&token)
+        .map_err(|e| refuse(e.code, if e.code == ErrorCode::AuthTokenExpired { "expired" } else { "invalid" }))?;
+    let principal = crate::auth::principal_of(&app, &claims).await.map_err(|e| refuse(e.code, "session_ended"))?;
+    let open = app
+        .realtime
+        .namespace()
+        .map(|ns| ns.local().to(route::user_room(principal.user_id.0)).sockets().len())
+        .unwrap_or(0);
+    if open >= app.config.realtime.max_connections_per_user {
+        return Err(refuse(ErrorCode::RateLimitExceeded, "too_many_connections"));
+    }
+    s.extensions.insert(Arc::new(Conn { principal, last_seq: auth.last_seq, cases: Mutex::default() }));
+    Ok(())
+}
+
+/// The rooms every socket of `p` is in.
+fn base_rooms(p: &Principal) -> Vec<String> {
+    let mut rooms =
+        vec![route::user_room(p.user_id.0), route::session_room(p.session_id.0), route::firm_room(p.firm_id.0)];
+    if p.role.sees_all_cases() {
+        rooms.push(route::all_cases_room(p.firm_id.0));
+    }
+    rooms
+}
+
+async fn on_connect(s: SocketRef, Extension(conn): Extension<Arc<Conn>>, State(ctx): State<Ctx>) {
+    let Ok(app) = ctx.app() else {
+        s.disconnect().ok();
+        return;
+    };
+    app.realtime.connected.fetch_add(1, Ordering::AcqRel);
+    metrics::gauge!("lexiflow_realtime_connections").increment(1.0);
+    s.on_disconnect(|State(ctx): State<Ctx>| async move {
+        if let Ok(app) = ctx.app() {
+            app.realtime.connected.fetch_sub(1, Ordering::AcqRel);
+        }
+        metrics::gauge!("lexiflow_realtime_connections").decrement(1.0);
+    });
+    s.on("subscribe:case", subscribe);
+    s.on("unsubscribe:case", unsubscribe);
+    s.on_fallback(unknown);
+    let p = &conn.principal;
+    let _ = s.emit(
+        "connected",
+        &json!({
+            "message": "connected to LexiFlow realtime events",
+            "userId": p.user_id,
+            "timestamp": crate::clock::now(),
+        }),
+    );
+    match feed::replay_then_join(&app, &s, p.firm_id, conn.last_seq, base_rooms(p), &[]).await {
+        Ok(feed::Replay::Done { .. }) => {}
+        Ok(feed::Replay::Resync { seq }) => {
+            let _ = s.emit("resync", &json!({ "status": "resync", "seq": seq }));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "realtime: cannot start a socket's feed; closing it");
+            s.disconnect().ok();
+        }
+    }
+}
+
+/// `subscribe:case` and `unsubscribe:case` payloads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CaseMsg {
+    case_id: Uuid,
+    since: Option<i64>,
+}
+
+fn error_ack(e: &ApiError) -> Value {
+    json!({ "status": "error", "error": { "code": code_str(e.code), "message": e.message } })
+}
+
+/// Counts one client message against the user's budget.
+async fn within_budget(app: &App, p: &Principal) -> Result<(), ApiError> {
+    let quota = Quota { limit: app.config.realtime.messages_per_minute.max(1), period: Duration::from_secs(60) };
+    let d = app.limiter.check(&format!("rt:{}", p.user_id.0), quota).await;
+    if d.allowed {
+        Ok(())
+    } else {
+        metrics::counter!("lexiflow_realtime_messages_refused_total").increment(1);
+        Err(ApiError::new(ErrorCode::RateLimitExceeded, "too many realtime messages; slow down"))
+    }
+}
+
+fn bad_payload() -> ApiError {
+    ApiError::new(ErrorCode::ValidationFailed, "send {caseId: <uuid>} (and optionally since: <seq>)")
+}
+
+async fn subscribe(
+    s: SocketRef,
+    TryData(msg): TryData<CaseMsg>,
+    ack: AckSender,
+    Extension(conn): Extension<Arc<Conn>>,
+    State(ctx): State<Ctx>,
+) {
+    let reply = match follow(&s, msg, &conn, &ctx).await {
+        Ok(v) => v,
+        Err(e) => error_ack(&e),
+    };
+    let _ = ack.send(&reply);
+}
+
+async fn follow(
+    s: &SocketRef,
+    msg: Result<CaseMsg, socketioxide::ParserError>,
+    conn: &Conn,
+    ctx: &Ctx,
+) -> Result<Value, ApiError> {
+    let app = ctx.app()?;
+    let p = &conn.principal;
+    within_budget(&app, p).await?;
+    let msg = msg.map_err(|_| bad_payload())?;
+    let case = msg.case_id;
+    if !conn.follows(case)
+        && conn.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+            >= app.config.realtime.max_cases_per_socket
+    {
+        return Err(ApiError::new(
+            ErrorCode::RateLimitExceeded,
+            format!("a connection may follow at most {} cases", app.config.realtime.max_cases_per_socket),
+        ));
+    }
+    // The API's rule: a missing case and one the user may not see get the same answer.
+    let access = crate::cases::access::visible_case(&app.db, p, CaseId(case)).await?.with_sealed_grant(&app.db).await?;
+    let mut rooms = vec![route::case_room(case)];
+    if access.team_role == Some(crate::cases::model::TeamRole::Client) {
+        rooms.push(route::case_clients_room(case));
+    }
+    if access.sees_sealed() {
+        rooms.push(route::case_sealed_room(case));
+    }
+    let before: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
+    let all: Vec<String> = before.iter().cloned().chain(rooms.iter().cloned()).collect();
+    let outcome = feed::replay_then_join(&app, s, p.firm_id, msg.since, all, &before).await?;
+    conn.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(case);
+    Ok(match outcome {
+        feed::Replay::Done { sent, seq } => {
+            json!({ "status": "subscribed", "caseId": case, "replayed": sent, "seq": seq })
+        }
+        feed::Replay::Resync { seq } => json!({ "status": "resync", "caseId": case, "seq": seq }),
+    })
+}
+
+async fn unsubscribe(
+    s: SocketRef,
+    TryData(msg): TryData<CaseMsg>,
+    ack: AckSender,
+    Extension(conn): Extension<Arc<Conn>>,
+    State(ctx): State<Ctx>,
+) {
+    let reply = async {
+        let app = ctx.app()?;
+        within_budget(&app, &conn.principal).await?;
+        let case = msg.map_err(|_| bad_payload())?.case_id;
+        s.leave(route::case_rooms(case));
+        conn.forget(case);
+        Ok::<_, ApiError>(json!({ "status": "unsubscribed", "caseId": case }))
+    }
+    .await
+    .unwrap_or_else(|e| error_ack(&e));
+    let _ = ack.send(&reply);
+}
+
+/// Any other client message: counted against the budget, answered with an error ack.
+async fn unknown(ack: AckSender, Extension(conn): Extension<Arc<Conn>>, State(ctx): State<Ctx>) {
+    let e = match ctx.app() {
+        Ok(app) => match within_budget(&app, &conn.principal).await {
+            Ok(()) => ApiError::new(ErrorCode::ValidationFailed, "unknown event; see docs/REALTIME.md"),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    let _ = ack.send(&error_ack(&e));
+}

@@ -1,0 +1,249 @@
+//! Where a committed domain event goes: which Socket.IO event it becomes, which rooms receive
+//! it, and what it changes in who follows what. Pure: the feed applies the plan, and a replay
+//! asks the same plan whether a socket would have received an event.
+//!
+//! Rooms (all in the `/events` namespace, all local to an instance; see `docs/REALTIME.md`):
+//! - `user:<id>`, `session:<id>`, `firm:<id>`: every socket, from its handshake;
+//! - `firm:<id>:all-cases`: sockets of users who see every case of the firm (admins, partners);
+//! - `case:<id>`: sockets that subscribed to a case they may see;
+//! - `case:<id>:clients`: those of them whose place on the team is "client" (never sent
+//!   restricted material);
+//! - `case:<id>:sealed`: those who may see the case's sealed material (admins, grant holders).
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::events::{DomainEvent, EventType};
+
+/// Every room of a user's sockets.
+pub fn user_room(user: Uuid) -> String {
+    format!("user:{user}")
+}
+
+/// Every socket of one session.
+pub fn session_room(session: Uuid) -> String {
+    format!("session:{session}")
+}
+
+/// Every socket of a firm.
+pub fn firm_room(firm: Uuid) -> String {
+    format!("firm:{firm}")
+}
+
+/// Sockets of the firm's users who see every case.
+pub fn all_cases_room(firm: Uuid) -> String {
+    format!("firm:{firm}:all-cases")
+}
+
+/// Sockets following a case.
+pub fn case_room(case: Uuid) -> String {
+    format!("case:{case}")
+}
+
+/// Sockets following a case whose user is a client on its team.
+pub fn case_clients_room(case: Uuid) -> String {
+    format!("case:{case}:clients")
+}
+
+/// Sockets following a case whose user may see its sealed material.
+pub fn case_sealed_room(case: Uuid) -> String {
+    format!("case:{case}:sealed")
+}
+
+/// Every room a case subscription may have put a socket in.
+pub fn case_rooms(case: Uuid) -> [String; 3] {
+    [case_room(case), case_clients_room(case), case_sealed_room(case)]
+}
+
+/// One emission: the Socket.IO event, its payload's `data`, and its audience (sockets in any of
+/// `to` and in none of `except`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Emit {
+    pub event: &'static str,
+    pub data: Value,
+    pub to: Vec<String>,
+    pub except: Vec<String>,
+}
+
+impl Emit {
+    /// Whether a socket in `rooms` is in the audience.
+    pub fn reaches(&self, rooms: &[String]) -> bool {
+        self.to.iter().any(|r| rooms.contains(r)) && !self.except.iter().any(|r| rooms.contains(r))
+    }
+}
+
+/// What an event does to the gateway.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send it.
+    Emit(Emit),
+    /// The user no longer sees the case (unless they see every case): their sockets leave its rooms.
+    LeaveCase { user: Uuid, case: Uuid },
+    /// The user's sealed-access grant for the case was given or taken away.
+    SealedAccess { user: Uuid, case: Uuid, granted: bool },
+    /// The case is gone: every socket leaves its rooms.
+    CaseGone(Uuid),
+    /// Close every socket in the room (a revoked session, a disabled user, a changed role —
+    /// the last so that the client reconnects with its new rights).
+    Disconnect(String),
+}
+
+/// The user an event's `data.userId` names.
+fn data_user(e: &DomainEvent) -> Option<Uuid> {
+    e.data.get("userId").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// The audience of an event about material of a case: its followers, only those with sealed
+/// access for sealed material, never clients for restricted material.
+fn case_material(e: &DomainEvent, case: Uuid, event: &'static str) -> Emit {
+    let to = if e.sealed { vec![case_sealed_room(case)] } else { vec![case_room(case)] };
+    let except = if e.restricted { vec![case_clients_room(case)] } else { Vec::new() };
+    Emit { event, data: e.data.clone(), to, except }
+}
+
+/// The plan for one committed event, in the order it is carried out.
+pub fn plan(e: &DomainEvent) -> Vec<Action> {
+    use EventType::*;
+    let firm = e.firm_id.0;
+    match (e.event_type, e.case_id) {
+        (CaseCreated | CaseUpdated | CaseDeleted, Some(case)) => {
+            let event = match e.event_type {
+                CaseCreated => "case:created",
+                CaseUpdated => "case:updated",
+                _ => "case:deleted",
+            };
+            let mut to = vec![all_cases_room(firm), case_room(case)];
+            // Whoever created a case sees it (they lead it or were put on it).
+            if e.event_type == CaseCreated
+                && let Some(actor) = e.actor.id
+            {
+                to.push(user_room(actor));
+            }
+            let mut actions = vec![Action::Emit(Emit { event, data: e.data.clone(), to, except: Vec::new() })];
+            if e.event_type == CaseDeleted {
+                actions.push(Action::CaseGone(case));
+            }
+            actions
+        }
+        (DocketEntryCreated | DocketEntryUpdated | DocketEntryDeleted, Some(case)) => {
+            let event = match e.event_type {
+                DocketEntryCreated => "docket:entry:added",
+                DocketEntryUpdated => "docket:entry:updated",
+                _ => "docket:entry:deleted",
+            };
+            vec![Action::Emit(case_material(e, case, event))]
+        }
+        (PartyCreated | PartyUpdated | PartyDeleted, Some(case)) => {
+            let event = match e.event_type {
+                PartyCreated => "party:created",
+                PartyUpdated => "party:updated",
+                _ => "party:deleted",
+            };
+            vec![Action::Emit(case_material(e, case, event))]
+        }
+        (TeamMemberAdded, Some(case)) => match data_user(e) {
+            Some(user) => vec![Action::Emit(Emit {
+                event: "notification",
+                data: json!({ "kind": "case.team_added", "caseId": case, "role": e.data.get("role") }),
+                to: vec![user_room(user)],
+                except: Vec::new(),
+            })],
+            None => Vec::new(),
+        },
+        (TeamMemberRemoved, Some(case)) => match data_user(e) {
+            Some(user) => vec![
+                Action::LeaveCase { user, case },
+                Action::Emit(Emit {
+                    event: "notification",
+                    data: json!({ "kind": "case.team_removed", "caseId": case }),
+                    to: vec![user_room(user)],
+                    except: Vec::new(),
+                }),
+            ],
+            None => Vec::new(),
+        },
+        (CaseAccessChanged, Some(case)) => match (data_user(e), e.data.get("sealedAccess").and_then(Value::as_bool)) {
+            (Some(user), Some(granted)) => vec![Action::SealedAccess { user, case, granted }],
+            _ => Vec::new(),
+        },
+        (UserDisabled | UserRoleChanged, _) => match Uuid::parse_str(&e.entity_id) {
+            Ok(user) => vec![Action::Disconnect(user_room(user))],
+            Err(_) => Vec::new(),
+        },
+        (SessionRevoked, _) => match Uuid::parse_str(&e.entity_id) {
+            Ok(session) => vec![Action::Disconnect(session_room(session))],
+            Err(_) => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        audit::Actor,
+        ids::{FirmId, UserId},
+    };
+
+    fn event(t: EventType, case: Uuid) -> DomainEvent {
+        let actor = Actor::system();
+        DomainEvent::new(t, FirmId(Uuid::now_v7()), &actor, Uuid::now_v7()).case(case)
+    }
+
+    fn emits(e: &DomainEvent) -> Vec<Emit> {
+        plan(e)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Emit(x) => Some(x),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sealed_docket_entries_reach_only_the_sealed_room_and_restricted_ones_no_client() {
+        let case = Uuid::now_v7();
+        let follower = vec![case_room(case)];
+        let client = vec![case_room(case), case_clients_room(case)];
+        let sealed = vec![case_room(case), case_sealed_room(case)];
+
+        let open = &emits(&event(EventType::DocketEntryCreated, case))[0];
+        assert_eq!(open.event, "docket:entry:added");
+        assert!(open.reaches(&follower) && open.reaches(&client) && open.reaches(&sealed));
+
+        let e = event(EventType::DocketEntryCreated, case).confidential(true, false);
+        let s = &emits(&e)[0];
+        assert!(!s.reaches(&follower) && !s.reaches(&client) && s.reaches(&sealed));
+
+        let e = event(EventType::DocketEntryUpdated, case).confidential(false, true);
+        let r = &emits(&e)[0];
+        assert!(r.reaches(&follower) && !r.reaches(&client) && r.reaches(&sealed));
+    }
+
+    #[test]
+    fn case_events_reach_the_firms_privileged_users_and_the_cases_followers() {
+        let case = Uuid::now_v7();
+        let e = event(EventType::CaseUpdated, case);
+        let x = &emits(&e)[0];
+        assert!(x.reaches(&[all_cases_room(e.firm_id.0)]));
+        assert!(x.reaches(&[case_room(case)]));
+        assert!(!x.reaches(&[firm_room(e.firm_id.0)]), "a firm member who may not see the case");
+        assert!(!x.reaches(&[all_cases_room(Uuid::now_v7())]), "another firm");
+        let gone = plan(&event(EventType::CaseDeleted, case));
+        assert_eq!(gone.last(), Some(&Action::CaseGone(case)));
+    }
+
+    #[test]
+    fn losing_access_is_planned_before_the_notification() {
+        let case = Uuid::now_v7();
+        let user = UserId(Uuid::now_v7());
+        let e = event(EventType::TeamMemberRemoved, case).data(json!({ "caseId": case, "userId": user }));
+        let p = plan(&e);
+        assert_eq!(p[0], Action::LeaveCase { user: user.0, case });
+        let e = event(EventType::CaseAccessChanged, case).data(json!({ "userId": user, "sealedAccess": false }));
+        assert_eq!(plan(&e), vec![Action::SealedAccess { user: user.0, case, granted: false }]);
+        let e = DomainEvent::new(EventType::SessionRevoked, FirmId(Uuid::now_v7()), &Actor::system(), user.0);
+        assert_eq!(plan(&e), vec![Action::Disconnect(session_room(user.0))]);
+    }
+}
