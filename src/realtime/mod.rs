@@ -176,14 +176,6 @@ pub fn routes<S: Clone + Send + Sync + 'static>(app: &App, cors: tower_http::cor
     axum::Router::new().route_service("/socket.io/", tower::ServiceBuilder::new().layer(cors).service(svc))
 }
 
-/// The handshake's `auth` object.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HandshakeAuth {
-    token: Option<String>,
-    last_seq: Option<i64>,
-}
-
 /// A refused handshake: the client's `connect_error` message is the error code.
 #[derive(Debug)]
 struct Refused(ErrorCode);
@@ -225,18 +217,22 @@ fn header_token(s: &SocketRef) -> Option<String> {
 }
 
 /// Connect middleware: only a live session's access token gets in.
-async fn authenticate(
-    s: SocketRef,
-    TryData(auth): TryData<HandshakeAuth>,
-    State(ctx): State<Ctx>,
-) -> Result<(), Refused> {
+async fn authenticate(s: SocketRef, TryData(auth): TryData<Value>, State(ctx): State<Ctx>) -> Result<(), Refused> {
     let refuse = |code: ErrorCode, reason: &'static str| {
         metrics::counter!("lexiflow_realtime_handshake_refusals_total", "reason" => reason).increment(1);
         Refused(code)
     };
     let app = ctx.app().map_err(|e| Refused(e.code))?;
+    // The handshake's `auth` object: `token` and `lastSeq`, each read on its own so that a
+    // malformed `lastSeq` only means no replay.
     let auth = auth.unwrap_or_default();
-    let token = auth.token.filter(|t| !t.trim().is_empty()).or_else(|| header_token(&s));
+    let last_seq = auth.get("lastSeq").and_then(Value::as_i64);
+    let token = auth
+        .get("token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.trim().is_empty())
+        .map(str::to_owned)
+        .or_else(|| header_token(&s));
     let Some(token) = token else { return Err(refuse(ErrorCode::AuthRequired, "missing")) };
     let claims = app
         .tokens
@@ -251,7 +247,7 @@ async fn authenticate(
     if open >= app.config.realtime.max_connections_per_user {
         return Err(refuse(ErrorCode::RateLimitExceeded, "too_many_connections"));
     }
-    s.extensions.insert(Arc::new(Conn { principal, last_seq: auth.last_seq, cases: Mutex::default() }));
+    s.extensions.insert(Arc::new(Conn { principal, last_seq, cases: Mutex::default() }));
     Ok(())
 }
 

@@ -487,4 +487,12 @@ async fn connections_and_messages_are_limited_per_user(b: Backend) {
     assert_eq!(c.ask("2", "subscribe:case", json!({"caseId": two})).await["status"], "subscribed");
     let spent = c.ask("2", "unsubscribe:case", json!({"caseId": two})).await;
     assert_eq!(spent["error"]["code"], "RATE_LIMIT_EXCEEDED", "{spent}");
+
+    // A message over REALTIME_MAX_MESSAGE_BYTES (64 KiB) closes the WebSocket; a malformed
+    // `lastSeq` is ignored, not a refusal.
+    let huge = "x".repeat(100_000);
+    c.send(json!({"op": "emit", "id": "1", "event": "subscribe:case", "data": {"caseId": huge}})).await;
+    assert_eq!(c.expect("1", "disconnect").await["reason"], "transport close");
+    c.open("4", &base, json!({"token": admin.token, "lastSeq": "yesterday"}), json!({})).await;
+    c.expect("4", "connected").await;
 }
