@@ -108,6 +108,7 @@ async fn firm(app: &App) -> Principal {
         firm_id: FirmId(firm),
         role: Role::Admin,
         session_id: SessionId(Uuid::nil()),
+        api_key: None,
     }
 }
 

@@ -45,6 +45,8 @@ pub struct AppInner {
     pub events: Arc<crate::events::Hub>,
     /// Numbers committed events after commit (PostgreSQL).
     pub sequencer: crate::events::outbox::Sequencer,
+    /// API keys checked recently, by prefix.
+    pub api_keys: crate::api_keys::KeyCache,
     /// The Socket.IO gateway.
     pub realtime: crate::realtime::Gateway,
     /// This instance's name on the bus and in the outbox's `origin` column.
@@ -152,7 +154,12 @@ impl App {
     fn evict_local(&self, e: Eviction) {
         match e {
             Eviction::Session(id) => self.sessions.evict_session(id),
-            Eviction::User(id) => self.sessions.evict_user(id),
+            Eviction::User(id) => {
+                self.sessions.evict_user(id);
+                // A key acts for its maker: a disabled maker's keys stop at once.
+                self.api_keys.invalidate_all();
+            }
+            Eviction::ApiKeys => self.api_keys.invalidate_all(),
         }
     }
 
@@ -183,6 +190,7 @@ impl App {
         }
         let limiter = Limiter::new(redis.clone());
         let sessions = SessionCache::new(config.auth_cache_ttl);
+        let api_keys = crate::api_keys::cache(config.auth_cache_ttl);
         let origin = uuid::Uuid::now_v7();
         let bus = crate::bus::Bus::new(origin, redis.clone());
         let cache = crate::cache::Cache::new(config.cache, redis.clone(), bus.clone());
@@ -196,6 +204,7 @@ impl App {
             redis,
             limiter,
             sessions,
+            api_keys,
             cache,
             bus,
             events: Arc::new(crate::events::Hub::default()),
@@ -221,6 +230,7 @@ impl App {
             // Revocations sent while this instance could not hear them are lost.
             let Some(inner) = weak.upgrade() else { return false };
             inner.sessions.clear();
+            inner.api_keys.invalidate_all();
             true
         });
         crate::events::subscribers::install(&app);

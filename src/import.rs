@@ -101,6 +101,7 @@ async fn principal(app: &App, email: &str) -> anyhow::Result<Principal> {
         firm_id: FirmId(u.firm_id),
         role: u.role,
         session_id: SessionId(Uuid::nil()),
+        api_key: None,
     })
 }
 

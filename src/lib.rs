@@ -47,6 +47,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api_keys;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -78,7 +78,12 @@ impl From<entry::Model> for AuditEntryView {
 }
 
 fn require_admin(p: &Principal) -> ApiResult<()> {
-    if p.role == Role::Admin { Ok(()) } else { Err(ApiError::forbidden("only a firm admin may read the audit trail")) }
+    // An API key reaches here only with the `audit:read` scope (checked by `require_auth`).
+    if p.role == Role::Admin || p.api_key.is_some_and(|k| k.scopes.contains(crate::api_keys::Scope::AuditRead)) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("only a firm admin may read the audit trail"))
+    }
 }
 
 /// `GET /audit` filters.

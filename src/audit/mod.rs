@@ -53,7 +53,11 @@ pub struct Actor {
 impl Actor {
     /// The signed-in user of the current request.
     pub fn user(p: &Principal) -> Self {
-        Self::request(ActorKind::User, Some(p.user_id.0), Some(role_name(p.role)))
+        match p.api_key {
+            // A key is its own actor: its id, not its maker's.
+            Some(k) => Self::request(ActorKind::ApiKey, Some(k.id), Some("api_key".to_owned())),
+            None => Self::request(ActorKind::User, Some(p.user_id.0), Some(role_name(p.role))),
+        }
     }
 
     /// A user acting before they have a session (registering, logging in).

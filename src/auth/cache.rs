@@ -137,20 +137,26 @@ impl SessionCache {
 pub enum Eviction {
     Session(Uuid),
     User(Uuid),
+    /// Every checked API key (a key was revoked).
+    ApiKeys,
 }
 
 impl Eviction {
-    /// `s:<uuid>` or `u:<uuid>`.
+    /// `s:<uuid>`, `u:<uuid>` or `k:all`.
     pub fn encode(self) -> String {
         match self {
             Eviction::Session(id) => format!("s:{id}"),
             Eviction::User(id) => format!("u:{id}"),
+            Eviction::ApiKeys => "k:all".to_owned(),
         }
     }
 
     /// Parses what [`encode`](Self::encode) wrote.
     pub fn decode(s: &str) -> Option<Self> {
         let (kind, id) = s.split_once(':')?;
+        if kind == "k" {
+            return Some(Eviction::ApiKeys);
+        }
         let id = Uuid::parse_str(id).ok()?;
         match kind {
             "s" => Some(Eviction::Session(id)),

@@ -35,6 +35,9 @@ pub struct Principal {
     /// The role as it is now in the database, not as it was when the token was issued.
     pub role: Role,
     pub session_id: SessionId,
+    /// Set when the request came with an API key instead of a session: the key's id and
+    /// scopes (`session_id` is then the key's id, `user_id` its maker's).
+    pub api_key: Option<crate::api_keys::KeyGrant>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
@@ -61,8 +64,31 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
     }
 }
 
-/// Requires a valid access token whose session is live and whose user is active.
+/// An API key presented as `X-API-Key` or as a bearer token starting `lf_`.
+fn presented_key(req: &Request) -> Option<String> {
+    match req.headers().get("x-api-key") {
+        Some(v) => Some(v.to_str().unwrap_or("").trim().to_owned()),
+        None => bearer(req).ok().filter(|t| crate::api_keys::looks_like_key(t)).map(str::to_owned),
+    }
+}
+
+/// Requires a valid access token whose session is live and whose user is active, or a valid
+/// API key whose scopes open the route.
 pub async fn require_auth(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(key) = presented_key(&req) {
+        let principal = crate::api_keys::authenticate(&app, &key).await.inspect_err(|_| {
+            metrics::counter!("lexiflow_auth_failures_total", "reason" => "api_key").increment(1);
+        })?;
+        let path = match req.extensions().get::<axum::extract::OriginalUri>() {
+            Some(o) => o.0.path().to_owned(),
+            None => req.uri().path().to_owned(),
+        };
+        crate::api_keys::check_scope(&principal, req.method(), &path)?;
+        req.extensions_mut().insert(principal.clone());
+        let mut res = next.run(req).await;
+        res.extensions_mut().insert(principal);
+        return Ok(res);
+    }
     let verified = req.extensions_mut().remove::<crate::ratelimit::VerifiedClaims>().map(|v| v.0);
     let claims = match verified {
         Some(c) => Ok(c),
@@ -123,7 +149,13 @@ async fn live_principal(app: &App, claims: &tokens::Claims) -> Result<Principal,
     if revoked.is_some() || expires <= chrono::Utc::now() || status != UserStatus::Active || firm != claims.firm {
         return Err(ended());
     }
-    let p = Principal { user_id: UserId(claims.sub), firm_id: FirmId(firm), role, session_id: SessionId(claims.sid) };
+    let p = Principal {
+        user_id: UserId(claims.sub),
+        firm_id: FirmId(firm),
+        role,
+        session_id: SessionId(claims.sid),
+        api_key: None,
+    };
     app.sessions.put(&p, expires, looked_up_at);
     Ok(p)
 }

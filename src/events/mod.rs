@@ -65,11 +65,13 @@ pub enum EventType {
     UserRoleChanged,
     #[serde(rename = "session.revoked")]
     SessionRevoked,
+    #[serde(rename = "api_key.revoked")]
+    ApiKeyRevoked,
 }
 
 impl EventType {
     /// Every type, for parsing.
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 16] = [
         EventType::CaseCreated,
         EventType::CaseUpdated,
         EventType::CaseDeleted,
@@ -85,6 +87,7 @@ impl EventType {
         EventType::UserDisabled,
         EventType::UserRoleChanged,
         EventType::SessionRevoked,
+        EventType::ApiKeyRevoked,
     ];
 
     /// The stored and published name (`case.created`).
@@ -106,6 +109,7 @@ impl EventType {
             UserDisabled => "user.disabled",
             UserRoleChanged => "user.role_changed",
             SessionRevoked => "session.revoked",
+            ApiKeyRevoked => "api_key.revoked",
         }
     }
 
@@ -124,6 +128,7 @@ impl EventType {
             DocketEntryCreated | DocketEntryUpdated | DocketEntryDeleted => "docket_entry",
             UserDisabled | UserRoleChanged => "user",
             SessionRevoked => "session",
+            ApiKeyRevoked => "api_key",
         }
     }
 }

@@ -34,7 +34,7 @@ pub fn stale_tags(e: &DomainEvent) -> Vec<String> {
             t
         }
         PartyCreated | PartyUpdated | PartyDeleted | DocketEntryCreated | DocketEntryUpdated | DocketEntryDeleted
-        | UserDisabled | UserRoleChanged | SessionRevoked => Vec::new(),
+        | UserDisabled | UserRoleChanged | SessionRevoked | ApiKeyRevoked => Vec::new(),
     }
 }
 
@@ -75,6 +75,8 @@ impl Subscriber for SessionEviction {
                 match e.event_type {
                     EventType::SessionRevoked => app.evict(Eviction::Session(id)),
                     EventType::UserDisabled | EventType::UserRoleChanged => app.evict(Eviction::User(id)),
+                    // Keys are cached by prefix; revocations are rare: forget them all.
+                    EventType::ApiKeyRevoked => app.evict(Eviction::ApiKeys),
                     _ => {}
                 }
             }

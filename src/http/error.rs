@@ -37,8 +37,11 @@ pub enum ErrorCode {
     ResourceNotFound,
     /// The path exists but not with this method.
     MethodNotAllowed,
-    /// The change clashes with existing data (a duplicate case number, say).
+    /// The change clashes with existing data (a duplicate case number, say), or a request
+    /// with the same `Idempotency-Key` is still being served.
     Conflict,
+    /// The `Idempotency-Key` was used before with a different request.
+    IdempotencyKeyReused,
     /// `If-Match` or `version` no longer matches: re-read and retry.
     PreconditionFailed,
     /// The body is larger than allowed.
@@ -66,6 +69,7 @@ impl ErrorCode {
             ResourceNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict => StatusCode::CONFLICT,
+            IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -114,6 +118,7 @@ impl ErrorCode {
             ResourceNotFound => "no such resource",
             MethodNotAllowed => "this method is not allowed here",
             Conflict => "the change conflicts with existing data",
+            IdempotencyKeyReused => "this Idempotency-Key was used with a different request",
             PreconditionFailed => "the resource has changed since you read it",
             PayloadTooLarge => "the request body is too large",
             UnsupportedMediaType => "send the body as application/json",

@@ -19,6 +19,7 @@ use utoipa::{
         (name = "parties", description = "Parties to a case"),
         (name = "audit", description = "The tamper-evident audit trail (admins)"),
         (name = "admin", description = "Operating the job queue (operator admins)"),
+        (name = "api-keys", description = "Keys for the firm's other systems (admins)"),
     )
 )]
 pub struct ApiDoc;

@@ -23,6 +23,7 @@ use super::{
     security,
 };
 use crate::{
+    api_keys,
     app::App,
     audit, auth,
     auth::require_auth,
@@ -68,6 +69,9 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(auth::http::me))
         .routes(routes!(auth::http::sessions))
         .routes(routes!(auth::http::revoke_session))
+        // API keys (signed-in admins)
+        .routes(routes!(api_keys::http::create, api_keys::http::list))
+        .routes(routes!(api_keys::http::revoke))
         // users
         .routes(routes!(users::http::create, users::http::list))
         .routes(routes!(users::http::update))
@@ -117,8 +121,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP application.
 pub fn build(app: App) -> Router {
-    let api = public_api(Some(&app))
-        .merge(protected_api().route_layer(middleware::from_fn_with_state(app.clone(), require_auth)));
+    let api = public_api(Some(&app)).merge(
+        protected_api()
+            // Inside authentication: a key is per firm.
+            .route_layer(middleware::from_fn_with_state(app.clone(), super::idempotency::idempotency))
+            .route_layer(middleware::from_fn_with_state(app.clone(), require_auth)),
+    );
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).split_for_parts();
 
     let router = Router::new()

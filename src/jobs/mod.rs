@@ -73,6 +73,11 @@ async fn events_prune(db: DatabaseConnection, days: u32) -> Result<(), JobError>
     if n > 0 {
         tracing::info!(deleted = n, "old domain events deleted from the outbox");
     }
+    // Idempotency keys live 24 hours; the same hourly sweep removes them.
+    let keys = crate::http::idempotency::prune(&db).await?;
+    if keys > 0 {
+        tracing::info!(deleted = keys, "expired idempotency keys deleted");
+    }
     Ok(())
 }
 

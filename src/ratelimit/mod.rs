@@ -133,6 +133,9 @@ fn exempt(path: &str) -> bool {
 /// A token verified here is handed on (as [`VerifiedClaims`]) so authentication does not
 /// verify the same signature again.
 fn client_key(app: &App, req: &mut Request) -> String {
+    if let Some(k) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return crate::api_keys::budget_key(k.trim());
+    }
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -140,6 +143,9 @@ fn client_key(app: &App, req: &mut Request) -> String {
         .and_then(|s| s.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
+    if let Some(t) = token.filter(|t| crate::api_keys::looks_like_key(t)) {
+        return crate::api_keys::budget_key(t);
+    }
     if let Some(claims) = token.and_then(|t| app.tokens.verify(t).ok()) {
         let key = format!("u:{}", claims.sub);
         req.extensions_mut().insert(VerifiedClaims(claims));

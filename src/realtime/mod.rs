@@ -199,6 +199,7 @@ fn code_str(code: ErrorCode) -> &'static str {
         ResourceNotFound => "RESOURCE_NOT_FOUND",
         MethodNotAllowed => "METHOD_NOT_ALLOWED",
         Conflict => "CONFLICT",
+        IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
         PreconditionFailed => "PRECONDITION_FAILED",
         PayloadTooLarge => "PAYLOAD_TOO_LARGE",
         UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod api_keys;
 mod audit;
 mod auth;
 mod bulk;
@@ -14,6 +15,7 @@ mod cases;
 mod contract;
 mod docket;
 mod events;
+mod idempotency;
 mod import;
 mod jobs;
 mod operations;

@@ -14,6 +14,7 @@ mod m0005_docket;
 mod m0006_audit_append;
 mod m0007_events;
 mod m0008_sealed_grants;
+mod m0009_api_keys;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_audit_append::Migration),
             Box::new(m0007_events::Migration),
             Box::new(m0008_sealed_grants::Migration),
+            Box::new(m0009_api_keys::Migration),
         ]
     }
 }

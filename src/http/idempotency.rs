@@ -1,0 +1,251 @@
+//! `Idempotency-Key` on POST: a retried create returns the first result.
+//!
+//! Per firm and key, the first request's fingerprint (SHA-256 of method, path, query and body)
+//! is claimed in `idempotency_keys` before the handler runs, and its answer stored after:
+//! - the same key with the same request gets the stored answer again, status included, with
+//!   `Idempotent-Replayed: true`;
+//! - the same key with a different request gets 422 `IDEMPOTENCY_KEY_REUSED`;
+//! - while the first is still being served, a duplicate gets 409 `CONFLICT` (retryable);
+//! - a 5xx answer is not kept: the key is released so the client's retry runs again.
+//!
+//! The handler runs on a task of its own, so a client that hangs up does not stop its answer
+//! from being stored. Keys are kept 24 hours. Limits: the answer is stored after the handler's
+//! transaction committed, not in it; a process killed between the two leaves the key claimed
+//! and unanswered, and after [`STALE`] a retry runs the request again.
+
+use axum::{
+    body::{Body, to_bytes},
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use chrono::Duration as Span;
+use http::{HeaderValue, Method, StatusCode, header};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sha2::{Digest, Sha256};
+
+use super::error::{ApiError, ErrorCode};
+use crate::{app::App, auth::Principal, clock};
+
+/// The request header.
+pub const HEADER: &str = "idempotency-key";
+
+/// How long a key and its answer are kept.
+const KEEP: Span = Span::hours(24);
+
+/// A claim older than this with no answer is taken to be abandoned (its process died).
+const STALE: Span = Span::minutes(5);
+
+/// The largest request body fingerprinted (the bulk routes' limit); larger bodies are refused
+/// by the routes themselves.
+const MAX_REQUEST: usize = 32 * 1024 * 1024;
+
+/// The largest answer stored; a larger one is served but not kept (the key is released).
+const MAX_STORED: usize = 1024 * 1024;
+
+/// The layer, inside authentication (it needs the caller's firm).
+pub async fn idempotency(State(app): State<App>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(raw) = req.headers().get(HEADER) else { return next.run(req).await };
+    let key = match raw.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)) => k.to_owned(),
+        _ => {
+            return ApiError::field("Idempotency-Key", "1 to 255 visible ASCII characters").into_response();
+        }
+    };
+    let Some(firm) = req.extensions().get::<Principal>().map(|p| p.firm_id.0) else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, MAX_REQUEST).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large").into_response(),
+    };
+    let mut h = Sha256::new();
+    h.update(parts.method.as_str().as_bytes());
+    h.update(b" ");
+    h.update(parts.uri.path().as_bytes());
+    h.update(b"?");
+    h.update(parts.uri.query().unwrap_or("").as_bytes());
+    h.update(b"\n");
+    h.update(&bytes);
+    let fingerprint: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+
+    match claim(&app, firm, &key, &fingerprint).await {
+        Ok(Claim::Ours) => {}
+        Ok(Claim::Replay(res)) => return res,
+        Err(e) => return e.into_response(),
+    }
+    let req = Request::from_parts(parts, Body::from(bytes));
+    // On a task of its own: the answer is stored even if the client hangs up.
+    let task = tokio::spawn(async move {
+        let res = next.run(req).await;
+        settle(&app, firm, &key, res).await
+    });
+    match task.await {
+        Ok(res) => res,
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+enum Claim {
+    Ours,
+    Replay(Response),
+}
+
+fn stmt(db: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    let sql = if db == DbBackend::Postgres {
+        let mut n = 0;
+        sql.chars()
+            .map(|c| {
+                if c == '?' {
+                    n += 1;
+                    format!("${n}")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        sql.to_owned()
+    };
+    Statement::from_sql_and_values(db, sql, values)
+}
+
+/// Claims `key` for this request, or decides from the earlier one.
+async fn claim(app: &App, firm: uuid::Uuid, key: &str, fingerprint: &str) -> Result<Claim, ApiError> {
+    let db = app.db.get_database_backend();
+    for _ in 0..2 {
+        let now = clock::now();
+        let inserted = app
+            .db
+            .execute_raw(stmt(
+                db,
+                "INSERT INTO idempotency_keys (firm_id, key, request_hash, created_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (firm_id, key) DO NOTHING",
+                vec![firm.into(), key.into(), fingerprint.into(), now.into()],
+            ))
+            .await?
+            .rows_affected();
+        if inserted == 1 {
+            return Ok(Claim::Ours);
+        }
+        let row = app
+            .db
+            .query_one_raw(stmt(
+                db,
+                "SELECT request_hash, status_code, content_type, body, created_at FROM idempotency_keys
+                  WHERE firm_id = ? AND key = ?",
+                vec![firm.into(), key.into()],
+            ))
+            .await?;
+        let Some(row) = row else { continue };
+        let hash: String = row.try_get_by_index(0)?;
+        let status: Option<i32> = row.try_get_by_index(1)?;
+        let content_type: Option<String> = row.try_get_by_index(2)?;
+        let body: Option<String> = row.try_get_by_index(3)?;
+        let created: chrono::DateTime<chrono::Utc> = row.try_get_by_index(4)?;
+        let expired = created < now - KEEP || (status.is_none() && created < now - STALE);
+        if expired {
+            release(app, firm, key).await;
+            continue;
+        }
+        if hash != fingerprint {
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was used with a different request; use a new key",
+            ));
+        }
+        let Some(status) = status else {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "a request with this Idempotency-Key is still being served; retry shortly",
+            ));
+        };
+        metrics::counter!("lexiflow_idempotent_replays_total").increment(1);
+        let mut res = Response::new(Body::from(body.unwrap_or_default()));
+        *res.status_mut() = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+        if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            res.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(Claim::Replay(res));
+    }
+    Err(ApiError::new(ErrorCode::Conflict, "this Idempotency-Key is busy; retry shortly"))
+}
+
+/// Forgets a claim.
+async fn release(app: &App, firm: uuid::Uuid, key: &str) {
+    let db = app.db.get_database_backend();
+    let r = app
+        .db
+        .execute_raw(stmt(
+            db,
+            "DELETE FROM idempotency_keys WHERE firm_id = ? AND key = ?",
+            vec![firm.into(), key.into()],
+        ))
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not release an idempotency key");
+    }
+}
+
+/// Stores the answer under the claim (or releases the claim when it must not be kept), and
+/// hands the answer on.
+async fn settle(app: &App, firm: uuid::Uuid, key: &str, res: Response) -> Response {
+    if res.status().is_server_error() {
+        release(app, firm, key).await;
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = match to_bytes(body, MAX_STORED).await {
+        Ok(b) => b,
+        Err(e) => {
+            release(app, firm, key).await;
+            return ApiError::internal(e).into_response();
+        }
+    };
+    let text = String::from_utf8(bytes.to_vec()).ok();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    match text {
+        Some(text) => {
+            let db = app.db.get_database_backend();
+            let r = app
+                .db
+                .execute_raw(stmt(
+                    db,
+                    "UPDATE idempotency_keys SET status_code = ?, content_type = ?, body = ?
+                      WHERE firm_id = ? AND key = ?",
+                    vec![
+                        i32::from(parts.status.as_u16()).into(),
+                        content_type.into(),
+                        text.into(),
+                        firm.into(),
+                        key.into(),
+                    ],
+                ))
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not store an idempotent answer; releasing the key");
+                release(app, firm, key).await;
+            }
+        }
+        None => release(app, firm, key).await,
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Deletes keys older than 24 hours; returns how many (the hourly `events.prune` job calls it).
+pub async fn prune(db: &impl ConnectionTrait) -> Result<u64, sea_orm::DbErr> {
+    let backend = db.get_database_backend();
+    Ok(db
+        .execute_raw(stmt(
+            backend,
+            "DELETE FROM idempotency_keys WHERE created_at < ?",
+            vec![(clock::now() - KEEP).into()],
+        ))
+        .await?
+        .rows_affected())
+}

@@ -1,0 +1,109 @@
+//! `Idempotency-Key` on POST: a retried create returns the first result; a reused key with a
+//! different request is refused; a duplicate while the first is served gets 409; concurrent
+//! retries create one case.
+
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Backend, Res, Session, TestApp};
+
+crate::on_both_backends!(
+    a_retried_create_returns_the_same_case,
+    a_key_reused_with_another_request_is_refused,
+    concurrent_retries_create_one_case,
+);
+
+async fn post_with_key(t: &TestApp, s: &Session, key: &str, body: Value) -> Res {
+    t.call_with(Method::POST, "/api/v1/cases", Some(&s.token), Some(body), &[("idempotency-key", key)]).await
+}
+
+fn case(number: &str) -> Value {
+    json!({"caseNumber": number, "title": "Idempotent", "type": "civil"})
+}
+
+async fn count_cases(t: &TestApp, s: &Session) -> u64 {
+    let r = t.get("/api/v1/cases?limit=100", &s.token).await;
+    r.expect(200);
+    r.data().as_array().unwrap().len() as u64
+}
+
+async fn a_retried_create_returns_the_same_case(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Idem").await;
+    let first = post_with_key(&t, &admin, "create-I-1", case("I-1")).await;
+    first.expect(201);
+    assert!(first.header("idempotent-replayed").is_none());
+    let again = post_with_key(&t, &admin, "create-I-1", case("I-1")).await;
+    again.expect(201);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.data()["id"], first.data()["id"]);
+    assert_eq!(again.data(), first.data());
+    assert_eq!(count_cases(&t, &admin).await, 1);
+
+    // An answered error is the answer too.
+    let bad = post_with_key(&t, &admin, "create-bad", json!({"caseNumber": ""})).await;
+    bad.expect(400);
+    let bad_again = post_with_key(&t, &admin, "create-bad", json!({"caseNumber": ""})).await;
+    bad_again.expect(400);
+    assert_eq!(bad_again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(bad_again.code(), "VALIDATION_FAILED");
+
+    // Keys are per firm: another firm's same key is its own.
+    let other = t.register("Idem other").await;
+    let theirs = post_with_key(&t, &other, "create-I-1", case("I-1")).await;
+    theirs.expect(201);
+    assert_ne!(theirs.data()["id"], first.data()["id"]);
+
+    // A malformed key is refused in our error body.
+    let r = post_with_key(&t, &admin, "has space", case("I-2")).await;
+    r.expect(400);
+    assert_eq!(r.code(), "VALIDATION_FAILED");
+}
+
+async fn a_key_reused_with_another_request_is_refused(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Idem reuse").await;
+    post_with_key(&t, &admin, "k-1", case("R-1")).await.expect(201);
+    let other = post_with_key(&t, &admin, "k-1", case("R-2")).await;
+    other.expect(422);
+    assert_eq!(other.code(), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(count_cases(&t, &admin).await, 1);
+
+    // While the first request is still being served (its answer not yet stored), a duplicate
+    // gets 409 and may retry.
+    t.sql_exec("UPDATE idempotency_keys SET status_code = NULL, content_type = NULL, body = NULL").await;
+    let busy = post_with_key(&t, &admin, "k-1", case("R-1")).await;
+    busy.expect(409);
+    assert_eq!(busy.code(), "CONFLICT");
+}
+
+async fn concurrent_retries_create_one_case(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Idem race").await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let router = t.router.clone();
+        let token = admin.token.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = crate::support::request(
+                Method::POST,
+                "/api/v1/cases",
+                Some(&token),
+                Some(case("C-1")),
+                &[("idempotency-key", "race-1")],
+            );
+            let res = tower::ServiceExt::oneshot(router, req).await.unwrap();
+            (res.status().as_u16(), res.headers().contains_key("idempotent-replayed"))
+        }));
+    }
+    let mut fresh = 0;
+    for task in tasks {
+        let (status, replayed) = task.await.unwrap();
+        assert!(status == 201 || status == 409, "status {status}");
+        if status == 201 && !replayed {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 1, "exactly one request created the case");
+    assert_eq!(count_cases(&t, &admin).await, 1);
+}
