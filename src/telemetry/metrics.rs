@@ -106,6 +106,17 @@ fn describe_all() {
     describe_counter!("lexiflow_cache_evictions_total", "In-process cache entries removed, by cause");
     describe_counter!("lexiflow_cache_invalidations_total", "Cache invalidations, by kind (tag, prefix, key)");
     describe_gauge!("lexiflow_cache_entries", "Entries in the in-process cache (refreshed at each scrape)");
+    describe_gauge!("lexiflow_realtime_connections", "Socket.IO sockets open on this instance");
+    describe_counter!("lexiflow_realtime_events_total", "Realtime events emitted, by Socket.IO event name");
+    describe_counter!("lexiflow_realtime_emit_failures_total", "Realtime emits some socket could not take (too slow)");
+    describe_counter!("lexiflow_realtime_handshake_refusals_total", "Refused Socket.IO handshakes, by reason");
+    describe_counter!("lexiflow_realtime_replays_total", "Replays to reconnecting sockets, by outcome");
+    describe_counter!(
+        "lexiflow_realtime_forced_disconnects_total",
+        "Sockets closed because their session, user or role changed"
+    );
+    describe_counter!("lexiflow_realtime_messages_refused_total", "Client messages refused by the per-user budget");
+    describe_counter!("lexiflow_idempotent_replays_total", "POSTs answered from a stored Idempotency-Key answer");
     describe_counter!(
         "lexiflow_db_transaction_retries_total",
         "Transactions run again after losing a conflict (serialization failure, deadlock, busy)"
