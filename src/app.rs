@@ -47,6 +47,12 @@ pub struct AppInner {
     pub sequencer: crate::events::outbox::Sequencer,
     /// API keys checked recently, by prefix.
     pub api_keys: crate::api_keys::KeyCache,
+    /// The one client for outbound calls (webhooks).
+    pub outbound: Arc<crate::outbound::Outbound>,
+    /// Seals and opens webhook signing secrets.
+    pub webhook_sealer: Arc<crate::webhooks::sign::Sealer>,
+    /// Wakes the webhook dispatcher.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
     /// The Socket.IO gateway.
     pub realtime: crate::realtime::Gateway,
     /// This instance's name on the bus and in the outbox's `origin` column.
@@ -79,6 +85,8 @@ pub enum StartError {
     Argon2(String),
     #[error("REDIS_URL is not usable: {0}")]
     Redis(redis::RedisError),
+    #[error("cannot build the outbound HTTP client: {0}")]
+    Outbound(String),
 }
 
 /// The bus topic on which instances tell each other which sessions to forget.
@@ -196,6 +204,15 @@ impl App {
         let cache = crate::cache::Cache::new(config.cache, redis.clone(), bus.clone());
         // The sequencer wakes the realtime feed when it has numbered events.
         let numbered = Arc::new(tokio::sync::Notify::new());
+        let webhook_wake = Arc::new(tokio::sync::Notify::new());
+        let outbound = Arc::new(
+            crate::outbound::Outbound::new(crate::outbound::OutboundConfig {
+                allow_private: config.webhooks.allow_private,
+                ..Default::default()
+            })
+            .map_err(|e| StartError::Outbound(e.to_string()))?,
+        );
+        let webhook_sealer = Arc::new(crate::webhooks::sign::Sealer::new(secret.expose_secret()));
         let app = App(Arc::new(AppInner {
             config,
             db,
@@ -208,7 +225,10 @@ impl App {
             cache,
             bus,
             events: Arc::new(crate::events::Hub::default()),
-            sequencer: crate::events::outbox::Sequencer::new(Arc::clone(&numbered)),
+            sequencer: crate::events::outbox::Sequencer::new(vec![Arc::clone(&numbered), Arc::clone(&webhook_wake)]),
+            outbound,
+            webhook_sealer,
+            webhook_wake,
             realtime: crate::realtime::Gateway::new(numbered),
             origin,
             started: std::time::Instant::now(),
@@ -235,6 +255,7 @@ impl App {
         });
         crate::events::subscribers::install(&app);
         crate::realtime::install(&app);
+        crate::webhooks::dispatch::install(&app);
         if !app.config.events.tail_every.is_zero() {
             tokio::spawn(crate::events::outbox::tail(
                 app.db.clone(),

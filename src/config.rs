@@ -112,6 +112,27 @@ pub struct Config {
     pub events: EventsConfig,
     /// The Socket.IO gateway (see `realtime`).
     pub realtime: RealtimeConfig,
+    /// Webhook delivery (see `webhooks`).
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook delivery.
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_ALLOW_PRIVATE` (default false): allow loopback and private targets (tests,
+    /// closed networks). Refused in production.
+    pub allow_private: bool,
+    /// `WEBHOOK_MAX_ATTEMPTS` (default 16): attempts per delivery, about a day with the backoff.
+    pub max_attempts: u32,
+    /// `WEBHOOK_RETRY_BASE_MS` (default 30000): the first retry's delay; each next one
+    /// doubles, up to two hours.
+    pub retry_base: Duration,
+    /// `WEBHOOK_DISABLE_AFTER` (default 50): consecutive failed attempts that disable a
+    /// subscription.
+    pub disable_after: u32,
+    /// `WEBHOOK_POLL_MS` (default 1000): how often the outbox is looked at for new events when
+    /// nothing woke the dispatcher sooner.
+    pub poll_every: Duration,
 }
 
 /// The Socket.IO gateway's own limits, enforced on the authenticated user.
@@ -456,6 +477,11 @@ impl Config {
         if !security_enabled && app_env == AppEnv::Production {
             return Err(ConfigError::Insecure("SECURITY_LAYER=off is refused in production".into()));
         }
+        if app_env == AppEnv::Production
+            && get("WEBHOOK_ALLOW_PRIVATE").is_some_and(|v| parse_bool("WEBHOOK_ALLOW_PRIVATE", &v).unwrap_or(true))
+        {
+            return Err(ConfigError::Insecure("WEBHOOK_ALLOW_PRIVATE=true is refused in production".into()));
+        }
         let trusted_proxies = get("TRUSTED_PROXIES")
             .or(file.trusted_proxies)
             .unwrap_or_default()
@@ -605,6 +631,16 @@ impl Config {
                 replay_max: num(&get, "REALTIME_REPLAY_MAX", None, 1_000)?,
                 poll_every: Duration::from_millis(num(&get, "REALTIME_POLL_MS", None, 250u64)?.max(10)),
                 max_message_bytes: num(&get, "REALTIME_MAX_MESSAGE_BYTES", None, 65_536)?,
+            },
+            webhooks: WebhookConfig {
+                allow_private: match get("WEBHOOK_ALLOW_PRIVATE") {
+                    Some(v) => parse_bool("WEBHOOK_ALLOW_PRIVATE", &v)?,
+                    None => false,
+                },
+                max_attempts: num(&get, "WEBHOOK_MAX_ATTEMPTS", None, 16u32)?.max(1),
+                retry_base: Duration::from_millis(num(&get, "WEBHOOK_RETRY_BASE_MS", None, 30_000u64)?.max(10)),
+                disable_after: num(&get, "WEBHOOK_DISABLE_AFTER", None, 50u32)?.max(1),
+                poll_every: Duration::from_millis(num(&get, "WEBHOOK_POLL_MS", None, 1_000u64)?.max(10)),
             },
             redis_prefix: "lexiflow:".into(),
             redis_breaker: crate::resilience::BreakerConfig::default(),

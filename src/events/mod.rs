@@ -67,11 +67,13 @@ pub enum EventType {
     SessionRevoked,
     #[serde(rename = "api_key.revoked")]
     ApiKeyRevoked,
+    #[serde(rename = "webhook.disabled")]
+    WebhookDisabled,
 }
 
 impl EventType {
     /// Every type, for parsing.
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 17] = [
         EventType::CaseCreated,
         EventType::CaseUpdated,
         EventType::CaseDeleted,
@@ -88,6 +90,7 @@ impl EventType {
         EventType::UserRoleChanged,
         EventType::SessionRevoked,
         EventType::ApiKeyRevoked,
+        EventType::WebhookDisabled,
     ];
 
     /// The stored and published name (`case.created`).
@@ -110,6 +113,7 @@ impl EventType {
             UserRoleChanged => "user.role_changed",
             SessionRevoked => "session.revoked",
             ApiKeyRevoked => "api_key.revoked",
+            WebhookDisabled => "webhook.disabled",
         }
     }
 
@@ -129,6 +133,7 @@ impl EventType {
             UserDisabled | UserRoleChanged => "user",
             SessionRevoked => "session",
             ApiKeyRevoked => "api_key",
+            WebhookDisabled => "webhook",
         }
     }
 }

@@ -211,8 +211,9 @@ const SEQUENCE_GATHER: Duration = Duration::from_millis(10);
 #[derive(Debug, Default)]
 pub struct Sequencer {
     firms: Mutex<HashMap<Uuid, Arc<FirmState>>>,
-    /// Told after every run that numbered events (the realtime feed waits on it).
-    numbered: Arc<tokio::sync::Notify>,
+    /// Told after every run that numbered events (the realtime feed and the webhook
+    /// dispatcher wait on them).
+    numbered: Vec<Arc<tokio::sync::Notify>>,
 }
 
 #[derive(Debug, Default)]
@@ -223,7 +224,7 @@ struct FirmState {
 
 impl Sequencer {
     /// A sequencer that tells `numbered` whenever it has numbered events.
-    pub fn new(numbered: Arc<tokio::sync::Notify>) -> Self {
+    pub fn new(numbered: Vec<Arc<tokio::sync::Notify>>) -> Self {
         Self { firms: Mutex::default(), numbered }
     }
 
@@ -244,7 +245,7 @@ impl Sequencer {
             return;
         }
         let db = db.clone();
-        let numbered = Arc::clone(&self.numbered);
+        let numbered = self.numbered.clone();
         tokio::spawn(async move {
             loop {
                 // Let the commits of the next moment join this run: under load one run then
@@ -256,7 +257,7 @@ impl Sequencer {
                     match sequence_firm(&db, firm).await {
                         Ok(n) => {
                             if n > 0 {
-                                numbered.notify_one();
+                                numbered.iter().for_each(|w| w.notify_one());
                             }
                             break;
                         }

@@ -20,6 +20,7 @@ use utoipa::{
         (name = "audit", description = "The tamper-evident audit trail (admins)"),
         (name = "admin", description = "Operating the job queue (operator admins)"),
         (name = "api-keys", description = "Keys for the firm's other systems (admins)"),
+        (name = "webhooks", description = "Signed, durable event deliveries to the firm's systems"),
     )
 )]
 pub struct ApiDoc;

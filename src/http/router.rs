@@ -31,7 +31,7 @@ use crate::{
     config::ThrottleConfig,
     docket, health, jobs, parties,
     ratelimit::{By, RoutePolicy, global_limit, route_limit},
-    realtime, reports, telemetry, users,
+    realtime, reports, telemetry, users, webhooks,
 };
 
 /// Login: 5 a minute per client address (and, in the handler, 5 a minute per e-mail).
@@ -72,6 +72,13 @@ fn protected_api() -> OpenApiRouter<App> {
         // API keys (signed-in admins)
         .routes(routes!(api_keys::http::create, api_keys::http::list))
         .routes(routes!(api_keys::http::revoke))
+        // webhooks (admins, or keys with webhooks:manage)
+        .routes(routes!(webhooks::http::create, webhooks::http::list))
+        .routes(routes!(webhooks::http::get, webhooks::http::update, webhooks::http::delete))
+        .routes(routes!(webhooks::http::rotate))
+        .routes(routes!(webhooks::http::test))
+        .routes(routes!(webhooks::http::deliveries))
+        .routes(routes!(webhooks::http::redeliver))
         // users
         .routes(routes!(users::http::create, users::http::list))
         .routes(routes!(users::http::update))

@@ -131,6 +131,29 @@ pub fn known_queues(app: &crate::app::App) -> Result<Vec<String>, lexiflow_queue
     Ok(builder(app.db.clone(), app.db.clone(), &app.config, app.cache.clone())?.known_queues())
 }
 
+/// What the webhook delivery job needs, from the configuration (None, logged, when the
+/// outbound client cannot be built or no JWT secret was resolved).
+fn deliverer(db: &DatabaseConnection, config: &Config) -> Option<crate::webhooks::dispatch::Deliverer> {
+    use secrecy::ExposeSecret;
+    let secret = config.auth.jwt_secret.as_ref()?;
+    let outbound = crate::outbound::Outbound::new(crate::outbound::OutboundConfig {
+        allow_private: config.webhooks.allow_private,
+        ..Default::default()
+    });
+    match outbound {
+        Ok(o) => Some(crate::webhooks::dispatch::Deliverer {
+            db: db.clone(),
+            sealer: std::sync::Arc::new(crate::webhooks::sign::Sealer::new(secret.expose_secret())),
+            outbound: std::sync::Arc::new(o),
+            disable_after: config.webhooks.disable_after,
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the outbound HTTP client: webhook deliveries will not run here");
+            None
+        }
+    }
+}
+
 /// Every queue, handler and schedule: the one list both [`worker`] and [`known_queues`] read.
 fn builder(
     queue_db: DatabaseConnection,
@@ -146,6 +169,7 @@ fn builder(
     let events_db = app_db.clone();
     let sequence_db = app_db.clone();
     let analyze_db = app_db.clone();
+    let webhook_db = app_db.clone();
     let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
         .queue(MAINTENANCE, 2)
@@ -156,6 +180,15 @@ fn builder(
         .handler(EVENTS_PRUNE, move |_job| events_prune(events_db.clone(), events_days))
         .handler(EVENTS_SEQUENCE, move |_job| events_sequence(sequence_db.clone()))
         .handler(DB_ANALYZE, move |_job| db_analyze(analyze_db.clone()));
+    // Webhook deliveries: their own queue, so a slow receiver never holds up housekeeping.
+    if let Some(deliverer) = deliverer(&webhook_db, config) {
+        builder = builder.queue(crate::webhooks::dispatch::QUEUE, 8).handler(
+            crate::webhooks::dispatch::DELIVER,
+            move |job: lexiflow_queue::JobContext| {
+                crate::webhooks::dispatch::deliver(deliverer.clone(), job.payload, job.attempt, job.max_attempts)
+            },
+        );
+    }
     let events = NewJob::new(EVENTS_PRUNE, serde_json::json!({}))
         .queue(MAINTENANCE)
         .priority(Priority::Low)

@@ -170,6 +170,12 @@ pub fn plan(e: &DomainEvent) -> Vec<Action> {
             Ok(user) => vec![Action::Disconnect(user_room(user))],
             Err(_) => Vec::new(),
         },
+        (WebhookDisabled, _) => vec![Action::Emit(Emit {
+            event: "notification",
+            data: json!({ "kind": "webhook.disabled", "webhook": e.data }),
+            to: vec![all_cases_room(firm)],
+            except: Vec::new(),
+        })],
         (SessionRevoked, _) => match Uuid::parse_str(&e.entity_id) {
             Ok(session) => vec![Action::Disconnect(session_room(session))],
             Err(_) => Vec::new(),

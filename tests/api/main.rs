@@ -24,3 +24,4 @@ mod realtime;
 mod security;
 mod transactions;
 mod users;
+mod webhooks;

@@ -15,6 +15,7 @@ mod m0006_audit_append;
 mod m0007_events;
 mod m0008_sealed_grants;
 mod m0009_api_keys;
+mod m0010_webhooks;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_events::Migration),
             Box::new(m0008_sealed_grants::Migration),
             Box::new(m0009_api_keys::Migration),
+            Box::new(m0010_webhooks::Migration),
         ]
     }
 }

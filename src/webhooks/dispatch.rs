@@ -1,0 +1,425 @@
+//! From the outbox to deliveries, and from deliveries to the receivers.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use lexiflow_queue::{Backoff, NewJob};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    Set, Statement, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::{
+    model::{delivery, subscription},
+    sign::{self, Sealer},
+    wants,
+};
+use crate::{
+    app::{App, AppInner},
+    clock,
+    events::{DomainEvent, EventType, outbox},
+    ids::FirmId,
+    outbound::{Outbound, OutboundError, Reply},
+};
+
+/// The job that sends one delivery.
+pub const DELIVER: &str = "webhooks.deliver";
+/// Its queue.
+pub const QUEUE: &str = "webhooks";
+
+/// Events turned into deliveries per transaction.
+const BATCH: u64 = 500;
+
+/// The most of a receiver's answer kept on the delivery.
+const KEPT_BODY: usize = 1024;
+
+fn stmt(db: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    let sql = if db == DbBackend::Postgres {
+        let mut n = 0;
+        sql.chars()
+            .map(|c| {
+                if c == '?' {
+                    n += 1;
+                    format!("${n}")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        sql.to_owned()
+    };
+    Statement::from_sql_and_values(db, sql, values)
+}
+
+/// Creates the firm's cursor at its current head, if it has none.
+pub async fn start_cursor(db: &impl ConnectionTrait, firm: Uuid) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    db.execute_raw(stmt(
+        backend,
+        "INSERT INTO webhook_cursors (firm_id, seq)
+         SELECT ?, COALESCE((SELECT seq FROM event_heads WHERE firm_id = ?), 0)
+         ON CONFLICT (firm_id) DO NOTHING",
+        vec![firm.into(), firm.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The webhook name and payload of an event, or None when it is not sent (sealed or restricted
+/// material, and events no subscription can ask for).
+pub fn payload(e: &DomainEvent) -> Option<(&'static str, String)> {
+    use EventType::*;
+    if e.sealed || e.restricted {
+        return None;
+    }
+    let name = match e.event_type {
+        CaseCreated | CaseUpdated | CaseDeleted | PartyCreated | PartyUpdated | PartyDeleted | DocketEntryCreated
+        | DocketEntryUpdated | DocketEntryDeleted => e.event_type.as_str(),
+        _ => return None,
+    };
+    let body = serde_json::json!({
+        "id": e.id,
+        "type": name,
+        "timestamp": e.occurred_at,
+        "seq": e.seq,
+        "firmId": e.firm_id.0,
+        "caseId": e.case_id,
+        "data": e.data,
+    });
+    Some((name, body.to_string()))
+}
+
+/// Enqueues the job that sends `delivery` (in the caller's transaction).
+pub async fn enqueue_delivery(
+    db: &impl ConnectionTrait,
+    delivery: Uuid,
+    max_attempts: u32,
+    base: Duration,
+    again: bool,
+) -> Result<(), DbErr> {
+    let mut job = NewJob::new(DELIVER, serde_json::json!({ "deliveryId": delivery }))
+        .queue(QUEUE)
+        .max_attempts(max_attempts)
+        .backoff(Backoff::exponential(base, Duration::from_secs(2 * 3600)));
+    if !again {
+        job = job.unique_key(format!("webhook-delivery:{delivery}"));
+    }
+    lexiflow_queue::enqueue(db, job).await.map_err(|e| DbErr::Custom(e.to_string()))?;
+    Ok(())
+}
+
+/// Turns one firm's new events into deliveries, a batch per transaction; returns how many
+/// deliveries it made.
+async fn dispatch_firm(app: &App, firm: Uuid) -> Result<usize, DbErr> {
+    let backend = app.db.get_database_backend();
+    let cfg = app.config.webhooks;
+    let mut made = 0;
+    loop {
+        let tx = app.db.begin().await?;
+        let lock = if backend == DbBackend::Postgres { " FOR UPDATE" } else { "" };
+        let Some(row) = tx
+            .query_one_raw(stmt(
+                backend,
+                &format!("SELECT seq FROM webhook_cursors WHERE firm_id = ?{lock}"),
+                vec![firm.into()],
+            ))
+            .await?
+        else {
+            tx.rollback().await?;
+            start_cursor(&app.db, firm).await?;
+            return Ok(made);
+        };
+        let cursor: i64 = row.try_get_by_index(0)?;
+        let head = outbox::heads(&tx).await?.get(&FirmId(firm)).copied().unwrap_or(0);
+        if head <= cursor {
+            tx.rollback().await?;
+            return Ok(made);
+        }
+        let events = outbox::numbered(&tx, FirmId(firm), cursor, head, BATCH).await?;
+        let Some(last) = events.last().and_then(|e| e.seq) else {
+            tx.rollback().await?;
+            return Ok(made);
+        };
+        let subs = subscription::Entity::find()
+            .filter(subscription::Column::FirmId.eq(firm))
+            .filter(subscription::Column::Active.eq(true))
+            .all(&tx)
+            .await?;
+        let now = clock::now();
+        for e in &events {
+            let Some((name, body)) = payload(e) else { continue };
+            for s in subs.iter().filter(|s| wants(&s.events, name)) {
+                let id = Uuid::now_v7();
+                let inserted = tx
+                    .execute_raw(stmt(
+                        backend,
+                        "INSERT INTO webhook_deliveries (id, firm_id, subscription_id, event_id, event_type, payload,
+                           status, attempts, created_at, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
+                         ON CONFLICT (subscription_id, event_id) DO NOTHING",
+                        vec![
+                            id.into(),
+                            firm.into(),
+                            s.id.into(),
+                            e.id.into(),
+                            name.into(),
+                            body.clone().into(),
+                            now.into(),
+                            now.into(),
+                        ],
+                    ))
+                    .await?
+                    .rows_affected();
+                if inserted == 1 {
+                    enqueue_delivery(&tx, id, cfg.max_attempts, cfg.retry_base, false).await?;
+                    made += 1;
+                }
+            }
+        }
+        tx.execute_raw(stmt(
+            backend,
+            "UPDATE webhook_cursors SET seq = ? WHERE firm_id = ?",
+            vec![last.into(), firm.into()],
+        ))
+        .await?;
+        tx.commit().await?;
+        if (events.len() as u64) < BATCH {
+            return Ok(made);
+        }
+    }
+}
+
+/// One look at every firm with an active subscription.
+async fn pass(app: &App) -> Result<usize, DbErr> {
+    let firms: Vec<Uuid> = subscription::Entity::find()
+        .select_only()
+        .column(subscription::Column::FirmId)
+        .filter(subscription::Column::Active.eq(true))
+        .distinct()
+        .into_tuple()
+        .all(&app.db)
+        .await?;
+    let mut made = 0;
+    for firm in firms {
+        made += dispatch_firm(app, firm).await?;
+    }
+    if made > 0 {
+        metrics::counter!("lexiflow_webhook_deliveries_created_total").increment(made as u64);
+    }
+    Ok(made)
+}
+
+use sea_orm::QuerySelect;
+
+/// Runs the dispatcher until `app` is dropped: woken by commits (here and, through the
+/// sequencer, once numbered) and every `WEBHOOK_POLL_MS`.
+pub async fn run(app: std::sync::Weak<AppInner>) {
+    loop {
+        let Some(app) = App::upgrade(&app) else { return };
+        let wake = Arc::clone(&app.webhook_wake);
+        let poll = app.config.webhooks.poll_every;
+        if let Err(e) = pass(&app).await {
+            tracing::debug!(error = %e, "webhook dispatcher: cannot read the outbox; trying again");
+        }
+        drop(app);
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Wakes the dispatcher after this instance's commits, and starts it.
+pub fn install(app: &App) {
+    app.events.subscribe(Arc::new(Wake(Arc::clone(&app.webhook_wake))));
+    tokio::spawn(run(app.weak()));
+}
+
+#[derive(Debug)]
+struct Wake(Arc<tokio::sync::Notify>);
+
+impl crate::events::Subscriber for Wake {
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    fn deliver<'a>(&'a self, _: &'a [DomainEvent]) -> futures_util::future::BoxFuture<'a, ()> {
+        use futures_util::FutureExt;
+        async move { self.0.notify_one() }.boxed()
+    }
+}
+
+/// Cuts a receiver's answer for the log.
+pub fn truncate(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&body[..body.len().min(KEPT_BODY)]);
+    s.into_owned()
+}
+
+/// Signs and POSTs `body` to the subscription's URL.
+pub async fn send(
+    sealer: &Sealer,
+    outbound: &Outbound,
+    s: &subscription::Model,
+    message_id: &str,
+    body: String,
+) -> Result<Reply, OutboundError> {
+    let secret = sealer.open(&s.secret).ok_or_else(|| {
+        OutboundError::Refused("cannot unseal the signing secret (was JWT_SECRET changed?); rotate it".into())
+    })?;
+    let ts = clock::now().timestamp();
+    let mut sig = sign::signature(&secret, message_id, ts, body.as_bytes())
+        .ok_or_else(|| OutboundError::Refused("malformed signing secret".into()))?;
+    if let (Some(prev), Some(until)) = (&s.previous_secret, s.previous_secret_until)
+        && until > clock::now()
+        && let Some(old) = sealer.open(prev).and_then(|p| sign::signature(&p, message_id, ts, body.as_bytes()))
+    {
+        sig.push(' ');
+        sig.push_str(&old);
+    }
+    let url = url::Url::parse(&s.url).map_err(|_| OutboundError::Refused("the stored URL is not a URL".into()))?;
+    let headers = [
+        ("content-type", "application/json".to_owned()),
+        ("webhook-id", message_id.to_owned()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", sig),
+    ];
+    outbound.post("webhooks", &url, &headers, Bytes::from(body)).await
+}
+
+/// What the delivery job needs.
+#[derive(Clone, Debug)]
+pub struct Deliverer {
+    pub db: DatabaseConnection,
+    pub sealer: Arc<Sealer>,
+    pub outbound: Arc<Outbound>,
+    pub disable_after: u32,
+}
+
+/// The `webhooks.deliver` job: one attempt. An error makes the queue try again later.
+pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max_attempts: u32) -> Result<(), String> {
+    let id = payload
+        .get("deliveryId")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or("the job has no deliveryId")?;
+    let db = &d.db;
+    let Some(del) = delivery::Entity::find_by_id(id).one(db).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    if matches!(del.status.as_str(), "delivered" | "cancelled") {
+        return Ok(());
+    }
+    let sub = subscription::Entity::find_by_id(del.subscription_id).one(db).await.map_err(|e| e.to_string())?;
+    let Some(sub) = sub.filter(|s| s.active) else {
+        let mut a: delivery::ActiveModel = del.into();
+        a.status = Set("cancelled".into());
+        a.last_error = Set(Some("the subscription was deleted or disabled".into()));
+        a.updated_at = Set(clock::now());
+        a.update(db).await.map_err(|e| e.to_string())?;
+        return Ok(());
+    };
+    let out = send(&d.sealer, &d.outbound, &sub, &del.event_id.to_string(), del.payload.clone()).await;
+    let now = clock::now();
+    let mut a: delivery::ActiveModel = del.clone().into();
+    a.attempts = Set(del.attempts + 1);
+    a.updated_at = Set(now);
+    let ok = match &out {
+        Ok(r) => {
+            a.last_status_code = Set(Some(i32::from(r.status)));
+            a.last_latency_ms = Set(Some(r.latency.as_millis().min(i32::MAX as u128) as i32));
+            a.last_response_body = Set(Some(truncate(&r.body)));
+            a.last_error = Set(None);
+            (200..300).contains(&r.status)
+        }
+        Err(e) => {
+            a.last_status_code = Set(None);
+            a.last_error = Set(Some(e.to_string()));
+            false
+        }
+    };
+    metrics::counter!("lexiflow_webhook_attempts_total", "outcome" => if ok { "delivered" } else { "failed" })
+        .increment(1);
+    if ok {
+        a.status = Set("delivered".into());
+        a.delivered_at = Set(Some(now));
+        a.update(db).await.map_err(|e| e.to_string())?;
+        if sub.consecutive_failures != 0 {
+            subscription::Entity::update_many()
+                .col_expr(subscription::Column::ConsecutiveFailures, sea_orm::sea_query::Expr::value(0))
+                .filter(subscription::Column::Id.eq(sub.id))
+                .exec(db)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
+    let failures = sub.consecutive_failures + 1;
+    let disable = failures as u32 >= d.disable_after;
+    let last = attempt >= max_attempts;
+    a.status = Set(if disable || last { "failed" } else { "retrying" }.into());
+    a.update(db).await.map_err(|e| e.to_string())?;
+    record_failure(db, &sub, failures, disable).await.map_err(|e| e.to_string())?;
+    if disable {
+        // Disabled: no more attempts for this delivery either.
+        return Ok(());
+    }
+    Err(match out {
+        Ok(r) => format!("the receiver answered {}", r.status),
+        Err(e) => e.to_string(),
+    })
+}
+
+/// Counts a failed attempt on the subscription; disables it (audited, with an event that tells
+/// the firm's admins) when `disable`.
+async fn record_failure(
+    db: &DatabaseConnection,
+    sub: &subscription::Model,
+    failures: i32,
+    disable: bool,
+) -> Result<(), DbErr> {
+    if !disable {
+        subscription::Entity::update_many()
+            .col_expr(subscription::Column::ConsecutiveFailures, sea_orm::sea_query::Expr::value(failures))
+            .filter(subscription::Column::Id.eq(sub.id))
+            .exec(db)
+            .await?;
+        return Ok(());
+    }
+    let reason = format!("disabled after {failures} consecutive failed deliveries");
+    let sub = sub.clone();
+    let done = crate::db::transaction(db, crate::db::TxOptions::write(), |tx| {
+        let (sub, reason) = (sub.clone(), reason.clone());
+        async move {
+            let tx = &tx;
+            let mut a: subscription::ActiveModel = sub.clone().into();
+            a.active = Set(false);
+            a.consecutive_failures = Set(failures);
+            a.disabled_reason = Set(Some(reason.clone()));
+            a.updated_at = Set(clock::now());
+            a.update(tx).await?;
+            let actor = crate::audit::Actor::system();
+            crate::audit::record(
+                tx,
+                FirmId(sub.firm_id),
+                &actor,
+                crate::audit::AuditEvent::new("webhook.disabled", "webhook", Some(sub.id.to_string()))
+                    .changes(serde_json::json!({ "active": { "old": true, "new": false } })),
+            )
+            .await?;
+            tx.record(
+                DomainEvent::new(EventType::WebhookDisabled, FirmId(sub.firm_id), &actor, sub.id)
+                    .data(serde_json::json!({ "webhookId": sub.id, "url": sub.url, "reason": reason })),
+            );
+            Ok::<_, crate::http::error::ApiError>(())
+        }
+    })
+    .await
+    .map_err(|e| DbErr::Custom(e.message.to_string()))?;
+    drop(done);
+    // Numbered now rather than by the minute's sweep, so the admins hear of it at once.
+    outbox::sequence_firm(db, sub.firm_id).await?;
+    tracing::warn!(webhook_id = %sub.id, "webhook subscription disabled after repeated failures");
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Webhook secrets: made, sealed for storage, and used to sign per Standard Webhooks.
+//!
+//! - A secret is `whsec_` + base64 of 32 random bytes; the signing key is those bytes.
+//! - It is stored sealed (AES-256-GCM, a random 96-bit nonce per sealing) under a key derived
+//!   from the server's `JWT_SECRET` (SHA-256 over a fixed label and the secret): it is needed
+//!   to sign, so it cannot be hashed. Changing `JWT_SECRET` makes stored secrets unreadable:
+//!   deliveries then fail with "cannot unseal" until each subscription's secret is rotated.
+//! - `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`; during a
+//!   rotation's grace period the header carries the new and the old signature, space-separated.
+
+use aws_lc_rs::{
+    aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
+    hmac,
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use sha2::{Digest, Sha256};
+
+/// Seals and opens stored secrets.
+pub struct Sealer {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer")
+    }
+}
+
+impl Sealer {
+    /// The sealer keyed from the server's secret.
+    pub fn new(server_secret: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"lexiflow webhook secrets v1\0");
+        h.update(server_secret.as_bytes());
+        let key = UnboundKey::new(&AES_256_GCM, &h.finalize()).map(LessSafeKey::new);
+        // A 32-byte key always suits AES-256-GCM.
+        #[allow(clippy::expect_used)]
+        let key = key.expect("a 32-byte AES-256-GCM key");
+        Self { key }
+    }
+
+    /// `base64(nonce || ciphertext || tag)`.
+    pub fn seal(&self, plain: &str) -> Result<String, getrandom::Error> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce)?;
+        let mut data = plain.as_bytes().to_vec();
+        // Sealing cannot fail for inputs this small.
+        let _ = self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data);
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        Ok(STANDARD.encode(out))
+    }
+
+    /// The secret, or None when it was not sealed with this key (or was altered).
+    pub fn open(&self, sealed: &str) -> Option<String> {
+        let raw = STANDARD.decode(sealed).ok()?;
+        if raw.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, rest) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut data = rest.to_vec();
+        let plain = self.key.open_in_place(nonce, Aad::empty(), &mut data).ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+}
+
+/// A new secret, `whsec_<base64 of 32 random bytes>`.
+pub fn new_secret() -> Result<String, getrandom::Error> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b)?;
+    Ok(format!("whsec_{}", STANDARD.encode(b)))
+}
+
+/// `v1,<signature>` of `id.timestamp.body` with `secret` (`whsec_…`), or None when the secret
+/// is malformed.
+pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+    let key_bytes = STANDARD.decode(secret.strip_prefix("whsec_").unwrap_or(secret)).ok()?;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &key_bytes);
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(id.as_bytes());
+    ctx.update(b".");
+    ctx.update(timestamp.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    Some(format!("v1,{}", STANDARD.encode(ctx.sign().as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_same_key() {
+        let a = Sealer::new("server secret a");
+        let sealed = a.seal("whsec_abc").unwrap();
+        assert_ne!(sealed, a.seal("whsec_abc").unwrap(), "a fresh nonce each time");
+        assert_eq!(a.open(&sealed).as_deref(), Some("whsec_abc"));
+        assert_eq!(Sealer::new("server secret b").open(&sealed), None);
+        let mut tampered = STANDARD.decode(&sealed).unwrap();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(a.open(&STANDARD.encode(tampered)), None);
+    }
+
+    #[test]
+    fn the_signature_follows_standard_webhooks() {
+        // The example of the Standard Webhooks specification (`svix` test vectors).
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        let sig = signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).unwrap();
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+}
