@@ -117,6 +117,14 @@ fn describe_all() {
     );
     describe_counter!("lexiflow_realtime_messages_refused_total", "Client messages refused by the per-user budget");
     describe_counter!("lexiflow_idempotent_replays_total", "POSTs answered from a stored Idempotency-Key answer");
+    describe_counter!("lexiflow_webhook_attempts_total", "Webhook delivery attempts, by outcome");
+    describe_counter!("lexiflow_webhook_deliveries_created_total", "Webhook deliveries made from outbox events");
+    describe_counter!("lexiflow_outbound_requests_total", "Outbound HTTP calls, by dependency and outcome");
+    describe_histogram!(
+        "lexiflow_outbound_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Outbound HTTP call duration, by dependency"
+    );
     describe_counter!(
         "lexiflow_db_transaction_retries_total",
         "Transactions run again after losing a conflict (serialization failure, deadlock, busy)"
