@@ -26,6 +26,7 @@ use crate::support::{Backend, Session, TestApp};
 crate::on_both_backends!(
     signed_deliveries_verify_with_the_standard_webhooks_library,
     a_receiver_failing_three_times_gets_the_delivery_once,
+    a_subscription_failing_again_and_again_is_disabled,
     a_delivery_survives_the_death_of_the_server_that_committed_the_change,
     private_targets_and_redirects_are_refused,
 );
@@ -212,6 +213,38 @@ async fn a_receiver_failing_three_times_gets_the_delivery_once(b: Backend) {
     let d = &log.data()[0];
     assert_eq!(d["status"], "delivered");
     assert_eq!(d["attempts"], 4);
+    stop.cancel();
+}
+
+async fn a_subscription_failing_again_and_again_is_disabled(b: Backend) {
+    if !python_available() {
+        return;
+    }
+    let t = TestApp::with(b, |c| {
+        c.webhooks.allow_private = true;
+        c.webhooks.retry_base = Duration::from_millis(50);
+        c.webhooks.poll_every = Duration::from_millis(100);
+        c.webhooks.disable_after = 3;
+    })
+    .await;
+    let admin = t.register("Disable").await;
+    let mut rx = Receiver::start(&["--fail", "1000"]).await;
+    let (id, secret) = subscribe(&t, &admin, &rx.url, json!(["case.created"])).await;
+    rx.secret(&secret).await;
+    let stop = worker(&t);
+    t.case(&admin, "D-1").await;
+    for _ in 0..3 {
+        assert_eq!(rx.next().await["status"], 500);
+    }
+    assert!(rx.quiet_for(Duration::from_millis(600)).await.is_empty(), "no attempt after it was disabled");
+    let w = t.get(&format!("/api/v1/webhooks/{id}"), &admin.token).await;
+    assert_eq!(w.data()["active"], false);
+    assert!(w.data()["disabledReason"].as_str().unwrap().contains("3 consecutive"));
+    let log = t.get(&format!("/api/v1/webhooks/{id}/deliveries"), &admin.token).await;
+    assert_eq!(log.data()[0]["status"], "failed");
+    // Audited as the system's doing.
+    let a = t.get("/api/v1/audit?action=webhook.disabled", &admin.token).await;
+    assert_eq!(a.data().as_array().unwrap().len(), 1);
     stop.cancel();
 }
 
