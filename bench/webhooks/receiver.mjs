@@ -16,6 +16,8 @@
 //   GET  /report        the phase's figures: counts, first and last arrival (epoch ms), latency
 //                       (arrival - timestamp) p50/p90/p99/max/mean in ms, types, bodies that
 //                       did not parse or had no timestamp, requests without a webhook-id
+//   GET  /dump          the phase's deliveries, one JSON array [arrival, timestamp (both epoch
+//                       ms), seq] per line, in order of arrival (to look closer at a run)
 //   GET  /health        200
 import http from "node:http";
 import { performance } from "node:perf_hooks";
@@ -56,6 +58,7 @@ function newPhase(name) {
     first: null,
     last: null,
     lat: [],
+    rows: [],
     types: {},
   };
 }
@@ -85,6 +88,7 @@ function record(t, id, body) {
   const at = epochMs(p?.timestamp);
   if (Number.isNaN(at)) phase.unparsed += 1;
   else phase.lat.push(t - at);
+  phase.rows.push([t, at, p?.seq ?? null]);
 }
 
 function report() {
@@ -150,6 +154,10 @@ const server = http.createServer((req, res) => {
     });
   }
   if (url.pathname === "/report") return json(res, 200, report());
+  if (url.pathname === "/dump") {
+    res.writeHead(200, { "content-type": "application/x-ndjson" });
+    return res.end(phase.rows.map((r) => JSON.stringify(r) + "\n").join(""));
+  }
   if (url.pathname === "/health") return json(res, 200, { ok: true });
   json(res, 404, { error: "not found" });
 });

@@ -228,6 +228,7 @@ phase() {
   wait_deliveries "$count"
   cpu1=$(cpu_seconds "$SERVER_PID")
   report=$(curl -fsS --max-time 10 "http://127.0.0.1:$PORT_RECEIVER/report")
+  curl -fsS --max-time 10 "http://127.0.0.1:$PORT_RECEIVER/dump" >"$STATE/webhooks-dump-$backend-$name.ndjson" || true
   node -e 'const [backend, name, count, load, report, c0, c1] = process.argv.slice(1);
     const l = JSON.parse(load), r = JSON.parse(report), f = (x, d = 1) => (x == null ? "-" : Number(x).toFixed(d));
     const span = r.lastArrival == null ? null : (r.lastArrival - l.firstSentAt) / 1000;

@@ -200,3 +200,25 @@ pub async fn ping(db: &DatabaseConnection, timeout: Duration) -> Result<(), Stri
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
 }
+
+/// A statement written once with `?` placeholders, for both databases: on PostgreSQL each `?`
+/// becomes `$1`, `$2`, … in order. For plain SQL without `?` inside string literals.
+pub fn portable(backend: sea_orm::DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> sea_orm::Statement {
+    let sql = if backend == sea_orm::DbBackend::Postgres {
+        let mut out = String::with_capacity(sql.len() + 8);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    } else {
+        sql.to_owned()
+    };
+    sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}

@@ -21,7 +21,7 @@ use axum::{
 };
 use chrono::Duration as Span;
 use http::{HeaderValue, Method, StatusCode, header};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::ConnectionTrait;
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, ErrorCode};
@@ -95,25 +95,6 @@ enum Claim {
     Replay(Response),
 }
 
-fn stmt(db: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
-    let sql = if db == DbBackend::Postgres {
-        let mut n = 0;
-        sql.chars()
-            .map(|c| {
-                if c == '?' {
-                    n += 1;
-                    format!("${n}")
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    } else {
-        sql.to_owned()
-    };
-    Statement::from_sql_and_values(db, sql, values)
-}
-
 /// Claims `key` for this request, or decides from the earlier one.
 async fn claim(app: &App, firm: uuid::Uuid, key: &str, fingerprint: &str) -> Result<Claim, ApiError> {
     let db = app.db.get_database_backend();
@@ -121,7 +102,7 @@ async fn claim(app: &App, firm: uuid::Uuid, key: &str, fingerprint: &str) -> Res
         let now = clock::now();
         let inserted = app
             .db
-            .execute_raw(stmt(
+            .execute_raw(crate::db::portable(
                 db,
                 "INSERT INTO idempotency_keys (firm_id, key, request_hash, created_at) VALUES (?, ?, ?, ?)
                  ON CONFLICT (firm_id, key) DO NOTHING",
@@ -134,7 +115,7 @@ async fn claim(app: &App, firm: uuid::Uuid, key: &str, fingerprint: &str) -> Res
         }
         let row = app
             .db
-            .query_one_raw(stmt(
+            .query_one_raw(crate::db::portable(
                 db,
                 "SELECT request_hash, status_code, content_type, body, created_at FROM idempotency_keys
                   WHERE firm_id = ? AND key = ?",
@@ -181,7 +162,7 @@ async fn release(app: &App, firm: uuid::Uuid, key: &str) {
     let db = app.db.get_database_backend();
     let r = app
         .db
-        .execute_raw(stmt(
+        .execute_raw(crate::db::portable(
             db,
             "DELETE FROM idempotency_keys WHERE firm_id = ? AND key = ?",
             vec![firm.into(), key.into()],
@@ -214,7 +195,7 @@ async fn settle(app: &App, firm: uuid::Uuid, key: &str, res: Response) -> Respon
             let db = app.db.get_database_backend();
             let r = app
                 .db
-                .execute_raw(stmt(
+                .execute_raw(crate::db::portable(
                     db,
                     "UPDATE idempotency_keys SET status_code = ?, content_type = ?, body = ?
                       WHERE firm_id = ? AND key = ?",
@@ -241,7 +222,7 @@ async fn settle(app: &App, firm: uuid::Uuid, key: &str, res: Response) -> Respon
 pub async fn prune(db: &impl ConnectionTrait) -> Result<u64, sea_orm::DbErr> {
     let backend = db.get_database_backend();
     Ok(db
-        .execute_raw(stmt(
+        .execute_raw(crate::db::portable(
             backend,
             "DELETE FROM idempotency_keys WHERE created_at < ?",
             vec![(clock::now() - KEEP).into()],

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use lexiflow_queue::{Backoff, NewJob};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    Set, Statement, TransactionTrait,
+    QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -34,29 +34,10 @@ const BATCH: u64 = 500;
 /// The most of a receiver's answer kept on the delivery.
 const KEPT_BODY: usize = 1024;
 
-fn stmt(db: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
-    let sql = if db == DbBackend::Postgres {
-        let mut n = 0;
-        sql.chars()
-            .map(|c| {
-                if c == '?' {
-                    n += 1;
-                    format!("${n}")
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    } else {
-        sql.to_owned()
-    };
-    Statement::from_sql_and_values(db, sql, values)
-}
-
 /// Creates the firm's cursor at its current head, if it has none.
 pub async fn start_cursor(db: &impl ConnectionTrait, firm: Uuid) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
-    db.execute_raw(stmt(
+    db.execute_raw(crate::db::portable(
         backend,
         "INSERT INTO webhook_cursors (firm_id, seq)
          SELECT ?, COALESCE((SELECT seq FROM event_heads WHERE firm_id = ?), 0)
@@ -120,7 +101,7 @@ async fn dispatch_firm(app: &App, firm: Uuid) -> Result<usize, DbErr> {
         let tx = app.db.begin().await?;
         let lock = if backend == DbBackend::Postgres { " FOR UPDATE" } else { "" };
         let Some(row) = tx
-            .query_one_raw(stmt(
+            .query_one_raw(crate::db::portable(
                 backend,
                 &format!("SELECT seq FROM webhook_cursors WHERE firm_id = ?{lock}"),
                 vec![firm.into()],
@@ -153,7 +134,7 @@ async fn dispatch_firm(app: &App, firm: Uuid) -> Result<usize, DbErr> {
             for s in subs.iter().filter(|s| wants(&s.events, name)) {
                 let id = Uuid::now_v7();
                 let inserted = tx
-                    .execute_raw(stmt(
+                    .execute_raw(crate::db::portable(
                         backend,
                         "INSERT INTO webhook_deliveries (id, firm_id, subscription_id, event_id, event_type, payload,
                            status, attempts, created_at, updated_at)
@@ -178,7 +159,7 @@ async fn dispatch_firm(app: &App, firm: Uuid) -> Result<usize, DbErr> {
                 }
             }
         }
-        tx.execute_raw(stmt(
+        tx.execute_raw(crate::db::portable(
             backend,
             "UPDATE webhook_cursors SET seq = ? WHERE firm_id = ?",
             vec![last.into(), firm.into()],
@@ -210,8 +191,6 @@ async fn pass(app: &App) -> Result<usize, DbErr> {
     }
     Ok(made)
 }
-
-use sea_orm::QuerySelect;
 
 /// Runs the dispatcher until `app` is dropped: woken by commits (here and, through the
 /// sequencer, once numbered) and every `WEBHOOK_POLL_MS`.

@@ -32,7 +32,7 @@ use crate::{
     clock,
     config::AppEnv,
     db::TxOptions,
-    http::error::{ApiError, ApiResult, ErrorCode},
+    http::error::{ApiError, ApiResult},
     users::model::Role,
 };
 
@@ -537,9 +537,4 @@ pub async fn test(app: &App, p: &Principal, id: Uuid) -> ApiResult<TestResult> {
             response_body: None,
         },
     })
-}
-
-/// The error of a webhook operation that could not even be attempted.
-pub fn unavailable(why: &str) -> ApiError {
-    ApiError::new(ErrorCode::DependencyUnavailable, why.to_owned())
 }

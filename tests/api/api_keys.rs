@@ -102,6 +102,22 @@ async fn each_scope_opens_only_its_routes(b: Backend) {
         }
     }
 
+    // webhooks:manage opens the webhook routes and nothing else.
+    let (hooks, _) = make_key(&t, &admin, json!(["webhooks:manage"])).await;
+    with_key(&t, Method::GET, "/api/v1/webhooks", &hooks, None, false).await.expect(200);
+    let made = with_key(
+        &t,
+        Method::POST,
+        "/api/v1/webhooks",
+        &hooks,
+        Some(json!({"url": "https://hooks.example.com/lexiflow", "events": ["case.*"]})),
+        false,
+    )
+    .await;
+    made.expect(201);
+    with_key(&t, Method::GET, "/api/v1/webhooks", &reader, None, false).await.expect(403);
+    with_key(&t, Method::GET, "/api/v1/cases", &hooks, None, false).await.expect(403);
+
     // The writes are audited as the key, not as the admin who made it.
     let r = t.get("/api/v1/audit?action=case.create&limit=100", &admin.token).await;
     r.expect(200);
