@@ -73,6 +73,11 @@ async fn events_prune(db: DatabaseConnection, days: u32) -> Result<(), JobError>
     if n > 0 {
         tracing::info!(deleted = n, "old domain events deleted from the outbox");
     }
+    // Settled webhook deliveries are kept as long as the outbox events they came from.
+    let deliveries = crate::webhooks::dispatch::prune(&db, before).await?;
+    if deliveries > 0 {
+        tracing::info!(deleted = deliveries, "old webhook deliveries deleted");
+    }
     // Idempotency keys live 24 hours; the same hourly sweep removes them.
     let keys = crate::http::idempotency::prune(&db).await?;
     if keys > 0 {

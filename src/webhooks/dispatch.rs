@@ -210,6 +210,17 @@ pub async fn run(app: std::sync::Weak<AppInner>) {
     }
 }
 
+/// Deletes settled deliveries (delivered, failed, cancelled) made before `before`; returns how
+/// many. Pending and retrying ones are kept whatever their age.
+pub async fn prune(db: &impl ConnectionTrait, before: chrono::DateTime<chrono::Utc>) -> Result<u64, DbErr> {
+    let r = delivery::Entity::delete_many()
+        .filter(delivery::Column::CreatedAt.lt(before))
+        .filter(delivery::Column::Status.is_in(["delivered", "failed", "cancelled"]))
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected)
+}
+
 /// Wakes the dispatcher after this instance's commits, and starts it.
 pub fn install(app: &App) {
     app.events.subscribe(Arc::new(Wake(Arc::clone(&app.webhook_wake))));
