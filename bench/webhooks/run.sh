@@ -228,24 +228,33 @@ phase() {
   wait_deliveries "$count"
   cpu1=$(cpu_seconds "$SERVER_PID")
   report=$(curl -fsS --max-time 10 "http://127.0.0.1:$PORT_RECEIVER/report")
-  curl -fsS --max-time 10 "http://127.0.0.1:$PORT_RECEIVER/dump" >"$STATE/webhooks-dump-$backend-$name.ndjson" || true
-  node -e 'const [backend, name, count, load, report, c0, c1] = process.argv.slice(1);
+  local dump="$STATE/webhooks-dump-$backend-$name.ndjson"
+  curl -fsS --max-time 10 "http://127.0.0.1:$PORT_RECEIVER/dump" >"$dump" || : >"$dump"
+  node -e 'const [backend, name, count, load, report, c0, c1, dump] = process.argv.slice(1);
     const l = JSON.parse(load), r = JSON.parse(report), f = (x, d = 1) => (x == null ? "-" : Number(x).toFixed(d));
     const span = r.lastArrival == null ? null : (r.lastArrival - l.firstSentAt) / 1000;
+    // Deliveries per second while the requests ran, and after (the backlog drained alone).
+    const at = require("node:fs").readFileSync(dump, "utf8").split("\n").filter(Boolean).map((x) => JSON.parse(x)[0]);
+    const during = at.filter((t) => t <= l.lastAnsweredAt).length;
+    const rateDuring = during / ((l.lastAnsweredAt - l.firstSentAt) / 1000);
+    const rateAfter = r.lastArrival > l.lastAnsweredAt ? (at.length - during) / ((r.lastArrival - l.lastAnsweredAt) / 1000) : null;
     const rec = { part: "deliveries", backend, phase: name, expected: +count, load: l, receiver: r,
       seconds: span, deliveriesPerSec: span ? r.unique / span : null, missing: Math.max(0, count - r.unique),
-      drainMs: r.lastArrival == null ? null : r.lastArrival - l.lastAnsweredAt, cpu: +(c1 - c0).toFixed(2) };
+      drainMs: r.lastArrival == null ? null : r.lastArrival - l.lastAnsweredAt, cpu: +(c1 - c0).toFixed(2),
+      rateDuring, rateAfter };
     console.log(`   requests: ${l.ok}/${l.sent} ok in ${f(l.seconds, 2)} s = ${f(l.rate)}/s; non-2xx ${l.non2xx}, errors ${l.errors}` +
       `; answer p50 ${f(l.requestP50Ms)} ms p99 ${f(l.requestP99Ms)} ms` + (l.mode === "rate" ? `; late ${l.late} (worst ${f(l.maxLagMs)} ms)` : ""));
     console.log(`   deliveries: ${r.unique}/${count} in ${f(span, 2)} s from the first request = ${f(rec.deliveriesPerSec)}/s` +
       ` (last arrival ${f(rec.drainMs, 0)} ms after the last answer); duplicates ${r.duplicates}, missing ${rec.missing}`);
+    if (l.mode === "saturate")
+      console.log(`   deliveries/s while the requests ran ${f(rateDuring)}, after the last answer ${f(rateAfter)} (${at.length - during} left then)`);
     console.log(`   latency (arrival - timestamp): p50 ${f(r.p50)} ms  p90 ${f(r.p90)} ms  p99 ${f(r.p99)} ms  max ${f(r.max)} ms  min ${f(r.min)} ms` +
       `; server CPU ${rec.cpu} s` + (r.unparsed ? `; ${r.unparsed} bodies without a readable timestamp` : "") +
       (r.noId ? `; ${r.noId} without webhook-id` : ""));
     const other = Object.entries(r.types).filter(([t]) => t !== "case.created");
     if (other.length) console.log(`   other types: ${JSON.stringify(Object.fromEntries(other))}`);
     require("node:fs").appendFileSync(process.env.RESULTS, JSON.stringify(rec) + "\n");' \
-    "$backend" "$name" "$count" "$load" "$report" "$cpu0" "$cpu1"
+    "$backend" "$name" "$count" "$load" "$report" "$cpu0" "$cpu1" "$dump"
 }
 
 part_deliveries() {
@@ -272,7 +281,7 @@ part_deliveries() {
   stats=$(curl -fsS --max-time 5 "http://127.0.0.1:$PORT_RECEIVER/stats")
   counts=$(server_counts "$backend")
   echo "   after ${SETTLE}s more: receiver total $(jget "$stats" totalReceived) received, $(jget "$stats" totalDuplicates) duplicates"
-  echo "   server (status, count, with more than one attempt):"
+  echo "   server (status, count, with more than one attempt; the queue keeps the newest 10000 completed jobs):"
   printf '%s\n' "$counts" | sed 's/^/     /'
   node -e 'const [backend, stats, counts] = process.argv.slice(1);
     require("node:fs").appendFileSync(process.env.RESULTS, JSON.stringify({ part: "deliveries-end", backend,

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use lexiflow_queue::{Backoff, NewJob};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -91,89 +91,110 @@ pub async fn enqueue_delivery(
     Ok(())
 }
 
+/// What one dispatch transaction did.
+struct Batch {
+    made: usize,
+    /// A full batch was read: more may follow.
+    more: bool,
+    /// The firm had no cursor yet (it was created at the head).
+    started: bool,
+}
+
 /// Turns one firm's new events into deliveries, a batch per transaction; returns how many
-/// deliveries it made.
-async fn dispatch_firm(app: &App, firm: Uuid) -> Result<usize, DbErr> {
-    let backend = app.db.get_database_backend();
-    let cfg = app.config.webhooks;
+/// deliveries it made. Each batch is a write transaction of the project's kind (`BEGIN
+/// IMMEDIATE` behind the write gate on SQLite, so it waits its turn instead of failing as
+/// "database is locked" while deliveries update their rows).
+async fn dispatch_firm(app: &App, firm: Uuid) -> Result<usize, crate::http::error::ApiError> {
     let mut made = 0;
     loop {
-        let tx = app.db.begin().await?;
-        let lock = if backend == DbBackend::Postgres { " FOR UPDATE" } else { "" };
-        let Some(row) = tx
-            .query_one_raw(crate::db::portable(
-                backend,
-                &format!("SELECT seq FROM webhook_cursors WHERE firm_id = ?{lock}"),
-                vec![firm.into()],
-            ))
-            .await?
-        else {
-            tx.rollback().await?;
-            start_cursor(&app.db, firm).await?;
-            return Ok(made);
-        };
-        let cursor: i64 = row.try_get_by_index(0)?;
-        let head = outbox::heads(&tx).await?.get(&FirmId(firm)).copied().unwrap_or(0);
-        if head <= cursor {
-            tx.rollback().await?;
-            return Ok(made);
-        }
-        let events = outbox::numbered(&tx, FirmId(firm), cursor, head, BATCH).await?;
-        let Some(last) = events.last().and_then(|e| e.seq) else {
-            tx.rollback().await?;
-            return Ok(made);
-        };
-        let subs = subscription::Entity::find()
-            .filter(subscription::Column::FirmId.eq(firm))
-            .filter(subscription::Column::Active.eq(true))
-            .all(&tx)
-            .await?;
-        let now = clock::now();
-        for e in &events {
-            let Some((name, body)) = payload(e) else { continue };
-            for s in subs.iter().filter(|s| wants(&s.events, name)) {
-                let id = Uuid::now_v7();
-                let inserted = tx
-                    .execute_raw(crate::db::portable(
-                        backend,
-                        "INSERT INTO webhook_deliveries (id, firm_id, subscription_id, event_id, event_type, payload,
-                           status, attempts, created_at, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
-                         ON CONFLICT (subscription_id, event_id) DO NOTHING",
-                        vec![
-                            id.into(),
-                            firm.into(),
-                            s.id.into(),
-                            e.id.into(),
-                            name.into(),
-                            body.clone().into(),
-                            now.into(),
-                            now.into(),
-                        ],
-                    ))
-                    .await?
-                    .rows_affected();
-                if inserted == 1 {
-                    enqueue_delivery(&tx, id, cfg.max_attempts, cfg.retry_base, false).await?;
-                    made += 1;
-                }
-            }
-        }
-        tx.execute_raw(crate::db::portable(
-            backend,
-            "UPDATE webhook_cursors SET seq = ? WHERE firm_id = ?",
-            vec![last.into(), firm.into()],
-        ))
+        let done = crate::db::transaction(&app.db, crate::db::TxOptions::write(), |tx| async move {
+            dispatch_batch(&tx, app, firm).await
+        })
         .await?;
-        tx.commit().await?;
-        if (events.len() as u64) < BATCH {
+        let batch = done.value;
+        made += batch.made;
+        if !batch.more || batch.started {
             return Ok(made);
         }
     }
 }
 
+async fn dispatch_batch(
+    tx: &impl ConnectionTrait,
+    app: &App,
+    firm: Uuid,
+) -> Result<Batch, crate::http::error::ApiError> {
+    let backend = tx.get_database_backend();
+    let cfg = app.config.webhooks;
+    let lock = if backend == DbBackend::Postgres { " FOR UPDATE" } else { "" };
+    let row = tx
+        .query_one_raw(crate::db::portable(
+            backend,
+            &format!("SELECT seq FROM webhook_cursors WHERE firm_id = ?{lock}"),
+            vec![firm.into()],
+        ))
+        .await?;
+    let Some(row) = row else {
+        start_cursor(tx, firm).await?;
+        return Ok(Batch { made: 0, more: false, started: true });
+    };
+    let cursor: i64 = row.try_get_by_index(0)?;
+    let head = outbox::heads(tx).await?.get(&FirmId(firm)).copied().unwrap_or(0);
+    if head <= cursor {
+        return Ok(Batch { made: 0, more: false, started: false });
+    }
+    let events = outbox::numbered(tx, FirmId(firm), cursor, head, BATCH).await?;
+    let Some(last) = events.last().and_then(|e| e.seq) else {
+        return Ok(Batch { made: 0, more: false, started: false });
+    };
+    let subs = subscription::Entity::find()
+        .filter(subscription::Column::FirmId.eq(firm))
+        .filter(subscription::Column::Active.eq(true))
+        .all(tx)
+        .await?;
+    let now = clock::now();
+    let mut made = 0;
+    for e in &events {
+        let Some((name, body)) = payload(e) else { continue };
+        for s in subs.iter().filter(|s| wants(&s.events, name)) {
+            let id = Uuid::now_v7();
+            let inserted = tx
+                .execute_raw(crate::db::portable(
+                    backend,
+                    "INSERT INTO webhook_deliveries (id, firm_id, subscription_id, event_id, event_type, payload,
+                       status, attempts, created_at, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
+                     ON CONFLICT (subscription_id, event_id) DO NOTHING",
+                    vec![
+                        id.into(),
+                        firm.into(),
+                        s.id.into(),
+                        e.id.into(),
+                        name.into(),
+                        body.clone().into(),
+                        now.into(),
+                        now.into(),
+                    ],
+                ))
+                .await?
+                .rows_affected();
+            if inserted == 1 {
+                enqueue_delivery(tx, id, cfg.max_attempts, cfg.retry_base, false).await?;
+                made += 1;
+            }
+        }
+    }
+    tx.execute_raw(crate::db::portable(
+        backend,
+        "UPDATE webhook_cursors SET seq = ? WHERE firm_id = ?",
+        vec![last.into(), firm.into()],
+    ))
+    .await?;
+    Ok(Batch { made, more: events.len() as u64 >= BATCH, started: false })
+}
+
 /// One look at every firm with an active subscription.
-async fn pass(app: &App) -> Result<usize, DbErr> {
+async fn pass(app: &App) -> Result<usize, crate::http::error::ApiError> {
     let firms: Vec<Uuid> = subscription::Entity::find()
         .select_only()
         .column(subscription::Column::FirmId)
@@ -200,7 +221,9 @@ pub async fn run(app: std::sync::Weak<AppInner>) {
         let wake = Arc::clone(&app.webhook_wake);
         let poll = app.config.webhooks.poll_every;
         if let Err(e) = pass(&app).await {
-            tracing::debug!(error = %e, "webhook dispatcher: cannot read the outbox; trying again");
+            // Logged at warn: a dispatcher that keeps failing delays every delivery.
+            let cause = e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            tracing::warn!(error = %e.message, cause = %cause, "webhook dispatcher: a pass failed; trying again at the next wake");
         }
         drop(app);
         tokio::select! {
