@@ -7,14 +7,7 @@
 //! skipped with a note, unless `LEXIFLOW_REQUIRE_NODE=1` (CI sets it), which makes that a
 //! failure.
 
-use std::{
-    collections::VecDeque,
-    io::Write,
-    path::PathBuf,
-    process::Stdio,
-    sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
-};
+use std::{collections::VecDeque, path::PathBuf, process::Stdio, sync::atomic::AtomicBool, time::Duration};
 
 use http::Method;
 use serde_json::{Value, json};
@@ -49,19 +42,14 @@ fn node_available() -> bool {
     static NOTED: AtomicBool = AtomicBool::new(false);
     let ok = driver_dir().join("node_modules/socket.io-client").is_dir()
         && std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var("LEXIFLOW_REQUIRE_NODE").is_ok_and(|v| v == "1") {
-            panic!("LEXIFLOW_REQUIRE_NODE=1 but node or tests/realtime/node_modules is missing (run npm ci there)");
-        }
-        if !NOTED.swap(true, Ordering::Relaxed) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "NOTE: node or tests/realtime/node_modules is missing; the realtime:: tests are SKIPPED \
-                 (run `npm ci` in tests/realtime; set LEXIFLOW_REQUIRE_NODE=1 to fail instead)"
-            );
-        }
-    }
-    ok
+    crate::support::tool_available(
+        &NOTED,
+        ok,
+        "node with tests/realtime/node_modules",
+        "LEXIFLOW_REQUIRE_NODE",
+        "the realtime:: tests",
+        "run `npm ci` in tests/realtime",
+    )
 }
 
 /// One Node process holding any number of Socket.IO clients.

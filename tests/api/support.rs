@@ -79,6 +79,24 @@ fn service_available(
     ok
 }
 
+/// Whether a tool the tests drive (Node's Socket.IO client, Python's standardwebhooks) is
+/// usable (`ok`). When it is not, `require_var=1` makes that a panic; otherwise the skip is
+/// noted once on stderr (through `noted`), with `hint` saying how to get the tool.
+pub fn tool_available(noted: &AtomicBool, ok: bool, what: &str, require_var: &str, skipped: &str, hint: &str) -> bool {
+    if !ok {
+        if std::env::var(require_var).is_ok_and(|v| v == "1") {
+            panic!("{require_var}=1 but {what} is not usable ({hint})");
+        }
+        if !noted.swap(true, Ordering::Relaxed) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOTE: {what} is not usable; {skipped} are SKIPPED ({hint}; set {require_var}=1 to fail instead)"
+            );
+        }
+    }
+    ok
+}
+
 /// Whether PostgreSQL tests should run: true when reachable; panics when required but not.
 pub async fn postgres_available() -> bool {
     static REACHABLE: OnceLock<bool> = OnceLock::new();

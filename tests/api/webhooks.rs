@@ -6,12 +6,7 @@
 //! interpreter named by `LEXIFLOW_TEST_PYTHON` (CI's venv), else `python3`. Without it these
 //! tests are skipped with a note, unless `LEXIFLOW_REQUIRE_PYTHON=1` (CI sets it).
 
-use std::{
-    io::Write,
-    process::Stdio,
-    sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
-};
+use std::{io::Write, process::Stdio, sync::atomic::AtomicBool, time::Duration};
 
 use http::Method;
 use serde_json::{Value, json};
@@ -43,20 +38,14 @@ fn python_available() -> bool {
         .args(["-c", "import standardwebhooks"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var("LEXIFLOW_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
-            panic!("LEXIFLOW_REQUIRE_PYTHON=1 but {} cannot import standardwebhooks", python());
-        }
-        if !NOTED.swap(true, Ordering::Relaxed) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "NOTE: {} cannot import standardwebhooks; the webhooks:: tests are SKIPPED \
-                 (pip install -r tests/webhooks/requirements.txt; LEXIFLOW_REQUIRE_PYTHON=1 fails instead)",
-                python()
-            );
-        }
-    }
-    ok
+    crate::support::tool_available(
+        &NOTED,
+        ok,
+        &format!("{} with standardwebhooks", python()),
+        "LEXIFLOW_REQUIRE_PYTHON",
+        "the webhooks:: tests",
+        "pip install -r tests/webhooks/requirements.txt, or set LEXIFLOW_TEST_PYTHON",
+    )
 }
 
 /// The Python receiver.
