@@ -53,6 +53,9 @@ pub struct AppInner {
     pub webhook_sealer: Arc<crate::webhooks::sign::Sealer>,
     /// Wakes the webhook dispatcher.
     pub webhook_wake: Arc<tokio::sync::Notify>,
+    /// Set when a subscription was made or changed here: the dispatcher looks again at which
+    /// firms have subscriptions.
+    pub webhook_refresh: AtomicBool,
     /// The Socket.IO gateway.
     pub realtime: crate::realtime::Gateway,
     /// This instance's name on the bus and in the outbox's `origin` column.
@@ -229,6 +232,7 @@ impl App {
             outbound,
             webhook_sealer,
             webhook_wake,
+            webhook_refresh: AtomicBool::new(false),
             realtime: crate::realtime::Gateway::new(numbered),
             origin,
             started: std::time::Instant::now(),

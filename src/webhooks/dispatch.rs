@@ -193,19 +193,23 @@ async fn dispatch_batch(
     Ok(Batch { made, more: events.len() as u64 >= BATCH, started: false })
 }
 
-/// One look at every firm with an active subscription.
-async fn pass(app: &App) -> Result<usize, crate::http::error::ApiError> {
-    let firms: Vec<Uuid> = subscription::Entity::find()
+/// The firms with an active subscription.
+async fn subscribed_firms(app: &App) -> Result<Vec<Uuid>, DbErr> {
+    subscription::Entity::find()
         .select_only()
         .column(subscription::Column::FirmId)
         .filter(subscription::Column::Active.eq(true))
         .distinct()
         .into_tuple()
         .all(&app.db)
-        .await?;
+        .await
+}
+
+/// One look at `firms`.
+async fn pass(app: &App, firms: &[Uuid]) -> Result<usize, crate::http::error::ApiError> {
     let mut made = 0;
     for firm in firms {
-        made += dispatch_firm(app, firm).await?;
+        made += dispatch_firm(app, *firm).await?;
     }
     if made > 0 {
         metrics::counter!("lexiflow_webhook_deliveries_created_total").increment(made as u64);
@@ -214,13 +218,36 @@ async fn pass(app: &App) -> Result<usize, crate::http::error::ApiError> {
 }
 
 /// Runs the dispatcher until `app` is dropped: woken by commits (here and, through the
-/// sequencer, once numbered) and every `WEBHOOK_POLL_MS`.
+/// sequencer, once numbered) and every `WEBHOOK_POLL_MS`. Which firms have subscriptions is
+/// looked up at most once per poll interval (and at once after a subscription is made here),
+/// so a commit wakes no database work on a server without webhooks.
 pub async fn run(app: std::sync::Weak<AppInner>) {
+    let mut firms: Vec<Uuid> = Vec::new();
+    let mut looked: Option<std::time::Instant> = None;
     loop {
         let Some(app) = App::upgrade(&app) else { return };
         let wake = Arc::clone(&app.webhook_wake);
         let poll = app.config.webhooks.poll_every;
-        if let Err(e) = pass(&app).await {
+        let due = looked.is_none_or(|t| t.elapsed() >= poll)
+            || app.webhook_refresh.swap(false, std::sync::atomic::Ordering::AcqRel);
+        if due {
+            match subscribed_firms(&app).await {
+                Ok(f) => {
+                    firms = f;
+                    looked = Some(std::time::Instant::now());
+                }
+                Err(e) => tracing::warn!(error = %e, "webhook dispatcher: cannot read the subscriptions"),
+            }
+        }
+        if firms.is_empty() {
+            drop(app);
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+            continue;
+        }
+        if let Err(e) = pass(&app, &firms).await {
             // Logged at warn: a dispatcher that keeps failing delays every delivery.
             let cause = e.cause.as_ref().map(|c| c.to_string()).unwrap_or_default();
             tracing::warn!(error = %e.message, cause = %cause, "webhook dispatcher: a pass failed; trying again at the next wake");

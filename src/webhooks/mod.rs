@@ -284,6 +284,7 @@ pub async fn create(app: &App, p: &Principal, input: CreateWebhook) -> ApiResult
             }
         })
         .await?;
+    app.webhook_refresh.store(true, std::sync::atomic::Ordering::Release);
     app.webhook_wake.notify_one();
     Ok(view(&saved, Some(secret)))
 }
@@ -359,6 +360,8 @@ pub async fn update(app: &App, p: &Principal, id: Uuid, input: UpdateWebhook) ->
             }
         })
         .await?;
+    app.webhook_refresh.store(true, std::sync::atomic::Ordering::Release);
+    app.webhook_wake.notify_one();
     Ok(view(&saved, None))
 }
 

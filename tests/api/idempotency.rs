@@ -40,6 +40,21 @@ async fn a_retried_create_returns_the_same_case(b: Backend) {
     assert_eq!(again.data(), first.data());
     assert_eq!(count_cases(&t, &admin).await, 1);
 
+    // The handler ran on a task of its own, with the request's context: the audit entry has
+    // the request's correlation id.
+    let traced = t
+        .call_with(
+            Method::POST,
+            "/api/v1/cases",
+            Some(&admin.token),
+            Some(case("I-9")),
+            &[("idempotency-key", "create-I-9"), ("x-correlation-id", "idem-corr-1")],
+        )
+        .await;
+    traced.expect(201);
+    let audit = t.get("/api/v1/audit?action=case.create&limit=100", &admin.token).await;
+    let entry = audit.data().as_array().unwrap().iter().find(|e| e["entityId"] == traced.data()["id"]).cloned();
+    assert_eq!(entry.expect("the create is audited")["correlationId"], "idem-corr-1");
     // An answered error is the answer too.
     let bad = post_with_key(&t, &admin, "create-bad", json!({"caseNumber": ""})).await;
     bad.expect(400);
