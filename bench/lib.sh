@@ -34,3 +34,54 @@ wait_http() {
   done
   return 1
 }
+
+# track_processes: from now on PIDS lists the processes a script started; they are stopped
+# when it exits (and on INT or TERM). Use `forget PID` once one was waited for, `stop PID` to
+# end one.
+track_processes() {
+  PIDS=()
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  # Only the processes started here: a bare `wait` would also wait for the `tee` behind stdout.
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+}
+# forget PID: a process that was waited for is no longer ours to kill (its id may be reused).
+forget() {
+  local keep=() p
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && [ "$p" != "$1" ] && keep+=("$p"); done
+  PIDS=("${keep[@]:-}")
+}
+# stop PID: ends one process started here.
+stop() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  forget "$1"
+}
+
+# jget JSON a.b.c: a field of a JSON document (empty when missing).
+jget() {
+  node -e 'let v = JSON.parse(process.argv[1]);
+    for (const k of process.argv[2].split(".")) v = v == null ? undefined : v[k];
+    process.stdout.write(v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));' "$1" "$2"
+}
+
+# post URL JSON [TOKEN]: the answer's body; fails on a non-2xx answer, showing it.
+post() {
+  curl -sS --fail-with-body --max-time 30 -H 'Content-Type: application/json' ${3:+-H "Authorization: Bearer $3"} -d "$2" "$1"
+}
+
+# cpu_seconds PID: the CPU seconds (user + system, all threads) a process has used.
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); printf "%.2f", (f[12] + f[13]) / hz }' "/proc/$1/stat"
+}
+# rss_kb PID, peak_rss_kb PID: a process's resident set now, and at its peak, in KiB.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+peak_rss_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+# to_ms LATENCY: wrk's latency (812.00us, 1.23ms, 2.01s) in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'
+}

@@ -78,9 +78,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-to_ms() { # wrk latency such as 812.00us, 1.23ms, 2.01s -> ms
-  awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'
-}
 
 # run_wrk BACKEND ENDPOINT STACK ROUND PID URL SCRIPT [record]
 run_wrk() {

@@ -80,42 +80,11 @@ case " $STACKS " in
     ;;
 esac
 BIN="$CARGO_TARGET_DIR/release/lexiflow"
+track_processes
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  # Only the processes started here: a bare `wait` would also wait for the `tee` behind stdout.
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-# forget PID: a process that was waited for is no longer ours to kill (its id may be reused).
-forget() {
-  local keep=() p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && [ "$p" != "$1" ] && keep+=("$p"); done
-  PIDS=("${keep[@]:-}")
-}
 
-# A field of a JSON document: jget JSON a.b.c (empty when missing).
-jget() {
-  node -e 'let v = JSON.parse(process.argv[1]);
-    for (const k of process.argv[2].split(".")) v = v == null ? undefined : v[k];
-    process.stdout.write(v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));' "$1" "$2"
-}
 
-# The CPU seconds (user + system, all threads) and the peak RSS (kB) of a process.
-cpu_seconds() {
-  awk -v hz="$(getconf CLK_TCK)" '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); printf "%.2f", (f[12] + f[13]) / hz }' "/proc/$1/stat"
-}
-# rss_kb PID: the resident set now, in KiB.
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-peak_rss_kb() { awk '/^VmHWM:/{print $2}' "/proc/$1/status"; }
-
-# post URL JSON [TOKEN]: the answer's body; fails on a non-2xx answer, showing it.
-post() {
-  curl -sS --fail-with-body --max-time 30 -H 'Content-Type: application/json' ${3:+-H "Authorization: Bearer $3"} -d "$2" "$1"
-}
 
 # run_stack STACK: starts the stack's server, runs the clients and the changes, records.
 run_stack() {

@@ -96,48 +96,7 @@ echo "== BACKENDS=\"$BACKENDS\" PARTS=\"$PARTS\" N=$N C=$C M=$M RATE=$RATE/s INF
 echo "== binary $BIN ($(date -u -r "$BIN" +%FT%TZ))"
 echo "== server (defaults, not changed here): deliveries on the in-process job worker, queue webhooks, concurrency 8;" \
   "dispatcher polls every WEBHOOK_POLL_MS=${WEBHOOK_POLL_MS:-1000} ms, woken by commits; retry base WEBHOOK_RETRY_BASE_MS=${WEBHOOK_RETRY_BASE_MS:-30000} ms"
-
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  # Only the processes started here: a bare `wait` would also wait for the `tee` behind stdout.
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-# forget PID: a process that was waited for is no longer ours to kill (its id may be reused).
-forget() {
-  local keep=() p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && [ "$p" != "$1" ] && keep+=("$p"); done
-  PIDS=("${keep[@]:-}")
-}
-# stop PID: ends one process started here.
-stop() {
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-  forget "$1"
-}
-
-# A field of a JSON document: jget JSON a.b.c (empty when missing).
-jget() {
-  node -e 'let v = JSON.parse(process.argv[1]);
-    for (const k of process.argv[2].split(".")) v = v == null ? undefined : v[k];
-    process.stdout.write(v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));' "$1" "$2"
-}
-
-# post URL JSON [TOKEN]: the answer's body; fails on a non-2xx answer, showing it.
-post() {
-  curl -sS --fail-with-body --max-time 30 -H 'Content-Type: application/json' ${3:+-H "Authorization: Bearer $3"} -d "$2" "$1"
-}
-
-# The CPU seconds (user + system, all threads) of a process.
-cpu_seconds() {
-  awk -v hz="$(getconf CLK_TCK)" '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); printf "%.2f", (f[12] + f[13]) / hz }' "/proc/$1/stat"
-}
-
-to_ms() { # wrk latency such as 812.00us, 1.23ms, 2.01s -> ms (as bench/run.sh)
-  awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'
-}
+track_processes
 
 # start_server BACKEND PART: a fresh database and LexiFlow on it; sets SERVER_PID, BASE, TOKEN, DB_URL,
 # DATA and LOG.

@@ -25,7 +25,6 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, Query},
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -216,8 +215,7 @@ const PREFIX_LEN: usize = 12;
 const SECRET_LEN: usize = 43;
 
 fn hash(secret: &str) -> String {
-    let d = Sha256::digest(secret.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    crate::auth::tokens::sha256_hex(secret.as_bytes())
 }
 
 fn invalid() -> ApiError {
@@ -377,14 +375,6 @@ fn require_admin(p: &Principal) -> ApiResult<()> {
     }
 }
 
-/// Random URL-safe characters.
-fn random_token(bytes: usize) -> ApiResult<String> {
-    use base64::Engine;
-    let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).map_err(ApiError::internal)?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
-}
-
 /// Makes a key; the answer carries it whole, once.
 pub async fn create(app: &App, p: &Principal, input: CreateKey) -> ApiResult<ApiKeyView> {
     require_admin(p)?;
@@ -407,8 +397,8 @@ pub async fn create(app: &App, p: &Principal, input: CreateKey) -> ApiResult<Api
     }
     let scopes: Scopes = scopes.into_iter().collect();
     // 9 random bytes make 12 characters of prefix; 32 make 43 of secret.
-    let prefix = random_token(9)?.replace(['-', '_'], "x");
-    let secret = random_token(32)?;
+    let prefix = crate::auth::tokens::random_urlsafe(9)?.replace(['-', '_'], "x");
+    let secret = crate::auth::tokens::random_urlsafe(32)?;
     let key = format!("lf_{prefix}_{secret}");
     let row = model::Model {
         id: Uuid::now_v7(),

@@ -73,7 +73,8 @@ fn time(t: DateTime<Utc>) -> String {
 }
 
 /// Lower-case hex, without a `format!` per byte (hashing is on every audited write).
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -105,14 +105,25 @@ pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// `n` random bytes, base64url without padding.
+pub fn random_urlsafe(n: usize) -> Result<String, ApiError> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// A new refresh token: `lfr_` and 32 random bytes, base64url.
 pub fn new_refresh_token() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
-    Ok(format!("lfr_{}", URL_SAFE_NO_PAD.encode(bytes)))
+    Ok(format!("lfr_{}", random_urlsafe(32)?))
+}
+
+/// Hex SHA-256 of `data`: what is stored for a secret that is only ever compared (refresh
+/// tokens, API keys).
+pub fn sha256_hex(data: &[u8]) -> String {
+    crate::audit::chain::hex(&Sha256::digest(data))
 }
 
 /// What is stored for a refresh token: its SHA-256, hex.
 pub fn hash_refresh_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(token.as_bytes())
 }

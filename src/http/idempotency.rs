@@ -71,7 +71,7 @@ pub async fn idempotency(State(app): State<App>, req: Request, next: Next) -> Re
     h.update(parts.uri.query().unwrap_or("").as_bytes());
     h.update(b"\n");
     h.update(&bytes);
-    let fingerprint: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let fingerprint = crate::audit::chain::hex(&h.finalize());
 
     match claim(&app, firm, &key, &fingerprint).await {
         Ok(Claim::Ours) => {}
