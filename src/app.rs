@@ -56,6 +56,8 @@ pub struct AppInner {
     /// Set when a subscription was made or changed here: the dispatcher looks again at which
     /// firms have subscriptions.
     pub webhook_refresh: AtomicBool,
+    /// Where uploaded files live.
+    pub storage: crate::storage::Storage,
     /// The Socket.IO gateway.
     pub realtime: crate::realtime::Gateway,
     /// This instance's name on the bus and in the outbox's `origin` column.
@@ -216,6 +218,7 @@ impl App {
             .map_err(|e| StartError::Outbound(e.to_string()))?,
         );
         let webhook_sealer = Arc::new(crate::webhooks::sign::Sealer::new(secret.expose_secret()));
+        let storage = crate::storage::Storage::local(config.upload_dir.clone());
         let app = App(Arc::new(AppInner {
             config,
             db,
@@ -233,6 +236,7 @@ impl App {
             webhook_sealer,
             webhook_wake,
             webhook_refresh: AtomicBool::new(false),
+            storage,
             realtime: crate::realtime::Gateway::new(numbered),
             origin,
             started: std::time::Instant::now(),

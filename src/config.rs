@@ -82,8 +82,8 @@ pub struct Config {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: base URL of an OTLP/HTTP collector; spans are exported
     /// to `<endpoint>/v1/traces` when set.
     pub otlp_endpoint: Option<String>,
-    /// `UPLOAD_DIR` (default `<data_dir>/uploads`): where file blobs will live; its free
-    /// space is a health check.
+    /// `UPLOAD_DIR` (default `<data_dir>/uploads`): where uploads and file blobs live on the
+    /// embedded default; its free space is a health check.
     pub upload_dir: PathBuf,
     /// How long a checked session may be trusted without asking the database again
     /// (`AUTH_CACHE_TTL_MS`, default 2000; 0 turns the cache off). Revocations on this
@@ -114,6 +114,27 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     /// Webhook delivery (see `webhooks`).
     pub webhooks: WebhookConfig,
+    /// Uploads, stored files and their scanning (see `uploads`, `storage`, `documents`).
+    pub files: FilesConfig,
+}
+
+/// Uploads, stored files and their scanning.
+#[derive(Clone, Debug)]
+pub struct FilesConfig {
+    /// `MAX_FILE_SIZE` (bytes, default 100 MiB): the largest upload (`Tus-Max-Size`).
+    pub max_file_size: u64,
+    /// `UPLOAD_EXPIRY_HOURS` (default 24): an upload not finished (or not turned into a
+    /// document version) this long after it was created is removed.
+    pub upload_expiry: Duration,
+    /// `CLAMD_ADDR` (`host:port`): clamd's TCP socket. Unset, files are `not_scanned`.
+    pub clamd_addr: Option<String>,
+    /// `CLAMD_TIMEOUT_MS` (default 60000): how long one scan may take.
+    pub clamd_timeout: Duration,
+    /// `SCAN_REQUIRED` (default false): serve a file only once clamd has found it clean.
+    pub scan_required: bool,
+    /// `THUMBNAIL_MAX_PIXELS` (default 40,000,000): images larger than this (width ×
+    /// height) are refused before decoding, against decompression bombs.
+    pub max_image_pixels: u64,
 }
 
 /// Webhook delivery.
@@ -641,6 +662,17 @@ impl Config {
                 retry_base: Duration::from_millis(num(&get, "WEBHOOK_RETRY_BASE_MS", None, 30_000u64)?.max(10)),
                 disable_after: num(&get, "WEBHOOK_DISABLE_AFTER", None, 50u32)?.max(1),
                 poll_every: Duration::from_millis(num(&get, "WEBHOOK_POLL_MS", None, 1_000u64)?.max(10)),
+            },
+            files: FilesConfig {
+                max_file_size: num(&get, "MAX_FILE_SIZE", None, 100 * 1024 * 1024u64)?.max(1),
+                upload_expiry: Duration::from_secs(num(&get, "UPLOAD_EXPIRY_HOURS", None, 24u64)?.max(1) * 3600),
+                clamd_addr: get("CLAMD_ADDR").filter(|v| !v.trim().is_empty()),
+                clamd_timeout: Duration::from_millis(num(&get, "CLAMD_TIMEOUT_MS", None, 60_000u64)?.max(100)),
+                scan_required: match get("SCAN_REQUIRED") {
+                    Some(v) => parse_bool("SCAN_REQUIRED", &v)?,
+                    None => false,
+                },
+                max_image_pixels: num(&get, "THUMBNAIL_MAX_PIXELS", None, 40_000_000u64)?.max(1),
             },
             redis_prefix: "lexiflow:".into(),
             redis_breaker: crate::resilience::BreakerConfig::default(),

@@ -59,4 +59,8 @@ id_type!(
     PartyId,
     /// An entry of a case's docket.
     DocketEntryId,
+    /// A document of a case (its versions share it).
+    DocumentId,
+    /// A tus upload.
+    UploadId,
 );

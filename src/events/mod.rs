@@ -69,11 +69,19 @@ pub enum EventType {
     ApiKeyRevoked,
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
+    #[serde(rename = "document.uploaded")]
+    DocumentUploaded,
+    #[serde(rename = "document.processed")]
+    DocumentProcessed,
+    #[serde(rename = "document.updated")]
+    DocumentUpdated,
+    #[serde(rename = "document.deleted")]
+    DocumentDeleted,
 }
 
 impl EventType {
     /// Every type, for parsing.
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 21] = [
         EventType::CaseCreated,
         EventType::CaseUpdated,
         EventType::CaseDeleted,
@@ -91,6 +99,10 @@ impl EventType {
         EventType::SessionRevoked,
         EventType::ApiKeyRevoked,
         EventType::WebhookDisabled,
+        EventType::DocumentUploaded,
+        EventType::DocumentProcessed,
+        EventType::DocumentUpdated,
+        EventType::DocumentDeleted,
     ];
 
     /// The stored and published name (`case.created`).
@@ -114,6 +126,10 @@ impl EventType {
             SessionRevoked => "session.revoked",
             ApiKeyRevoked => "api_key.revoked",
             WebhookDisabled => "webhook.disabled",
+            DocumentUploaded => "document.uploaded",
+            DocumentProcessed => "document.processed",
+            DocumentUpdated => "document.updated",
+            DocumentDeleted => "document.deleted",
         }
     }
 
@@ -134,6 +150,7 @@ impl EventType {
             SessionRevoked => "session",
             ApiKeyRevoked => "api_key",
             WebhookDisabled => "webhook",
+            DocumentUploaded | DocumentProcessed | DocumentUpdated | DocumentDeleted => "document",
         }
     }
 }

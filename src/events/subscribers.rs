@@ -34,7 +34,8 @@ pub fn stale_tags(e: &DomainEvent) -> Vec<String> {
             t
         }
         PartyCreated | PartyUpdated | PartyDeleted | DocketEntryCreated | DocketEntryUpdated | DocketEntryDeleted
-        | UserDisabled | UserRoleChanged | SessionRevoked | ApiKeyRevoked | WebhookDisabled => Vec::new(),
+        | UserDisabled | UserRoleChanged | SessionRevoked | ApiKeyRevoked | WebhookDisabled | DocumentUploaded
+        | DocumentProcessed | DocumentUpdated | DocumentDeleted => Vec::new(),
     }
 }
 

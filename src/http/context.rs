@@ -221,3 +221,22 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
 pub async fn not_found() -> Response {
     ApiError::new(ErrorCode::ResourceNotFound, "no route for this path").into_response()
 }
+
+/// Runs `work` on a task of its own, carrying the request's context (correlation id, client
+/// address: what the audit trail records) and its span, since task-locals do not cross
+/// `spawn`. The work finishes even when the client hangs up and the request's future is
+/// dropped: used where stopping half-way would leave state to clean up (a stored idempotent
+/// answer, an upload's lease and offset).
+pub async fn detached<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let context = super::envelope::REQUEST.try_with(|c| c.clone()).ok();
+    let work = tracing::Instrument::instrument(work, tracing::Span::current());
+    tokio::spawn(async move {
+        match context {
+            Some(c) => super::envelope::REQUEST.scope(c, work).await,
+            None => work.await,
+        }
+    })
+    .await
+}

@@ -44,6 +44,15 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// `If-Match` or `version` no longer matches: re-read and retry.
     PreconditionFailed,
+    /// Another request holds the resource (a tus upload receiving a PATCH): retry shortly.
+    ResourceLocked,
+    /// The bytes do not match the checksum sent with them (tus `Upload-Checksum`); nothing
+    /// was stored.
+    ChecksumMismatch,
+    /// The file was found infected and is quarantined: it is never served.
+    FileQuarantined,
+    /// `SCAN_REQUIRED` is on and the file has not (yet) been found clean.
+    FileNotScanned,
     /// The body is larger than allowed.
     PayloadTooLarge,
     /// The body is not JSON (or not the expected media type).
@@ -71,6 +80,11 @@ impl ErrorCode {
             Conflict => StatusCode::CONFLICT,
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ResourceLocked => StatusCode::LOCKED,
+            // tus 1.0's checksum extension: 460 Checksum Mismatch.
+            ChecksumMismatch => StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+            FileQuarantined => StatusCode::FORBIDDEN,
+            FileNotScanned => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -82,7 +96,14 @@ impl ErrorCode {
 
     /// Whether the same request may succeed if simply sent again later.
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorCode::RateLimitExceeded | ErrorCode::RequestTimeout | ErrorCode::DependencyUnavailable)
+        matches!(
+            self,
+            ErrorCode::RateLimitExceeded
+                | ErrorCode::RequestTimeout
+                | ErrorCode::DependencyUnavailable
+                | ErrorCode::ResourceLocked
+                | ErrorCode::FileNotScanned
+        )
     }
 
     /// The code for a bare status produced outside our handlers (framework or middleware).
@@ -96,6 +117,8 @@ impl ErrorCode {
             408 => ErrorCode::RequestTimeout,
             409 => ErrorCode::Conflict,
             412 => ErrorCode::PreconditionFailed,
+            423 => ErrorCode::ResourceLocked,
+            460 => ErrorCode::ChecksumMismatch,
             413 => ErrorCode::PayloadTooLarge,
             415 => ErrorCode::UnsupportedMediaType,
             429 => ErrorCode::RateLimitExceeded,
@@ -120,6 +143,10 @@ impl ErrorCode {
             Conflict => "the change conflicts with existing data",
             IdempotencyKeyReused => "this Idempotency-Key was used with a different request",
             PreconditionFailed => "the resource has changed since you read it",
+            ResourceLocked => "another request is using this resource; try again shortly",
+            ChecksumMismatch => "the bytes do not match their checksum; nothing was stored",
+            FileQuarantined => "this file was found infected and is quarantined",
+            FileNotScanned => "this file has not been found clean by the virus scanner yet",
             PayloadTooLarge => "the request body is too large",
             UnsupportedMediaType => "send the body as application/json",
             RateLimitExceeded => "too many requests",

@@ -79,22 +79,13 @@ pub async fn idempotency(State(app): State<App>, req: Request, next: Next) -> Re
         Err(e) => return e.into_response(),
     }
     let req = Request::from_parts(parts, Body::from(bytes));
-    // On a task of its own: the answer is stored even if the client hangs up. The request's
-    // context (correlation id, client address: what the audit trail records) and its span go
-    // with it, since task-locals do not cross `spawn`.
-    let context = super::envelope::REQUEST.try_with(|c| c.clone()).ok();
-    let work = async move {
+    // On a task of its own: the answer is stored even if the client hangs up.
+    let task = super::context::detached(async move {
         let res = next.run(req).await;
         settle(&app, firm, &key, res).await
-    };
-    let work = tracing::Instrument::instrument(work, tracing::Span::current());
-    let task = tokio::spawn(async move {
-        match context {
-            Some(c) => super::envelope::REQUEST.scope(c, work).await,
-            None => work.await,
-        }
-    });
-    match task.await {
+    })
+    .await;
+    match task {
         Ok(res) => res,
         Err(e) => ApiError::internal(e).into_response(),
     }

@@ -29,9 +29,9 @@ use crate::{
     auth::require_auth,
     cases,
     config::ThrottleConfig,
-    docket, health, jobs, parties,
+    docket, documents, health, jobs, parties,
     ratelimit::{By, RoutePolicy, global_limit, route_limit},
-    realtime, reports, telemetry, users, webhooks,
+    realtime, reports, telemetry, uploads, users, webhooks,
 };
 
 /// Login: 5 a minute per client address (and, in the handler, 5 a minute per e-mail).
@@ -115,6 +115,12 @@ fn protected_api() -> OpenApiRouter<App> {
         // docket
         .routes(routes!(docket::http::list, docket::http::create))
         .routes(routes!(docket::http::get, docket::http::update, docket::http::delete))
+        // documents
+        .routes(routes!(documents::http::list, documents::http::create))
+        .routes(routes!(documents::http::get, documents::http::update, documents::http::delete))
+        .routes(routes!(documents::http::versions, documents::http::add_version))
+        .routes(routes!(documents::http::download))
+        .routes(routes!(documents::http::thumbnail))
         // reports
         .routes(routes!(reports::http::case_summary))
 }
@@ -157,7 +163,10 @@ pub fn build(app: App) -> Router {
         .layer(cors(&app.config.cors_origins))
         // The Socket.IO gateway: outside the request deadline and the global rate limit (a
         // long-poll is held open, a WebSocket lives for hours); it has its own limits.
-        .merge(realtime_routes(&app));
+        .merge(realtime_routes(&app))
+        // tus uploads: outside the request deadline and the JSON body limit (a PATCH streams
+        // for as long as its bytes take; its size is checked against Upload-Length).
+        .merge(uploads_routes(&app));
     // Compression sits inside the request context, so the access log and metrics see the
     // response as sent.
     let router = if app.config.compression { router.layer(compression()) } else { router };
@@ -166,6 +175,39 @@ pub fn build(app: App) -> Router {
         // Outermost, so every response — errors, 429s, a caught panic — carries the headers.
         .layer(middleware::from_fn_with_state(app.clone(), security::headers))
         .with_state(app)
+}
+
+/// `/api/v1/uploads`: tus, authenticated and under the global rate limit like the API.
+fn uploads_routes(app: &App) -> Router<App> {
+    use axum::routing::{options, post};
+    Router::new()
+        .route("/api/v1/uploads", post(uploads::http::create).options(uploads::http::options))
+        .route(
+            "/api/v1/uploads/{id}",
+            get(uploads::http::get)
+                .head(uploads::http::head)
+                .patch(uploads::http::patch)
+                .delete(uploads::http::delete)
+                .merge(options(uploads::http::options)),
+        )
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_auth))
+        .route_layer(middleware::from_fn(record_route))
+        .layer(middleware::from_fn_with_state(app.clone(), global_limit))
+        .layer(uploads_cors(&app.config.cors_origins))
+}
+
+/// The API's CORS policy plus the tus headers a browser client sends and reads.
+fn uploads_cors(origins: &[String]) -> CorsLayer {
+    let mut allow: Vec<HeaderName> = vec![header::AUTHORIZATION, header::CONTENT_TYPE, CORRELATION_ID.clone()];
+    allow.extend(uploads::http::REQUEST_HEADERS);
+    allow.push(HeaderName::from_static("x-http-method-override"));
+    allow.push(HeaderName::from_static("x-requested-with"));
+    let mut expose: Vec<HeaderName> = vec![CORRELATION_ID.clone(), header::RETRY_AFTER];
+    expose.extend(uploads::http::RESPONSE_HEADERS);
+    cors(origins)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers(allow)
+        .expose_headers(expose)
 }
 
 /// `/socket.io/`: the realtime gateway, with the API's CORS policy for the polling transport.

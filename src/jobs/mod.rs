@@ -35,6 +35,9 @@ const DB_ANALYZE_CRON: &str = "* * * * *";
 pub const EVENTS_SEQUENCE: &str = "events.sequence";
 const EVENTS_SEQUENCE_CRON: &str = "* * * * *";
 
+/// Remove expired uploads and unreferenced blobs (hourly, at minute 17).
+const UPLOADS_EXPIRE_CRON: &str = "17 * * * *";
+
 /// Why a job failed (kept on the job as its error message).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -42,6 +45,12 @@ pub enum JobError {
     Db(#[from] sea_orm::DbErr),
     #[error("database: {0}")]
     Data(#[from] crate::db::DbError),
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("virus scan: {0}")]
+    Scan(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 async fn audit_retention(db: DatabaseConnection, days: Option<u32>) -> Result<(), JobError> {
@@ -82,6 +91,17 @@ async fn events_prune(db: DatabaseConnection, days: u32) -> Result<(), JobError>
     let keys = crate::http::idempotency::prune(&db).await?;
     if keys > 0 {
         tracing::info!(deleted = keys, "expired idempotency keys deleted");
+    }
+    Ok(())
+}
+
+async fn uploads_expire(db: DatabaseConnection, config: Config) -> Result<(), JobError> {
+    // Idempotent: a second run finds nothing expired left.
+    let (uploads, blobs) = crate::uploads::expire_with(&db, &crate::storage::Storage::local(config.upload_dir.clone()))
+        .await
+        .map_err(|e| JobError::Invalid(e.message.to_string()))?;
+    if uploads + blobs > 0 {
+        tracing::info!(uploads, blobs, "expired uploads and unreferenced files removed");
     }
     Ok(())
 }
@@ -175,6 +195,13 @@ fn builder(
     let sequence_db = app_db.clone();
     let analyze_db = app_db.clone();
     let webhook_db = app_db.clone();
+    let processor = crate::documents::process::Processor {
+        db: app_db.clone(),
+        storage: crate::storage::Storage::local(config.upload_dir.clone()),
+        files: config.files.clone(),
+    };
+    let expire_config = config.clone();
+    let expire_db = app_db.clone();
     let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
         .queue(MAINTENANCE, 2)
@@ -194,6 +221,20 @@ fn builder(
             },
         );
     }
+    // Files: scans and thumbnails on their own queue, so a slow scanner holds up nothing else.
+    builder = builder
+        .queue(crate::uploads::QUEUE, 2)
+        .handler(crate::uploads::PROCESS, move |job: lexiflow_queue::JobContext| {
+            crate::documents::process::run(processor.clone(), job.payload, job.attempt, job.max_attempts)
+        })
+        .handler(crate::uploads::EXPIRE, move |_job| uploads_expire(expire_db.clone(), expire_config.clone()));
+    let expire = NewJob::new(crate::uploads::EXPIRE, serde_json::json!({}))
+        .queue(MAINTENANCE)
+        .priority(Priority::Low)
+        .max_attempts(3)
+        .unique_key(crate::uploads::EXPIRE);
+    builder =
+        builder.schedule(Schedule::new("uploads-expire", UPLOADS_EXPIRE_CRON, &config.cron_timezone, expire)?);
     let events = NewJob::new(EVENTS_PRUNE, serde_json::json!({}))
         .queue(MAINTENANCE)
         .priority(Priority::Low)

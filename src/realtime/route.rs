@@ -141,6 +141,15 @@ pub fn plan(e: &DomainEvent) -> Vec<Action> {
             };
             vec![Action::Emit(case_material(e, case, event))]
         }
+        (DocumentUploaded | DocumentProcessed | DocumentUpdated | DocumentDeleted, Some(case)) => {
+            let event = match e.event_type {
+                DocumentUploaded => "document:uploaded",
+                DocumentProcessed => "document:processed",
+                DocumentUpdated => "document:updated",
+                _ => "document:deleted",
+            };
+            vec![Action::Emit(case_material(e, case, event))]
+        }
         (TeamMemberAdded, Some(case)) => match data_user(e) {
             Some(user) => vec![Action::Emit(Emit {
                 event: "notification",

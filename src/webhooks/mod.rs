@@ -40,7 +40,7 @@ use crate::{
 pub const ROTATION_GRACE: chrono::Duration = chrono::Duration::hours(24);
 
 /// The event names a subscription may ask for (`<entity>.*` takes all of an entity's).
-pub const EVENT_NAMES: [&str; 15] = [
+pub const EVENT_NAMES: [&str; 16] = [
     "case.created",
     "case.updated",
     "case.deleted",
@@ -52,6 +52,7 @@ pub const EVENT_NAMES: [&str; 15] = [
     "docket_entry.deleted",
     "document.uploaded",
     "document.processed",
+    "document.updated",
     "document.deleted",
     "calendar_event.created",
     "calendar_event.updated",

@@ -16,6 +16,7 @@ mod m0007_events;
 mod m0008_sealed_grants;
 mod m0009_api_keys;
 mod m0010_webhooks;
+mod m0011_documents;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_sealed_grants::Migration),
             Box::new(m0009_api_keys::Migration),
             Box::new(m0010_webhooks::Migration),
+            Box::new(m0011_documents::Migration),
         ]
     }
 }

@@ -1,0 +1,134 @@
+//! The `files.process` job: a new blob is scanned by clamd (when `CLAMD_ADDR` is set) and its
+//! outcome recorded; an infected file is moved to quarantine, audited, and announced.
+//! Every document version carrying the blob hears `document.processed`.
+//!
+//! Idempotent: a blob already settled is not scanned again, and moving a file already in
+//! quarantine is a no-op. A scan that fails (clamd down, its breaker open, a timeout) fails
+//! the job, which the queue retries with backoff; the last attempt records `error`.
+
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use super::model::{blob, document, version};
+use crate::{
+    audit::{Actor, AuditEvent},
+    clamd::{self, Verdict},
+    clock,
+    config::FilesConfig,
+    db::{self, TxOptions},
+    events::{DomainEvent, EventType, outbox},
+    ids::FirmId,
+    jobs::JobError,
+    storage::Storage,
+};
+
+/// What the job needs.
+#[derive(Clone, Debug)]
+pub struct Processor {
+    pub db: DatabaseConnection,
+    pub storage: Storage,
+    pub files: FilesConfig,
+}
+
+/// Runs the job for the blob named in `payload`.
+pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_attempts: u32) -> Result<(), JobError> {
+    let Some(id) = payload.get("blobId").and_then(|v| v.as_str()).and_then(|s| Uuid::parse_str(s).ok()) else {
+        return Err(JobError::Invalid("payload has no blobId".into()));
+    };
+    let Some(b) = blob::Entity::find_by_id(id).one(&p.db).await? else { return Ok(()) };
+    if b.scan_status != "pending" {
+        return Ok(());
+    }
+    let (status, detail, key) = match &p.files.clamd_addr {
+        None => ("not_scanned", None, b.storage_key.clone()),
+        Some(addr) => {
+            let bytes = p.storage.read(&b.storage_key).await?;
+            match clamd::scan(addr, p.files.clamd_timeout, bytes).await {
+                Ok(Verdict::Clean) => ("clean", None, b.storage_key.clone()),
+                Ok(Verdict::Infected(sig)) => {
+                    let to = Storage::quarantine_key(b.firm_id, &b.sha256);
+                    p.storage.rename(&b.storage_key, &to).await?;
+                    ("infected", Some(sig), to)
+                }
+                Err(e) if attempt < max_attempts => {
+                    return Err(JobError::Scan(e.to_string()));
+                }
+                Err(e) => ("error", Some(e.to_string()), b.storage_key.clone()),
+            }
+        }
+    };
+    metrics::counter!("lexiflow_file_scans_total", "result" => status).increment(1);
+    let firm = b.firm_id;
+    let (detail, key) = (&detail, &key);
+    let done = crate::db::transaction(&p.db, TxOptions::write(), |tx| async move {
+        let tx = &tx;
+        let backend = sea_orm::ConnectionTrait::get_database_backend(tx);
+        let now = clock::now();
+        sea_orm::ConnectionTrait::execute_raw(
+            tx,
+            db::portable(
+                backend,
+                "UPDATE blobs SET scan_status = ?, scan_detail = ?, scanned_at = ?, storage_key = ?, updated_at = ? \
+                 WHERE id = ? AND scan_status = 'pending'",
+                vec![status.into(), detail.clone().into(), now.into(), key.clone().into(), now.into(), id.into()],
+            ),
+        )
+        .await?;
+        let versions = version::Entity::find().filter(version::Column::BlobId.eq(id)).all(tx).await?;
+        let doc_ids: Vec<Uuid> = versions.iter().map(|v| v.document_id).collect();
+        let docs = document::Entity::find()
+            .filter(document::Column::Id.is_in(doc_ids))
+            .filter(document::Column::DeletedAt.is_null())
+            .all(tx)
+            .await?;
+        let actor = Actor::system();
+        for v in &versions {
+            let Some(d) = docs.iter().find(|d| d.id == v.document_id) else { continue };
+            if status == "infected" {
+                crate::audit::record(
+                    tx,
+                    FirmId(firm),
+                    &actor,
+                    AuditEvent::new("document.quarantined", "document", Some(d.id.to_string()))
+                        .case(d.case_id)
+                        .changes(serde_json::json!({ "version": v.number, "signature": detail })),
+                )
+                .await?;
+            }
+            tx.record(
+                DomainEvent::new(EventType::DocumentProcessed, FirmId(firm), &actor, d.id)
+                    .case(d.case_id)
+                    .data(serde_json::json!({
+                        "documentId": d.id,
+                        "caseId": d.case_id,
+                        "version": v.number,
+                        "sha256": v.sha256,
+                        "mime": v.mime,
+                        "scanStatus": status,
+                    }))
+                    .confidential(d.sealed, d.restricted),
+            );
+        }
+        if status == "infected" && versions.is_empty() {
+            // Not yet a document: the quarantine is still on the record.
+            crate::audit::record(
+                tx,
+                FirmId(firm),
+                &actor,
+                AuditEvent::new("file.quarantined", "blob", Some(id.to_string()))
+                    .changes(serde_json::json!({ "signature": detail })),
+            )
+            .await?;
+        }
+        Ok::<_, crate::http::error::ApiError>(())
+    })
+    .await
+    .map_err(|e| JobError::Invalid(e.message.to_string()))?;
+    drop(done.events);
+    // Numbered now rather than by the minute's sweep, so followers hear of it at once.
+    outbox::sequence_firm(&p.db, firm).await?;
+    if status == "infected" {
+        tracing::warn!(blob_id = %id, firm_id = %firm, signature = ?detail, "infected file quarantined");
+    }
+    Ok(())
+}
