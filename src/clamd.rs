@@ -126,7 +126,9 @@ mod tests {
             parse_reply("stream: Eicar-Test-Signature.UNOFFICIAL FOUND\0").ok(),
             Some(Verdict::Infected("Eicar-Test-Signature.UNOFFICIAL".into()))
         );
-        for bad in ["INSTREAM size limit exceeded. ERROR\0", "stream: OK ERROR", "", "UNKNOWN COMMAND", "stream:  FOUND"] {
+        for bad in
+            ["INSTREAM size limit exceeded. ERROR\0", "stream: OK ERROR", "", "UNKNOWN COMMAND", "stream:  FOUND"]
+        {
             assert!(parse_reply(bad).is_err(), "{bad:?}");
         }
     }

@@ -77,7 +77,11 @@ pub async fn create(
 #[utoipa::path(get, path = "/documents/{id}", tag = "documents",
     params(("id" = DocumentId, Path, description = "document id")),
     responses((status = 200, body = Success<DocumentView>), (status = 404, body = ErrorBody)))]
-pub async fn get(State(app): State<App>, p: Principal, AppPath(id): AppPath<DocumentId>) -> ApiResult<Envelope<DocumentView>> {
+pub async fn get(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(id): AppPath<DocumentId>,
+) -> ApiResult<Envelope<DocumentView>> {
     let v = ops::get(&app, &p, id).await?;
     let version = v.version;
     Ok(Envelope::ok(v).etag(version))
@@ -157,7 +161,11 @@ fn parse_range(h: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
         (size.saturating_sub(n), size.saturating_sub(1))
     } else {
         let start: u64 = a.parse().map_err(|_| ())?;
-        let end = if b.is_empty() { size.saturating_sub(1) } else { b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1)) };
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1))
+        };
         (start, end)
     };
     if size == 0 || start >= size || end < start {
@@ -169,10 +177,8 @@ fn parse_range(h: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
 /// `Content-Disposition: attachment` per RFC 6266: an ASCII `filename` fallback and the real
 /// name as `filename*` (RFC 8187, UTF-8, percent-encoded).
 pub fn content_disposition(name: &str) -> String {
-    let fallback: String = name
-        .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
-        .collect();
+    let fallback: String =
+        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
     let mut encoded = String::with_capacity(name.len() * 3);
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
@@ -207,7 +213,11 @@ pub async fn download(
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
         h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     };
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
         let mut res = StatusCode::NOT_MODIFIED.into_response();
         common(&mut res);
         return Ok(res);
@@ -236,7 +246,8 @@ pub async fn download(
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             h.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes {start}-{end}/{}", d.size)).unwrap_or(HeaderValue::from_static("")),
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{}", d.size))
+                    .unwrap_or(HeaderValue::from_static("")),
             );
             res
         }

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -508,7 +508,10 @@ pub async fn update(
         let doc = document::Model {
             title: title.clone().unwrap_or(doc.title.clone()),
             doc_type: input.doc_type.clone().unwrap_or(doc.doc_type.clone()),
-            tags: tags.as_ref().map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into())).unwrap_or(doc.tags.clone()),
+            tags: tags
+                .as_ref()
+                .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()))
+                .unwrap_or(doc.tags.clone()),
             legal_hold: input.legal_hold.unwrap_or(doc.legal_hold),
             version: doc.version + 1,
             updated_at: clock::now(),
@@ -599,7 +602,9 @@ pub async fn download(app: &App, p: &Principal, id: DocumentId, number: Option<i
         .ok_or_else(|| ApiError::not_found("document version"))?;
     let b = blob_of(&app.db, v.blob_id).await?;
     match b.scan_status.as_str() {
-        "infected" => return Err(ApiError::new(ErrorCode::FileQuarantined, ErrorCode::FileQuarantined.default_message())),
+        "infected" => {
+            return Err(ApiError::new(ErrorCode::FileQuarantined, ErrorCode::FileQuarantined.default_message()));
+        }
         "clean" => {}
         status if app.config.files.scan_required => {
             return Err(ApiError::new(

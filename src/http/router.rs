@@ -179,21 +179,21 @@ pub fn build(app: App) -> Router {
 
 /// `/api/v1/uploads`: tus, authenticated and under the global rate limit like the API.
 fn uploads_routes(app: &App) -> Router<App> {
-    use axum::routing::{options, post};
+    use axum::routing::post;
     Router::new()
-        .route("/api/v1/uploads", post(uploads::http::create).options(uploads::http::options))
+        .route("/api/v1/uploads", post(uploads::http::create))
         .route(
             "/api/v1/uploads/{id}",
-            get(uploads::http::get)
-                .head(uploads::http::head)
-                .patch(uploads::http::patch)
-                .delete(uploads::http::delete)
-                .merge(options(uploads::http::options)),
+            get(uploads::http::get).head(uploads::http::head).patch(uploads::http::patch).delete(uploads::http::delete),
         )
         .route_layer(middleware::from_fn_with_state(app.clone(), require_auth))
         .route_layer(middleware::from_fn(record_route))
         .layer(middleware::from_fn_with_state(app.clone(), global_limit))
         .layer(uploads_cors(&app.config.cors_origins))
+        // Outside CORS, which takes every OPTIONS for a preflight: tus's discovery request
+        // (OPTIONS without Access-Control-Request-Method) is answered here. Public, as it
+        // tells only the protocol version, extensions and the size limit.
+        .layer(middleware::from_fn_with_state(app.clone(), uploads::http::discovery))
 }
 
 /// The API's CORS policy plus the tus headers a browser client sends and reads.

@@ -233,8 +233,7 @@ fn builder(
         .priority(Priority::Low)
         .max_attempts(3)
         .unique_key(crate::uploads::EXPIRE);
-    builder =
-        builder.schedule(Schedule::new("uploads-expire", UPLOADS_EXPIRE_CRON, &config.cron_timezone, expire)?);
+    builder = builder.schedule(Schedule::new("uploads-expire", UPLOADS_EXPIRE_CRON, &config.cron_timezone, expire)?);
     let events = NewJob::new(EVENTS_PRUNE, serde_json::json!({}))
         .queue(MAINTENANCE)
         .priority(Priority::Low)

@@ -98,14 +98,21 @@ fn location(row: &model::Model) -> HeaderValue {
 }
 
 fn progress_headers(row: &model::Model) -> Vec<(HeaderName, HeaderValue)> {
-    vec![
-        (UPLOAD_OFFSET, value(&row.offset.to_string())),
-        (UPLOAD_EXPIRES, value(&super::expires_header(row))),
-    ]
+    vec![(UPLOAD_OFFSET, value(&row.offset.to_string())), (UPLOAD_EXPIRES, value(&super::expires_header(row)))]
+}
+
+/// Answers tus's discovery request (`OPTIONS` that is not a CORS preflight) on the uploads
+/// routes; passes everything else on.
+pub async fn discovery(State(app): State<App>, req: Request, next: axum::middleware::Next) -> Response {
+    if req.method() == axum::http::Method::OPTIONS && !req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return options(&app);
+    }
+    next.run(req).await
 }
 
 /// `OPTIONS /uploads`: what this server speaks.
-pub async fn options(State(app): State<App>) -> Response {
+fn options(app: &App) -> Response {
     tus_response(
         StatusCode::NO_CONTENT,
         vec![
@@ -136,9 +143,9 @@ fn patch_request(h: &HeaderMap, offset_required: bool) -> Result<Option<Patch>, 
     };
     let checksum = match h.get(&UPLOAD_CHECKSUM) {
         None => None,
-        Some(v) => Some(
-            tus::parse_checksum(v.to_str().unwrap_or("")).map_err(|m| ApiError::field("Upload-Checksum", m))?,
-        ),
+        Some(v) => {
+            Some(tus::parse_checksum(v.to_str().unwrap_or("")).map_err(|m| ApiError::field("Upload-Checksum", m))?)
+        }
     };
     Ok(Some(Patch { offset, content_length: number(h, &header::CONTENT_LENGTH)?, checksum }))
 }
@@ -154,7 +161,10 @@ pub async fn create(State(app): State<App>, p: Principal, req: Request) -> Respo
     let h = &parts.headers;
     let work = async {
         if h.contains_key(&UPLOAD_DEFER_LENGTH) {
-            return Err(ApiError::field("Upload-Defer-Length", "deferred lengths are not supported; send Upload-Length"));
+            return Err(ApiError::field(
+                "Upload-Defer-Length",
+                "deferred lengths are not supported; send Upload-Length",
+            ));
         }
         let length = number(h, &UPLOAD_LENGTH)?.ok_or_else(|| ApiError::field("Upload-Length", "is required"))?;
         let metadata = h.get(&UPLOAD_METADATA).map(|v| v.to_str().unwrap_or("\u{0}").to_owned()).unwrap_or_default();
@@ -171,9 +181,7 @@ pub async fn create(State(app): State<App>, p: Principal, req: Request) -> Respo
     let task = detached(async move {
         let row = super::create(&app, &p, Creation { length, metadata }).await?;
         let row = match first {
-            Some(first) if row.completed_at.is_none() => {
-                super::patch(&app, &p, UploadId(row.id), first, body).await?
-            }
+            Some(first) if row.completed_at.is_none() => super::patch(&app, &p, UploadId(row.id), first, body).await?,
             _ => row,
         };
         Ok::<_, ApiError>(row)
@@ -256,7 +264,11 @@ pub struct UploadView {
 }
 
 /// `GET /uploads/{id}`: the upload's state as JSON (not part of tus).
-pub async fn get(State(app): State<App>, p: Principal, AppPath(id): AppPath<UploadId>) -> ApiResult<Envelope<UploadView>> {
+pub async fn get(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(id): AppPath<UploadId>,
+) -> ApiResult<Envelope<UploadView>> {
     let row = super::find(&app, &p, id).await?;
     Ok(Envelope::ok(UploadView {
         id: UploadId(row.id),

@@ -83,7 +83,10 @@ fn io_error(e: std::io::Error) -> ApiError {
 }
 
 fn too_large(max: u64) -> ApiError {
-    ApiError::new(ErrorCode::PayloadTooLarge, format!("the upload would be larger than its Upload-Length or {max} bytes"))
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the upload would be larger than its Upload-Length or {max} bytes"),
+    )
 }
 
 /// Options of a new upload, from the creation request's headers.
@@ -134,7 +137,8 @@ pub async fn create(app: &App, p: &Principal, c: Creation) -> ApiResult<model::M
         blob_id: None,
         lock_token: None,
         locked_until: None,
-        expires_at: now + chrono::Duration::from_std(app.config.files.upload_expiry).unwrap_or(chrono::Duration::days(1)),
+        expires_at: now
+            + chrono::Duration::from_std(app.config.files.upload_expiry).unwrap_or(chrono::Duration::days(1)),
         created_at: now,
         updated_at: now,
         completed_at: None,
@@ -235,7 +239,13 @@ pub struct Patch {
 }
 
 /// Appends a PATCH's body at `offset`. Returns the upload as it now stands.
-pub async fn patch(app: &App, p: &Principal, id: UploadId, req: Patch, body: axum::body::Body) -> ApiResult<model::Model> {
+pub async fn patch(
+    app: &App,
+    p: &Principal,
+    id: UploadId,
+    req: Patch,
+    body: axum::body::Body,
+) -> ApiResult<model::Model> {
     let token = Uuid::now_v7();
     let row = acquire(app, p, id, token).await?;
     let result = receive(app, row, token, req, body).await;
@@ -246,7 +256,13 @@ pub async fn patch(app: &App, p: &Principal, id: UploadId, req: Patch, body: axu
     result
 }
 
-async fn receive(app: &App, row: model::Model, token: Uuid, req: Patch, body: axum::body::Body) -> ApiResult<model::Model> {
+async fn receive(
+    app: &App,
+    row: model::Model,
+    token: Uuid,
+    req: Patch,
+    body: axum::body::Body,
+) -> ApiResult<model::Model> {
     let max = app.config.files.max_file_size;
     let (offset, length) = (row.offset as u64, row.length as u64);
     if row.completed_at.is_some() || req.offset != offset {
@@ -459,9 +475,7 @@ pub async fn expire_with(db: &DatabaseConnection, storage: &Storage) -> ApiResul
     let expired = model::Entity::find()
         .filter(model::Column::ExpiresAt.lte(now))
         .filter(
-            sea_orm::Condition::any()
-                .add(model::Column::LockToken.is_null())
-                .add(model::Column::LockedUntil.lt(now)),
+            sea_orm::Condition::any().add(model::Column::LockToken.is_null()).add(model::Column::LockedUntil.lt(now)),
         )
         .limit(1_000)
         .all(db)

@@ -98,9 +98,9 @@ fn looks_like_headers(text: &str) -> bool {
             break;
         }
         let folded = line.starts_with([' ', '\t']);
-        let header = line.split_once(':').is_some_and(|(name, _)| {
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
+        let header = line
+            .split_once(':')
+            .is_some_and(|(name, _)| !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         if !folded && !header {
             return false;
         }

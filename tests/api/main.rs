@@ -14,6 +14,7 @@ mod cancellation;
 mod cases;
 mod contract;
 mod docket;
+mod documents;
 mod events;
 mod idempotency;
 mod import;

@@ -127,8 +127,10 @@ impl MigrationTrait for Migration {
             Index::create().name("ux_blobs_content").table(B::Table).col(B::FirmId).col(B::Sha256).unique().to_owned(),
         )
         .await?;
-        m.create_index(Index::create().name("ix_blobs_refs").table(B::Table).col(B::RefCount).col(B::UpdatedAt).to_owned())
-            .await?;
+        m.create_index(
+            Index::create().name("ix_blobs_refs").table(B::Table).col(B::RefCount).col(B::UpdatedAt).to_owned(),
+        )
+        .await?;
 
         use Uploads as U;
         m.create_table(
