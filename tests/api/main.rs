@@ -24,5 +24,6 @@ mod parties;
 mod realtime;
 mod security;
 mod transactions;
+mod tus_clients;
 mod users;
 mod webhooks;
