@@ -90,6 +90,8 @@ pub enum StartError {
     Argon2(String),
     #[error("REDIS_URL is not usable: {0}")]
     Redis(redis::RedisError),
+    #[error("file storage is not usable: {0}")]
+    Storage(String),
     #[error("cannot build the outbound HTTP client: {0}")]
     Outbound(String),
 }
@@ -218,7 +220,7 @@ impl App {
             .map_err(|e| StartError::Outbound(e.to_string()))?,
         );
         let webhook_sealer = Arc::new(crate::webhooks::sign::Sealer::new(secret.expose_secret()));
-        let storage = crate::storage::Storage::local(config.upload_dir.clone());
+        let storage = crate::storage::Storage::from_config(&config).map_err(StartError::Storage)?;
         let app = App(Arc::new(AppInner {
             config,
             db,

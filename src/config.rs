@@ -132,6 +132,9 @@ pub struct FilesConfig {
     pub clamd_timeout: Duration,
     /// `SCAN_REQUIRED` (default false): serve a file only once clamd has found it clean.
     pub scan_required: bool,
+    /// `S3_BUCKET` and its companions: store files in an S3-compatible bucket instead of
+    /// `UPLOAD_DIR` (the scale-out shape).
+    pub s3: Option<crate::storage::S3Settings>,
     /// `THUMBNAIL_MAX_PIXELS` (default 40,000,000): images larger than this (width ×
     /// height) are refused before decoding, against decompression bombs.
     pub max_image_pixels: u64,
@@ -673,6 +676,7 @@ impl Config {
                     None => false,
                 },
                 max_image_pixels: num(&get, "THUMBNAIL_MAX_PIXELS", None, 40_000_000u64)?.max(1),
+                s3: s3_settings(&get)?,
             },
             redis_prefix: "lexiflow:".into(),
             redis_breaker: crate::resilience::BreakerConfig::default(),
@@ -804,6 +808,38 @@ fn num<T: std::str::FromStr>(
         Some(v) => v.trim().parse().map_err(|_| invalid(name, "not a valid number")),
         None => Ok(file.unwrap_or(default)),
     }
+}
+
+/// `S3_*`: None unless `S3_BUCKET` is set.
+fn s3_settings(get: &impl Fn(&str) -> Option<String>) -> Result<Option<crate::storage::S3Settings>, ConfigError> {
+    let Some(bucket) = get("S3_BUCKET").filter(|b| !b.trim().is_empty()) else { return Ok(None) };
+    let allow_http = match get("S3_ALLOW_HTTP") {
+        Some(v) => parse_bool("S3_ALLOW_HTTP", &v)?,
+        None => false,
+    };
+    let endpoint = get("S3_ENDPOINT").filter(|e| !e.trim().is_empty());
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("https://") || e.starts_with("http://")) {
+            return Err(invalid("S3_ENDPOINT", "must be an http:// or https:// URL"));
+        }
+        if e.starts_with("http://") && !allow_http {
+            return Err(invalid("S3_ENDPOINT", "is plain HTTP: set S3_ALLOW_HTTP=true to allow it"));
+        }
+    }
+    let access_key_id = get("S3_ACCESS_KEY_ID").filter(|v| !v.is_empty());
+    let secret_access_key = get("S3_SECRET_ACCESS_KEY").filter(|v| !v.is_empty()).map(SecretString::from);
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        return Err(invalid("S3_ACCESS_KEY_ID", "set both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither"));
+    }
+    Ok(Some(crate::storage::S3Settings {
+        bucket: bucket.trim().to_owned(),
+        endpoint,
+        region: get("S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+        access_key_id,
+        secret_access_key,
+        allow_http,
+        prefix: get("S3_PREFIX").unwrap_or_default(),
+    }))
 }
 
 fn parse_bool(name: &'static str, v: &str) -> Result<bool, ConfigError> {

@@ -217,8 +217,11 @@ async fn main() -> anyhow::Result<()> {
             };
             let bus = lexiflow::bus::Bus::new(uuid::Uuid::now_v7(), redis.clone());
             let cache = lexiflow::cache::Cache::new(config.cache, redis, bus);
-            let w =
-                jobs::worker(queue_db.clone(), conn.clone(), &config, cache).context("cannot set up the job worker")?;
+            let storage = lexiflow::storage::Storage::from_config(&config)
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("file storage is not usable")?;
+            let w = jobs::worker(queue_db.clone(), conn.clone(), &config, cache, storage)
+                .context("cannot set up the job worker")?;
             tracing::info!(worker = w.id(), "job worker running");
             let stop = tokio_util::sync::CancellationToken::new();
             let run = tokio::spawn(w.run(stop.clone()));
@@ -242,8 +245,9 @@ async fn main() -> anyhow::Result<()> {
             let worker = if in_serve {
                 let queue_db =
                     db::connect_for_queue(&app.config.database).await.context("cannot connect to the database")?;
-                let w = jobs::worker(queue_db.clone(), app.db.clone(), &app.config, app.cache.clone())
-                    .context("cannot set up the job worker")?;
+                let w =
+                    jobs::worker(queue_db.clone(), app.db.clone(), &app.config, app.cache.clone(), app.storage.clone())
+                        .context("cannot set up the job worker")?;
                 Some((tokio::spawn(w.run(stop_worker.clone())), queue_db))
             } else {
                 None

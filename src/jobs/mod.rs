@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use lexiflow_queue::{NewJob, Priority, Schedule, Worker, WorkerBuilder};
 use sea_orm::DatabaseConnection;
 
-use crate::{cache::Cache, config::Config};
+use crate::{cache::Cache, config::Config, storage::Storage};
 
 /// The queue for LexiFlow's own housekeeping.
 pub const MAINTENANCE: &str = "maintenance";
@@ -95,11 +95,10 @@ async fn events_prune(db: DatabaseConnection, days: u32) -> Result<(), JobError>
     Ok(())
 }
 
-async fn uploads_expire(db: DatabaseConnection, config: Config) -> Result<(), JobError> {
+async fn uploads_expire(db: DatabaseConnection, storage: Storage) -> Result<(), JobError> {
     // Idempotent: a second run finds nothing expired left.
-    let (uploads, blobs) = crate::uploads::expire_with(&db, &crate::storage::Storage::local(config.upload_dir.clone()))
-        .await
-        .map_err(|e| JobError::Invalid(e.message.to_string()))?;
+    let (uploads, blobs) =
+        crate::uploads::expire_with(&db, &storage).await.map_err(|e| JobError::Invalid(e.message.to_string()))?;
     if uploads + blobs > 0 {
         tracing::info!(uploads, blobs, "expired uploads and unreferenced files removed");
     }
@@ -145,15 +144,16 @@ pub fn worker(
     app_db: DatabaseConnection,
     config: &Config,
     cache: Arc<Cache>,
+    storage: Storage,
 ) -> Result<Worker, lexiflow_queue::QueueError> {
-    Ok(builder(queue_db, app_db, config, cache)?.build())
+    Ok(builder(queue_db, app_db, config, cache, storage)?.build())
 }
 
 /// The queues LexiFlow defines (those with a handler's worker loop or a schedule), read from
 /// the same builder [`worker`] uses, so the admin API lists them whether or not this process
 /// runs a worker.
 pub fn known_queues(app: &crate::app::App) -> Result<Vec<String>, lexiflow_queue::QueueError> {
-    Ok(builder(app.db.clone(), app.db.clone(), &app.config, app.cache.clone())?.known_queues())
+    Ok(builder(app.db.clone(), app.db.clone(), &app.config, app.cache.clone(), app.storage.clone())?.known_queues())
 }
 
 /// What the webhook delivery job needs, from the configuration (None, logged, when the
@@ -185,6 +185,7 @@ fn builder(
     app_db: DatabaseConnection,
     config: &Config,
     cache: Arc<Cache>,
+    storage: Storage,
 ) -> Result<WorkerBuilder, lexiflow_queue::QueueError> {
     let days = config.audit_retention_days;
     let events_days = config.events.retention_days;
@@ -197,10 +198,10 @@ fn builder(
     let webhook_db = app_db.clone();
     let processor = crate::documents::process::Processor {
         db: app_db.clone(),
-        storage: crate::storage::Storage::local(config.upload_dir.clone()),
+        storage: storage.clone(),
         files: config.files.clone(),
     };
-    let expire_config = config.clone();
+    let expire_storage = storage;
     let expire_db = app_db.clone();
     let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
@@ -227,7 +228,7 @@ fn builder(
         .handler(crate::uploads::PROCESS, move |job: lexiflow_queue::JobContext| {
             crate::documents::process::run(processor.clone(), job.payload, job.attempt, job.max_attempts)
         })
-        .handler(crate::uploads::EXPIRE, move |_job| uploads_expire(expire_db.clone(), expire_config.clone()));
+        .handler(crate::uploads::EXPIRE, move |_job| uploads_expire(expire_db.clone(), expire_storage.clone()));
     let expire = NewJob::new(crate::uploads::EXPIRE, serde_json::json!({}))
         .queue(MAINTENANCE)
         .priority(Priority::Low)

@@ -71,13 +71,13 @@ fn tus_error(e: ApiError) -> Response {
 }
 
 /// Refuses a request without `Tus-Resumable: 1.0.0` (412, with the versions served).
-fn check_version(h: &HeaderMap) -> Result<(), Response> {
+fn version_refused(h: &HeaderMap) -> Option<Response> {
     if h.get(&TUS_RESUMABLE).and_then(|v| v.to_str().ok()) == Some(tus::VERSION) {
-        return Ok(());
+        return None;
     }
     let mut res = tus_error(ApiError::new(ErrorCode::PreconditionFailed, "send Tus-Resumable: 1.0.0"));
     res.headers_mut().insert(TUS_VERSION, HeaderValue::from_static(tus::VERSION));
-    Err(res)
+    Some(res)
 }
 
 fn number(h: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, ApiError> {
@@ -154,7 +154,7 @@ fn patch_request(h: &HeaderMap, offset_required: bool) -> Result<Option<Patch>, 
 /// `Upload-Metadata` must hold `filename` and `caseId` (a case the caller may change);
 /// `filetype` is kept as declared but never trusted.
 pub async fn create(State(app): State<App>, p: Principal, req: Request) -> Response {
-    if let Err(res) = check_version(req.headers()) {
+    if let Some(res) = version_refused(req.headers()) {
         return res;
     }
     let (parts, body) = req.into_parts();
@@ -199,7 +199,7 @@ pub async fn create(State(app): State<App>, p: Principal, req: Request) -> Respo
 
 /// `HEAD /uploads/{id}`: where to resume.
 pub async fn head(State(app): State<App>, p: Principal, AppPath(id): AppPath<UploadId>, h: HeaderMap) -> Response {
-    if let Err(res) = check_version(&h) {
+    if let Some(res) = version_refused(&h) {
         return res;
     }
     match super::find(&app, &p, id).await {
@@ -220,7 +220,7 @@ pub async fn head(State(app): State<App>, p: Principal, AppPath(id): AppPath<Upl
 /// mismatch 460, bytes past `Upload-Length` 413, another PATCH in progress 423; each changes
 /// nothing. The work runs to its end even if the client hangs up.
 pub async fn patch(State(app): State<App>, p: Principal, AppPath(id): AppPath<UploadId>, req: Request) -> Response {
-    if let Err(res) = check_version(req.headers()) {
+    if let Some(res) = version_refused(req.headers()) {
         return res;
     }
     let (parts, body) = req.into_parts();
@@ -238,7 +238,7 @@ pub async fn patch(State(app): State<App>, p: Principal, AppPath(id): AppPath<Up
 
 /// `DELETE /uploads/{id}`: termination.
 pub async fn delete(State(app): State<App>, p: Principal, AppPath(id): AppPath<UploadId>, h: HeaderMap) -> Response {
-    if let Err(res) = check_version(&h) {
+    if let Some(res) = version_refused(&h) {
         return res;
     }
     match super::terminate(&app, &p, id).await {

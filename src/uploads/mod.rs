@@ -33,7 +33,6 @@ use sha2::{
     Digest, Sha256,
     digest::common::hazmat::{SerializableState, SerializedState},
 };
-use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::{
@@ -52,8 +51,6 @@ use crate::{
 const LEASE: Duration = Duration::from_secs(60);
 /// How often a PATCH that is still receiving renews its lease.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
-/// Write buffer between the request body and the staging file.
-const WRITE_BUFFER: usize = 1024 * 1024;
 
 /// The queue of file processing (scans, thumbnails).
 pub const QUEUE: &str = "files";
@@ -132,6 +129,7 @@ pub async fn create(app: &App, p: &Principal, c: Creation) -> ApiResult<model::M
         length: i64::try_from(c.length).map_err(|_| too_large(max))?,
         offset: 0,
         hash_state: fresh_hash(),
+        storage_state: None,
         sha256: None,
         mime: None,
         blob_id: None,
@@ -146,7 +144,7 @@ pub async fn create(app: &App, p: &Principal, c: Creation) -> ApiResult<model::M
     model::Entity::insert(sea_orm::IntoActiveModel::into_active_model(row.clone())).exec(&app.db).await?;
     if row.length == 0 {
         // Nothing to send: finished at once.
-        app.storage.open_staging(row.id, 0).await.map_err(io_error)?.sync_all().await.map_err(io_error)?;
+        app.storage.writer(row.id, 0, None).await.map_err(io_error)?.commit(true).await.map_err(io_error)?;
         return complete(app, row, Sha256::new(), Uuid::now_v7()).await;
     }
     Ok(row)
@@ -208,14 +206,15 @@ async fn renew(app: &App, id: Uuid, token: Uuid) -> ApiResult<bool> {
 }
 
 /// Records the new offset and hash state and gives the lease back.
-async fn release(app: &App, id: Uuid, token: Uuid, progress: Option<(i64, &Sha256)>) -> ApiResult<()> {
+async fn release(app: &App, id: Uuid, token: Uuid, progress: Option<(i64, &Sha256, Option<String>)>) -> ApiResult<()> {
     let backend = app.db.get_database_backend();
+    let recorded = progress.is_some();
     let stmt = match progress {
-        Some((offset, hash)) => db::portable(
+        Some((offset, hash, state)) => db::portable(
             backend,
-            "UPDATE uploads SET lock_token = NULL, locked_until = NULL, \"offset\" = ?, hash_state = ?, updated_at = ? \
-             WHERE id = ? AND lock_token = ?",
-            vec![offset.into(), save_hash(hash).into(), clock::now().into(), id.into(), token.into()],
+            "UPDATE uploads SET lock_token = NULL, locked_until = NULL, \"offset\" = ?, hash_state = ?, \
+             storage_state = ?, updated_at = ? WHERE id = ? AND lock_token = ?",
+            vec![offset.into(), save_hash(hash).into(), state.into(), clock::now().into(), id.into(), token.into()],
         ),
         None => db::portable(
             backend,
@@ -224,7 +223,7 @@ async fn release(app: &App, id: Uuid, token: Uuid, progress: Option<(i64, &Sha25
         ),
     };
     let res = app.db.execute_raw(stmt).await?;
-    if res.rows_affected() == 0 && progress.is_some() {
+    if res.rows_affected() == 0 && recorded {
         return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost; resume from HEAD"));
     }
     Ok(())
@@ -276,8 +275,7 @@ async fn receive(
     if req.content_length.is_some_and(|n| n > room) {
         return Err(too_large(max));
     }
-    let file = app.storage.open_staging(row.id, offset).await.map_err(io_error)?;
-    let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    let mut out = app.storage.writer(row.id, offset, row.storage_state.as_deref()).await.map_err(io_error)?;
     let mut hash = load_hash(&row.hash_state)?;
     let mut check = req.checksum.as_ref().map(|(algo, _)| aws_lc_rs::digest::Context::new(algo.digest()));
     let mut received: u64 = 0;
@@ -292,7 +290,7 @@ async fn receive(
                     over = true;
                     break;
                 }
-                out.write_all(&chunk).await.map_err(io_error)?;
+                out.write(&chunk).await.map_err(io_error)?;
                 hash.update(&chunk);
                 if let Some(c) = check.as_mut() {
                     c.update(&chunk);
@@ -311,36 +309,52 @@ async fn receive(
             }
         }
     }
-    out.flush().await.map_err(io_error)?;
-    let file = out.into_inner();
-    let refuse = |e: ApiError| async {
-        app.storage.truncate_staging(row.id, offset).await.map_err(io_error)?;
-        Err::<model::Model, ApiError>(e)
-    };
-    if over {
-        return refuse(too_large(max)).await;
-    }
-    if let (Some((_, want)), Some(c)) = (&req.checksum, check) {
+    let refused = if over {
+        Some(too_large(max))
+    } else if let (Some((_, want)), Some(c)) = (&req.checksum, check) {
         if hung_up.is_some() {
-            return refuse(ApiError::field("body", "the request ended early; its checksum cannot be checked")).await;
+            Some(ApiError::field("body", "the request ended early; its checksum cannot be checked"))
+        } else if c.finish().as_ref() != want.as_slice() {
+            Some(ApiError::new(ErrorCode::ChecksumMismatch, ErrorCode::ChecksumMismatch.default_message()))
+        } else {
+            None
         }
-        if c.finish().as_ref() != want.as_slice() {
-            return refuse(ApiError::new(ErrorCode::ChecksumMismatch, ErrorCode::ChecksumMismatch.default_message()))
-                .await;
-        }
+    } else {
+        None
+    };
+    if let Some(e) = refused {
+        out.abort().await.map_err(io_error)?;
+        return Err(e);
     }
-    file.sync_data().await.map_err(io_error)?;
-    drop(file);
     let new_offset = offset + received;
+    let last = new_offset == length;
+    let committed = out.commit(last).await.map_err(io_error)?;
     metrics::counter!("lexiflow_upload_bytes_total").increment(received);
-    if new_offset == length {
-        return complete(app, row, hash, token).await;
+    let id = row.id;
+    let result = if last {
+        complete(app, row, hash, token).await
+    } else {
+        release(app, id, token, Some((new_offset as i64, &hash, committed.state.clone()))).await.map(|()| {
+            model::Model {
+                offset: new_offset as i64,
+                hash_state: save_hash(&hash),
+                storage_state: committed.state,
+                ..row
+            }
+        })
+    };
+    // The previous PATCH's tail, now superseded (only once the new state is recorded).
+    if result.is_ok() {
+        for key in committed.garbage {
+            if let Err(e) = app.storage.delete(&key).await {
+                tracing::warn!(upload_id = %id, error = %e, "could not delete a superseded staging object");
+            }
+        }
     }
-    release(app, row.id, token, Some((new_offset as i64, &hash))).await?;
     if let Some(e) = hung_up {
-        tracing::info!(upload_id = %row.id, offset = new_offset, error = %e, "upload PATCH ended early; received bytes kept");
+        tracing::info!(upload_id = %id, offset = new_offset, error = %e, "upload PATCH ended early; received bytes kept");
     }
-    Ok(model::Model { offset: new_offset as i64, hash_state: save_hash(&hash), ..row })
+    result
 }
 
 /// Finishes an upload whose last byte is stored: type, size guard, blob, processing job.
@@ -401,7 +415,7 @@ async fn complete(app: &App, row: model::Model, hash: Sha256, token: Uuid) -> Ap
                 app.storage.promote(id, key).await.map_err(io_error)?;
             } else {
                 // Quarantined content: the new copy is not kept.
-                app.storage.discard_staging(id).await.map_err(io_error)?;
+                app.storage.discard_staging(id, None).await.map_err(io_error)?;
             }
             let res = tx
                 .execute_raw(db::portable(
@@ -443,7 +457,7 @@ async fn discard(app: &App, row: &model::Model) -> ApiResult<()> {
 }
 
 async fn discard_with(db: &DatabaseConnection, storage: &Storage, row: &model::Model) -> ApiResult<()> {
-    let (id, blob) = (row.id, row.blob_id);
+    let (id, blob, state) = (row.id, row.blob_id, row.storage_state.clone());
     let done = db::transaction(db, TxOptions::write(), |tx| async move {
         let backend = tx.get_database_backend();
         tx.execute_raw(db::portable(backend, "DELETE FROM uploads WHERE id = ?", vec![id.into()])).await?;
@@ -459,7 +473,7 @@ async fn discard_with(db: &DatabaseConnection, storage: &Storage, row: &model::M
     })
     .await?;
     drop(done.events);
-    storage.discard_staging(id).await.map_err(io_error)
+    storage.discard_staging(id, state.as_deref()).await.map_err(io_error)
 }
 
 /// tus termination: the upload and its bytes are removed (423 while a PATCH holds it).

@@ -23,6 +23,8 @@ pub struct Model {
     pub offset: i64,
     /// The running SHA-256 over the first `offset` bytes, serialized (base64).
     pub hash_state: String,
+    /// What the store keeps between PATCHes (S3: the multipart upload, its parts, the tail).
+    pub storage_state: Option<String>,
     pub sha256: Option<String>,
     pub mime: Option<String>,
     pub blob_id: Option<Uuid>,

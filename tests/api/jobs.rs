@@ -86,7 +86,9 @@ async fn the_serve_worker_runs_housekeeping_jobs(b: Backend) {
     let db = t.app.db.clone();
     let job = NewJob::new(lexiflow::jobs::AUDIT_RETENTION, json!({})).queue(lexiflow::jobs::MAINTENANCE);
     let id = lexiflow_queue::enqueue(&db, job).await.unwrap().unwrap();
-    let worker = lexiflow::jobs::worker(db.clone(), db.clone(), &t.app.config, t.app.cache.clone()).unwrap();
+    let worker =
+        lexiflow::jobs::worker(db.clone(), db.clone(), &t.app.config, t.app.cache.clone(), t.app.storage.clone())
+            .unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(worker.run(stop.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

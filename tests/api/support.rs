@@ -97,6 +97,36 @@ pub fn tool_available(noted: &AtomicBool, ok: bool, what: &str, require_var: &st
     ok
 }
 
+/// The bucket the S3 tests share (each test under its own prefix).
+pub const S3_BUCKET: &str = "lexiflow-test";
+
+/// The S3-compatible server the PostgreSQL tests store files in (`LEXIFLOW_TEST_S3_ENDPOINT`),
+/// with the test bucket made; None (noted once) when it is not set or not answering, and a
+/// panic then when `LEXIFLOW_REQUIRE_S3=1`.
+pub async fn s3_endpoint() -> Option<String> {
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    let endpoint = std::env::var("LEXIFLOW_TEST_S3_ENDPOINT").ok().filter(|e| !e.is_empty());
+    let made = match &endpoint {
+        // A plain PUT makes the bucket (the test server does not check signatures); making it
+        // again is a no-op.
+        Some(e) => reqwest::Client::new()
+            .put(format!("{}/{S3_BUCKET}", e.trim_end_matches('/')))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 409),
+        None => false,
+    };
+    tool_available(
+        &NOTED,
+        made,
+        "an S3-compatible server (LEXIFLOW_TEST_S3_ENDPOINT)",
+        "LEXIFLOW_REQUIRE_S3",
+        "S3 storage (PostgreSQL tests use local files instead)",
+        "run tests/services/start.sh and set LEXIFLOW_TEST_S3_ENDPOINT=http://127.0.0.1:5055",
+    )
+    .then(|| endpoint.unwrap_or_default())
+}
+
 /// Whether PostgreSQL tests should run: true when reachable; panics when required but not.
 pub async fn postgres_available() -> bool {
     static REACHABLE: OnceLock<bool> = OnceLock::new();
@@ -233,6 +263,21 @@ impl TestApp {
         (t.global, t.login_ip, t.login_email, t.register, t.refresh, t.password) = (lots, lots, lots, lots, lots, lots);
         config.security.lockout.slowdown_base = Duration::from_millis(1);
         config.security.lockout.slowdown_max = Duration::from_millis(5);
+        if backend == Backend::Postgres
+            && let Some(endpoint) = s3_endpoint().await
+        {
+            // PostgreSQL runs with S3 storage (each test under its own prefix), SQLite with
+            // local files: the same tests cover both stores.
+            config.files.s3 = Some(lexiflow::storage::S3Settings {
+                bucket: S3_BUCKET.into(),
+                endpoint: Some(endpoint),
+                region: "us-east-1".into(),
+                access_key_id: Some("lexiflow-test".into()),
+                secret_access_key: Some("lexiflow-test".to_owned().into()),
+                allow_http: true,
+                prefix: format!("t-{}", uuid::Uuid::new_v4().simple()),
+            });
+        }
         tweak(&mut config);
         let app = App::build(config).await.unwrap();
         let router = lexiflow::http::router::build(app.clone());

@@ -56,8 +56,9 @@ async fn run(program: &str, script: &str, args: &[String]) -> Value {
     let out = cmd.output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line)
-        .unwrap_or_else(|_| panic!("{script}: no JSON result; stdout {stdout:?}, stderr {}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!("{script}: no JSON result; stdout {stdout:?}, stderr {}", String::from_utf8_lossy(&out.stderr))
+    })
 }
 
 /// 20 MB that sniff as a PDF, written to a file.
@@ -118,12 +119,17 @@ async fn resumes(b: Backend, program: &str, script: &str, extra: &[&str]) {
     assert_eq!(done["url"], stopped["url"], "the same upload was resumed");
     let upload = done["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
     let r = t
-        .post(&format!("/api/v1/cases/{case}/documents"), &s.token, json!({"uploadId": upload, "title": "Exhibit 7", "type": "exhibit"}))
+        .post(
+            &format!("/api/v1/cases/{case}/documents"),
+            &s.token,
+            json!({"uploadId": upload, "title": "Exhibit 7", "type": "exhibit"}),
+        )
         .await;
     r.expect(201);
     assert_eq!(r.data()["latest"]["filename"], "exhibit 7 (Ürkunde).pdf");
     let id = r.data()["id"].as_str().unwrap().to_owned();
-    let (status, _, body) = t.raw(http::Method::GET, &format!("/api/v1/documents/{id}/download"), Some(&s.token), &[]).await;
+    let (status, _, body) =
+        t.raw(http::Method::GET, &format!("/api/v1/documents/{id}/download"), Some(&s.token), &[]).await;
     assert_eq!(status, 200);
     assert_eq!(body.len(), bytes.len());
     assert_eq!(sha2::Sha256::digest(&body), sha2::Sha256::digest(&bytes), "identical bytes");

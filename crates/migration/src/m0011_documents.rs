@@ -2,7 +2,8 @@
 //!
 //! - `uploads`: one row per tus upload (see `lexiflow::uploads`): who made it, for which
 //!   case, its declared length and the offset the store has durably acknowledged, the
-//!   running SHA-256 state (so any instance can take the next PATCH), a lease (`lock_token`,
+//!   running SHA-256 state and what the store needs for the next PATCH (`storage_state`: on
+//!   S3 the multipart upload and its parts), so any instance can take it, a lease (`lock_token`,
 //!   `locked_until`) that keeps two PATCHes from interleaving on any instance, and, once
 //!   complete, the blob it became.
 //! - `blobs`: per firm, one row per distinct content (SHA-256): stored once however many
@@ -28,6 +29,7 @@ enum Uploads {
     Length,
     Offset,
     HashState,
+    StorageState,
     Sha256,
     Mime,
     BlobId,
@@ -146,6 +148,7 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(U::Length).big_integer().not_null())
                 .col(ColumnDef::new(U::Offset).big_integer().not_null())
                 .col(ColumnDef::new(U::HashState).text().not_null())
+                .col(ColumnDef::new(U::StorageState).text().null())
                 .col(ColumnDef::new(U::Sha256).string().null())
                 .col(ColumnDef::new(U::Mime).string().null())
                 .col(ColumnDef::new(U::BlobId).uuid().null())
