@@ -87,16 +87,20 @@ fn spawn(app: Weak<AppInner>) -> watch::Receiver<Option<Arc<Snapshot>>> {
 }
 
 async fn run_checks(app: &App) -> Snapshot {
-    let (database, redis) = tokio::join!(database(app), redis(app));
+    let (database, redis, clamd) = tokio::join!(database(app), redis(app), clamd(app));
     let mut ready = vec![("database", database)];
     push_optional(&mut ready, "redis", redis);
     let min_free = app.config.ops.disk_min_free_bytes;
-    let extra = vec![
+    let mut extra = vec![
         ("memory", memory(app)),
         ("disk_data", disk(&app.config.data_dir, min_free)),
         ("disk_uploads", disk(&app.config.upload_dir, min_free)),
         ("version", Ok(json!({ "version": env!("CARGO_PKG_VERSION") }))),
+        ("storage", Ok(json!({ "backend": app.storage.kind() }))),
     ];
+    if let Some(c) = clamd {
+        extra.push(("clamd", c));
+    }
     let up = || ("lifecycle", Ok(json!({})));
     let readiness = render(std::iter::once(up()).chain(ready.iter().cloned()));
     let health = render(std::iter::once(up()).chain(ready.iter().cloned()).chain(extra.iter().cloned()));
@@ -188,6 +192,17 @@ async fn redis(app: &App) -> Option<(bool, Result<Value, String>)> {
         Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
     };
     Some((app.config.ops.redis_required, r))
+}
+
+/// clamd, when configured: reported in the full health only (uploads keep working while it is
+/// down; their scans wait and `SCAN_REQUIRED` decides what is served).
+async fn clamd(app: &App) -> Option<Result<Value, String>> {
+    let addr = app.config.files.clamd_addr.as_ref()?;
+    let t = Instant::now();
+    Some(match crate::clamd::ping(addr, CHECK_TIMEOUT).await {
+        Ok(()) => Ok(json!({ "latencyMs": latency_ms(t) })),
+        Err(e) => Err(e.to_string()),
+    })
 }
 
 fn memory(app: &App) -> Result<Value, String> {

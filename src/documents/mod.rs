@@ -11,3 +11,4 @@ pub mod http;
 pub mod model;
 pub mod ops;
 pub mod process;
+pub mod thumbnail;

@@ -1,5 +1,6 @@
 //! The `files.process` job: a new blob is scanned by clamd (when `CLAMD_ADDR` is set) and its
-//! outcome recorded; an infected file is moved to quarantine, audited, and announced.
+//! outcome recorded; an infected file is moved to quarantine, audited, and announced; a clean
+//! (or unscanned) image gets a thumbnail.
 //! Every document version carrying the blob hears `document.processed`.
 //!
 //! Idempotent: a blob already settled is not scanned again, and moving a file already in
@@ -36,10 +37,15 @@ pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_att
         return Err(JobError::Invalid("payload has no blobId".into()));
     };
     let Some(b) = blob::Entity::find_by_id(id).one(&p.db).await? else { return Ok(()) };
-    if b.scan_status != "pending" {
+    // Settled already (a second delivery of the job, or no scanner configured): only an
+    // image's missing thumbnail may be left to do.
+    let settled = b.scan_status != "pending";
+    let wants_thumb = b.thumbnail_key.is_none() && b.mime.starts_with("image/");
+    if settled && !(wants_thumb && matches!(b.scan_status.as_str(), "clean" | "not_scanned")) {
         return Ok(());
     }
-    let (status, detail, key) = match &p.files.clamd_addr {
+    let (status, detail, key): (&str, Option<String>, String) = match &p.files.clamd_addr {
+        _ if settled => (b.scan_status.as_str(), b.scan_detail.clone(), b.storage_key.clone()),
         None => ("not_scanned", None, b.storage_key.clone()),
         Some(addr) => {
             let bytes = p.storage.read(&b.storage_key).await?;
@@ -57,9 +63,12 @@ pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_att
             }
         }
     };
-    metrics::counter!("lexiflow_file_scans_total", "result" => status).increment(1);
+    if !settled {
+        metrics::counter!("lexiflow_file_scans_total", "result" => status.to_owned()).increment(1);
+    }
+    let thumb = if matches!(status, "clean" | "not_scanned") { thumbnail(&p, &b, &key).await } else { None };
     let firm = b.firm_id;
-    let (detail, key) = (&detail, &key);
+    let (detail, key, thumb) = (&detail, &key, &thumb);
     let done = crate::db::transaction(&p.db, TxOptions::write(), |tx| async move {
         let tx = &tx;
         let backend = sea_orm::ConnectionTrait::get_database_backend(tx);
@@ -68,9 +77,17 @@ pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_att
             tx,
             db::portable(
                 backend,
-                "UPDATE blobs SET scan_status = ?, scan_detail = ?, scanned_at = ?, storage_key = ?, updated_at = ? \
-                 WHERE id = ? AND scan_status = 'pending'",
-                vec![status.into(), detail.clone().into(), now.into(), key.clone().into(), now.into(), id.into()],
+                "UPDATE blobs SET scan_status = ?, scan_detail = ?, scanned_at = ?, storage_key = ?, thumbnail_key = ?, \
+                 updated_at = ? WHERE id = ?",
+                vec![
+                    status.into(),
+                    detail.clone().into(),
+                    now.into(),
+                    key.clone().into(),
+                    thumb.clone().into(),
+                    now.into(),
+                    id.into(),
+                ],
             ),
         )
         .await?;
@@ -84,7 +101,7 @@ pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_att
         let actor = Actor::system();
         for v in &versions {
             let Some(d) = docs.iter().find(|d| d.id == v.document_id) else { continue };
-            if status == "infected" {
+            if status == "infected" && !settled {
                 crate::audit::record(
                     tx,
                     FirmId(firm),
@@ -105,11 +122,12 @@ pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_att
                         "sha256": v.sha256,
                         "mime": v.mime,
                         "scanStatus": status,
+                        "hasThumbnail": thumb.is_some(),
                     }))
                     .confidential(d.sealed, d.restricted),
             );
         }
-        if status == "infected" && versions.is_empty() {
+        if status == "infected" && !settled && versions.is_empty() {
             // Not yet a document: the quarantine is still on the record.
             crate::audit::record(
                 tx,
@@ -131,4 +149,40 @@ pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_att
         tracing::warn!(blob_id = %id, firm_id = %firm, signature = ?detail, "infected file quarantined");
     }
     Ok(())
+}
+
+/// Makes and stores the thumbnail of an image blob; None (logged) when it is not an image, is
+/// too large, or cannot be decoded within the limits. A missing thumbnail never fails the job.
+async fn thumbnail(p: &Processor, b: &blob::Model, key: &str) -> Option<String> {
+    if !b.mime.starts_with("image/") || u64::try_from(b.size).unwrap_or(u64::MAX) > super::thumbnail::MAX_SOURCE_BYTES {
+        return None;
+    }
+    let bytes = match p.storage.read_all(key).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(blob_id = %b.id, error = %e, "cannot read an image for its thumbnail");
+            return None;
+        }
+    };
+    let max = p.files.max_image_pixels;
+    let made = tokio::task::spawn_blocking(move || super::thumbnail::make(&bytes, max)).await;
+    let jpeg = match made {
+        Ok(Ok(jpeg)) => jpeg,
+        Ok(Err(why)) => {
+            tracing::info!(blob_id = %b.id, reason = %why, "no thumbnail for this image");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(blob_id = %b.id, error = %e, "thumbnail task failed");
+            return None;
+        }
+    };
+    let thumb = Storage::thumbnail_key(b.firm_id, &b.sha256);
+    match p.storage.put(&thumb, bytes::Bytes::from(jpeg)).await {
+        Ok(()) => Some(thumb),
+        Err(e) => {
+            tracing::warn!(blob_id = %b.id, error = %e, "cannot store a thumbnail");
+            None
+        }
+    }
 }

@@ -234,6 +234,16 @@ mod tests {
         let e = event(EventType::DocketEntryUpdated, case).confidential(false, true);
         let r = &emits(&e)[0];
         assert!(r.reaches(&follower) && !r.reaches(&client) && r.reaches(&sealed));
+
+        // Documents follow the same rules.
+        let d = &emits(&event(EventType::DocumentUploaded, case))[0];
+        assert_eq!(d.event, "document:uploaded");
+        assert!(d.reaches(&follower) && d.reaches(&client));
+        let d = &emits(&event(EventType::DocumentProcessed, case).confidential(true, false))[0];
+        assert_eq!(d.event, "document:processed");
+        assert!(!d.reaches(&follower) && !d.reaches(&client) && d.reaches(&sealed));
+        let d = &emits(&event(EventType::DocumentDeleted, case).confidential(false, true))[0];
+        assert!(d.reaches(&follower) && !d.reaches(&client));
     }
 
     #[test]

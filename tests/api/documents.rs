@@ -26,6 +26,7 @@ crate::on_both_backends!(
     expired_uploads_and_unreferenced_files_are_removed,
     eicar_is_quarantined_and_a_clean_file_is_served,
     with_clamd_down_the_scan_policy_decides,
+    images_get_a_thumbnail_once_processed,
 );
 
 const MB: usize = 1_000_000;
@@ -647,9 +648,10 @@ fn eicar() -> Vec<u8> {
         .unwrap()
 }
 
-/// Runs the processing job of every blob still pending, as the worker would.
+/// Runs the processing job of every blob still pending (or without a thumbnail), as the
+/// worker would.
 async fn process_pending(t: &TestApp, attempt: u32, max: u32) -> Vec<bool> {
-    let rows = t.sql("SELECT id FROM blobs WHERE scan_status = 'pending'").await;
+    let rows = t.sql("SELECT id FROM blobs WHERE scan_status = 'pending' OR thumbnail_key IS NULL").await;
     let p = lexiflow::documents::process::Processor {
         db: t.app.db.clone(),
         storage: t.app.storage.clone(),
@@ -733,4 +735,27 @@ async fn with_clamd_down_the_scan_policy_decides(b: Backend) {
     let r = t.get(&format!("/api/v1/documents/{id}/download"), &s.token).await;
     r.expect(409);
     assert_eq!(r.code(), "FILE_NOT_SCANNED");
+}
+
+async fn images_get_a_thumbnail_once_processed(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Thumb").await;
+    let case = t.case(&s, "T-1").await;
+    let img = image::RgbImage::from_fn(900, 300, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 40]));
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(img).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let up = upload(&t, &s, &case, "scene.png", &png, 100_000).await;
+    let doc = file_document(&t, &s, &case, &up, json!({"type": "evidence"})).await;
+    let id = doc["id"].as_str().unwrap();
+    assert_eq!(doc["latest"]["mime"], "image/png");
+    t.get(&format!("/api/v1/documents/{id}/thumbnail"), &s.token).await.expect(404);
+    assert_eq!(process_pending(&t, 1, 8).await, vec![true]);
+    let doc = t.get(&format!("/api/v1/documents/{id}"), &s.token).await;
+    assert_eq!(doc.data()["latest"]["hasThumbnail"], true);
+    let (status, headers, body) =
+        t.raw(Method::GET, &format!("/api/v1/documents/{id}/thumbnail"), Some(&s.token), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    let thumb = image::load_from_memory(&body).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (256, 85));
 }
