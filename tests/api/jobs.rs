@@ -128,5 +128,8 @@ async fn a_fresh_install_lists_its_queues_with_zero_counts(b: Backend) {
     lexiflow_queue::enqueue(&t.app.db, NewJob::new("report.render", json!({})).queue("reports")).await.unwrap();
     let q = t.get("/api/v1/admin/queues", &admin.token).await;
     let names: Vec<&str> = q.data().as_array().unwrap().iter().map(|s| s["queue"].as_str().unwrap()).collect();
-    assert_eq!(names, [lexiflow::jobs::MAINTENANCE, "reports", lexiflow::webhooks::dispatch::QUEUE]);
+    assert_eq!(
+        names,
+        [lexiflow::uploads::QUEUE, lexiflow::jobs::MAINTENANCE, "reports", lexiflow::webhooks::dispatch::QUEUE]
+    );
 }
