@@ -592,19 +592,9 @@ pub struct Download {
 /// audits the download. Infected files are never served; with `SCAN_REQUIRED` only clean ones
 /// are.
 pub async fn download(app: &App, p: &Principal, id: DocumentId, number: Option<i32>) -> ApiResult<Download> {
-    let (doc, _) = visible_document(&app.db, p, id, false).await?;
-    let number = number.unwrap_or(doc.current_version);
-    let v = version::Entity::find()
-        .filter(version::Column::DocumentId.eq(doc.id))
-        .filter(version::Column::Number.eq(number))
-        .one(&app.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("document version"))?;
-    let b = blob_of(&app.db, v.blob_id).await?;
+    let (doc, v, b) = servable_version(app, p, id, number).await?;
+    let number = v.number;
     match b.scan_status.as_str() {
-        "infected" => {
-            return Err(ApiError::new(ErrorCode::FileQuarantined, ErrorCode::FileQuarantined.default_message()));
-        }
         "clean" => {}
         status if app.config.files.scan_required => {
             return Err(ApiError::new(
@@ -639,11 +629,22 @@ pub async fn download(app: &App, p: &Principal, id: DocumentId, number: Option<i
 
 /// The thumbnail of a version's image, if it has one.
 pub async fn thumbnail(app: &App, p: &Principal, id: DocumentId, number: Option<i32>) -> ApiResult<String> {
+    let (_, _, b) = servable_version(app, p, id, number).await?;
+    b.thumbnail_key.ok_or_else(|| ApiError::not_found("thumbnail"))
+}
+
+/// A visible document's version `number` (default the current one) and its blob; 403
+/// `FILE_QUARANTINED` when the content was found infected.
+async fn servable_version(
+    app: &App,
+    p: &Principal,
+    id: DocumentId,
+    number: Option<i32>,
+) -> ApiResult<(document::Model, version::Model, blob::Model)> {
     let (doc, _) = visible_document(&app.db, p, id, false).await?;
-    let number = number.unwrap_or(doc.current_version);
     let v = version::Entity::find()
         .filter(version::Column::DocumentId.eq(doc.id))
-        .filter(version::Column::Number.eq(number))
+        .filter(version::Column::Number.eq(number.unwrap_or(doc.current_version)))
         .one(&app.db)
         .await?
         .ok_or_else(|| ApiError::not_found("document version"))?;
@@ -651,5 +652,5 @@ pub async fn thumbnail(app: &App, p: &Principal, id: DocumentId, number: Option<
     if b.scan_status == "infected" {
         return Err(ApiError::new(ErrorCode::FileQuarantined, ErrorCode::FileQuarantined.default_message()));
     }
-    b.thumbnail_key.ok_or_else(|| ApiError::not_found("thumbnail"))
+    Ok((doc, v, b))
 }
