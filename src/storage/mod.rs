@@ -37,13 +37,15 @@ use object_store::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 
 /// Bytes per read when streaming a local file out.
 const READ_CHUNK: usize = 256 * 1024;
 /// Write buffer between a request body and a local staging file.
 const WRITE_BUFFER: usize = 1024 * 1024;
+/// Chunks waiting for a local staging file's writing thread.
+const WRITE_QUEUE: usize = 64;
 /// Size of an S3 multipart part (every part but the last): S3's minimum, 5 MiB.
 pub const PART: usize = 5 * 1024 * 1024;
 
@@ -201,10 +203,21 @@ impl Storage {
                     f.set_len(offset).await?;
                 }
                 f.seek(io::SeekFrom::Start(offset)).await?;
-                Ok(Writer(WriterKind::Local {
-                    out: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, f),
-                    start: offset,
-                }))
+                // Written by a blocking thread of its own, fed through a channel: the disk
+                // writes overlap with receiving the next bytes instead of taking turns.
+                let mut f = f.into_std().await;
+                let (feed, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+                let task = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, &mut f);
+                    while let Some(b) = chunks.blocking_recv() {
+                        out.write_all(&b)?;
+                    }
+                    out.flush()?;
+                    drop(out);
+                    Ok(f)
+                });
+                Ok(Writer(WriterKind::Local { feed, task, start: offset }))
             }
             Inner::S3 { store, prefix } => {
                 let staged: S3Staging = match state {
@@ -453,8 +466,19 @@ impl Storage {
 pub struct Writer(WriterKind);
 
 enum WriterKind {
-    Local { out: tokio::io::BufWriter<tokio::fs::File>, start: u64 },
-    S3 { store: Arc<AmazonS3>, prefix: String, upload: Uuid, path: ObjectPath, staged: S3Staging, buf: BytesMut },
+    Local {
+        feed: tokio::sync::mpsc::Sender<Bytes>,
+        task: tokio::task::JoinHandle<io::Result<std::fs::File>>,
+        start: u64,
+    },
+    S3 {
+        store: Arc<AmazonS3>,
+        prefix: String,
+        upload: Uuid,
+        path: ObjectPath,
+        staged: S3Staging,
+        buf: BytesMut,
+    },
 }
 
 impl std::fmt::Debug for Writer {
@@ -477,11 +501,15 @@ pub struct Committed {
 
 impl Writer {
     /// Takes the next bytes.
-    pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+    pub async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         match &mut self.0 {
-            WriterKind::Local { out, .. } => out.write_all(chunk).await,
+            WriterKind::Local { feed, .. } => {
+                // A send fails only when the writing thread stopped on an error, which
+                // commit or abort then report.
+                feed.send(chunk).await.map_err(|_| io::Error::other("the staging file's writer stopped"))
+            }
             WriterKind::S3 { store, path, staged, buf, .. } => {
-                buf.extend_from_slice(chunk);
+                buf.extend_from_slice(&chunk);
                 while buf.len() >= PART {
                     let part = buf.split_to(PART).freeze();
                     let id = match &staged.upload_id {
@@ -505,9 +533,10 @@ impl Writer {
     /// S3 the multipart upload is completed into the staging object.
     pub async fn commit(self, last: bool) -> io::Result<Committed> {
         match self.0 {
-            WriterKind::Local { mut out, .. } => {
-                out.flush().await?;
-                out.into_inner().sync_data().await?;
+            WriterKind::Local { feed, task, .. } => {
+                drop(feed);
+                let f = task.await.map_err(io::Error::other)??;
+                tokio::task::spawn_blocking(move || f.sync_data()).await.map_err(io::Error::other)??;
                 Ok(Committed { state: None, garbage: Vec::new() })
             }
             WriterKind::S3 { store, prefix, upload, path, mut staged, buf } => {
@@ -555,11 +584,15 @@ impl Writer {
     /// with the upload.
     pub async fn abort(self) -> io::Result<()> {
         match self.0 {
-            WriterKind::Local { mut out, start } => {
-                out.flush().await?;
-                let f = out.into_inner();
-                f.set_len(start).await?;
-                f.sync_all().await
+            WriterKind::Local { feed, task, start } => {
+                drop(feed);
+                let f = task.await.map_err(io::Error::other)??;
+                tokio::task::spawn_blocking(move || {
+                    f.set_len(start)?;
+                    f.sync_all()
+                })
+                .await
+                .map_err(io::Error::other)?
             }
             WriterKind::S3 { .. } => Ok(()),
         }
@@ -594,14 +627,14 @@ mod tests {
         let s = Storage::local(dir.path());
         let up = Uuid::now_v7();
         let mut w = s.writer(up, 0, None).await?;
-        w.write(b"hello world").await?;
+        w.write(Bytes::from_static(b"hello world")).await?;
         w.commit(false).await?;
         // Only 5 bytes were acknowledged: the rest is dropped on the next open.
         let mut w = s.writer(up, 5, None).await?;
-        w.write(b"!").await?;
+        w.write(Bytes::from_static(b"!")).await?;
         w.commit(false).await?;
         let mut w = s.writer(up, 6, None).await?;
-        w.write(b"refused").await?;
+        w.write(Bytes::from_static(b"refused")).await?;
         w.abort().await?;
         assert_eq!(s.staging_head(up, 100).await?, b"hello!");
         assert!(s.writer(up, 50, None).await.is_err());

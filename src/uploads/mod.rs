@@ -49,6 +49,8 @@ use crate::{
 
 /// How long a PATCH's lease lasts without renewal.
 const LEASE: Duration = Duration::from_secs(60);
+/// Chunks waiting for the hashing thread (a request body's chunks are 8–64 KiB).
+const HASH_QUEUE: usize = 64;
 /// How often a PATCH that is still receiving renews its lease.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 
@@ -276,8 +278,20 @@ async fn receive(
         return Err(too_large(max));
     }
     let mut out = app.storage.writer(row.id, offset, row.storage_state.as_deref()).await.map_err(io_error)?;
+    // Hashing runs on a blocking thread of its own, fed through a channel, so it overlaps with
+    // receiving and storing the bytes instead of taking turns with them.
     let mut hash = load_hash(&row.hash_state)?;
     let mut check = req.checksum.as_ref().map(|(algo, _)| aws_lc_rs::digest::Context::new(algo.digest()));
+    let (feed, mut chunks) = tokio::sync::mpsc::channel::<bytes::Bytes>(HASH_QUEUE);
+    let hasher = tokio::task::spawn_blocking(move || {
+        while let Some(b) = chunks.blocking_recv() {
+            hash.update(&b);
+            if let Some(c) = check.as_mut() {
+                c.update(&b);
+            }
+        }
+        (hash, check)
+    });
     let mut received: u64 = 0;
     let mut over = false;
     let mut hung_up = None;
@@ -290,12 +304,11 @@ async fn receive(
                     over = true;
                     break;
                 }
-                out.write(&chunk).await.map_err(io_error)?;
-                hash.update(&chunk);
-                if let Some(c) = check.as_mut() {
-                    c.update(&chunk);
-                }
                 received += chunk.len() as u64;
+                out.write(chunk.clone()).await.map_err(io_error)?;
+                if feed.send(chunk).await.is_err() {
+                    return Err(ApiError::internal(std::io::Error::other("the hashing thread stopped")));
+                }
                 if renewed.elapsed() >= RENEW_EVERY {
                     if !renew(app, row.id, token).await? {
                         return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost"));
@@ -309,6 +322,8 @@ async fn receive(
             }
         }
     }
+    drop(feed);
+    let (hash, check) = hasher.await.map_err(ApiError::internal)?;
     let refused = if over {
         Some(too_large(max))
     } else if let (Some((_, want)), Some(c)) = (&req.checksum, check) {
