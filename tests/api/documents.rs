@@ -27,6 +27,7 @@ crate::on_both_backends!(
     eicar_is_quarantined_and_a_clean_file_is_served,
     with_clamd_down_the_scan_policy_decides,
     images_get_a_thumbnail_once_processed,
+    patches_are_not_held_to_the_global_rate_limit,
 );
 
 const MB: usize = 1_000_000;
@@ -758,4 +759,26 @@ async fn images_get_a_thumbnail_once_processed(b: Backend) {
     assert_eq!(headers["content-type"], "image/jpeg");
     let thumb = image::load_from_memory(&body).unwrap();
     assert_eq!((thumb.width(), thumb.height()), (256, 85));
+}
+
+async fn patches_are_not_held_to_the_global_rate_limit(b: Backend) {
+    // Five requests a minute: a 12-chunk upload is more PATCHes than that.
+    let t = TestApp::with(b, |c| c.throttle.global = lexiflow::ratelimit::Quota::per_seconds(5, 60)).await;
+    let s = t.register("Limits").await;
+    let case = t.case(&s, "RL-1").await;
+    let bytes = pdf(12_000, 15);
+    let path = create(&t, &s, &case, "many.pdf", bytes.len()).await;
+    for (i, chunk) in bytes.chunks(1_000).enumerate() {
+        patch(&t, &s, &path, i * 1_000, chunk).await.expect(204);
+    }
+    // Creations and HEADs still count.
+    let mut limited = false;
+    for _ in 0..10 {
+        let r = tus(&t, Method::HEAD, &path, &s.token, &[], vec![]).await;
+        if r.status.as_u16() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "HEADs are rate-limited");
 }

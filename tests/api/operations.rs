@@ -210,17 +210,3 @@ async fn readiness_is_503_while_postgres_is_unreachable_and_200_when_it_returns(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
-
-/// SQLite's memory is one budget for the process: every connection may cache up to it, and
-/// the process-wide soft heap limit equals it, so connections recycle pages once together
-/// they hold that much.
-#[tokio::test]
-async fn sqlite_memory_is_one_budget_for_the_process() {
-    let t = TestApp::with(Backend::Sqlite, |c| c.database.sqlite_cache_mib = 3).await;
-    let rows = t.sql("PRAGMA soft_heap_limit").await;
-    let limit: i64 = rows[0].try_get_by_index(0).unwrap();
-    assert_eq!(limit, 3 * 1024 * 1024);
-    let rows = t.sql("PRAGMA cache_size").await;
-    let cache: i64 = rows[0].try_get_by_index(0).unwrap();
-    assert_eq!(cache, -3 * 1024, "negative: KiB");
-}
