@@ -2,7 +2,8 @@
 //!
 //! Mounted outside the request deadline (an upload PATCH may stream for minutes) and without
 //! the JSON body limit (the body is streamed and measured against `Upload-Length`), but
-//! behind authentication and the global rate limit like every other route.
+//! behind authentication like every other route, and the global rate limit for all but
+//! PATCH (see [`limit`]).
 
 use axum::{
     extract::{Request, State},
