@@ -28,6 +28,7 @@ crate::on_both_backends!(
     with_clamd_down_the_scan_policy_decides,
     images_get_a_thumbnail_once_processed,
     patches_are_not_held_to_the_global_rate_limit,
+    an_upload_started_on_one_instance_continues_on_another,
 );
 
 const MB: usize = 1_000_000;
@@ -781,4 +782,27 @@ async fn patches_are_not_held_to_the_global_rate_limit(b: Backend) {
         }
     }
     assert!(limited, "HEADs are rate-limited");
+}
+
+async fn an_upload_started_on_one_instance_continues_on_another(b: Backend) {
+    // Two instances on one database and one store (S3 on PostgreSQL, the same directory on
+    // SQLite), as behind a load balancer: the state lives in the row, not in either process.
+    let a = TestApp::new(b).await;
+    let other = a.sibling().await;
+    let s = a.register("Two").await;
+    let case = a.case(&s, "2-1").await;
+    let bytes = pdf(6 * 1024 * 1024 + 123, 16);
+    let third = bytes.len() / 3;
+    let path = create(&a, &s, &case, "split.pdf", bytes.len()).await;
+    patch(&a, &s, &path, 0, &bytes[..third]).await.expect(204);
+    assert_eq!(offset(&other, &s, &path).await, third as u64);
+    patch(&other, &s, &path, third, &bytes[third..2 * third]).await.expect(204);
+    patch(&a, &s, &path, 2 * third, &bytes[2 * third..]).await.expect(204);
+    let id = path.rsplit('/').next().unwrap();
+    let doc = file_document(&other, &s, &case, id, json!({})).await;
+    let (status, _, body) = a
+        .raw(Method::GET, &format!("/api/v1/documents/{}/download", doc["id"].as_str().unwrap()), Some(&s.token), &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(sha256_hex(&body), sha256_hex(&bytes));
 }
