@@ -212,6 +212,16 @@ async fn visible_document(
     Ok((doc, access))
 }
 
+/// Finishes the upload first if its completion failed before (see
+/// `uploads::finish_stranded`); an upload that is not the caller's, or not there, is left for
+/// [`take_upload`] to refuse.
+async fn finish_upload(app: &App, p: &Principal, id: UploadId) -> ApiResult<()> {
+    if let Ok(row) = crate::uploads::find(app, p, id).await {
+        crate::uploads::finish_stranded(app, p, row).await?;
+    }
+    Ok(())
+}
+
 /// Takes the caller's finished upload for `case` out of the uploads table: its blob reference
 /// passes to the version being made. 404 for anything else (not theirs, not finished,
 /// expired, already used, another case's).
@@ -292,6 +302,7 @@ pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreateDocu
     check_type(&mut f, &input.doc_type);
     let tags = clean_tags(&mut f, &input.tags);
     f.finish()?;
+    finish_upload(app, p, input.upload_id).await?;
     let (title, tags, input) = (&title, &tags, &input);
     app.write(TxOptions::write(), |tx| async move {
         let access = visible_case(&tx, p, case_id).await?.with_sealed_grant(&tx).await?;
@@ -349,6 +360,7 @@ pub async fn add_version(app: &App, p: &Principal, id: DocumentId, input: AddVer
     let mut f = Fields::default();
     let note = f.opt_text("changeNote", input.change_note.as_deref(), MAX_NOTE);
     f.finish()?;
+    finish_upload(app, p, input.upload_id).await?;
     let (note, input) = (&note, &input);
     app.write(TxOptions::write(), |tx| async move {
         let (doc, access) = visible_document(&tx, p, id, true).await?;

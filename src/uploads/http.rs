@@ -214,7 +214,11 @@ pub async fn head(State(app): State<App>, p: Principal, AppPath(id): AppPath<Upl
     if let Some(res) = version_refused(&h) {
         return res;
     }
-    match super::find(&app, &p, id).await {
+    let row = match super::find(&app, &p, id).await {
+        Ok(row) => super::finish_stranded(&app, &p, row).await,
+        Err(e) => Err(e),
+    };
+    match row {
         Ok(row) => {
             let mut headers = progress_headers(&row);
             headers.push((UPLOAD_LENGTH, value(&row.length.to_string())));
@@ -282,6 +286,7 @@ pub async fn get(
     AppPath(id): AppPath<UploadId>,
 ) -> ApiResult<Envelope<UploadView>> {
     let row = super::find(&app, &p, id).await?;
+    let row = super::finish_stranded(&app, &p, row).await?;
     Ok(Envelope::ok(UploadView {
         id: UploadId(row.id),
         case_id: row.case_id,

@@ -231,6 +231,49 @@ async fn release(app: &App, id: Uuid, token: Uuid, progress: Option<(i64, &Sha25
     Ok(())
 }
 
+/// Records that every byte of the upload is stored (the offset at the length, the final hash
+/// state), keeping the lease for the completion that follows.
+async fn record_full(app: &App, id: Uuid, token: Uuid, hash: &Sha256) -> ApiResult<()> {
+    let res = app
+        .db
+        .execute_raw(db::portable(
+            app.db.get_database_backend(),
+            "UPDATE uploads SET \"offset\" = length, hash_state = ?, storage_state = NULL, updated_at = ? \
+             WHERE id = ? AND lock_token = ?",
+            vec![save_hash(hash).into(), clock::now().into(), id.into(), token.into()],
+        ))
+        .await?;
+    if res.rows_affected() != 1 {
+        return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost; resume from HEAD"));
+    }
+    Ok(())
+}
+
+/// Finishes an upload whose bytes are all stored but whose completion failed (the request
+/// that carried the last bytes ended in an error after they were recorded); a no-op for any
+/// other. Called where a client looks next: HEAD, GET, and filing it as a document.
+pub async fn finish_stranded(app: &App, p: &Principal, row: model::Model) -> ApiResult<model::Model> {
+    if row.completed_at.is_some() || row.offset != row.length {
+        return Ok(row);
+    }
+    let token = Uuid::now_v7();
+    let row = acquire(app, p, UploadId(row.id), token).await?;
+    if row.completed_at.is_some() || row.offset != row.length {
+        release(app, row.id, token, None).await?;
+        return Ok(row);
+    }
+    let id = row.id;
+    tracing::info!(upload_id = %id, "finishing an upload whose completion failed before");
+    let result = match load_hash(&row.hash_state) {
+        Ok(hash) => complete(app, row, hash, token).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        let _ = release(app, id, token, None).await;
+    }
+    result
+}
+
 /// What one PATCH asks.
 #[derive(Debug)]
 pub struct Patch {
@@ -346,26 +389,33 @@ async fn receive(
     let committed = out.commit(last).await.map_err(io_error)?;
     metrics::counter!("lexiflow_upload_bytes_total").increment(received);
     let id = row.id;
-    let result = if last {
-        complete(app, row, hash, token).await
-    } else {
-        release(app, id, token, Some((new_offset as i64, &hash, committed.state.clone()))).await.map(|()| {
-            model::Model {
-                offset: new_offset as i64,
-                hash_state: save_hash(&hash),
-                storage_state: committed.state,
-                ..row
-            }
-        })
-    };
-    // The previous PATCH's tail, now superseded (only once the new state is recorded).
-    if result.is_ok() {
-        for key in committed.garbage {
+    // The previous PATCH's tail, superseded once the new state is recorded.
+    let sweep = |garbage: Vec<String>| async move {
+        for key in garbage {
             if let Err(e) = app.storage.delete(&key).await {
                 tracing::warn!(upload_id = %id, error = %e, "could not delete a superseded staging object");
             }
         }
-    }
+    };
+    let result = if last {
+        // Every byte is stored: recorded first, so that a completion that fails from here on
+        // (the database going away mid-transaction) is finished later instead of stranding
+        // the upload (`finish_stranded`).
+        record_full(app, id, token, &hash).await?;
+        sweep(committed.garbage).await;
+        complete(app, row, hash, token).await
+    } else {
+        let r = release(app, id, token, Some((new_offset as i64, &hash, committed.state.clone()))).await;
+        if r.is_ok() {
+            sweep(committed.garbage).await;
+        }
+        r.map(|()| model::Model {
+            offset: new_offset as i64,
+            hash_state: save_hash(&hash),
+            storage_state: committed.state,
+            ..row
+        })
+    };
     if let Some(e) = hung_up {
         tracing::info!(upload_id = %id, offset = new_offset, error = %e, "upload PATCH ended early; received bytes kept");
     }
@@ -375,7 +425,15 @@ async fn receive(
 /// Finishes an upload whose last byte is stored: type, size guard, blob, processing job.
 async fn complete(app: &App, row: model::Model, hash: Sha256, token: Uuid) -> ApiResult<model::Model> {
     let sha = crate::audit::chain::hex(&hash.finalize());
-    let head = app.storage.staging_head(row.id, sniff::HEAD_BYTES).await.map_err(io_error)?;
+    let key = Storage::blob_key(row.firm_id, &sha);
+    let head = match app.storage.staging_head(row.id, sniff::HEAD_BYTES).await {
+        Ok(h) => h,
+        // A failed earlier completion already moved the bytes to their blob.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            app.storage.head(&key, sniff::HEAD_BYTES).await.map_err(io_error)?
+        }
+        Err(e) => return Err(io_error(e)),
+    };
     let refused = |message: String| async {
         // It can never become a document: gone now, rather than left to expire.
         discard(app, &row).await?;
@@ -395,7 +453,7 @@ async fn complete(app: &App, row: model::Model, hash: Sha256, token: Uuid) -> Ap
         ))
         .await;
     }
-    let (firm, size, id, key) = (row.firm_id, row.length, row.id, Storage::blob_key(row.firm_id, &sha));
+    let (firm, size, id) = (row.firm_id, row.length, row.id);
     let (sha, key) = (&sha, &key);
     let scanning = app.config.files.clamd_addr.is_some();
     let blob_id = app

@@ -29,6 +29,7 @@ crate::on_both_backends!(
     images_get_a_thumbnail_once_processed,
     patches_are_not_held_to_the_global_rate_limit,
     an_upload_started_on_one_instance_continues_on_another,
+    a_completion_that_failed_is_finished_when_the_client_comes_back,
 );
 
 const MB: usize = 1_000_000;
@@ -805,4 +806,57 @@ async fn an_upload_started_on_one_instance_continues_on_another(b: Backend) {
         .await;
     assert_eq!(status, 200);
     assert_eq!(sha256_hex(&body), sha256_hex(&bytes));
+}
+
+async fn a_completion_that_failed_is_finished_when_the_client_comes_back(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Fail").await;
+    let case = t.case(&s, "F-1").await;
+    // The database refuses to mark uploads complete: the completion fails after the bytes were
+    // moved to their blob (the last statement of its transaction), as if the database went away.
+    match b {
+        Backend::Sqlite => {
+            t.sql_exec(
+                "CREATE TRIGGER fail_completion BEFORE UPDATE ON uploads WHEN NEW.completed_at IS NOT NULL \
+                 BEGIN SELECT RAISE(ABORT, 'simulated failure'); END",
+            )
+            .await
+        }
+        Backend::Postgres => {
+            t.sql_exec(
+                "CREATE FUNCTION fail_completion() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.completed_at IS NOT NULL THEN RAISE EXCEPTION 'simulated failure'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql",
+            )
+            .await;
+            t.sql_exec(
+                "CREATE TRIGGER fail_completion BEFORE UPDATE ON uploads FOR EACH ROW EXECUTE FUNCTION fail_completion()",
+            )
+            .await;
+        }
+    }
+    let bytes = pdf(6 * 1024 * 1024 + 7, 17);
+    let path = create(&t, &s, &case, "late.pdf", bytes.len()).await;
+    patch(&t, &s, &path, 0, &bytes[..3_000_000]).await.expect(204);
+    let r = patch(&t, &s, &path, 3_000_000, &bytes[3_000_000..]).await;
+    r.expect(500);
+    match b {
+        Backend::Sqlite => t.sql_exec("DROP TRIGGER fail_completion").await,
+        Backend::Postgres => t.sql_exec("DROP TRIGGER fail_completion ON uploads").await,
+    }
+    // The client comes back: HEAD finishes the upload and says it is whole.
+    let head = tus(&t, Method::HEAD, &path, &s.token, &[], vec![]).await;
+    head.expect(200);
+    assert_eq!(head.header("upload-offset"), Some(bytes.len().to_string().as_str()));
+    let id = path.rsplit('/').next().unwrap();
+    let up = t.get(&format!("/api/v1/uploads/{id}"), &s.token).await;
+    assert_eq!(up.data()["completed"], true);
+    assert_eq!(up.data()["sha256"], sha256_hex(&bytes));
+    let doc = file_document(&t, &s, &case, id, json!({})).await;
+    let (status, _, body) = t
+        .raw(Method::GET, &format!("/api/v1/documents/{}/download", doc["id"].as_str().unwrap()), Some(&s.token), &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(sha256_hex(&body), sha256_hex(&bytes));
+    assert!(t.app.storage.list("staging").await.unwrap().is_empty(), "{:?}", t.app.storage.list("staging").await);
 }
