@@ -9,7 +9,14 @@ use utoipa::{
 /// The document's fixed parts.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "LexiFlow API", description = "Legal practice management: firms, users, cases, teams and parties. Every response is enveloped: `{success, data, meta}` or `{success:false, error:{code,message,details,retryable}, meta}`."),
+    info(title = "LexiFlow API", description = "Legal practice management: firms, users, cases, teams, parties, dockets and documents. Every response is enveloped: `{success, data, meta}` or `{success:false, error:{code,message,details,retryable}, meta}`."),
+    paths(
+        crate::uploads::http::create,
+        crate::uploads::http::head,
+        crate::uploads::http::patch,
+        crate::uploads::http::delete,
+        crate::uploads::http::get,
+    ),
     modifiers(&BearerAuth),
     security(("bearerAuth" = [])),
     tags(
@@ -21,6 +28,8 @@ use utoipa::{
         (name = "admin", description = "Operating the job queue (operator admins)"),
         (name = "api-keys", description = "Keys for the firm's other systems (admins)"),
         (name = "webhooks", description = "Signed, durable event deliveries to the firm's systems"),
+        (name = "documents", description = "A case's documents and their versions; downloads"),
+        (name = "uploads", description = "Resumable uploads (tus 1.0.0; see docs/DOCUMENTS.md)"),
     )
 )]
 pub struct ApiDoc;

@@ -16,7 +16,12 @@ use super::{Creation, Patch, model, tus};
 use crate::{
     app::App,
     auth::Principal,
-    http::{ApiError, ApiResult, AppPath, Envelope, context::detached, error::ErrorCode},
+    http::{
+        ApiError, ApiResult, AppPath, Envelope,
+        context::detached,
+        envelope::{ErrorBody, Success},
+        error::ErrorCode,
+    },
     ids::UploadId,
 };
 
@@ -162,6 +167,16 @@ fn patch_request(h: &HeaderMap, offset_required: bool) -> Result<Option<Patch>, 
     Ok(Some(Patch { offset, content_length: number(h, &header::CONTENT_LENGTH)?, checksum }))
 }
 
+/// Create an upload (tus 1.0 creation; creation-with-upload when the body carries bytes as
+/// `application/offset+octet-stream`). `Upload-Metadata` must hold `filename` and `caseId`
+/// (base64 values, tus style). See docs/DOCUMENTS.md.
+#[utoipa::path(post, path = "/api/v1/uploads", tag = "uploads",
+    params(
+        ("Tus-Resumable" = String, Header, description = "1.0.0"),
+        ("Upload-Length" = u64, Header, description = "the file's size in bytes"),
+        ("Upload-Metadata" = String, Header, description = "`filename <base64>,caseId <base64>[,filetype <base64>]`"),
+    ),
+    responses((status = 201, description = "created; `Location` is the upload's URL, `Upload-Expires` when it lapses"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 413, body = ErrorBody)))]
 /// `POST /uploads`: creation (and creation-with-upload when the body carries bytes).
 /// `Upload-Metadata` must hold `filename` and `caseId` (a case the caller may change);
 /// `filetype` is kept as declared but never trusted.
@@ -209,6 +224,10 @@ pub async fn create(State(app): State<App>, p: Principal, req: Request) -> Respo
     }
 }
 
+/// Where to resume: `Upload-Offset`, `Upload-Length`, `Upload-Metadata`, `Upload-Expires`.
+#[utoipa::path(head, path = "/api/v1/uploads/{id}", tag = "uploads",
+    params(("id" = UploadId, Path, description = "upload id"), ("Tus-Resumable" = String, Header, description = "1.0.0")),
+    responses((status = 200, description = "the upload's offset in `Upload-Offset`"), (status = 404, description = "no such upload of yours")))]
 /// `HEAD /uploads/{id}`: where to resume.
 pub async fn head(State(app): State<App>, p: Principal, AppPath(id): AppPath<UploadId>, h: HeaderMap) -> Response {
     if let Some(res) = version_refused(&h) {
@@ -232,6 +251,17 @@ pub async fn head(State(app): State<App>, p: Principal, AppPath(id): AppPath<Upl
     }
 }
 
+/// Send bytes at `Upload-Offset` (`application/offset+octet-stream`), optionally with
+/// `Upload-Checksum: sha1|sha256 <base64>`.
+#[utoipa::path(patch, path = "/api/v1/uploads/{id}", tag = "uploads",
+    params(
+        ("id" = UploadId, Path, description = "upload id"),
+        ("Tus-Resumable" = String, Header, description = "1.0.0"),
+        ("Upload-Offset" = u64, Header, description = "where these bytes go"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`sha1 <base64>` or `sha256 <base64>` of this request's bytes"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
+    responses((status = 204, description = "stored; the new `Upload-Offset`"), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 423, body = ErrorBody), (status = 460, body = ErrorBody, description = "checksum mismatch")))]
 /// `PATCH /uploads/{id}`: bytes at `Upload-Offset`. A wrong offset is 409, a checksum
 /// mismatch 460, bytes past `Upload-Length` 413, another PATCH in progress 423; each changes
 /// nothing. The work runs to its end even if the client hangs up.
@@ -252,6 +282,10 @@ pub async fn patch(State(app): State<App>, p: Principal, AppPath(id): AppPath<Up
     }
 }
 
+/// Terminate an upload: it and its bytes are removed.
+#[utoipa::path(delete, path = "/api/v1/uploads/{id}", tag = "uploads",
+    params(("id" = UploadId, Path, description = "upload id"), ("Tus-Resumable" = String, Header, description = "1.0.0")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 423, body = ErrorBody)))]
 /// `DELETE /uploads/{id}`: termination.
 pub async fn delete(State(app): State<App>, p: Principal, AppPath(id): AppPath<UploadId>, h: HeaderMap) -> Response {
     if let Some(res) = version_refused(&h) {
@@ -279,6 +313,11 @@ pub struct UploadView {
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// The upload as JSON (not part of tus): offset, length, and once complete its sniffed type
+/// and SHA-256.
+#[utoipa::path(get, path = "/api/v1/uploads/{id}", tag = "uploads",
+    params(("id" = UploadId, Path, description = "upload id")),
+    responses((status = 200, body = Success<UploadView>), (status = 404, body = ErrorBody)))]
 /// `GET /uploads/{id}`: the upload's state as JSON (not part of tus).
 pub async fn get(
     State(app): State<App>,

@@ -152,6 +152,12 @@ async fn openapi_document_lists_every_route() {
         ("/api/v1/cases/{id}/team/{userId}", &["delete"]),
         ("/api/v1/cases/{id}/parties", &["get", "post"]),
         ("/api/v1/cases/{id}/parties/{partyId}", &["get", "patch", "delete"]),
+        ("/api/v1/cases/{id}/documents", &["get", "post"]),
+        ("/api/v1/documents/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/documents/{id}/versions", &["get", "post"]),
+        ("/api/v1/documents/{id}/download", &["get"]),
+        ("/api/v1/uploads", &["post"]),
+        ("/api/v1/uploads/{id}", &["head", "patch", "delete", "get"]),
     ] {
         let entry = paths.get(path).unwrap_or_else(|| panic!("{path} missing from the OpenAPI document"));
         for m in methods {
