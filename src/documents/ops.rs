@@ -295,6 +295,17 @@ fn announce(tx: &db::Tx, p: &Principal, t: EventType, doc: &DocumentView) {
     );
 }
 
+/// Audits a new document or version (`event`, on the document's case) and announces it; when
+/// its file was processed already (the same bytes were uploaded before), that too.
+async fn record_filing(tx: &db::Tx, p: &Principal, view: &DocumentView, event: AuditEvent) -> ApiResult<()> {
+    audit::record(tx, p.firm_id, &Actor::user(p), event.case(view.case_id.0)).await?;
+    announce(tx, p, EventType::DocumentUploaded, view);
+    if view.latest.as_ref().is_some_and(|v| v.scan_status != "pending") {
+        announce(tx, p, EventType::DocumentProcessed, view);
+    }
+    Ok(())
+}
+
 /// Files a new document on a case, with version 1 from a finished upload.
 pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreateDocument) -> ApiResult<DocumentView> {
     let mut f = Fields::default();
@@ -333,21 +344,10 @@ pub async fn create(app: &App, p: &Principal, case_id: CaseId, input: CreateDocu
         };
         document::Entity::insert(doc.clone().into_active_model()).exec(&tx).await?;
         let v = add_version_row(&tx, p, &doc, 1, up, None).await?;
-        let settled = v.scan_status != "pending";
         let view = document_view(doc, Some(v));
-        audit::record(
-            &tx,
-            p.firm_id,
-            &Actor::user(p),
-            AuditEvent::new("document.create", "document", Some(view.id.to_string()))
-                .case(case_id.0)
-                .created_fields(&audit::json(&view)),
-        )
-        .await?;
-        announce(&tx, p, EventType::DocumentUploaded, &view);
-        if settled {
-            announce(&tx, p, EventType::DocumentProcessed, &view);
-        }
+        let event = AuditEvent::new("document.create", "document", Some(view.id.to_string()))
+            .created_fields(&audit::json(&view));
+        record_filing(&tx, p, &view, event).await?;
         Ok(view)
     })
     .await
@@ -378,21 +378,10 @@ pub async fn add_version(app: &App, p: &Principal, id: DocumentId, input: AddVer
         let now = clock::now();
         let doc = document::Model { current_version: number, version: doc.version + 1, updated_at: now, ..doc };
         document::Entity::update(doc.clone().into_active_model().reset_all()).exec(&tx).await?;
-        let settled = v.scan_status != "pending";
         let view = document_view(doc, Some(v));
-        audit::record(
-            &tx,
-            p.firm_id,
-            &Actor::user(p),
-            AuditEvent::new("document.version.create", "document", Some(view.id.to_string()))
-                .case(view.case_id.0)
-                .changes(serde_json::json!({ "currentVersion": { "to": number } })),
-        )
-        .await?;
-        announce(&tx, p, EventType::DocumentUploaded, &view);
-        if settled {
-            announce(&tx, p, EventType::DocumentProcessed, &view);
-        }
+        let event = AuditEvent::new("document.version.create", "document", Some(view.id.to_string()))
+            .changes(serde_json::json!({ "currentVersion": { "to": number } }));
+        record_filing(&tx, p, &view, event).await?;
         Ok(view)
     })
     .await

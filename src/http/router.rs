@@ -177,8 +177,8 @@ pub fn build(app: App) -> Router {
         .with_state(app)
 }
 
-/// `/api/v1/uploads`: tus, authenticated; under the global rate limit but for the PATCHes
-/// that carry an upload's bytes (see `uploads::http::limit`).
+/// `/api/v1/uploads`: tus, authenticated and under the global rate limit (which exempts the
+/// PATCHes that carry an upload's bytes: `ratelimit::exempt`).
 fn uploads_routes(app: &App) -> Router<App> {
     use axum::routing::post;
     Router::new()
@@ -189,7 +189,7 @@ fn uploads_routes(app: &App) -> Router<App> {
         )
         .route_layer(middleware::from_fn_with_state(app.clone(), require_auth))
         .route_layer(middleware::from_fn(record_route))
-        .layer(middleware::from_fn_with_state(app.clone(), uploads::http::limit))
+        .layer(middleware::from_fn_with_state(app.clone(), global_limit))
         .layer(uploads_cors(&app.config.cors_origins))
         // Outside CORS, which takes every OPTIONS for a preflight: tus's discovery request
         // (OPTIONS without Access-Control-Request-Method) is answered here. Public, as it

@@ -95,9 +95,8 @@ struct S3Staging {
     upload_id: Option<String>,
     /// The parts sent, in order (their ETags).
     parts: Vec<String>,
-    /// The object holding the bytes after the last part, and how many.
+    /// The object holding the bytes after the last part (the offset less the parts' bytes).
     tail: Option<String>,
-    tail_len: u64,
 }
 
 impl Storage {
@@ -224,12 +223,6 @@ impl Storage {
                     Some(s) => serde_json::from_str(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
                     None => S3Staging::default(),
                 };
-                if staged.parts.len() as u64 * PART as u64 + staged.tail_len != offset {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("staging state of upload {upload} does not add up to its offset {offset}"),
-                    ));
-                }
                 let mut buf = BytesMut::with_capacity(PART);
                 if let Some(tail) = &staged.tail {
                     buf.extend_from_slice(
@@ -241,6 +234,13 @@ impl Storage {
                             .await
                             .map_err(os_err)?,
                     );
+                }
+                // The parts and the tail must add up to the offset the row records.
+                if staged.parts.len() as u64 * PART as u64 + buf.len() as u64 != offset {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("staging state of upload {upload} does not add up to its offset {offset}"),
+                    ));
                 }
                 let path = Self::object(prefix, &Self::staging_key(upload))?;
                 Ok(Writer(WriterKind::S3 { store: store.clone(), prefix: prefix.clone(), upload, path, staged, buf }))
@@ -564,7 +564,6 @@ impl Writer {
                     }
                     return Ok(Committed { state: None, garbage });
                 }
-                staged.tail_len = buf.len() as u64;
                 if !buf.is_empty() {
                     let key = format!("staging/{upload}.tail-{}", Uuid::now_v7());
                     store

@@ -2,8 +2,8 @@
 //!
 //! Mounted outside the request deadline (an upload PATCH may stream for minutes) and without
 //! the JSON body limit (the body is streamed and measured against `Upload-Length`), but
-//! behind authentication like every other route, and the global rate limit for all but
-//! PATCH (see [`limit`]).
+//! behind authentication and the global rate limit like every other route (which exempts
+//! PATCH: see `ratelimit::exempt`).
 
 use axum::{
     extract::{Request, State},
@@ -105,17 +105,6 @@ fn location(row: &model::Model) -> HeaderValue {
 
 fn progress_headers(row: &model::Model) -> Vec<(HeaderName, HeaderValue)> {
     vec![(UPLOAD_OFFSET, value(&row.offset.to_string())), (UPLOAD_EXPIRES, value(&super::expires_header(row)))]
-}
-
-/// The global rate limit for every upload request but PATCH. A 1 GiB upload in 5 MiB chunks
-/// is 205 PATCHes, more than `THROTTLE_LIMIT` (100 a minute) allows; a PATCH is bounded
-/// instead by the upload's lease (one at a time per upload) and by the creations, which are
-/// limited.
-pub async fn limit(State(app): State<App>, req: Request, next: axum::middleware::Next) -> Response {
-    if req.method() == axum::http::Method::PATCH {
-        return next.run(req).await;
-    }
-    crate::ratelimit::global_limit(State(app), req, next).await
 }
 
 /// Answers tus's discovery request (`OPTIONS` that is not a CORS preflight) on the uploads

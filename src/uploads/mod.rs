@@ -77,10 +77,6 @@ fn load_hash(s: &str) -> ApiResult<Sha256> {
     Sha256::deserialize(&state).map_err(|_| ApiError::internal(std::io::Error::other("stored hash state is invalid")))
 }
 
-fn io_error(e: std::io::Error) -> ApiError {
-    ApiError::internal(e)
-}
-
 fn too_large(max: u64) -> ApiError {
     ApiError::new(
         ErrorCode::PayloadTooLarge,
@@ -146,7 +142,13 @@ pub async fn create(app: &App, p: &Principal, c: Creation) -> ApiResult<model::M
     model::Entity::insert(sea_orm::IntoActiveModel::into_active_model(row.clone())).exec(&app.db).await?;
     if row.length == 0 {
         // Nothing to send: finished at once.
-        app.storage.writer(row.id, 0, None).await.map_err(io_error)?.commit(true).await.map_err(io_error)?;
+        app.storage
+            .writer(row.id, 0, None)
+            .await
+            .map_err(ApiError::internal)?
+            .commit(true)
+            .await
+            .map_err(ApiError::internal)?;
         return complete(app, row, Sha256::new(), Uuid::now_v7()).await;
     }
     Ok(row)
@@ -320,7 +322,7 @@ async fn receive(
     if req.content_length.is_some_and(|n| n > room) {
         return Err(too_large(max));
     }
-    let mut out = app.storage.writer(row.id, offset, row.storage_state.as_deref()).await.map_err(io_error)?;
+    let mut out = app.storage.writer(row.id, offset, row.storage_state.as_deref()).await.map_err(ApiError::internal)?;
     // Hashing runs on a blocking thread of its own, fed through a channel, so it overlaps with
     // receiving and storing the bytes instead of taking turns with them.
     let mut hash = load_hash(&row.hash_state)?;
@@ -348,7 +350,7 @@ async fn receive(
                     break;
                 }
                 received += chunk.len() as u64;
-                out.write(chunk.clone()).await.map_err(io_error)?;
+                out.write(chunk.clone()).await.map_err(ApiError::internal)?;
                 if feed.send(chunk).await.is_err() {
                     return Err(ApiError::internal(std::io::Error::other("the hashing thread stopped")));
                 }
@@ -381,12 +383,12 @@ async fn receive(
         None
     };
     if let Some(e) = refused {
-        out.abort().await.map_err(io_error)?;
+        out.abort().await.map_err(ApiError::internal)?;
         return Err(e);
     }
     let new_offset = offset + received;
     let last = new_offset == length;
-    let committed = out.commit(last).await.map_err(io_error)?;
+    let committed = out.commit(last).await.map_err(ApiError::internal)?;
     metrics::counter!("lexiflow_upload_bytes_total").increment(received);
     let id = row.id;
     // The previous PATCH's tail, superseded once the new state is recorded.
@@ -430,9 +432,9 @@ async fn complete(app: &App, row: model::Model, hash: Sha256, token: Uuid) -> Ap
         Ok(h) => h,
         // A failed earlier completion already moved the bytes to their blob.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            app.storage.head(&key, sniff::HEAD_BYTES).await.map_err(io_error)?
+            app.storage.head(&key, sniff::HEAD_BYTES).await.map_err(ApiError::internal)?
         }
-        Err(e) => return Err(io_error(e)),
+        Err(e) => return Err(ApiError::internal(e)),
     };
     let refused = |message: String| async {
         // It can never become a document: gone now, rather than left to expire.
@@ -485,10 +487,10 @@ async fn complete(app: &App, row: model::Model, hash: Sha256, token: Uuid) -> Ap
             let blob_id: Uuid = got.try_get("", "id")?;
             let stored_at: String = got.try_get("", "storage_key")?;
             if stored_at == *key {
-                app.storage.promote(id, key).await.map_err(io_error)?;
+                app.storage.promote(id, key).await.map_err(ApiError::internal)?;
             } else {
                 // Quarantined content: the new copy is not kept.
-                app.storage.discard_staging(id, None).await.map_err(io_error)?;
+                app.storage.discard_staging(id, None).await.map_err(ApiError::internal)?;
             }
             let res = tx
                 .execute_raw(db::portable(
@@ -546,7 +548,7 @@ async fn discard_with(db: &DatabaseConnection, storage: &Storage, row: &model::M
     })
     .await?;
     drop(done.events);
-    storage.discard_staging(id, state.as_deref()).await.map_err(io_error)
+    storage.discard_staging(id, state.as_deref()).await.map_err(ApiError::internal)
 }
 
 /// tus termination: the upload and its bytes are removed (423 while a PATCH holds it).
@@ -602,9 +604,9 @@ async fn collect_garbage(db: &DatabaseConnection, storage: &Storage) -> ApiResul
             let Some(row) = row else { return Ok::<_, ApiError>(false) };
             let key: String = row.try_get("", "storage_key")?;
             let thumb: Option<String> = row.try_get("", "thumbnail_key")?;
-            storage.delete(&key).await.map_err(io_error)?;
+            storage.delete(&key).await.map_err(ApiError::internal)?;
             if let Some(t) = thumb {
-                storage.delete(&t).await.map_err(io_error)?;
+                storage.delete(&t).await.map_err(ApiError::internal)?;
             }
             tx.execute_raw(db::portable(backend, "DELETE FROM blobs WHERE id = ?", vec![id.into()])).await?;
             Ok(true)
