@@ -14,7 +14,11 @@
 //!   ([`cases::access`]); bulk create, update and delete.
 //! - [`parties`]: the parties to a case.
 //! - [`docket`]: each case's numbered docket entries (sealed and restricted ones included).
+//! - [`documents`]: a case's documents and their numbered versions, downloads, and the job
+//!   that scans a stored file and makes its thumbnail.
 //! - [`reports`]: the case summary report, cached and warmed by a job.
+//! - [`api_keys`]: keys for a firm's other systems, with scopes.
+//! - [`webhooks`]: signed webhook subscriptions and their durable deliveries.
 //! - [`audit`]: the tamper-evident audit trail every change writes to.
 //! - [`jobs`]: the jobs run on the durable queue (crate `lexiflow-queue`), and its admin API.
 //! - [`import`]: `lexiflow import`, CSV in bulk through the same operations.
@@ -38,9 +42,13 @@
 //! - [`health`]: liveness, readiness and health probes.
 //! - [`ratelimit`]: GCRA rate limits, in process or shared through Redis.
 //! - [`resilience`]: timeouts, retries and circuit breakers for calls leaving the process.
+//! - [`outbound`]: the one HTTP client for calls out (deadlines, breakers, SSRF guard).
 //! - [`redis_link`]: the shared Redis connection of the scale-out shape (fails fast while down).
 //! - [`telemetry`]: Prometheus metrics, the system snapshot, logs and OTLP trace export.
 //! - [`realtime`]: the Socket.IO gateway on `/socket.io/`, namespace `/events`, fed from the outbox.
+//! - [`uploads`]: tus 1.0 resumable uploads, their type sniffing, dedup into blobs and expiry.
+//! - [`storage`]: where file bytes live: `UPLOAD_DIR` or an S3-compatible bucket.
+//! - [`clamd`]: the ClamAV client (INSTREAM), behind a circuit breaker.
 //! - [`app`]: the [`app::App`] value that holds every handle; [`server`]: serving it.
 //!
 //! `docs/ARCHITECTURE.md` walks one request from socket to database and back.
