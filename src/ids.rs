@@ -63,4 +63,6 @@ id_type!(
     DocumentId,
     /// A tus upload.
     UploadId,
+    /// A calendar event.
+    CalendarEventId,
 );

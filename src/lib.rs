@@ -16,6 +16,8 @@
 //! - [`docket`]: each case's numbered docket entries (sealed and restricted ones included).
 //! - [`documents`]: a case's documents and their numbered versions, downloads, and the job
 //!   that scans a stored file and makes its thumbnail.
+//! - [`calendar`]: events with reminders, court deadlines computed by rule (FRCP 6(a)), and a
+//!   per-user `.ics` feed.
 //! - [`reports`]: the case summary report, cached and warmed by a job.
 //! - [`api_keys`]: keys for a firm's other systems, with scopes.
 //! - [`webhooks`]: signed webhook subscriptions and their durable deliveries.
@@ -61,6 +63,7 @@ pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod cache;
+pub mod calendar;
 pub mod cases;
 pub mod clamd;
 pub mod clock;

@@ -400,9 +400,31 @@ pub fn hidden_history(backend: DbBackend, access: &CaseAccess) -> Option<SimpleE
         .from(entry::Entity)
         .and_where(column(entry::Column::Id).eq(Expr::cust(entry_id)))
         .and_where(column(entry::Column::CaseId).eq(access.case.id))
+        .cond_where(hidden.clone())
+        .to_owned();
+    // The history of calendar events computed from (tied to) those entries is hidden with them.
+    use crate::calendar::model::event as cal;
+    let event_id = match backend {
+        DbBackend::Postgres => {
+            r#"CASE WHEN "audit_entries"."entity_type" = 'calendar_event' THEN CAST("audit_entries"."entity_id" AS uuid) END"#
+        }
+        _ => {
+            r#"CASE WHEN "audit_entries"."entity_type" = 'calendar_event' THEN unhex(replace("audit_entries"."entity_id", '-', '')) END"#
+        }
+    };
+    let hidden_entries = Query::select()
+        .column((entry::Entity, entry::Column::Id))
+        .from(entry::Entity)
+        .and_where(column(entry::Column::CaseId).eq(access.case.id))
         .cond_where(hidden)
         .to_owned();
-    Some(Expr::exists(probe).not())
+    let event_probe = Query::select()
+        .expr(Expr::val(1))
+        .from(cal::Entity)
+        .and_where(Expr::col((cal::Entity, cal::Column::Id)).eq(Expr::cust(event_id)))
+        .and_where(Expr::col((cal::Entity, cal::Column::DocketEntryId)).in_subquery(hidden_entries))
+        .to_owned();
+    Some(Expr::exists(probe).not().and(Expr::exists(event_probe).not()))
 }
 
 /// A page of the docket, in sequence order; entries the caller may not see are not there,
@@ -529,6 +551,10 @@ pub async fn update(
         }
         let updated =
             entry::Entity::find_by_id(id.0).one(tx).await?.ok_or_else(|| ApiError::not_found("docket entry"))?;
+        // Deadlines computed from this entry follow its date (audited as their own changes).
+        if updated.entry_date != current.entry_date {
+            crate::calendar::court::entry_moved(tx, p, id.0, updated.entry_date).await?;
+        }
         let flags = (updated.ever_sealed, updated.ever_restricted);
         let view = DocketEntryView::from(updated);
         let (actor, json) = (Actor::user(p), audit::json(&view));

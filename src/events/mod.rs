@@ -77,11 +77,20 @@ pub enum EventType {
     DocumentUpdated,
     #[serde(rename = "document.deleted")]
     DocumentDeleted,
+    #[serde(rename = "calendar_event.created")]
+    CalendarEventCreated,
+    #[serde(rename = "calendar_event.updated")]
+    CalendarEventUpdated,
+    #[serde(rename = "calendar_event.deleted")]
+    CalendarEventDeleted,
+    /// A reminder of a calendar event was due: `data.userIds` are told.
+    #[serde(rename = "calendar_event.reminder")]
+    CalendarEventReminder,
 }
 
 impl EventType {
     /// Every type, for parsing.
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 25] = [
         EventType::CaseCreated,
         EventType::CaseUpdated,
         EventType::CaseDeleted,
@@ -103,6 +112,10 @@ impl EventType {
         EventType::DocumentProcessed,
         EventType::DocumentUpdated,
         EventType::DocumentDeleted,
+        EventType::CalendarEventCreated,
+        EventType::CalendarEventUpdated,
+        EventType::CalendarEventDeleted,
+        EventType::CalendarEventReminder,
     ];
 
     /// The stored and published name (`case.created`).
@@ -130,6 +143,10 @@ impl EventType {
             DocumentProcessed => "document.processed",
             DocumentUpdated => "document.updated",
             DocumentDeleted => "document.deleted",
+            CalendarEventCreated => "calendar_event.created",
+            CalendarEventUpdated => "calendar_event.updated",
+            CalendarEventDeleted => "calendar_event.deleted",
+            CalendarEventReminder => "calendar_event.reminder",
         }
     }
 
@@ -151,6 +168,9 @@ impl EventType {
             ApiKeyRevoked => "api_key",
             WebhookDisabled => "webhook",
             DocumentUploaded | DocumentProcessed | DocumentUpdated | DocumentDeleted => "document",
+            CalendarEventCreated | CalendarEventUpdated | CalendarEventDeleted | CalendarEventReminder => {
+                "calendar_event"
+            }
         }
     }
 }

@@ -33,9 +33,25 @@ pub fn stale_tags(e: &DomainEvent) -> Vec<String> {
             t.extend(e.case_id.map(tags::case_team));
             t
         }
-        PartyCreated | PartyUpdated | PartyDeleted | DocketEntryCreated | DocketEntryUpdated | DocketEntryDeleted
-        | UserDisabled | UserRoleChanged | SessionRevoked | ApiKeyRevoked | WebhookDisabled | DocumentUploaded
-        | DocumentProcessed | DocumentUpdated | DocumentDeleted => Vec::new(),
+        PartyCreated
+        | PartyUpdated
+        | PartyDeleted
+        | DocketEntryCreated
+        | DocketEntryUpdated
+        | DocketEntryDeleted
+        | UserDisabled
+        | UserRoleChanged
+        | SessionRevoked
+        | ApiKeyRevoked
+        | WebhookDisabled
+        | DocumentUploaded
+        | DocumentProcessed
+        | DocumentUpdated
+        | DocumentDeleted
+        | CalendarEventCreated
+        | CalendarEventUpdated
+        | CalendarEventDeleted
+        | CalendarEventReminder => Vec::new(),
     }
 }
 

@@ -9,7 +9,7 @@ use utoipa::{
 /// The document's fixed parts.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "LexiFlow API", description = "Legal practice management: firms, users, cases, teams, parties, dockets and documents. Every response is enveloped: `{success, data, meta}` or `{success:false, error:{code,message,details,retryable}, meta}`."),
+    info(title = "LexiFlow API", description = "Legal practice management: firms, users, cases, teams, parties, dockets, documents and the calendar. Every response is enveloped: `{success, data, meta}` or `{success:false, error:{code,message,details,retryable}, meta}`."),
     paths(
         crate::uploads::http::create,
         crate::uploads::http::head,
@@ -30,6 +30,7 @@ use utoipa::{
         (name = "webhooks", description = "Signed, durable event deliveries to the firm's systems"),
         (name = "documents", description = "A case's documents and their versions; downloads"),
         (name = "uploads", description = "Resumable uploads (tus 1.0.0; see docs/DOCUMENTS.md)"),
+        (name = "calendar", description = "Events, reminders, court deadlines computed by rule, and the .ics feed (see docs/CALENDAR.md)"),
     )
 )]
 pub struct ApiDoc;

@@ -27,7 +27,7 @@ use crate::{
     app::App,
     audit, auth,
     auth::require_auth,
-    cases,
+    calendar, cases,
     config::ThrottleConfig,
     docket, documents, health, jobs, parties,
     ratelimit::{By, RoutePolicy, global_limit, route_limit},
@@ -59,6 +59,8 @@ fn public_api(app: Option<&App>) -> OpenApiRouter<App> {
         .merge(limited(OpenApiRouter::new().routes(routes!(auth::http::register)), app, REGISTER))
         .merge(limited(OpenApiRouter::new().routes(routes!(auth::http::login)), app, LOGIN))
         .merge(limited(OpenApiRouter::new().routes(routes!(auth::http::refresh)), app, REFRESH))
+        // A calendar application's subscription: the secret token in the path is the key.
+        .routes(routes!(calendar::http::feed))
 }
 
 /// Routes that need a valid access token.
@@ -121,6 +123,16 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(documents::http::versions, documents::http::add_version))
         .routes(routes!(documents::http::download))
         .routes(routes!(documents::http::thumbnail))
+        // calendar
+        .routes(routes!(calendar::http::list, calendar::http::create))
+        .routes(routes!(calendar::http::upcoming))
+        .routes(routes!(calendar::http::get, calendar::http::update, calendar::http::delete))
+        .routes(routes!(calendar::http::rules, calendar::http::add_rule))
+        .routes(routes!(calendar::http::remove_rule))
+        .routes(routes!(calendar::http::closures, calendar::http::add_closure))
+        .routes(routes!(calendar::http::remove_closure))
+        .routes(routes!(calendar::http::create_feed, calendar::http::revoke_feed))
+        .routes(routes!(calendar::http::compute))
         // reports
         .routes(routes!(reports::http::case_summary))
 }

@@ -202,6 +202,7 @@ fn builder(
         files: config.files.clone(),
     };
     let expire_storage = storage;
+    let remind_db = app_db.clone();
     let expire_db = app_db.clone();
     let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
@@ -229,6 +230,12 @@ fn builder(
             crate::documents::process::run(processor.clone(), job.payload, job.attempt, job.max_attempts)
         })
         .handler(crate::uploads::EXPIRE, move |_job| uploads_expire(expire_db.clone(), expire_storage.clone()));
+    // Calendar reminders: delayed jobs, due at their minute.
+    builder = builder
+        .queue(crate::calendar::reminders::QUEUE, 4)
+        .handler(crate::calendar::reminders::REMIND, move |job: lexiflow_queue::JobContext| {
+            crate::calendar::reminders::run(remind_db.clone(), job.payload)
+        });
     let expire = NewJob::new(crate::uploads::EXPIRE, serde_json::json!({}))
         .queue(MAINTENANCE)
         .priority(Priority::Low)

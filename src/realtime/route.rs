@@ -101,6 +101,18 @@ fn case_material(e: &DomainEvent, case: Uuid, event: &'static str) -> Emit {
     Emit { event, data: e.data.clone(), to, except }
 }
 
+/// The users a firm calendar event's view names: creator, assignee, attendees.
+fn calendar_people(data: &Value) -> Vec<Uuid> {
+    let id = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+    let mut out: Vec<Uuid> = [id(data.get("createdBy")), id(data.get("assigneeId"))].into_iter().flatten().collect();
+    if let Some(list) = data.get("attendees").and_then(Value::as_array) {
+        out.extend(list.iter().filter_map(|a| id(a.get("userId"))));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The plan for one committed event, in the order it is carried out.
 pub fn plan(e: &DomainEvent) -> Vec<Action> {
     use EventType::*;
@@ -149,6 +161,49 @@ pub fn plan(e: &DomainEvent) -> Vec<Action> {
                 _ => "document:deleted",
             };
             vec![Action::Emit(case_material(e, case, event))]
+        }
+        (CalendarEventCreated | CalendarEventUpdated | CalendarEventDeleted, case) => {
+            let mut data = e.data.clone();
+            let change = match e.event_type {
+                CalendarEventCreated => "created",
+                CalendarEventUpdated => "updated",
+                _ => "deleted",
+            };
+            if let Value::Object(o) = &mut data {
+                o.insert("change".into(), Value::String(change.into()));
+            }
+            match case {
+                Some(case) => {
+                    let mut emit = case_material(e, case, "calendar:event:changed");
+                    emit.data = data;
+                    vec![Action::Emit(emit)]
+                }
+                // A firm event: its people, and the firm's users who see everything.
+                None => {
+                    let mut to = vec![all_cases_room(firm)];
+                    to.extend(calendar_people(&e.data).into_iter().map(user_room));
+                    vec![Action::Emit(Emit { event: "calendar:event:changed", data, to, except: Vec::new() })]
+                }
+            }
+        }
+        (CalendarEventReminder, _) => {
+            let to: Vec<String> = e
+                .data
+                .get("userIds")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter().filter_map(Value::as_str).filter_map(|s| Uuid::parse_str(s).ok()).map(user_room).collect()
+                })
+                .unwrap_or_default();
+            if to.is_empty() {
+                return Vec::new();
+            }
+            let mut data = e.data.clone();
+            if let Value::Object(o) = &mut data {
+                o.remove("userIds");
+                o.insert("kind".into(), Value::String("calendar.reminder".into()));
+            }
+            vec![Action::Emit(Emit { event: "notification", data, to, except: Vec::new() })]
         }
         (TeamMemberAdded, Some(case)) => match data_user(e) {
             Some(user) => vec![Action::Emit(Emit {

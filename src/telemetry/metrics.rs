@@ -63,6 +63,7 @@ fn describe_all() {
     describe_gauge!("http_server_active_requests", "HTTP requests being served right now");
     describe_counter!("lexiflow_rate_limit_refusals_total", "Requests refused with 429, by policy");
     describe_counter!("lexiflow_upload_bytes_total", "Upload bytes durably stored (tus PATCH bodies)");
+    describe_counter!("lexiflow_calendar_reminders_total", "Calendar reminders sent (once per reminder)");
     describe_counter!(
         "lexiflow_file_scans_total",
         "Virus scans of stored files, by result (clean, infected, error, not_scanned)"

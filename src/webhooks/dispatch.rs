@@ -58,7 +58,7 @@ pub fn payload(e: &DomainEvent) -> Option<(&'static str, String)> {
     let name = match e.event_type {
         CaseCreated | CaseUpdated | CaseDeleted | PartyCreated | PartyUpdated | PartyDeleted | DocketEntryCreated
         | DocketEntryUpdated | DocketEntryDeleted | DocumentUploaded | DocumentProcessed | DocumentUpdated
-        | DocumentDeleted => e.event_type.as_str(),
+        | DocumentDeleted | CalendarEventCreated | CalendarEventUpdated | CalendarEventDeleted => e.event_type.as_str(),
         _ => return None,
     };
     let body = serde_json::json!({

@@ -158,6 +158,16 @@ async fn openapi_document_lists_every_route() {
         ("/api/v1/documents/{id}/download", &["get"]),
         ("/api/v1/uploads", &["post"]),
         ("/api/v1/uploads/{id}", &["head", "patch", "delete", "get"]),
+        ("/api/v1/calendar", &["get", "post"]),
+        ("/api/v1/calendar/upcoming", &["get"]),
+        ("/api/v1/calendar/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/calendar/rules", &["get", "post"]),
+        ("/api/v1/calendar/rules/{ruleId}", &["delete"]),
+        ("/api/v1/calendar/closures", &["get", "post"]),
+        ("/api/v1/calendar/closures/{day}", &["delete"]),
+        ("/api/v1/calendar/feed", &["post", "delete"]),
+        ("/api/v1/calendar/feed/{token}", &["get"]),
+        ("/api/v1/cases/{id}/deadlines/compute", &["post"]),
     ] {
         let entry = paths.get(path).unwrap_or_else(|| panic!("{path} missing from the OpenAPI document"));
         for m in methods {

@@ -130,6 +130,12 @@ async fn a_fresh_install_lists_its_queues_with_zero_counts(b: Backend) {
     let names: Vec<&str> = q.data().as_array().unwrap().iter().map(|s| s["queue"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        [lexiflow::uploads::QUEUE, lexiflow::jobs::MAINTENANCE, "reports", lexiflow::webhooks::dispatch::QUEUE]
+        [
+            lexiflow::calendar::reminders::QUEUE,
+            lexiflow::uploads::QUEUE,
+            lexiflow::jobs::MAINTENANCE,
+            "reports",
+            lexiflow::webhooks::dispatch::QUEUE
+        ]
     );
 }

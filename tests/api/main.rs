@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod bulk;
 mod cache;
+mod calendar;
 mod cancellation;
 mod cases;
 mod contract;

@@ -17,6 +17,7 @@ mod m0008_sealed_grants;
 mod m0009_api_keys;
 mod m0010_webhooks;
 mod m0011_documents;
+mod m0012_calendar;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_api_keys::Migration),
             Box::new(m0010_webhooks::Migration),
             Box::new(m0011_documents::Migration),
+            Box::new(m0012_calendar::Migration),
         ]
     }
 }

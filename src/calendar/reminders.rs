@@ -1,0 +1,170 @@
+//! Reminders: one delayed job per reminder of an event version, on the `calendar` queue.
+//!
+//! Every change of an event bumps its version and schedules that version's reminders (those
+//! still in the future); a job whose event has moved on (another version, completed, deleted)
+//! does nothing, so a moved event's reminders fire at the new times only. The queue's lease
+//! runs each job on one worker at a time, and `calendar_reminders_sent` makes a job that runs
+//! again (its worker died after sending) send nothing twice.
+//!
+//! A reminder goes to the event's assignee and its attendees who are users (its creator when
+//! it has neither), each only while they still may see the event, as a `notification` on
+//! their sockets (through the `calendar_event.reminder` domain event, so every instance
+//! delivers it to its own sockets).
+
+use chrono::Duration;
+use lexiflow_queue::NewJob;
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::model::{attendee, event};
+use crate::{
+    audit::Actor,
+    cases::{model::TeamRole, sealed},
+    clock,
+    db::{self, TxOptions},
+    docket::model as entry,
+    events::{DomainEvent, EventType, outbox},
+    http::error::{ApiError, ApiResult},
+    ids::FirmId,
+    jobs::JobError,
+    users::model::{self as user, Role},
+};
+
+/// The calendar's queue.
+pub const QUEUE: &str = "calendar";
+/// Send one reminder of one event version.
+pub const REMIND: &str = "calendar.remind";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload {
+    event_id: Uuid,
+    version: i32,
+    minutes: u32,
+}
+
+/// Schedules the reminders of `m` (as it is now) that are still ahead, in the caller's
+/// transaction.
+pub async fn schedule(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<()> {
+    if m.completed || m.deleted_at.is_some() {
+        return Ok(());
+    }
+    let minutes: Vec<u32> = serde_json::from_str(&m.reminders).unwrap_or_default();
+    let now = clock::now();
+    for min in minutes {
+        let at = m.starts_at - Duration::minutes(i64::from(min));
+        if at <= now {
+            continue;
+        }
+        let job = NewJob::new(REMIND, serde_json::json!({ "eventId": m.id, "version": m.version, "minutes": min }))
+            .queue(QUEUE)
+            .run_at(at)
+            .max_attempts(5)
+            .unique_key(format!("calendar-remind:{}:{}:{min}", m.id, m.version));
+        lexiflow_queue::enqueue(tx, job).await.map_err(ApiError::internal)?;
+    }
+    Ok(())
+}
+
+/// Whether `u` may see `m` now.
+async fn sees(db: &impl ConnectionTrait, u: &user::Model, m: &event::Model) -> ApiResult<bool> {
+    if u.status != user::UserStatus::Active || u.firm_id != m.firm_id {
+        return Ok(false);
+    }
+    let Some(case) = m.case_id else {
+        // A firm event reaches only the people on it.
+        return Ok(true);
+    };
+    let live = crate::cases::model::case::Entity::find_by_id(case)
+        .filter(crate::cases::model::case::Column::DeletedAt.is_null())
+        .one(db)
+        .await?
+        .is_some();
+    if !live {
+        return Ok(false);
+    }
+    let role = if u.role.sees_all_cases() { None } else { super::ops::team_role(db, case, u.id).await? };
+    if !u.role.sees_all_cases() && role.is_none() {
+        return Ok(false);
+    }
+    if let Some(e) = m.docket_entry_id
+        && let Some(e) = entry::Entity::find_by_id(e).one(db).await?
+    {
+        if e.sealed && u.role != Role::Admin && !sealed::is_granted(db, case, u.id).await? {
+            return Ok(false);
+        }
+        if e.restricted && role == Some(TeamRole::Client) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The job: sends one reminder, unless the event has moved on or it was sent already.
+pub async fn run(db: DatabaseConnection, payload: serde_json::Value) -> Result<(), JobError> {
+    let p: Payload = serde_json::from_value(payload).map_err(|e| JobError::Invalid(e.to_string()))?;
+    let Some(m) = event::Entity::find_by_id(p.event_id).one(&db).await? else { return Ok(()) };
+    if m.version != p.version || m.completed || m.deleted_at.is_some() {
+        return Ok(());
+    }
+    let mut people: Vec<Uuid> = m.assignee_id.into_iter().collect();
+    let attendees = attendee::Entity::find().filter(attendee::Column::EventId.eq(m.id)).all(&db).await?;
+    people.extend(attendees.iter().filter_map(|a| a.user_id));
+    if people.is_empty() {
+        people.push(m.created_by);
+    }
+    people.sort_unstable();
+    people.dedup();
+    let users = user::Entity::find().filter(user::Column::Id.is_in(people)).all(&db).await?;
+    let mut to = Vec::with_capacity(users.len());
+    for u in &users {
+        if sees(&db, u, &m).await.map_err(|e| JobError::Invalid(e.message.to_string()))? {
+            to.push(u.id);
+        }
+    }
+    let (m, to) = (&m, &to);
+    let done = db::transaction(&db, TxOptions::write(), |tx| async move {
+        let tx = &tx;
+        let backend = tx.get_database_backend();
+        let n = tx
+            .execute_raw(db::portable(
+                backend,
+                "INSERT INTO calendar_reminders_sent (event_id, version, minutes, sent_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+                vec![m.id.into(), m.version.into(), i64::from(p.minutes).into(), clock::now().into()],
+            ))
+            .await?
+            .rows_affected();
+        if n == 0 || to.is_empty() {
+            return Ok::<_, ApiError>(false);
+        }
+        let mut e = DomainEvent::new(EventType::CalendarEventReminder, FirmId(m.firm_id), &Actor::system(), m.id).data(
+            serde_json::json!({
+                "eventId": m.id,
+                "caseId": m.case_id,
+                "title": m.title,
+                "type": m.event_type,
+                "startsAt": m.starts_at,
+                "allDay": m.all_day,
+                "startDate": m.start_date,
+                "minutesBefore": p.minutes,
+                "userIds": to,
+            }),
+        );
+        if let Some(c) = m.case_id {
+            e = e.case(c);
+        }
+        tx.record(e);
+        Ok(true)
+    })
+    .await
+    .map_err(|e| JobError::Invalid(e.message.to_string()))?;
+    drop(done.events);
+    if done.value {
+        metrics::counter!("lexiflow_calendar_reminders_total").increment(1);
+        outbox::sequence_firm(&db, m.firm_id).await?;
+        tracing::info!(event_id = %m.id, minutes = p.minutes, recipients = to.len(), "calendar reminder sent");
+    }
+    Ok(())
+}
