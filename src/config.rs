@@ -116,6 +116,40 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// Uploads, stored files and their scanning (see `uploads`, `storage`, `documents`).
     pub files: FilesConfig,
+    pub calendar: CalendarConfig,
+}
+
+/// One calendar provider's OAuth client and API addresses (`GOOGLE_*`, `MICROSOFT_*`).
+#[derive(Clone, Debug)]
+pub struct ProviderSettings {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub auth_url: String,
+    pub token_url: String,
+    /// RFC 7009 revocation endpoint (Google's); Microsoft's identity platform has none.
+    pub revoke_url: Option<String>,
+    /// The calendar API's base (`https://www.googleapis.com/calendar/v3`,
+    /// `https://graph.microsoft.com/v1.0`); tests point it at local fakes.
+    pub api_base: String,
+}
+
+/// Calendar provider sync.
+#[derive(Clone, Debug, Default)]
+pub struct CalendarConfig {
+    /// `CALENDAR_TOKEN_KEY`: 32 bytes, base64; seals provider tokens at rest (AES-256-GCM).
+    /// Without it, connecting a provider is refused.
+    pub token_key: Option<SecretString>,
+    /// `CALENDAR_REDIRECT_BASE`: the server's public address, for the OAuth callback
+    /// (`{base}/api/v1/calendar/connections/{provider}/callback`).
+    pub redirect_base: Option<String>,
+    /// `GOOGLE_CLIENT_ID` and `GOOGLE_CLIENT_SECRET` (and optionally `GOOGLE_AUTH_URL`,
+    /// `GOOGLE_TOKEN_URL`, `GOOGLE_REVOKE_URL`, `GOOGLE_CALENDAR_API`).
+    pub google: Option<ProviderSettings>,
+    /// `MICROSOFT_CLIENT_ID` and `MICROSOFT_CLIENT_SECRET` (and optionally
+    /// `MICROSOFT_TENANT`, `MICROSOFT_AUTH_URL`, `MICROSOFT_TOKEN_URL`, `MICROSOFT_GRAPH_API`).
+    pub microsoft: Option<ProviderSettings>,
+    /// `CALENDAR_SYNC_CRON` (default every 5 minutes): when connected calendars are pulled.
+    pub sync_cron: String,
 }
 
 /// Uploads, stored files and their scanning.
@@ -678,6 +712,7 @@ impl Config {
                 max_image_pixels: num(&get, "THUMBNAIL_MAX_PIXELS", None, 40_000_000u64)?.max(1),
                 s3: s3_settings(&get)?,
             },
+            calendar: calendar_settings(&get, app_env)?,
             redis_prefix: "lexiflow:".into(),
             redis_breaker: crate::resilience::BreakerConfig::default(),
             throttle: ThrottleConfig {
@@ -808,6 +843,91 @@ fn num<T: std::str::FromStr>(
         Some(v) => v.trim().parse().map_err(|_| invalid(name, "not a valid number")),
         None => Ok(file.unwrap_or(default)),
     }
+}
+
+/// `CALENDAR_*`, `GOOGLE_*`, `MICROSOFT_*`.
+fn calendar_settings(get: &impl Fn(&str) -> Option<String>, env: AppEnv) -> Result<CalendarConfig, ConfigError> {
+    let key = get("CALENDAR_TOKEN_KEY").filter(|k| !k.trim().is_empty());
+    if let Some(k) = &key {
+        use base64::Engine;
+        let ok = base64::engine::general_purpose::STANDARD.decode(k.trim()).is_ok_and(|b| b.len() == 32);
+        if !ok {
+            return Err(invalid("CALENDAR_TOKEN_KEY", "must be 32 bytes, base64 (openssl rand -base64 32)"));
+        }
+    }
+    let provider = |prefix: &'static str,
+                    id_var: &'static str,
+                    secret_var: &'static str,
+                    defaults: [&str; 4]|
+     -> Result<Option<ProviderSettings>, ConfigError> {
+        let Some(client_id) = get(id_var).filter(|v| !v.trim().is_empty()) else { return Ok(None) };
+        let Some(secret) = get(secret_var).filter(|v| !v.is_empty()) else {
+            return Err(invalid(secret_var, "is required when the client id is set"));
+        };
+        let var = |name: &str, default: &str| get(&format!("{prefix}_{name}")).unwrap_or_else(|| default.to_owned());
+        let settings = ProviderSettings {
+            client_id,
+            client_secret: SecretString::from(secret),
+            auth_url: var("AUTH_URL", defaults[0]),
+            token_url: var("TOKEN_URL", defaults[1]),
+            revoke_url: Some(var("REVOKE_URL", defaults[2])).filter(|u| !u.is_empty()),
+            api_base: var(if prefix == "GOOGLE" { "CALENDAR_API" } else { "GRAPH_API" }, defaults[3])
+                .trim_end_matches('/')
+                .to_owned(),
+        };
+        for u in [
+            Some(&settings.auth_url),
+            Some(&settings.token_url),
+            Some(&settings.api_base),
+            settings.revoke_url.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            match url::Url::parse(u) {
+                Ok(parsed) if env == AppEnv::Production && parsed.scheme() != "https" => {
+                    return Err(invalid(id_var, "provider URLs must be https in production"));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(invalid(id_var, "a provider URL (AUTH_URL, TOKEN_URL, REVOKE_URL, API) is not a URL"));
+                }
+            }
+        }
+        Ok(Some(settings))
+    };
+    let google = provider(
+        "GOOGLE",
+        "GOOGLE_CLIENT_ID",
+        "GOOGLE_CLIENT_SECRET",
+        [
+            "https://accounts.google.com/o/oauth2/v2/auth",
+            "https://oauth2.googleapis.com/token",
+            "https://oauth2.googleapis.com/revoke",
+            "https://www.googleapis.com/calendar/v3",
+        ],
+    )?;
+    let tenant = get("MICROSOFT_TENANT").unwrap_or_else(|| "common".into());
+    let ms_auth = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize");
+    let ms_token = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token");
+    let microsoft = provider(
+        "MICROSOFT",
+        "MICROSOFT_CLIENT_ID",
+        "MICROSOFT_CLIENT_SECRET",
+        [&ms_auth, &ms_token, "", "https://graph.microsoft.com/v1.0"],
+    )?;
+    if env == AppEnv::Production && (google.is_some() || microsoft.is_some()) && key.is_none() {
+        return Err(ConfigError::Insecure(
+            "a calendar provider is configured but CALENDAR_TOKEN_KEY is not: provider tokens would have no key".into(),
+        ));
+    }
+    Ok(CalendarConfig {
+        token_key: key.map(SecretString::from),
+        redirect_base: get("CALENDAR_REDIRECT_BASE").map(|b| b.trim_end_matches('/').to_owned()),
+        google,
+        microsoft,
+        sync_cron: get("CALENDAR_SYNC_CRON").unwrap_or_else(|| "*/5 * * * *".into()),
+    })
 }
 
 /// `S3_*`: None unless `S3_BUCKET` is set.

@@ -291,6 +291,7 @@ async fn recompute(
             continue;
         }
         reminders::schedule(tx, &next).await?;
+        super::sync::changed(tx, &next).await?;
         let people = ops::attendees_of(tx, &[m.id]).await?.remove(&m.id).unwrap_or_default();
         let flags = ops::confidentiality(tx, &next).await?;
         let v = ops::view(next, people);

@@ -14,6 +14,7 @@ use super::{
     ics::{self, FeedCreated},
     model::event::EventType,
     ops::{self, CreateEvent, EventView, Filter, UpdateEvent},
+    sync,
 };
 use crate::{
     app::App,
@@ -314,4 +315,95 @@ pub async fn feed(State(app): State<App>, AppPath(token): AppPath<String>) -> Ap
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("inline; filename=\"lexiflow.ics\""));
     Ok(r)
+}
+
+/// The caller's calendar connections (never their tokens).
+#[utoipa::path(get, path = "/calendar/connections", tag = "calendar",
+    responses((status = 200, body = Success<Vec<sync::ConnectionView>>)))]
+pub async fn connections(State(app): State<App>, p: Principal) -> ApiResult<Envelope<Vec<sync::ConnectionView>>> {
+    Ok(Envelope::ok(sync::list(&app, &p).await?))
+}
+
+/// Where the authorization starts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Authorization {
+    pub authorization_url: String,
+}
+
+/// Starts connecting a provider (`google` or `microsoft`): a 302 to its consent page, with a
+/// fresh `state` and a PKCE S256 challenge (the address is in the body too, for callers that
+/// do not follow redirects).
+#[utoipa::path(get, path = "/calendar/connections/{provider}/authorize", tag = "calendar",
+    params(("provider" = String, Path, description = "google or microsoft")),
+    responses((status = 302, body = Success<Authorization>), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn authorize(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(provider): AppPath<String>,
+) -> ApiResult<Response> {
+    let url = sync::authorize(&app, &p, &provider).await?;
+    let mut r = Envelope::ok(Authorization { authorization_url: url.to_string() }).into_response();
+    *r.status_mut() = StatusCode::FOUND;
+    let location = HeaderValue::from_str(url.as_str()).map_err(ApiError::internal)?;
+    r.headers_mut().insert(header::LOCATION, location);
+    Ok(r)
+}
+
+/// The provider's redirect back (query of `GET …/callback`).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    /// Set by the provider when the user refused.
+    pub error: Option<String>,
+}
+
+/// Where the provider sends the browser back. Public: the one-time `state` ties it to the
+/// user who started it.
+#[utoipa::path(get, path = "/calendar/connections/{provider}/callback", tag = "calendar", security(()),
+    params(("provider" = String, Path, description = "google or microsoft"), CallbackQuery),
+    responses((status = 200, body = Success<sync::ConnectionView>), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn callback(
+    State(app): State<App>,
+    AppPath(provider): AppPath<String>,
+    AppQuery(q): AppQuery<CallbackQuery>,
+) -> ApiResult<Envelope<sync::ConnectionView>> {
+    let c = sync::callback(&app, &provider, q.code.as_deref(), q.state.as_deref(), q.error.as_deref()).await?;
+    Ok(Envelope::ok(c))
+}
+
+/// Pulls the caller's connected calendar now (a queued job).
+#[utoipa::path(post, path = "/calendar/connections/{provider}/sync", tag = "calendar",
+    params(("provider" = String, Path, description = "google or microsoft")),
+    responses((status = 202), (status = 404, body = ErrorBody)))]
+pub async fn sync_now(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(provider): AppPath<String>,
+) -> ApiResult<StatusCode> {
+    sync::sync_now(&app, &p, &provider).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// What disconnecting did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Disconnected {
+    /// The grant was revoked at the provider (Google); Microsoft has no revocation endpoint.
+    pub revoked_at_provider: bool,
+}
+
+/// Disconnects a provider: revokes the grant where the provider can, and forgets the tokens.
+#[utoipa::path(delete, path = "/calendar/connections/{provider}", tag = "calendar",
+    params(("provider" = String, Path, description = "google or microsoft")),
+    responses((status = 200, body = Success<Disconnected>), (status = 404, body = ErrorBody)))]
+pub async fn disconnect(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(provider): AppPath<String>,
+) -> ApiResult<Envelope<Disconnected>> {
+    let revoked = sync::disconnect(&app, &p, &provider).await?;
+    Ok(Envelope::ok(Disconnected { revoked_at_provider: revoked }))
 }

@@ -8,6 +8,7 @@
 //!   API, creates deadline events and recomputes them when their trigger moves.
 //! - [`reminders`]: delayed queue jobs, once per reminder even with several workers.
 //! - [`ics`]: the feed.
+//! - [`sync`]: two-way sync with Google Calendar and Microsoft Graph over OAuth 2.0.
 
 pub mod court;
 pub mod deadlines;
@@ -17,3 +18,4 @@ pub mod ics;
 pub mod model;
 pub mod ops;
 pub mod reminders;
+pub mod sync;

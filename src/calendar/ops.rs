@@ -661,6 +661,7 @@ pub(super) async fn insert(tx: &crate::db::Tx, p: &Principal, new: Vec<NewEvent>
         event::Entity::insert(event::ActiveModel::from(m.clone())).exec_without_returning(tx).await?;
         write_attendees(tx, m.id, &n.attendees).await?;
         reminders::schedule(tx, &m).await?;
+        super::sync::changed(tx, &m).await?;
         let flags = confidentiality(tx, &m).await?;
         let v = view(m, n.attendees);
         let json = audit::json(&v);
@@ -878,6 +879,7 @@ pub async fn update(
             write_attendees(tx, id.0, &all_attendees).await?;
         }
         reminders::schedule(tx, &next).await?;
+        super::sync::changed(tx, &next).await?;
         let before = view(current.clone(), old_people);
         let flags = confidentiality(tx, &next).await?;
         let v = view(next, all_attendees);
@@ -913,6 +915,10 @@ pub async fn delete(app: &App, p: &Principal, id: CalendarEventId, if_match: Opt
             return Err(stale(current.version));
         }
         let flags = confidentiality(tx, &current).await?;
+        let mut gone = current.clone();
+        gone.version += 1;
+        gone.deleted_at = Some(clock::now());
+        super::sync::changed(tx, &gone).await?;
         let people = attendees_of(tx, &[id.0]).await?.remove(&id.0).unwrap_or_default();
         let v = view(current, people);
         let actor = Actor::user(p);

@@ -68,7 +68,7 @@ pub async fn schedule(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<
 }
 
 /// Whether `u` may see `m` now.
-async fn sees(db: &impl ConnectionTrait, u: &user::Model, m: &event::Model) -> ApiResult<bool> {
+pub(super) async fn sees(db: &impl ConnectionTrait, u: &user::Model, m: &event::Model) -> ApiResult<bool> {
     if u.status != user::UserStatus::Active || u.firm_id != m.firm_id {
         return Ok(false);
     }

@@ -61,6 +61,8 @@ fn public_api(app: Option<&App>) -> OpenApiRouter<App> {
         .merge(limited(OpenApiRouter::new().routes(routes!(auth::http::refresh)), app, REFRESH))
         // A calendar application's subscription: the secret token in the path is the key.
         .routes(routes!(calendar::http::feed))
+        // A calendar provider's redirect back: the one-time state ties it to its user.
+        .routes(routes!(calendar::http::callback))
 }
 
 /// Routes that need a valid access token.
@@ -133,6 +135,10 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(calendar::http::remove_closure))
         .routes(routes!(calendar::http::create_feed, calendar::http::revoke_feed))
         .routes(routes!(calendar::http::compute))
+        .routes(routes!(calendar::http::connections))
+        .routes(routes!(calendar::http::authorize))
+        .routes(routes!(calendar::http::sync_now))
+        .routes(routes!(calendar::http::disconnect))
         // reports
         .routes(routes!(reports::http::case_summary))
 }

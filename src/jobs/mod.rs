@@ -156,27 +156,37 @@ pub fn known_queues(app: &crate::app::App) -> Result<Vec<String>, lexiflow_queue
     Ok(builder(app.db.clone(), app.db.clone(), &app.config, app.cache.clone(), app.storage.clone())?.known_queues())
 }
 
-/// What the webhook delivery job needs, from the configuration (None, logged, when the
-/// outbound client cannot be built or no JWT secret was resolved).
-fn deliverer(db: &DatabaseConnection, config: &Config) -> Option<crate::webhooks::dispatch::Deliverer> {
-    use secrecy::ExposeSecret;
-    let secret = config.auth.jwt_secret.as_ref()?;
+/// The worker's outbound client, for webhooks and calendar providers (None, logged, when it
+/// cannot be built).
+fn outbound_client(config: &Config) -> Option<Arc<crate::outbound::Outbound>> {
     let outbound = crate::outbound::Outbound::new(crate::outbound::OutboundConfig {
         allow_private: config.webhooks.allow_private,
         ..Default::default()
     });
     match outbound {
-        Ok(o) => Some(crate::webhooks::dispatch::Deliverer {
-            db: db.clone(),
-            sealer: std::sync::Arc::new(crate::webhooks::sign::Sealer::new(secret.expose_secret())),
-            outbound: std::sync::Arc::new(o),
-            disable_after: config.webhooks.disable_after,
-        }),
+        Ok(o) => Some(Arc::new(o)),
         Err(e) => {
-            tracing::error!(error = %e, "cannot build the outbound HTTP client: webhook deliveries will not run here");
+            tracing::error!(error = %e, "cannot build the outbound HTTP client: webhooks and calendar sync will not run here");
             None
         }
     }
+}
+
+/// What the webhook delivery job needs, from the configuration (None when no JWT secret was
+/// resolved or there is no outbound client).
+fn deliverer(
+    db: &DatabaseConnection,
+    config: &Config,
+    outbound: Option<Arc<crate::outbound::Outbound>>,
+) -> Option<crate::webhooks::dispatch::Deliverer> {
+    use secrecy::ExposeSecret;
+    let secret = config.auth.jwt_secret.as_ref()?;
+    Some(crate::webhooks::dispatch::Deliverer {
+        db: db.clone(),
+        sealer: std::sync::Arc::new(crate::webhooks::sign::Sealer::new(secret.expose_secret())),
+        outbound: outbound?,
+        disable_after: config.webhooks.disable_after,
+    })
 }
 
 /// Every queue, handler and schedule: the one list both [`worker`] and [`known_queues`] read.
@@ -203,6 +213,8 @@ fn builder(
     };
     let expire_storage = storage;
     let remind_db = app_db.clone();
+    let sync_db = app_db.clone();
+    let outbound = outbound_client(config);
     let expire_db = app_db.clone();
     let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
@@ -215,7 +227,7 @@ fn builder(
         .handler(EVENTS_SEQUENCE, move |_job| events_sequence(sequence_db.clone()))
         .handler(DB_ANALYZE, move |_job| db_analyze(analyze_db.clone()));
     // Webhook deliveries: their own queue, so a slow receiver never holds up housekeeping.
-    if let Some(deliverer) = deliverer(&webhook_db, config) {
+    if let Some(deliverer) = deliverer(&webhook_db, config, outbound.clone()) {
         builder = builder.queue(crate::webhooks::dispatch::QUEUE, 8).handler(
             crate::webhooks::dispatch::DELIVER,
             move |job: lexiflow_queue::JobContext| {
@@ -230,12 +242,47 @@ fn builder(
             crate::documents::process::run(processor.clone(), job.payload, job.attempt, job.max_attempts)
         })
         .handler(crate::uploads::EXPIRE, move |_job| uploads_expire(expire_db.clone(), expire_storage.clone()));
-    // Calendar reminders: delayed jobs, due at their minute.
+    // Calendar: reminders (delayed jobs, due at their minute) and provider sync.
     builder = builder
         .queue(crate::calendar::reminders::QUEUE, 4)
         .handler(crate::calendar::reminders::REMIND, move |job: lexiflow_queue::JobContext| {
             crate::calendar::reminders::run(remind_db.clone(), job.payload)
         });
+    if let Some(outbound) = outbound.clone() {
+        use crate::calendar::sync;
+        let syncer = sync::Syncer::new(sync_db, outbound, &config.calendar);
+        let (push, pull, backfill, all) = (syncer.clone(), syncer.clone(), syncer.clone(), syncer);
+        builder = builder
+            .handler(sync::PUSH, move |job: lexiflow_queue::JobContext| {
+                let s = push.clone();
+                async move { s.push(job.payload).await }
+            })
+            .handler(sync::PULL, move |job: lexiflow_queue::JobContext| {
+                let s = pull.clone();
+                async move { s.pull(job.payload).await }
+            })
+            .handler(sync::BACKFILL, move |job: lexiflow_queue::JobContext| {
+                let s = backfill.clone();
+                async move { s.backfill(job.payload).await }
+            })
+            .handler(sync::SYNC_ALL, move |_job| {
+                let s = all.clone();
+                async move { s.sync_all().await }
+            });
+        if config.calendar.google.is_some() || config.calendar.microsoft.is_some() {
+            let job = NewJob::new(sync::SYNC_ALL, serde_json::json!({}))
+                .queue(crate::calendar::reminders::QUEUE)
+                .priority(Priority::Low)
+                .max_attempts(2)
+                .unique_key(sync::SYNC_ALL);
+            builder = builder.schedule(Schedule::new(
+                "calendar-sync",
+                &config.calendar.sync_cron,
+                &config.cron_timezone,
+                job,
+            )?);
+        }
+    }
     let expire = NewJob::new(crate::uploads::EXPIRE, serde_json::json!({}))
         .queue(MAINTENANCE)
         .priority(Priority::Low)

@@ -1,5 +1,5 @@
-//! The one client for every call LexiFlow makes to the outside: webhooks now, calendar
-//! providers next.
+//! The one client for every call LexiFlow makes to the outside: webhooks and calendar
+//! providers (their OAuth token endpoints too).
 //!
 //! - **Deadlines.** Each call has a connect timeout and an overall deadline.
 //! - **No redirects.** A 3xx is an answer like any other; nothing is followed (a redirect to
@@ -10,13 +10,13 @@
 //!   IPv4-mapped and other IPv4-embedding IPv6, multicast, reserved and unspecified addresses are
 //!   refused, unless `WEBHOOK_ALLOW_PRIVATE=true` (tests, closed networks). IP literals in URLs
 //!   are checked the same way. Proxies from the environment are not used.
-//! - **A circuit breaker per host** (`resilience::Breaker`): connection failures, timeouts and
+//! - **A circuit breaker per dependency and host** (`resilience::Breaker`): connection failures, timeouts and
 //!   5xx answers open it; while open, calls fail at once with [`OutboundError::Open`].
 //! - **Metrics** per dependency: `lexiflow_outbound_requests_total{dependency,outcome}` and
 //!   `lexiflow_outbound_request_duration_seconds{dependency}`.
 //!
-//! Retries are the caller's: webhook deliveries retry through the job queue (durably, with
-//! backoff and jitter), not inside a request.
+//! Retries are the caller's: webhook deliveries and calendar sync retry through the job queue
+//! (durably, with backoff and jitter), not inside a request.
 
 use std::{
     collections::HashMap,
@@ -191,17 +191,19 @@ impl Outbound {
         }
     }
 
-    fn breaker(&self, host: &str) -> Arc<Breaker> {
+    fn breaker(&self, dependency: &'static str, host: &str) -> Arc<Breaker> {
         let mut all = self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if all.len() > 10_000 {
             all.clear();
         }
         Arc::clone(
-            all.entry(host.to_owned()).or_insert_with(|| Arc::new(Breaker::new("webhooks", self.config.breaker))),
+            all.entry(format!("{dependency} {host}"))
+                .or_insert_with(|| Arc::new(Breaker::new(dependency, self.config.breaker))),
         )
     }
 
-    /// POSTs `body` to `url` with `headers`, for `dependency` (a metrics label).
+    /// POSTs `body` to `url` with `headers`, for `dependency` (a metrics label); keeps at most
+    /// [`MAX_BODY`] of the answer.
     pub async fn post(
         &self,
         dependency: &'static str,
@@ -209,39 +211,65 @@ impl Outbound {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Reply, OutboundError> {
-        self.check_url(url)?;
-        let host = url.host_str().unwrap_or("").to_owned();
-        let breaker = self.breaker(&host);
+        let r =
+            self.send(dependency, Call { method: http::Method::POST, url, headers, body, max_body: MAX_BODY }).await?;
+        Ok(Reply { status: r.status, body: r.body, latency: r.latency })
+    }
+
+    /// Sends one request, for `dependency` (a metrics label and the breaker's name), through
+    /// the guards above; keeps at most `max_body` bytes of the answer (more is an error, so a
+    /// cut body is never parsed as whole).
+    pub async fn send(&self, dependency: &'static str, call: Call<'_>) -> Result<Answer, OutboundError> {
+        self.check_url(call.url)?;
+        let host = call.url.host_str().unwrap_or("").to_owned();
+        let breaker = self.breaker(dependency, &host);
         let Ok(permit) = breaker.try_acquire() else {
             metrics::counter!("lexiflow_outbound_requests_total", "dependency" => dependency, "outcome" => "open")
                 .increment(1);
             return Err(OutboundError::Open);
         };
         let started = Instant::now();
-        let mut req = self.client.post(url.clone()).body(body);
-        for (k, v) in headers {
+        let mut req = self.client.request(call.method.clone(), call.url.clone());
+        if !call.body.is_empty() || call.method != http::Method::GET {
+            req = req.body(call.body);
+        }
+        for (k, v) in call.headers {
             req = req.header(*k, v);
         }
+        let max_body = call.max_body;
+        // A webhook receiver's body is only kept for the record: cut it. Anything else is
+        // parsed, so too long a body is an error rather than a cut one.
+        let cut = max_body == MAX_BODY;
         let result = async {
             let res = req.send().await?;
             let status = res.status().as_u16();
+            let headers = res.headers().clone();
             let mut body = Vec::new();
             let mut res = res;
+            let mut too_long = false;
             while let Some(chunk) = res.chunk().await? {
-                let room = MAX_BODY.saturating_sub(body.len());
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if body.len() >= MAX_BODY {
+                let room = max_body.saturating_sub(body.len());
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    too_long = !cut;
                     break;
                 }
+                body.extend_from_slice(&chunk);
             }
-            Ok::<_, reqwest::Error>((status, Bytes::from(body)))
+            Ok::<_, reqwest::Error>((status, headers, Bytes::from(body), too_long))
         }
         .await;
         let latency = started.elapsed();
         metrics::histogram!("lexiflow_outbound_request_duration_seconds", "dependency" => dependency)
             .record(latency.as_secs_f64());
         match result {
-            Ok((status, body)) => {
+            Ok((_, _, _, true)) => {
+                permit.success();
+                metrics::counter!("lexiflow_outbound_requests_total", "dependency" => dependency, "outcome" => "too_large")
+                    .increment(1);
+                Err(OutboundError::Other(format!("the answer is larger than {max_body} bytes")))
+            }
+            Ok((status, headers, body, false)) => {
                 if status >= 500 {
                     permit.failure();
                 } else {
@@ -250,7 +278,7 @@ impl Outbound {
                 let outcome = if (200..300).contains(&status) { "ok" } else { "http_error" };
                 metrics::counter!("lexiflow_outbound_requests_total", "dependency" => dependency, "outcome" => outcome)
                     .increment(1);
-                Ok(Reply { status, body, latency })
+                Ok(Answer { status, headers, body, latency })
             }
             Err(e) => {
                 permit.failure();
@@ -267,6 +295,26 @@ impl Outbound {
             }
         }
     }
+}
+
+/// One request for [`Outbound::send`].
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub method: http::Method,
+    pub url: &'a url::Url,
+    pub headers: &'a [(&'a str, String)],
+    pub body: Bytes,
+    /// The most of the answer's body to read.
+    pub max_body: usize,
+}
+
+/// A whole answer of [`Outbound::send`].
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub latency: Duration,
 }
 
 /// An error and its causes, on one line (reqwest's own message omits the cause).

@@ -65,6 +65,14 @@ fn describe_all() {
     describe_counter!("lexiflow_upload_bytes_total", "Upload bytes durably stored (tus PATCH bodies)");
     describe_counter!("lexiflow_calendar_reminders_total", "Calendar reminders sent (once per reminder)");
     describe_counter!(
+        "lexiflow_calendar_token_refreshes_total",
+        "Calendar provider access tokens refreshed, by provider"
+    );
+    describe_counter!(
+        "lexiflow_calendar_full_syncs_total",
+        "Full calendar listings after a provider forgot the sync cursor (410), by provider"
+    );
+    describe_counter!(
         "lexiflow_file_scans_total",
         "Virus scans of stored files, by result (clean, infected, error, not_scanned)"
     );

@@ -168,6 +168,11 @@ async fn openapi_document_lists_every_route() {
         ("/api/v1/calendar/feed", &["post", "delete"]),
         ("/api/v1/calendar/feed/{token}", &["get"]),
         ("/api/v1/cases/{id}/deadlines/compute", &["post"]),
+        ("/api/v1/calendar/connections", &["get"]),
+        ("/api/v1/calendar/connections/{provider}", &["delete"]),
+        ("/api/v1/calendar/connections/{provider}/authorize", &["get"]),
+        ("/api/v1/calendar/connections/{provider}/callback", &["get"]),
+        ("/api/v1/calendar/connections/{provider}/sync", &["post"]),
     ] {
         let entry = paths.get(path).unwrap_or_else(|| panic!("{path} missing from the OpenAPI document"));
         for m in methods {

@@ -11,6 +11,7 @@ mod auth;
 mod bulk;
 mod cache;
 mod calendar;
+mod calendar_sync;
 mod cancellation;
 mod cases;
 mod contract;

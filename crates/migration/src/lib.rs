@@ -18,6 +18,7 @@ mod m0009_api_keys;
 mod m0010_webhooks;
 mod m0011_documents;
 mod m0012_calendar;
+mod m0013_calendar_sync;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0010_webhooks::Migration),
             Box::new(m0011_documents::Migration),
             Box::new(m0012_calendar::Migration),
+            Box::new(m0013_calendar_sync::Migration),
         ]
     }
 }

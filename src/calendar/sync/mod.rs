@@ -1,0 +1,1090 @@
+//! Two-way sync with Google Calendar (API v3) and Microsoft Graph (v1.0) calendars.
+//!
+//! - **Connecting** (per user and provider): `authorize` sends the user to the provider with a
+//!   `state` and a PKCE S256 challenge (both kept server-side, the verifier sealed, for 10
+//!   minutes, used once); the provider sends the browser back to `callback`, which exchanges
+//!   the code. Tokens are sealed at rest (AES-256-GCM, `CALENDAR_TOKEN_KEY`; without the key,
+//!   connecting is refused), refreshed a minute before they expire (and once more on a 401),
+//!   and revoked at the provider on disconnect where it has a revocation endpoint (Google).
+//!   A refresh the provider refuses (`invalid_grant`) marks the connection `revoked`.
+//! - **Push**: every change of an event enqueues a `calendar.push` job for its version (when
+//!   the firm has any connection). The job sends the event to the connections of the users it
+//!   concerns (creator, assignee, user attendees) who may see it, updates or deletes where it
+//!   was sent before, and deletes it from calendars of users who no longer see it.
+//! - **Pull**: `calendar.pull` per connection, every `CALENDAR_SYNC_CRON` and on demand, reads
+//!   the changes since its cursor (Google's `syncToken`, paged; Graph's delta link, paged). An
+//!   expired cursor (410) starts a full listing. Only events LexiFlow pushed are considered:
+//!   nothing of a user's own calendar is read into the firm's system.
+//! - **Conflicts** (the rule, in `docs/CALENDAR.md`): hearings, court dates, filings and
+//!   deadlines are LexiFlow's: a change or deletion made in the provider is overwritten (or the
+//!   event re-created) and the conflict audited; LexiFlow's side is never lost. Other events:
+//!   a change made only on one side is taken; a change on both sides is decided by the later
+//!   modification time, and audited.
+
+pub mod crypto;
+pub mod model;
+pub mod oauth;
+pub mod remote;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use lexiflow_queue::NewJob;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use uuid::Uuid;
+
+use self::{
+    crypto::TokenCipher,
+    model::{connection, link, state},
+    remote::{Api, Outgoing, RemoteEvent, When},
+};
+use super::model::{attendee, event};
+use crate::{
+    app::App,
+    audit::{self, Actor, AuditEvent},
+    auth::Principal,
+    clock,
+    config::{CalendarConfig, ProviderSettings},
+    db::{self, TxOptions},
+    events::{EventType as DomainType, outbox},
+    http::error::{ApiError, ApiResult, ErrorCode},
+    ids::FirmId,
+    jobs::JobError,
+    outbound::Outbound,
+    users::model as user,
+};
+
+/// Push one event version to the calendars it belongs in.
+pub const PUSH: &str = "calendar.push";
+/// Pull one connection's changes.
+pub const PULL: &str = "calendar.pull";
+/// Push a newly connected user's events.
+pub const BACKFILL: &str = "calendar.backfill";
+/// Enqueue a pull of every active connection (on `CALENDAR_SYNC_CRON`).
+pub const SYNC_ALL: &str = "calendar.sync";
+
+/// How long an authorization may take.
+const STATE_TTL: Duration = Duration::from_secs(600);
+
+/// A calendar provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Google,
+    Microsoft,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Google => "google",
+            Self::Microsoft => "microsoft",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "google" => Some(Self::Google),
+            "microsoft" => Some(Self::Microsoft),
+            _ => None,
+        }
+    }
+
+    /// Its label in metrics and breakers.
+    pub fn dependency(self) -> &'static str {
+        match self {
+            Self::Google => "google_calendar",
+            Self::Microsoft => "microsoft_graph",
+        }
+    }
+}
+
+/// Why a sync step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("the provider no longer accepts this connection's grant")]
+    Revoked,
+    #[error("the provider refused the access token")]
+    Unauthorized,
+    #[error("rate-limited by the provider for {0:?}")]
+    RateLimited(Duration),
+    #[error("the event changed at the provider since it was last synced")]
+    Precondition,
+    #[error("the event is gone at the provider")]
+    Gone,
+    #[error("the provider no longer knows the sync cursor")]
+    CursorExpired,
+    #[error("the provider answered {0}: {1}")]
+    Http(u16, String),
+    #[error("the provider could not be reached: {0}")]
+    Transport(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+impl From<SyncError> for JobError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Db(d) => JobError::Db(d),
+            other => JobError::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// What sync needs: the database, the outbound client, the settings and the token key.
+#[derive(Clone, Debug)]
+pub struct Syncer {
+    pub db: DatabaseConnection,
+    pub outbound: Arc<Outbound>,
+    pub config: CalendarConfig,
+    pub cipher: Option<Arc<TokenCipher>>,
+}
+
+impl Syncer {
+    /// From the configuration (no cipher when `CALENDAR_TOKEN_KEY` is unset).
+    pub fn new(db: DatabaseConnection, outbound: Arc<Outbound>, config: &CalendarConfig) -> Self {
+        use secrecy::ExposeSecret;
+        let cipher = config.token_key.as_ref().and_then(|k| TokenCipher::new(k.expose_secret()).ok()).map(Arc::new);
+        Self { db, outbound, config: config.clone(), cipher }
+    }
+
+    fn settings(&self, p: Provider) -> Option<&ProviderSettings> {
+        match p {
+            Provider::Google => self.config.google.as_ref(),
+            Provider::Microsoft => self.config.microsoft.as_ref(),
+        }
+    }
+
+    fn redirect(&self, p: Provider) -> Option<String> {
+        self.config.redirect_base.as_ref().map(|b| format!("{b}/api/v1/calendar/connections/{}/callback", p.as_str()))
+    }
+
+    fn context(c: &connection::Model, kind: &str) -> String {
+        format!("{}:{}:{kind}", c.user_id, c.provider)
+    }
+
+    /// A usable access token of `conn` (refreshed first when it expires within a minute, or
+    /// when `force`).
+    async fn access_token(&self, conn: Uuid, force: bool) -> Result<String, SyncError> {
+        let cipher = self.cipher.as_ref().ok_or_else(|| SyncError::Invalid("CALENDAR_TOKEN_KEY is not set".into()))?;
+        let c = connection::Entity::find_by_id(conn).one(&self.db).await?.ok_or(SyncError::Revoked)?;
+        if c.status != "active" {
+            return Err(SyncError::Revoked);
+        }
+        let fresh = c.expires_at.is_none_or(|t| t > clock::now() + chrono::Duration::seconds(60));
+        if fresh && !force {
+            return cipher
+                .open(&c.access_token, &Self::context(&c, "access"))
+                .map_err(|e| SyncError::Invalid(e.to_string()));
+        }
+        let provider = Provider::parse(&c.provider).ok_or_else(|| SyncError::Invalid("unknown provider".into()))?;
+        let (Some(settings), Some(redirect)) = (self.settings(provider), self.redirect(provider)) else {
+            return Err(SyncError::Invalid(format!("{} is not configured", provider.as_str())));
+        };
+        let Some(sealed) = &c.refresh_token else {
+            self.mark_revoked(c.id, "no refresh token").await?;
+            return Err(SyncError::Revoked);
+        };
+        let refresh =
+            cipher.open(sealed, &Self::context(&c, "refresh")).map_err(|e| SyncError::Invalid(e.to_string()))?;
+        match oauth::refresh(&self.outbound, provider, settings, &redirect, &refresh).await {
+            Ok(t) => {
+                let access = cipher
+                    .seal(&t.access, &Self::context(&c, "access"))
+                    .map_err(|e| SyncError::Invalid(e.to_string()))?;
+                // A provider may rotate the refresh token; keep the new one.
+                let refresh_sealed = match &t.refresh {
+                    Some(r) => Some(
+                        cipher.seal(r, &Self::context(&c, "refresh")).map_err(|e| SyncError::Invalid(e.to_string()))?,
+                    ),
+                    None => c.refresh_token.clone(),
+                };
+                let expires = t.expires_in.map(|d| clock::now() + chrono::Duration::from_std(d).unwrap_or_default());
+                connection::Entity::update_many()
+                    .col_expr(connection::Column::AccessToken, Expr::value(access))
+                    .col_expr(connection::Column::RefreshToken, Expr::value(refresh_sealed))
+                    .col_expr(connection::Column::ExpiresAt, Expr::value(expires))
+                    .col_expr(connection::Column::UpdatedAt, Expr::value(clock::now()))
+                    .filter(connection::Column::Id.eq(c.id))
+                    .exec(&self.db)
+                    .await?;
+                metrics::counter!("lexiflow_calendar_token_refreshes_total", "provider" => provider.as_str())
+                    .increment(1);
+                Ok(t.access)
+            }
+            Err(oauth::OAuthError::InvalidGrant) => {
+                self.mark_revoked(c.id, "the provider refused the refresh token (invalid_grant)").await?;
+                Err(SyncError::Revoked)
+            }
+            Err(e) => Err(SyncError::Transport(e.to_string())),
+        }
+    }
+
+    async fn mark_revoked(&self, conn: Uuid, why: &str) -> Result<(), SyncError> {
+        connection::Entity::update_many()
+            .col_expr(connection::Column::Status, Expr::value("revoked"))
+            .col_expr(connection::Column::LastError, Expr::value(why))
+            .col_expr(connection::Column::UpdatedAt, Expr::value(clock::now()))
+            .filter(connection::Column::Id.eq(conn))
+            .exec(&self.db)
+            .await?;
+        tracing::warn!(connection_id = %conn, reason = why, "calendar connection revoked");
+        Ok(())
+    }
+
+    async fn note_error(&self, conn: Uuid, e: &SyncError) {
+        let r = connection::Entity::update_many()
+            .col_expr(connection::Column::LastError, Expr::value(e.to_string()))
+            .filter(connection::Column::Id.eq(conn))
+            .exec(&self.db)
+            .await;
+        if let Err(db) = r {
+            tracing::warn!(error = %db, "cannot record a calendar sync error");
+        }
+    }
+}
+
+fn state_hash(state: &str) -> String {
+    sha2::Sha256::digest(state.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn not_configured(what: &str) -> ApiError {
+    ApiError::new(ErrorCode::DependencyUnavailable, format!("calendar sync is not configured on this server: {what}"))
+}
+
+fn parse_provider(s: &str) -> ApiResult<Provider> {
+    Provider::parse(s).ok_or_else(|| ApiError::not_found("calendar provider"))
+}
+
+fn syncer(app: &App) -> Syncer {
+    Syncer::new(app.db.clone(), app.outbound.clone(), &app.config.calendar)
+}
+
+/// Where to send the user to connect `provider`, with a fresh state and PKCE challenge.
+pub async fn authorize(app: &App, p: &Principal, provider: &str) -> ApiResult<url::Url> {
+    let provider = parse_provider(provider)?;
+    if p.api_key.is_some() {
+        return Err(ApiError::forbidden("a calendar connection belongs to a user; sign in as one"));
+    }
+    let s = syncer(app);
+    let cipher = s.cipher.clone().ok_or_else(|| not_configured("CALENDAR_TOKEN_KEY is not set"))?;
+    let settings =
+        s.settings(provider).ok_or_else(|| not_configured(&format!("{} has no client", provider.as_str())))?;
+    let redirect = s.redirect(provider).ok_or_else(|| not_configured("CALENDAR_REDIRECT_BASE is not set"))?;
+    let (url, st, verifier) = oauth::authorize_url(provider, settings, &redirect)
+        .map_err(|e| ApiError::new(ErrorCode::DependencyUnavailable, e.to_string()))?;
+    let hash = state_hash(&st);
+    let sealed = cipher.seal(&verifier, &format!("state:{hash}")).map_err(ApiError::internal)?;
+    let now = clock::now();
+    // Forget authorizations that were never finished.
+    state::Entity::delete_many().filter(state::Column::ExpiresAt.lt(now)).exec(&app.db).await?;
+    state::Entity::insert(state::ActiveModel::from(state::Model {
+        state_hash: hash,
+        firm_id: p.firm_id.0,
+        user_id: p.user_id.0,
+        provider: provider.as_str().to_owned(),
+        verifier: sealed,
+        created_at: now,
+        expires_at: now + chrono::Duration::from_std(STATE_TTL).unwrap_or_default(),
+    }))
+    .exec_without_returning(&app.db)
+    .await?;
+    Ok(url)
+}
+
+/// A connection as its user sees it (never its tokens).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionView {
+    pub provider: Provider,
+    /// `active`, or `revoked` (connect again).
+    pub status: String,
+    pub scope: Option<String>,
+    pub last_synced_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+fn connection_view(c: connection::Model) -> ConnectionView {
+    ConnectionView {
+        provider: Provider::parse(&c.provider).unwrap_or(Provider::Google),
+        status: c.status,
+        scope: c.scope,
+        last_synced_at: c.last_synced_at,
+        last_error: c.last_error,
+        created_at: c.created_at,
+    }
+}
+
+/// The provider's redirect back: exchanges the code for tokens and stores them sealed.
+pub async fn callback(
+    app: &App,
+    provider: &str,
+    code: Option<&str>,
+    st: Option<&str>,
+    error: Option<&str>,
+) -> ApiResult<ConnectionView> {
+    let provider = parse_provider(provider)?;
+    let s = syncer(app);
+    let cipher = s.cipher.clone().ok_or_else(|| not_configured("CALENDAR_TOKEN_KEY is not set"))?;
+    let st = st.ok_or_else(|| ApiError::field("state", "missing"))?;
+    // The state is used once, whatever happens next.
+    let hash = state_hash(st);
+    let found = state::Entity::find_by_id(hash.clone()).one(&app.db).await?;
+    state::Entity::delete_by_id(hash.clone()).exec(&app.db).await?;
+    let found = found
+        .filter(|f| f.provider == provider.as_str() && f.expires_at > clock::now())
+        .ok_or_else(|| ApiError::field("state", "unknown, used or expired: start again"))?;
+    if let Some(e) = error {
+        return Err(ApiError::field("error", format!("the provider did not grant access: {}", crate::input::plain(e))));
+    }
+    let code = code.ok_or_else(|| ApiError::field("code", "missing"))?;
+    let settings = s.settings(provider).ok_or_else(|| not_configured("the provider has no client"))?;
+    let redirect = s.redirect(provider).ok_or_else(|| not_configured("CALENDAR_REDIRECT_BASE is not set"))?;
+    let verifier = cipher.open(&found.verifier, &format!("state:{hash}")).map_err(ApiError::internal)?;
+    let t =
+        oauth::exchange(&app.outbound, provider, settings, &redirect, code, &verifier).await.map_err(|e| match e {
+            oauth::OAuthError::InvalidGrant => {
+                ApiError::field("code", "the provider refused the code (used or expired)")
+            }
+            oauth::OAuthError::Transport(m) => {
+                ApiError::new(ErrorCode::DependencyUnavailable, format!("the provider could not be reached: {m}"))
+            }
+            other => ApiError::field("code", other.to_string()),
+        })?;
+    let now = clock::now();
+    let id = Uuid::now_v7();
+    let mut c = connection::Model {
+        id,
+        firm_id: found.firm_id,
+        user_id: found.user_id,
+        provider: provider.as_str().to_owned(),
+        account_email: None,
+        access_token: String::new(),
+        refresh_token: None,
+        expires_at: t.expires_in.map(|d| now + chrono::Duration::from_std(d).unwrap_or_default()),
+        scope: t.scope.clone(),
+        sync_cursor: None,
+        status: "active".into(),
+        last_error: None,
+        last_synced_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    c.access_token = cipher.seal(&t.access, &Syncer::context(&c, "access")).map_err(ApiError::internal)?;
+    c.refresh_token = t
+        .refresh
+        .as_deref()
+        .map(|r| cipher.seal(r, &Syncer::context(&c, "refresh")))
+        .transpose()
+        .map_err(ApiError::internal)?;
+    let c = &c;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
+        // Connecting again replaces the old connection (and forgets what it had synced).
+        let old: Vec<Uuid> = connection::Entity::find()
+            .select_only()
+            .column(connection::Column::Id)
+            .filter(connection::Column::UserId.eq(c.user_id))
+            .filter(connection::Column::Provider.eq(c.provider.clone()))
+            .into_tuple()
+            .all(tx)
+            .await?;
+        link::Entity::delete_many().filter(link::Column::ConnectionId.is_in(old.clone())).exec(tx).await?;
+        connection::Entity::delete_many().filter(connection::Column::Id.is_in(old)).exec(tx).await?;
+        connection::Entity::insert(connection::ActiveModel::from(c.clone())).exec_without_returning(tx).await?;
+        let actor = Actor { id: Some(c.user_id), ..Actor::system() };
+        audit::record(
+            tx,
+            FirmId(c.firm_id),
+            &actor,
+            AuditEvent::new("calendar.connect", "calendar_connection", Some(c.id.to_string()))
+                .changes(serde_json::json!({ "provider": { "old": null, "new": c.provider } })),
+        )
+        .await?;
+        for (kind, key) in [(BACKFILL, "backfill"), (PULL, "pull")] {
+            let job = NewJob::new(kind, serde_json::json!({ "connectionId": c.id }))
+                .queue(super::reminders::QUEUE)
+                .max_attempts(8)
+                .unique_key(format!("calendar-{key}:{}", c.id));
+            lexiflow_queue::enqueue(tx, job).await.map_err(ApiError::internal)?;
+        }
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    Ok(connection_view(c.clone()))
+}
+
+/// The caller's connections.
+pub async fn list(app: &App, p: &Principal) -> ApiResult<Vec<ConnectionView>> {
+    Ok(connection::Entity::find()
+        .filter(connection::Column::UserId.eq(p.user_id.0))
+        .all(&app.db)
+        .await?
+        .into_iter()
+        .map(connection_view)
+        .collect())
+}
+
+/// Disconnects: revokes the grant at the provider where it can be, and forgets the tokens.
+pub async fn disconnect(app: &App, p: &Principal, provider: &str) -> ApiResult<bool> {
+    let provider = parse_provider(provider)?;
+    let c = connection::Entity::find()
+        .filter(connection::Column::UserId.eq(p.user_id.0))
+        .filter(connection::Column::Provider.eq(provider.as_str()))
+        .one(&app.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("calendar connection"))?;
+    let s = syncer(app);
+    let mut revoked = false;
+    if let (Some(cipher), Some(settings)) = (&s.cipher, s.settings(provider)) {
+        let token = c
+            .refresh_token
+            .as_deref()
+            .map(|t| cipher.open(t, &Syncer::context(&c, "refresh")))
+            .unwrap_or_else(|| cipher.open(&c.access_token, &Syncer::context(&c, "access")));
+        if let Ok(token) = token {
+            match oauth::revoke(&app.outbound, provider, settings, &token).await {
+                Ok(r) => revoked = r,
+                // The tokens are forgotten anyway; the user can remove the grant at the provider.
+                Err(e) => tracing::warn!(provider = provider.as_str(), error = %e, "revoking a calendar grant failed"),
+            }
+        }
+    }
+    let c = &c;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
+        link::Entity::delete_many().filter(link::Column::ConnectionId.eq(c.id)).exec(tx).await?;
+        connection::Entity::delete_by_id(c.id).exec(tx).await?;
+        audit::record(
+            tx,
+            p.firm_id,
+            &Actor::user(p),
+            AuditEvent::new("calendar.disconnect", "calendar_connection", Some(c.id.to_string())).changes(
+                serde_json::json!({ "provider": { "old": c.provider, "new": null }, "revokedAtProvider": revoked }),
+            ),
+        )
+        .await?;
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    Ok(revoked)
+}
+
+/// Asks for a pull of the caller's connection now.
+pub async fn sync_now(app: &App, p: &Principal, provider: &str) -> ApiResult<()> {
+    let provider = parse_provider(provider)?;
+    let c = connection::Entity::find()
+        .filter(connection::Column::UserId.eq(p.user_id.0))
+        .filter(connection::Column::Provider.eq(provider.as_str()))
+        .filter(connection::Column::Status.eq("active"))
+        .one(&app.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("calendar connection"))?;
+    let job = NewJob::new(PULL, serde_json::json!({ "connectionId": c.id }))
+        .queue(super::reminders::QUEUE)
+        .max_attempts(8)
+        .unique_key(format!("calendar-pull:{}", c.id));
+    lexiflow_queue::enqueue(&app.db, job).await.map_err(ApiError::internal)?;
+    Ok(())
+}
+
+/// After a change of `m` (in the writing transaction): a push job for this version, when the
+/// firm has any calendar connection or the event was pushed before.
+pub async fn changed(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<()> {
+    let any: Option<Uuid> = connection::Entity::find()
+        .select_only()
+        .column(connection::Column::Id)
+        .filter(connection::Column::FirmId.eq(m.firm_id))
+        .limit(1)
+        .into_tuple()
+        .one(tx)
+        .await?;
+    if any.is_none() {
+        return Ok(());
+    }
+    let job = NewJob::new(PUSH, serde_json::json!({ "eventId": m.id, "version": m.version }))
+        .queue(super::reminders::QUEUE)
+        .max_attempts(10)
+        .unique_key(format!("calendar-push:{}:{}", m.id, m.version));
+    lexiflow_queue::enqueue(tx, job).await.map_err(ApiError::internal)?;
+    Ok(())
+}
+
+/// Court dates and deadlines: LexiFlow's side always wins.
+fn protected(t: super::model::event::EventType) -> bool {
+    use super::model::event::EventType::*;
+    matches!(t, Deadline | CourtDate | Filing | Hearing)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventPayload {
+    event_id: Uuid,
+    version: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionPayload {
+    connection_id: Uuid,
+}
+
+impl Syncer {
+    fn api<'a>(
+        &'a self,
+        c: &'a connection::Model,
+        token: &'a (dyn Fn(bool) -> futures_util::future::BoxFuture<'a, Result<String, SyncError>> + Send + Sync),
+    ) -> Result<Api<'a>, SyncError> {
+        let provider = Provider::parse(&c.provider).ok_or_else(|| SyncError::Invalid("unknown provider".into()))?;
+        let settings =
+            self.settings(provider).ok_or_else(|| SyncError::Invalid(format!("{} is not configured", c.provider)))?;
+        Ok(Api { outbound: &self.outbound, provider, base: &settings.api_base, token })
+    }
+
+    /// The event as it is pushed.
+    async fn outgoing(&self, m: &event::Model) -> Result<Outgoing, SyncError> {
+        let people = attendee::Entity::find().filter(attendee::Column::EventId.eq(m.id)).all(&self.db).await?;
+        let ids: Vec<Uuid> = people.iter().filter_map(|a| a.user_id).collect();
+        let emails: std::collections::HashMap<Uuid, String> = user::Entity::find()
+            .filter(user::Column::Id.is_in(ids))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u.email))
+            .collect();
+        let attendees = people
+            .iter()
+            .filter_map(|a| {
+                let mail = a.email.clone().or_else(|| a.user_id.and_then(|u| emails.get(&u).cloned()))?;
+                Some((mail, a.name.clone()))
+            })
+            .collect();
+        let (start, end) = match (m.all_day, m.start_date, m.end_date) {
+            (true, Some(first), Some(last)) => (When::Day(first), When::Day(last.succ_opt().unwrap_or(last))),
+            _ => (When::At(m.starts_at), When::At(m.ends_at)),
+        };
+        Ok(Outgoing {
+            lexiflow_id: m.id,
+            title: m.title.clone(),
+            description: m.description.clone(),
+            location: m.location.clone(),
+            start,
+            end,
+            time_zone: m.time_zone.clone(),
+            attendees,
+            reminders: serde_json::from_str(&m.reminders).unwrap_or_default(),
+        })
+    }
+
+    /// The connections `m` belongs in: of its creator, assignee and user attendees, active,
+    /// whose users may see it now.
+    async fn targets(&self, m: &event::Model) -> Result<Vec<connection::Model>, SyncError> {
+        if m.deleted_at.is_some() {
+            return Ok(Vec::new());
+        }
+        let mut people = vec![m.created_by];
+        people.extend(m.assignee_id);
+        people.extend(
+            attendee::Entity::find()
+                .filter(attendee::Column::EventId.eq(m.id))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .filter_map(|a| a.user_id),
+        );
+        people.sort_unstable();
+        people.dedup();
+        let conns = connection::Entity::find()
+            .filter(connection::Column::UserId.is_in(people))
+            .filter(connection::Column::Status.eq("active"))
+            .all(&self.db)
+            .await?;
+        let mut out = Vec::with_capacity(conns.len());
+        for c in conns {
+            let Some(u) = user::Entity::find_by_id(c.user_id).one(&self.db).await? else { continue };
+            let sees =
+                super::reminders::sees(&self.db, &u, m).await.map_err(|e| SyncError::Invalid(e.message.to_string()))?;
+            if sees && Provider::parse(&c.provider).and_then(|p| self.settings(p)).is_some() {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn save_link(
+        &self,
+        m: &event::Model,
+        c: &connection::Model,
+        r: &RemoteEvent,
+        version: i32,
+    ) -> Result<(), SyncError> {
+        let backend = self.db.get_database_backend();
+        self.db
+            .execute_raw(db::portable(
+                backend,
+                "INSERT INTO calendar_event_links (event_id, connection_id, remote_id, remote_etag, remote_updated_at, \
+                 pushed_version, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (event_id, connection_id) DO UPDATE SET remote_id = excluded.remote_id, \
+                 remote_etag = excluded.remote_etag, remote_updated_at = excluded.remote_updated_at, \
+                 pushed_version = excluded.pushed_version, synced_at = excluded.synced_at",
+                vec![
+                    m.id.into(),
+                    c.id.into(),
+                    r.id.clone().into(),
+                    r.etag.clone().into(),
+                    r.updated.into(),
+                    version.into(),
+                    clock::now().into(),
+                ],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_conflict(
+        &self,
+        m: &event::Model,
+        c: &connection::Model,
+        kept: &str,
+        what: &str,
+    ) -> Result<(), SyncError> {
+        let (m, c) = (m.clone(), c.clone());
+        let (kept, what) = (kept.to_owned(), what.to_owned());
+        let (m, c, kept, what) = (&m, &c, &kept, &what);
+        let done = db::transaction(&self.db, TxOptions::write(), |tx| async move {
+            let mut a = AuditEvent::new("calendar.sync.conflict", "calendar_event", Some(m.id.to_string())).changes(
+                serde_json::json!({ "provider": c.provider, "kept": kept, "what": what, "userId": c.user_id }),
+            );
+            if let Some(case) = m.case_id {
+                a = a.case(case);
+            }
+            audit::record(&tx, FirmId(m.firm_id), &Actor::system(), a).await?;
+            Ok::<_, ApiError>(())
+        })
+        .await
+        .map_err(|e| SyncError::Invalid(e.message.to_string()))?;
+        drop(done.events);
+        tracing::info!(event_id = %m.id, provider = %c.provider, kept, what, "calendar sync conflict resolved");
+        Ok(())
+    }
+
+    /// Sends `m` to `c` (create, or update with the stored ETag), resolving a conflict by the rule.
+    async fn push_one(
+        &self,
+        m: &event::Model,
+        c: &connection::Model,
+        l: Option<&link::Model>,
+    ) -> Result<(), SyncError> {
+        if l.is_some_and(|l| l.pushed_version >= m.version) {
+            return Ok(());
+        }
+        let cid = c.id;
+        let token = move |force: bool| -> futures_util::future::BoxFuture<'_, Result<String, SyncError>> {
+            Box::pin(self.access_token(cid, force))
+        };
+        let api = self.api(c, &token)?;
+        let out = self.outgoing(m).await?;
+        let Some(l) = l else {
+            let r = api.create(&out).await?;
+            return self.save_link(m, c, &r, m.version).await;
+        };
+        match api.update(&l.remote_id, l.remote_etag.as_deref(), &out).await {
+            Ok(r) => self.save_link(m, c, &r, m.version).await,
+            Err(SyncError::Gone) => {
+                let r = api.create(&out).await?;
+                self.save_link(m, c, &r, m.version).await?;
+                self.audit_conflict(m, c, "lexiflow", "deleted at the provider while changed in LexiFlow: re-created")
+                    .await
+            }
+            Err(SyncError::Precondition) => {
+                // Changed on both sides.
+                let remote = api.get(&l.remote_id).await?;
+                let remote_newer = remote.as_ref().and_then(|r| r.updated).is_some_and(|t| t > m.updated_at);
+                match remote {
+                    Some(r) if remote_newer && !protected(m.event_type) => {
+                        let applied = self.apply_remote(m, &r).await?;
+                        self.save_link(m, c, &r, applied).await?;
+                        self.audit_conflict(m, c, "provider", "changed on both sides; the provider's change is later")
+                            .await
+                    }
+                    _ => {
+                        let r = api.update(&l.remote_id, None, &out).await?;
+                        self.save_link(m, c, &r, m.version).await?;
+                        let why = if protected(m.event_type) {
+                            "changed on both sides; a court date or deadline keeps LexiFlow's version"
+                        } else {
+                            "changed on both sides; LexiFlow's change is later"
+                        };
+                        self.audit_conflict(m, c, "lexiflow", why).await
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The `calendar.push` job.
+    pub async fn push(&self, payload: serde_json::Value) -> Result<(), JobError> {
+        let p: EventPayload = serde_json::from_value(payload).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let Some(m) = event::Entity::find_by_id(p.event_id).one(&self.db).await? else { return Ok(()) };
+        if m.version > p.version {
+            // A later version's job does it.
+            return Ok(());
+        }
+        let targets = self.targets(&m).await?;
+        let links = link::Entity::find().filter(link::Column::EventId.eq(m.id)).all(&self.db).await?;
+        let mut first_error = None;
+        for c in &targets {
+            let l = links.iter().find(|l| l.connection_id == c.id);
+            if let Err(e) = self.push_one(&m, c, l).await {
+                self.note_error(c.id, &e).await;
+                first_error.get_or_insert(e);
+            }
+        }
+        // Where it no longer belongs: taken out of that calendar.
+        for l in links.iter().filter(|l| !targets.iter().any(|c| c.id == l.connection_id)) {
+            if let Some(c) = connection::Entity::find_by_id(l.connection_id).one(&self.db).await?
+                && c.status == "active"
+            {
+                let cid = c.id;
+                let token = move |force: bool| -> futures_util::future::BoxFuture<'_, Result<String, SyncError>> {
+                    Box::pin(self.access_token(cid, force))
+                };
+                let removed = match self.api(&c, &token) {
+                    Ok(api) => api.delete(&l.remote_id).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = removed {
+                    self.note_error(c.id, &e).await;
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            }
+            link::Entity::delete_many()
+                .filter(link::Column::EventId.eq(l.event_id))
+                .filter(link::Column::ConnectionId.eq(l.connection_id))
+                .exec(&self.db)
+                .await?;
+        }
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a provider's change into the LexiFlow event (audited, announced); its new version.
+    async fn apply_remote(&self, m: &event::Model, r: &RemoteEvent) -> Result<i32, SyncError> {
+        let mut next = m.clone();
+        if let Some(t) = &r.title {
+            next.title = crate::input::plain(t).chars().take(300).collect();
+        }
+        next.description = r.description.as_deref().map(|d| crate::input::plain(d).chars().take(10_000).collect());
+        next.location = r.location.as_deref().map(|l| crate::input::plain(l).chars().take(500).collect());
+        let tz: chrono_tz::Tz = m.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
+        match (r.start, r.end) {
+            (Some(When::At(s)), Some(When::At(e))) if e >= s => {
+                (next.all_day, next.starts_at, next.ends_at, next.start_date, next.end_date) =
+                    (false, s, e, None, None);
+            }
+            (Some(When::Day(s)), Some(When::Day(e))) if e > s => {
+                let last = e.pred_opt().unwrap_or(s);
+                if let (Some(a), Some(b)) = (super::ops::start_of(s, tz), super::ops::start_of(e, tz)) {
+                    (next.all_day, next.starts_at, next.ends_at, next.start_date, next.end_date) =
+                        (true, a, b, Some(s), Some(last));
+                }
+            }
+            _ => {}
+        }
+        if next.starts_at != m.starts_at || next.ends_at != m.ends_at {
+            next.recompute = false;
+        }
+        next.version = m.version + 1;
+        next.updated_at = clock::now();
+        let (m, next) = (m, &next);
+        let done = db::transaction(&self.db, TxOptions::write(), |tx| async move {
+            let tx = &tx;
+            let n = event::Entity::update_many()
+                .set(sea_orm::ActiveModelTrait::reset_all(event::ActiveModel::from(next.clone())))
+                .filter(event::Column::Id.eq(m.id))
+                .filter(event::Column::Version.eq(m.version))
+                .exec(tx)
+                .await?
+                .rows_affected;
+            if n != 1 {
+                return Err(ApiError::new(ErrorCode::PreconditionFailed, "the event changed meanwhile"));
+            }
+            super::reminders::schedule(tx, next).await?;
+            let people = super::ops::attendees_of(tx, &[m.id]).await?.remove(&m.id).unwrap_or_default();
+            let flags = super::ops::confidentiality(tx, next).await?;
+            let before = super::ops::view(m.clone(), people.clone());
+            let v = super::ops::view(next.clone(), people);
+            let actor = Actor::system();
+            let mut a = AuditEvent::new("calendar.sync.pull", "calendar_event", Some(m.id.to_string()))
+                .changes(audit::diff(&audit::json(&before), &audit::json(&v)));
+            if let Some(c) = m.case_id {
+                a = a.case(c);
+            }
+            audit::record(tx, FirmId(m.firm_id), &actor, a).await?;
+            tx.record(super::ops::change_event(DomainType::CalendarEventUpdated, FirmId(m.firm_id), &actor, &v, flags));
+            changed(tx, next).await?;
+            Ok::<_, ApiError>(())
+        })
+        .await;
+        match done {
+            Ok(d) => {
+                drop(d.events);
+                outbox::sequence_firm(&self.db, m.firm_id).await?;
+                Ok(next.version)
+            }
+            Err(e) if e.code == ErrorCode::PreconditionFailed => Err(SyncError::Precondition),
+            Err(e) => Err(SyncError::Invalid(e.message.to_string())),
+        }
+    }
+
+    /// Deletes the LexiFlow event a provider deleted (only for events that are not court dates).
+    async fn delete_local(&self, m: &event::Model) -> Result<(), SyncError> {
+        let done = db::transaction(&self.db, TxOptions::write(), |tx| async move {
+            let tx = &tx;
+            let n = event::Entity::update_many()
+                .col_expr(event::Column::DeletedAt, Expr::value(clock::now()))
+                .col_expr(event::Column::Version, Expr::col(event::Column::Version).add(1))
+                .filter(event::Column::Id.eq(m.id))
+                .filter(event::Column::Version.eq(m.version))
+                .exec(tx)
+                .await?
+                .rows_affected;
+            if n != 1 {
+                return Ok::<_, ApiError>(());
+            }
+            let people = super::ops::attendees_of(tx, &[m.id]).await?.remove(&m.id).unwrap_or_default();
+            let flags = super::ops::confidentiality(tx, m).await?;
+            let v = super::ops::view(m.clone(), people);
+            let actor = Actor::system();
+            let mut a = AuditEvent::new("calendar.sync.pull", "calendar_event", Some(m.id.to_string()))
+                .changes(serde_json::json!({ "deleted": { "old": false, "new": true }, "by": "provider" }));
+            if let Some(c) = m.case_id {
+                a = a.case(c);
+            }
+            audit::record(tx, FirmId(m.firm_id), &actor, a).await?;
+            tx.record(super::ops::change_event(DomainType::CalendarEventDeleted, FirmId(m.firm_id), &actor, &v, flags));
+            let mut gone = m.clone();
+            gone.version += 1;
+            gone.deleted_at = Some(clock::now());
+            changed(tx, &gone).await?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| SyncError::Invalid(e.message.to_string()))?;
+        drop(done.events);
+        outbox::sequence_firm(&self.db, m.firm_id).await?;
+        Ok(())
+    }
+
+    /// The `calendar.pull` job.
+    pub async fn pull(&self, payload: serde_json::Value) -> Result<(), JobError> {
+        let p: ConnectionPayload = serde_json::from_value(payload).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let Some(c) = connection::Entity::find_by_id(p.connection_id).one(&self.db).await? else { return Ok(()) };
+        if c.status != "active" {
+            return Ok(());
+        }
+        match self.pull_connection(&c).await {
+            Ok(n) => {
+                connection::Entity::update_many()
+                    .col_expr(connection::Column::LastSyncedAt, Expr::value(clock::now()))
+                    .col_expr(connection::Column::LastError, Expr::value(Option::<String>::None))
+                    .filter(connection::Column::Id.eq(c.id))
+                    .exec(&self.db)
+                    .await?;
+                if n > 0 {
+                    tracing::info!(connection_id = %c.id, provider = %c.provider, changes = n, "calendar changes pulled");
+                }
+                Ok(())
+            }
+            // A revoked grant is the user's to renew; retrying will not help.
+            Err(SyncError::Revoked) => Ok(()),
+            Err(e) => {
+                self.note_error(c.id, &e).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn pull_connection(&self, c: &connection::Model) -> Result<usize, SyncError> {
+        let cid = c.id;
+        let token = move |force: bool| -> futures_util::future::BoxFuture<'_, Result<String, SyncError>> {
+            Box::pin(self.access_token(cid, force))
+        };
+        let api = self.api(c, &token)?;
+        let (changes, cursor) = match api.changes(c.sync_cursor.as_deref()).await {
+            Err(SyncError::CursorExpired) => {
+                tracing::info!(connection_id = %c.id, "calendar sync cursor expired: full listing");
+                metrics::counter!("lexiflow_calendar_full_syncs_total", "provider" => api.provider.as_str())
+                    .increment(1);
+                api.changes(None).await?
+            }
+            other => other?,
+        };
+        let mut applied = 0;
+        for r in &changes {
+            let Some(l) = link::Entity::find()
+                .filter(link::Column::ConnectionId.eq(c.id))
+                .filter(link::Column::RemoteId.eq(r.id.clone()))
+                .one(&self.db)
+                .await?
+            else {
+                continue;
+            };
+            // Our own write coming back.
+            if r.etag.is_some() && r.etag == l.remote_etag && !r.deleted {
+                continue;
+            }
+            let Some(m) = event::Entity::find_by_id(l.event_id).one(&self.db).await? else {
+                link::Entity::delete_many()
+                    .filter(link::Column::ConnectionId.eq(c.id))
+                    .filter(link::Column::RemoteId.eq(r.id.clone()))
+                    .exec(&self.db)
+                    .await?;
+                continue;
+            };
+            let local_changed = m.version > l.pushed_version;
+            let out = self.outgoing(&m).await?;
+            if r.deleted {
+                if m.deleted_at.is_some() {
+                    link::Entity::delete_many()
+                        .filter(link::Column::EventId.eq(m.id))
+                        .filter(link::Column::ConnectionId.eq(c.id))
+                        .exec(&self.db)
+                        .await?;
+                } else if protected(m.event_type) || local_changed {
+                    let created = api.create(&out).await?;
+                    self.save_link(&m, c, &created, m.version).await?;
+                    self.audit_conflict(&m, c, "lexiflow", "deleted at the provider: re-created").await?;
+                } else {
+                    self.delete_local(&m).await?;
+                    link::Entity::delete_many()
+                        .filter(link::Column::EventId.eq(m.id))
+                        .filter(link::Column::ConnectionId.eq(c.id))
+                        .exec(&self.db)
+                        .await?;
+                }
+                applied += 1;
+                continue;
+            }
+            if m.deleted_at.is_some() {
+                // Deleted here; the push job takes it out of that calendar.
+                continue;
+            }
+            let remote_newer = r.updated.is_some_and(|t| t > m.updated_at);
+            if protected(m.event_type) || (local_changed && !remote_newer) {
+                let w = api.update(&r.id, None, &out).await?;
+                self.save_link(&m, c, &w, m.version).await?;
+                let why = if protected(m.event_type) {
+                    "changed at the provider; a court date or deadline keeps LexiFlow's version"
+                } else {
+                    "changed on both sides; LexiFlow's change is later"
+                };
+                self.audit_conflict(&m, c, "lexiflow", why).await?;
+            } else {
+                match self.apply_remote(&m, r).await {
+                    Ok(v) => {
+                        self.save_link(&m, c, r, v).await?;
+                        if local_changed {
+                            self.audit_conflict(
+                                &m,
+                                c,
+                                "provider",
+                                "changed on both sides; the provider's change is later",
+                            )
+                            .await?;
+                        }
+                    }
+                    // Changed here meanwhile: the next pull sees it again.
+                    Err(SyncError::Precondition) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            applied += 1;
+        }
+        connection::Entity::update_many()
+            .col_expr(connection::Column::SyncCursor, Expr::value(cursor))
+            .filter(connection::Column::Id.eq(c.id))
+            .exec(&self.db)
+            .await?;
+        Ok(applied)
+    }
+
+    /// The `calendar.backfill` job: pushes the connected user's events from a month ago on.
+    pub async fn backfill(&self, payload: serde_json::Value) -> Result<(), JobError> {
+        let p: ConnectionPayload = serde_json::from_value(payload).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let Some(c) = connection::Entity::find_by_id(p.connection_id).one(&self.db).await? else { return Ok(()) };
+        let since = clock::now() - chrono::Duration::days(30);
+        let me = c.user_id;
+        let attending = sea_orm::sea_query::Query::select()
+            .column(attendee::Column::EventId)
+            .from(attendee::Entity)
+            .and_where(attendee::Column::UserId.eq(me))
+            .to_owned();
+        let events = event::Entity::find()
+            .filter(event::Column::FirmId.eq(c.firm_id))
+            .filter(event::Column::DeletedAt.is_null())
+            .filter(event::Column::EndsAt.gte(since))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(event::Column::CreatedBy.eq(me))
+                    .add(event::Column::AssigneeId.eq(me))
+                    .add(event::Column::Id.in_subquery(attending)),
+            )
+            .limit(5_000)
+            .all(&self.db)
+            .await?;
+        let jobs: Vec<NewJob> = events
+            .iter()
+            .map(|m| {
+                NewJob::new(PUSH, serde_json::json!({ "eventId": m.id, "version": m.version }))
+                    .queue(super::reminders::QUEUE)
+                    .max_attempts(10)
+                    .unique_key(format!("calendar-push:{}:{}", m.id, m.version))
+            })
+            .collect();
+        for chunk in jobs.chunks(500) {
+            lexiflow_queue::enqueue_many(&self.db, chunk.to_vec())
+                .await
+                .map_err(|e| JobError::Invalid(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The `calendar.sync` job: a pull for every active connection.
+    pub async fn sync_all(&self) -> Result<(), JobError> {
+        let ids: Vec<Uuid> = connection::Entity::find()
+            .select_only()
+            .column(connection::Column::Id)
+            .filter(connection::Column::Status.eq("active"))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let jobs: Vec<NewJob> = ids
+            .iter()
+            .map(|id| {
+                NewJob::new(PULL, serde_json::json!({ "connectionId": id }))
+                    .queue(super::reminders::QUEUE)
+                    .max_attempts(8)
+                    .unique_key(format!("calendar-pull:{id}"))
+            })
+            .collect();
+        for chunk in jobs.chunks(500) {
+            lexiflow_queue::enqueue_many(&self.db, chunk.to_vec())
+                .await
+                .map_err(|e| JobError::Invalid(e.to_string()))?;
+        }
+        Ok(())
+    }
+}

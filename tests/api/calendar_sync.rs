@@ -1,0 +1,620 @@
+//! Calendar provider sync against local fakes of Google Calendar API v3 and Microsoft Graph
+//! v1.0 (wiremock servers with a stateful responder that follows the documented behaviour):
+//! the OAuth code exchange with PKCE checked, refresh on 401, a revoked grant, 429 with
+//! `Retry-After`, paging, Google's 410 on an expired sync token, Graph delta links, push,
+//! pull, and the conflict rule that never loses LexiFlow's side of a court deadline.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::Engine;
+use http::Method;
+use serde_json::{Value, json};
+use sha2::Digest;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+
+use crate::support::{Backend, Session, TestApp};
+
+crate::on_both_backends!(google_two_way_sync_follows_the_documented_api, microsoft_graph_delta_sync_and_disconnect,);
+
+/// One fake provider's state.
+#[derive(Default)]
+struct State {
+    graph: bool,
+    /// PKCE challenges seen on the authorization page, by state.
+    challenge: Option<String>,
+    access: Option<String>,
+    refresh_ok: bool,
+    revoked: Vec<String>,
+    token_grants: Vec<String>,
+    next_token: u32,
+    /// id -> event JSON; a change log of (seq, id).
+    events: BTreeMap<String, Value>,
+    log: Vec<(u64, String)>,
+    seq: u64,
+    next_id: u32,
+    /// Sync tokens (or delta links) no longer known.
+    cursors_expired: bool,
+    rate_limit: u32,
+    requests: Vec<String>,
+    /// The server's address (wiremock's request URL does not carry it).
+    base: String,
+}
+
+#[derive(Clone)]
+struct Fake(Arc<Mutex<State>>);
+
+fn form(body: &[u8]) -> BTreeMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Fake {
+    fn new(graph: bool) -> Self {
+        Fake(Arc::new(Mutex::new(State { graph, refresh_ok: true, ..Default::default() })))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.0.lock().unwrap())
+    }
+
+    fn touch(s: &mut State, id: &str) {
+        s.seq += 1;
+        s.log.push((s.seq, id.to_owned()));
+        let seq = s.seq;
+        let graph = s.graph;
+        if let Some(e) = s.events.get_mut(id) {
+            let etag = format!("\"{seq}\"");
+            if graph {
+                e["@odata.etag"] = json!(format!("W/{etag}"));
+                e["lastModifiedDateTime"] = json!(now());
+            } else {
+                e["etag"] = json!(etag);
+                e["updated"] = json!(now());
+            }
+        }
+    }
+
+    /// Changes an event as its owner would in the provider's own app.
+    fn edit(&self, id: &str, f: impl FnOnce(&mut Value)) {
+        self.with(|s| {
+            std::thread::sleep(Duration::from_millis(5));
+            f(s.events.get_mut(id).unwrap());
+            Fake::touch(s, id);
+        });
+    }
+
+    fn delete(&self, id: &str) {
+        self.with(|s| {
+            if s.graph {
+                s.events.get_mut(id).unwrap()["@removed"] = json!({"reason": "deleted"});
+            } else {
+                s.events.get_mut(id).unwrap()["status"] = json!("cancelled");
+            }
+            Fake::touch(s, id);
+        });
+    }
+
+    fn live(&self) -> Vec<Value> {
+        self.with(|s| {
+            s.events
+                .values()
+                .filter(|e| e.get("status") != Some(&json!("cancelled")) && e.get("@removed").is_none())
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn page(&self, s: &mut State, since: u64, offset: usize, base: &str) -> Value {
+        // Changed ids since `since`, each once, newest state; two per page.
+        let mut ids: Vec<String> = s.log.iter().filter(|(q, _)| *q > since).map(|(_, id)| id.clone()).collect();
+        ids.dedup();
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|i| seen.insert(i.clone()));
+        let items: Vec<Value> = ids.iter().skip(offset).take(2).filter_map(|i| s.events.get(i).cloned()).collect();
+        let more = ids.len() > offset + 2;
+        if s.graph {
+            let mut v = json!({ "value": items });
+            if more {
+                v["@odata.nextLink"] = json!(format!("{base}/me/calendarView/delta?since={since}&skip={}", offset + 2));
+            } else {
+                v["@odata.deltaLink"] = json!(format!("{base}/me/calendarView/delta?since={}", s.seq));
+            }
+            v
+        } else {
+            let mut v = json!({ "kind": "calendar#events", "items": items });
+            if more {
+                v["nextPageToken"] = json!(format!("{since}:{}", offset + 2));
+            } else {
+                v["nextSyncToken"] = json!(format!("sync-{}", s.seq));
+            }
+            v
+        }
+    }
+}
+
+impl Respond for Fake {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut s = self.0.lock().unwrap();
+        let path = req.url.path().to_owned();
+        let q: BTreeMap<String, String> = req.url.query_pairs().into_owned().collect();
+        s.requests.push(format!("{} {}", req.method, req.url));
+        let base = s.base.clone();
+        // OAuth: the token endpoint (RFC 6749 with PKCE, RFC 7636) and revocation (RFC 7009).
+        if path == "/token" {
+            let f = form(&req.body);
+            let grant = f.get("grant_type").cloned().unwrap_or_default();
+            s.token_grants.push(grant.clone());
+            let invalid = || ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_grant"}));
+            if f.get("client_id").map(String::as_str) != Some("client-id")
+                || f.get("client_secret").map(String::as_str) != Some("client-secret")
+            {
+                return ResponseTemplate::new(401).set_body_json(json!({"error": "invalid_client"}));
+            }
+            match grant.as_str() {
+                "authorization_code" => {
+                    let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+                    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+                    if f.get("code").map(String::as_str) != Some("good-code")
+                        || s.challenge.as_deref() != Some(challenge.as_str())
+                    {
+                        return invalid();
+                    }
+                    if f.get("redirect_uri").map(String::as_str)
+                        != Some(&*format!(
+                            "http://lexiflow.test/api/v1/calendar/connections/{}/callback",
+                            if s.graph { "microsoft" } else { "google" }
+                        ))
+                    {
+                        return invalid();
+                    }
+                }
+                "refresh_token" => {
+                    if !s.refresh_ok || f.get("refresh_token").map(String::as_str) != Some("refresh-1") {
+                        return invalid();
+                    }
+                }
+                _ => return ResponseTemplate::new(400).set_body_json(json!({"error": "unsupported_grant_type"})),
+            }
+            s.next_token += 1;
+            let access = format!("access-{}", s.next_token);
+            s.access = Some(access.clone());
+            let mut body =
+                json!({"access_token": access, "token_type": "Bearer", "expires_in": 3599, "scope": "calendar"});
+            if grant == "authorization_code" {
+                body["refresh_token"] = json!("refresh-1");
+            }
+            return ResponseTemplate::new(200).set_body_json(body);
+        }
+        if path == "/revoke" {
+            let f = form(&req.body);
+            s.revoked.push(f.get("token").cloned().unwrap_or_default());
+            s.refresh_ok = false;
+            return ResponseTemplate::new(200);
+        }
+        // The calendar API: a bearer token that is the current one.
+        let auth = req.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if s.access.as_deref().is_none_or(|a| auth != format!("Bearer {a}")) {
+            return ResponseTemplate::new(401)
+                .set_body_json(json!({"error": {"code": 401, "message": "Invalid Credentials"}}));
+        }
+        if s.rate_limit > 0 {
+            s.rate_limit -= 1;
+            return ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .set_body_json(json!({"error": {"code": 429, "message": "Rate Limit Exceeded"}}));
+        }
+        let events = if s.graph { "/graph/me/events" } else { "/calendar/v3/calendars/primary/events" };
+        let delta = "/graph/me/calendarView/delta";
+        let if_match = req.headers.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let etag_of = |e: &Value, graph: bool| {
+            (if graph { e["@odata.etag"].as_str() } else { e["etag"].as_str() }).unwrap_or("").to_owned()
+        };
+        if path == events && req.method == Method::POST {
+            let mut e: Value = req.body_json().unwrap();
+            s.next_id += 1;
+            let id = format!("evt{}", s.next_id);
+            e["id"] = json!(id);
+            if !s.graph {
+                e["status"] = json!("confirmed");
+            }
+            s.events.insert(id.clone(), e);
+            Fake::touch(&mut s, &id);
+            return ResponseTemplate::new(if s.graph { 201 } else { 200 }).set_body_json(s.events[&id].clone());
+        }
+        if path == events && req.method == Method::GET && !s.graph {
+            let (since, offset) = match (q.get("syncToken"), q.get("pageToken")) {
+                (_, Some(p)) => {
+                    let (a, b) = p.split_once(':').unwrap();
+                    (a.parse().unwrap(), b.parse().unwrap())
+                }
+                (Some(t), None) => {
+                    if s.cursors_expired {
+                        return ResponseTemplate::new(410)
+                            .set_body_json(json!({"error": {"code": 410, "message": "Sync token is no longer valid, a full sync is required."}}));
+                    }
+                    (t.trim_start_matches("sync-").parse().unwrap(), 0)
+                }
+                (None, None) => (0, 0),
+            };
+            let body = self.page(&mut s, since, offset, &base);
+            return ResponseTemplate::new(200).set_body_json(body);
+        }
+        if path == delta && s.graph {
+            let since: u64 = q.get("since").and_then(|v| v.parse().ok()).unwrap_or(0);
+            if q.contains_key("since") && s.cursors_expired && !q.contains_key("skip") {
+                return ResponseTemplate::new(410).set_body_json(
+                    json!({"error": {"code": "SyncStateNotFound", "message": "The sync state is not found."}}),
+                );
+            }
+            let windowed = q.contains_key("startDateTime") && q.contains_key("endDateTime");
+            if !(q.contains_key("since") || windowed) {
+                return ResponseTemplate::new(400).set_body_json(json!({"error": {"code": "ErrorInvalidParameter", "message": "startDateTime and endDateTime are required"}}));
+            }
+            let offset = q.get("skip").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let body = self.page(&mut s, since, offset, &format!("{base}/graph"));
+            return ResponseTemplate::new(200).set_body_json(body);
+        }
+        if let Some(id) = path.strip_prefix(&format!("{events}/")) {
+            let id = id.to_owned();
+            let graph = s.graph;
+            let Some(current) = s.events.get(&id).cloned() else {
+                return ResponseTemplate::new(404)
+                    .set_body_json(json!({"error": {"code": 404, "message": "Not Found"}}));
+            };
+            let gone = current.get("status") == Some(&json!("cancelled")) || current.get("@removed").is_some();
+            match req.method {
+                Method::GET => {
+                    return if gone && graph {
+                        ResponseTemplate::new(404)
+                    } else {
+                        ResponseTemplate::new(200).set_body_json(current)
+                    };
+                }
+                Method::PUT | Method::PATCH => {
+                    if gone {
+                        return ResponseTemplate::new(if graph { 404 } else { 410 });
+                    }
+                    if let Some(m) = if_match
+                        && m != etag_of(&current, graph)
+                    {
+                        return ResponseTemplate::new(412)
+                            .set_body_json(json!({"error": {"code": 412, "message": "Precondition Failed"}}));
+                    }
+                    let mut e: Value = req.body_json().unwrap();
+                    e["id"] = json!(id);
+                    if !graph {
+                        e["status"] = json!("confirmed");
+                    }
+                    s.events.insert(id.clone(), e);
+                    Fake::touch(&mut s, &id);
+                    return ResponseTemplate::new(200).set_body_json(s.events[&id].clone());
+                }
+                Method::DELETE => {
+                    if graph {
+                        s.events.get_mut(&id).unwrap()["@removed"] = json!({"reason": "deleted"});
+                    } else {
+                        s.events.get_mut(&id).unwrap()["status"] = json!("cancelled");
+                    }
+                    Fake::touch(&mut s, &id);
+                    return ResponseTemplate::new(204);
+                }
+                _ => {}
+            }
+        }
+        ResponseTemplate::new(404).set_body_json(json!({"error": {"code": 404, "message": format!("no route {path}")}}))
+    }
+}
+
+async fn fake_server(graph: bool) -> (MockServer, Fake) {
+    let server = MockServer::start().await;
+    let fake = Fake::new(graph);
+    fake.with(|f| f.base = server.uri());
+    Mock::given(any()).respond_with(fake.clone()).mount(&server).await;
+    (server, fake)
+}
+
+fn configure(c: &mut lexiflow::config::Config, google: Option<&str>, graph: Option<&str>) {
+    c.webhooks.allow_private = true;
+    c.calendar.token_key = Some(base64::engine::general_purpose::STANDARD.encode([42u8; 32]).into());
+    c.calendar.redirect_base = Some("http://lexiflow.test".into());
+    let settings = |base: &str, api: &str, revoke: bool| lexiflow::config::ProviderSettings {
+        client_id: "client-id".into(),
+        client_secret: "client-secret".to_owned().into(),
+        auth_url: format!("{base}/authorize"),
+        token_url: format!("{base}/token"),
+        revoke_url: revoke.then(|| format!("{base}/revoke")),
+        api_base: format!("{base}{api}"),
+    };
+    c.calendar.google = google.map(|b| settings(b, "/calendar/v3", true));
+    c.calendar.microsoft = graph.map(|b| settings(b, "/graph", false));
+}
+
+/// Runs the jobs until `done` holds (or fails after 30 s).
+async fn until<F, Fut>(t: &TestApp, what: &str, done: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let stop = tokio_util::sync::CancellationToken::new();
+    let db = t.app.db.clone();
+    let w = lexiflow::jobs::worker(db.clone(), db, &t.app.config, t.app.cache.clone(), t.app.storage.clone()).unwrap();
+    let run = tokio::spawn(w.run(stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        if std::time::Instant::now() > deadline {
+            stop.cancel();
+            let _ = run.await;
+            let jobs = t
+                .sql("SELECT job_type, state, last_error FROM queue_jobs WHERE job_type LIKE 'calendar.%' ORDER BY id")
+                .await;
+            let listed: Vec<String> = jobs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {:?}",
+                        r.try_get_by_index::<String>(0).unwrap(),
+                        r.try_get_by_index::<String>(1).unwrap(),
+                        r.try_get_by_index::<Option<String>>(2).unwrap()
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}; jobs: {listed:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    run.await.unwrap();
+}
+
+/// Connects `provider` for `s` through the authorization page and the callback.
+async fn connect(t: &TestApp, s: &Session, fake: &Fake, provider: &str) {
+    let r = t.get(&format!("/api/v1/calendar/connections/{provider}/authorize"), &s.token).await;
+    r.expect(302);
+    let location = url::Url::parse(r.header("location").unwrap()).unwrap();
+    let q: BTreeMap<String, String> = location.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], "client-id");
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["redirect_uri"], format!("http://lexiflow.test/api/v1/calendar/connections/{provider}/callback"));
+    assert_eq!(r.data()["authorizationUrl"], location.as_str());
+    fake.with(|f| f.challenge = Some(q["code_challenge"].clone()));
+    let state = &q["state"];
+    // A wrong code is refused and the state is spent.
+    let bad = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/calendar/connections/{provider}/callback?code=bad&state={state}"),
+            None,
+            None,
+        )
+        .await;
+    bad.expect(400);
+    let r = t.get(&format!("/api/v1/calendar/connections/{provider}/authorize"), &s.token).await;
+    let location = url::Url::parse(r.header("location").unwrap()).unwrap();
+    let q: BTreeMap<String, String> = location.query_pairs().into_owned().collect();
+    fake.with(|f| f.challenge = Some(q["code_challenge"].clone()));
+    let path = format!("/api/v1/calendar/connections/{provider}/callback?code=good-code&state={}", q["state"]);
+    let r = t.call(Method::GET, &path, None, None).await;
+    r.expect(200);
+    assert_eq!(r.data()["status"], "active");
+    // The same state again: refused (used once).
+    t.call(Method::GET, &path, None, None).await.expect(400);
+    // Tokens are sealed at rest.
+    let rows = t.sql("SELECT access_token, refresh_token FROM calendar_connections").await;
+    let access: String = rows[0].try_get_by_index(0).unwrap();
+    let refresh: Option<String> = rows[0].try_get_by_index(1).unwrap();
+    assert!(access.starts_with("v1:") && !access.contains("access-"), "{access}");
+    assert!(refresh.unwrap().starts_with("v1:"));
+}
+
+async fn event_json(t: &TestApp, s: &Session, id: &str) -> Value {
+    let r = t.get(&format!("/api/v1/calendar/{id}"), &s.token).await;
+    r.expect(200);
+    r.data().clone()
+}
+
+async fn count(t: &TestApp, sql: &str) -> i64 {
+    t.sql(sql).await[0].try_get_by_index::<i64>(0).unwrap()
+}
+
+async fn google_two_way_sync_follows_the_documented_api(b: Backend) {
+    let (server, fake) = fake_server(false).await;
+    let uri = server.uri();
+    let t = TestApp::with(b, |c| configure(c, Some(&uri), None)).await;
+    let admin = t.register("Sync").await;
+    // Not configured for Microsoft; unknown providers are 404.
+    t.get("/api/v1/calendar/connections/microsoft/authorize", &admin.token).await.expect(503);
+    t.get("/api/v1/calendar/connections/yahoo/authorize", &admin.token).await.expect(404);
+    connect(&t, &admin, &fake, "google").await;
+    let case = t.case(&admin, "G-1").await;
+
+    // Push: a meeting and a court deadline reach the user's calendar.
+    let meeting = t
+        .post(
+            "/api/v1/calendar",
+            &admin.token,
+            json!({"type": "meeting", "title": "Client meeting", "startsAt": "2027-02-01T15:00:00Z", "endsAt": "2027-02-01T16:00:00Z",
+                   "reminders": [30], "attendees": [{"email": "client@example.com"}]}),
+        )
+        .await;
+    let meeting = meeting.data()["id"].as_str().unwrap().to_owned();
+    let r = t
+        .post(
+            &format!("/api/v1/cases/{case}/deadlines/compute"),
+            &admin.token,
+            json!({"ruleId": "frcp-56-b", "triggerDate": "2027-01-04", "create": true}),
+        )
+        .await;
+    let deadline = r.data()["events"][0]["id"].as_str().unwrap().to_owned();
+    t.post(
+        "/api/v1/calendar",
+        &admin.token,
+        json!({"type": "reminder", "title": "Order exhibits", "allDay": true, "startDate": "2027-01-20"}),
+    )
+    .await
+    .expect(201);
+    until(&t, "all three pushed (and the connection's first pull)", || async {
+        fake.live().len() == 3
+            && count(&t, "SELECT COUNT(*) FROM calendar_connections WHERE sync_cursor IS NOT NULL").await == 1
+    })
+    .await;
+    let remote = fake.live();
+    let m = remote.iter().find(|e| e["summary"] == "Client meeting").unwrap().clone();
+    assert_eq!(m["extendedProperties"]["private"]["lexiflowId"], meeting.as_str());
+    assert_eq!(m["start"]["dateTime"], "2027-02-01T15:00:00Z");
+    assert_eq!(m["attendees"][0]["email"], "client@example.com");
+    assert_eq!(m["reminders"]["overrides"][0]["minutes"], 30);
+    let d = remote.iter().find(|e| e["summary"].as_str().unwrap().contains("56(b)")).unwrap().clone();
+    assert_eq!(d["start"]["date"], "2027-02-03", "all day, on the computed date");
+    assert_eq!(d["end"]["date"], "2027-02-04", "the end date is exclusive");
+    let (meeting_remote, deadline_remote) =
+        (m["id"].as_str().unwrap().to_owned(), d["id"].as_str().unwrap().to_owned());
+
+    // A change in LexiFlow is pushed with the stored ETag.
+    t.patch(&format!("/api/v1/calendar/{meeting}"), &admin.token, json!({"title": "Client meeting (moved room)"}))
+        .await
+        .expect(200);
+    until(&t, "the rename pushed", || async {
+        fake.live().iter().any(|e| e["summary"] == "Client meeting (moved room)")
+    })
+    .await;
+
+    // A change made in Google to the meeting comes back; one to the deadline is undone.
+    fake.edit(&meeting_remote, |e| {
+        e["summary"] = json!("Client meeting (Google)");
+        e["start"] = json!({"dateTime": "2027-02-01T17:00:00Z"});
+        e["end"] = json!({"dateTime": "2027-02-01T18:00:00Z"});
+    });
+    fake.edit(&deadline_remote, |e| e["start"] = json!({"date": "2027-02-10"}));
+    // The sync token is now unknown: a full listing (paged, two a page) follows the 410.
+    fake.with(|f| f.cursors_expired = true);
+    // An expired access token (401) is refreshed, and a 429 is waited out.
+    fake.with(|f| {
+        f.access = Some("not-yours".into());
+        f.rate_limit = 1;
+    });
+    t.post("/api/v1/calendar/connections/google/sync", &admin.token, json!({})).await.expect(202);
+    until(&t, "the pull", || async {
+        let e = t.get(&format!("/api/v1/calendar/{meeting}"), &admin.token).await;
+        e.data()["title"] == "Client meeting (Google)"
+    })
+    .await;
+    let e = event_json(&t, &admin, &meeting).await;
+    assert_eq!(e["startsAt"], "2027-02-01T17:00:00Z");
+    let dl = event_json(&t, &admin, &deadline).await;
+    assert_eq!(dl["startDate"], "2027-02-03", "a court deadline keeps LexiFlow's date");
+    until(&t, "the deadline restored in Google", || async {
+        fake.live().iter().any(|e| e["id"] == deadline_remote.as_str() && e["start"]["date"] == "2027-02-03")
+    })
+    .await;
+    let requests = fake.with(|f| f.requests.clone());
+    assert!(requests.iter().any(|r| r.contains("pageToken=")), "paged: {requests:#?}");
+    assert!(requests.iter().any(|r| r.contains("showDeleted=true")), "a full listing after the 410");
+    assert!(fake.with(|f| f.token_grants.contains(&"refresh_token".to_owned())), "refreshed after the 401");
+    let audit = t.get("/api/v1/audit?limit=100", &admin.token).await;
+    let text = audit.body.to_string();
+    assert!(text.contains("calendar.sync.pull") && text.contains("calendar.sync.conflict"), "{text}");
+
+    // Deleted in Google: the deadline is put back; the meeting is deleted in LexiFlow.
+    fake.delete(&deadline_remote);
+    fake.delete(&meeting_remote);
+    fake.with(|f| f.cursors_expired = false);
+    t.post("/api/v1/calendar/connections/google/sync", &admin.token, json!({})).await.expect(202);
+    until(&t, "the deletions pulled", || async {
+        t.get(&format!("/api/v1/calendar/{meeting}"), &admin.token).await.status == 404
+            && fake.live().iter().any(|e| e["extendedProperties"]["private"]["lexiflowId"] == deadline.as_str())
+    })
+    .await;
+    event_json(&t, &admin, &deadline).await;
+
+    // A revoked grant: the refresh is refused, and the connection says so.
+    fake.with(|f| {
+        f.refresh_ok = false;
+        f.access = Some("expired".into());
+    });
+    t.post("/api/v1/calendar/connections/google/sync", &admin.token, json!({})).await.expect(202);
+    until(&t, "the connection marked revoked", || async {
+        count(&t, "SELECT COUNT(*) FROM calendar_connections WHERE status = 'revoked'").await == 1
+    })
+    .await;
+    let c = t.get("/api/v1/calendar/connections", &admin.token).await;
+    assert_eq!(c.data()[0]["status"], "revoked");
+    // Disconnecting revokes at Google (RFC 7009) and forgets the tokens.
+    let r = t.delete("/api/v1/calendar/connections/google", &admin.token).await;
+    r.expect(200);
+    assert_eq!(r.data()["revokedAtProvider"], true);
+    assert_eq!(fake.with(|f| f.revoked.clone()), vec!["refresh-1".to_owned()]);
+    assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_connections").await, 0);
+    assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_event_links").await, 0);
+}
+
+async fn microsoft_graph_delta_sync_and_disconnect(b: Backend) {
+    let (server, fake) = fake_server(true).await;
+    let uri = server.uri();
+    let t = TestApp::with(b, |c| configure(c, None, Some(&uri))).await;
+    let admin = t.register("Graph").await;
+    let colleague = t.user(&admin, "attorney").await;
+    connect(&t, &admin, &fake, "microsoft").await;
+    let r = t
+        .post(
+            "/api/v1/calendar",
+            &admin.token,
+            json!({"type": "meeting", "title": "Strategy", "startsAt": "2027-03-01T14:00:00Z", "endsAt": "2027-03-01T15:00:00Z",
+                   "reminders": [15, 60], "attendees": [{"userId": colleague.user_id}]}),
+        )
+        .await;
+    r.expect(201);
+    let id = r.data()["id"].as_str().unwrap().to_owned();
+    for i in 0..4 {
+        t.post(
+            "/api/v1/calendar",
+            &admin.token,
+            json!({"type": "reminder", "title": format!("Follow-up {i}"), "allDay": true, "startDate": "2027-03-02"}),
+        )
+        .await
+        .expect(201);
+    }
+    until(&t, "five events pushed and a delta link kept", || async {
+        fake.live().len() == 5
+            && count(&t, "SELECT COUNT(*) FROM calendar_connections WHERE sync_cursor LIKE '%delta%'").await == 1
+    })
+    .await;
+    let remote = fake.live();
+    let m = remote.iter().find(|e| e["subject"] == "Strategy").unwrap().clone();
+    assert_eq!(m["start"]["dateTime"], "2027-03-01T14:00:00");
+    assert_eq!(m["reminderMinutesBeforeStart"], 60, "Graph keeps one reminder: the earliest");
+    assert_eq!(m["attendees"][0]["emailAddress"]["address"], colleague.email.as_str());
+    let day = remote.iter().find(|e| e["subject"] == "Follow-up 0").unwrap();
+    assert_eq!(day["isAllDay"], true);
+    // A change in Outlook comes back through the delta link (paged by nextLink).
+    let remote_id = m["id"].as_str().unwrap().to_owned();
+    fake.edit(&remote_id, |e| e["location"] = json!({"displayName": "Room 12"}));
+    t.post("/api/v1/calendar/connections/microsoft/sync", &admin.token, json!({})).await.expect(202);
+    until(&t, "the location pulled", || async { event_json(&t, &admin, &id).await["location"] == "Room 12" }).await;
+    // An expired delta link (410 SyncStateNotFound) restarts from a full delta.
+    fake.with(|f| f.cursors_expired = true);
+    fake.edit(&remote_id, |e| e["subject"] = json!("Strategy (Outlook)"));
+    t.post("/api/v1/calendar/connections/microsoft/sync", &admin.token, json!({})).await.expect(202);
+    until(&t, "the rename pulled after a restart", || async {
+        event_json(&t, &admin, &id).await["title"] == "Strategy (Outlook)"
+    })
+    .await;
+    let requests = fake.with(|f| f.requests.clone());
+    assert!(requests.iter().any(|r| r.contains("skip=")), "followed a nextLink");
+    assert!(requests.iter().filter(|r| r.contains("startDateTime")).count() >= 2, "restarted after the 410");
+    // Deleted in LexiFlow: deleted in Outlook.
+    t.delete(&format!("/api/v1/calendar/{id}"), &admin.token).await.expect(204);
+    until(&t, "the delete pushed", || async { !fake.live().iter().any(|e| e["id"] == remote_id.as_str()) }).await;
+    // Microsoft has no revocation endpoint: the tokens are forgotten.
+    let r = t.delete("/api/v1/calendar/connections/microsoft", &admin.token).await;
+    assert_eq!(r.expect(200).data()["revokedAtProvider"], false);
+    t.delete("/api/v1/calendar/connections/microsoft", &admin.token).await.expect(404);
+}
