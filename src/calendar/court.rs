@@ -535,6 +535,13 @@ pub async fn remove_rule(app: &App, p: &Principal, id: &str) -> ApiResult<()> {
         if n == 0 {
             return Err(ApiError::not_found("deadline rule"));
         }
+        // Its deadlines keep their dates; a rule added later under the same id must not move them.
+        event::Entity::update_many()
+            .col_expr(event::Column::Recompute, sea_orm::sea_query::Expr::value(false))
+            .filter(event::Column::FirmId.eq(p.firm_id.0))
+            .filter(event::Column::RuleId.eq(id))
+            .exec(tx)
+            .await?;
         let actor = Actor::user(p);
         audit::record(
             tx,

@@ -274,8 +274,9 @@ pub fn compute(
                 moved = true;
             }
             if moved {
+                let way = if forward { "next" } else { "previous" };
                 steps.push(format!(
-                    "{first} is {}; the period continues to run until the same time on the next day that is not a Saturday, Sunday or legal holiday (FRCP 6(a)(2)(C)): {}.",
+                    "{first} is {}; the period continues to run until the same time on the {way} day that is not a Saturday, Sunday or legal holiday (FRCP 6(a)(2)(C), 6(a)(5)): {}.",
                     closed.reason(first).unwrap_or_default(),
                     end.with_timezone(&tz).format("%Y-%m-%d %H:%M %A")
                 ));
@@ -296,8 +297,16 @@ pub fn compute(
                     "Served under Rule 5(b)(2)(C), (D) or (F): 3 days are added after the period would otherwise expire (FRCP 6(d)): {}.",
                     end.with_timezone(&tz).format("%Y-%m-%d %H:%M")
                 ));
+                let first = end.with_timezone(&tz).date_naive();
                 while closed.is_closed(end.with_timezone(&tz).date_naive()) {
                     end = same_time_days(end, tz, 1)?;
+                }
+                if end.with_timezone(&tz).date_naive() != first {
+                    steps.push(format!(
+                        "{first} is {}; the period runs to the same time on the next day that is not a Saturday, Sunday or legal holiday (FRCP 6(a)(2)(C)): {}.",
+                        closed.reason(first).unwrap_or_default(),
+                        end.with_timezone(&tz).format("%Y-%m-%d %H:%M %A")
+                    ));
                 }
                 due_date = end.with_timezone(&tz).date_naive();
                 due_at = Some(end);

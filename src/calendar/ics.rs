@@ -90,6 +90,9 @@ pub async fn create(app: &App, p: &Principal) -> ApiResult<FeedCreated> {
 
 /// Revokes the caller's feed.
 pub async fn revoke(app: &App, p: &Principal) -> ApiResult<()> {
+    if p.api_key.is_some() {
+        return Err(ApiError::forbidden("a calendar feed belongs to a user; sign in as one"));
+    }
     app.write(TxOptions::write(), |tx| async move {
         let tx = &tx;
         let n = feed::Entity::update_many()
@@ -159,9 +162,13 @@ pub async fn render(app: &App, token: &str) -> ApiResult<String> {
 
 /// RFC 5545 text of `events`.
 pub fn to_ics(events: &[EventView], name: &str) -> String {
-    let mut cal = Calendar::new();
-    cal.name(name);
+    // Built from empty: `Calendar::new()` would add the crate's own PRODID beside ours, and
+    // RFC 5545 allows one.
+    let mut cal = Calendar::empty();
+    cal.append_property(icalendar::Property::new("VERSION", "2.0"));
     cal.append_property(icalendar::Property::new("PRODID", "-//LexiFlow//Calendar//EN"));
+    cal.append_property(icalendar::Property::new("CALSCALE", "GREGORIAN"));
+    cal.name(name);
     for v in events {
         let mut e = Event::new();
         e.uid(&format!("{}@lexiflow", v.id));

@@ -302,6 +302,36 @@ mod tests {
     }
 
     #[test]
+    fn calendar_changes_reach_who_sees_the_event_and_reminders_only_their_recipients() {
+        let case = Uuid::now_v7();
+        let e = event(EventType::CalendarEventUpdated, case).data(json!({ "id": "x", "title": "Hearing" }));
+        let x = &emits(&e)[0];
+        assert_eq!(x.event, "calendar:event:changed");
+        assert_eq!(x.data["change"], "updated");
+        assert!(x.reaches(&[case_room(case)]) && !x.reaches(&[firm_room(e.firm_id.0)]));
+        // Computed from a sealed docket entry: the sealed room only.
+        let sealed = event(EventType::CalendarEventCreated, case).confidential(true, false);
+        let s = &emits(&sealed)[0];
+        assert!(!s.reaches(&[case_room(case)]) && s.reaches(&[case_sealed_room(case)]));
+        // A firm event: its creator, assignee and attendees, and those who see everything.
+        let (creator, attendee, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let firm_event = DomainEvent::new(EventType::CalendarEventCreated, FirmId(Uuid::now_v7()), &Actor::system(), "e")
+            .data(json!({ "createdBy": creator, "assigneeId": null, "attendees": [{ "userId": attendee }, { "email": "a@b.c" }] }));
+        let f = &emits(&firm_event)[0];
+        assert!(f.reaches(&[user_room(creator)]) && f.reaches(&[user_room(attendee)]));
+        assert!(f.reaches(&[all_cases_room(firm_event.firm_id.0)]) && !f.reaches(&[user_room(other)]));
+        // A reminder: a notification to its recipients, without the recipient list.
+        let reminder =
+            DomainEvent::new(EventType::CalendarEventReminder, FirmId(Uuid::now_v7()), &Actor::system(), "e")
+                .data(json!({ "eventId": "e", "title": "Call", "userIds": [attendee] }));
+        let r = &emits(&reminder)[0];
+        assert_eq!(r.event, "notification");
+        assert_eq!(r.data["kind"], "calendar.reminder");
+        assert!(r.data.get("userIds").is_none());
+        assert!(r.reaches(&[user_room(attendee)]) && !r.reaches(&[user_room(creator)]));
+    }
+
+    #[test]
     fn case_events_reach_the_firms_privileged_users_and_the_cases_followers() {
         let case = Uuid::now_v7();
         let e = event(EventType::CaseUpdated, case);

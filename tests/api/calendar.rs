@@ -610,6 +610,8 @@ async fn the_ics_feed_holds_what_the_user_may_see_and_can_be_revoked(b: Backend)
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/calendar"));
     let ics = String::from_utf8(body.to_vec()).unwrap();
     assert!(ics.starts_with("BEGIN:VCALENDAR\r\n"), "{ics}");
+    assert_eq!(ics.matches("\r\nPRODID:").count(), 1, "one PRODID (RFC 5545 3.6)");
+    assert_eq!(ics.matches("\r\nVERSION:2.0\r\n").count(), 1);
     assert!(ics.contains(&format!("UID:{visible}@lexiflow")));
     assert!(!ics.contains("Not for the attorney"));
     assert!(ics.lines().all(|l| l.len() <= 75), "lines are folded at 75 octets");
