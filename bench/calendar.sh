@@ -15,6 +15,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lexiflow-target}
 cargo build --release --locked --quiet --manifest-path "$ROOT/Cargo.toml" --example bench-calendar
 if [ "${BACKEND:-sqlite}" = postgres ]; then
   PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+  export PGOPTIONS="-c client_min_messages=warning"
   SCHEMA="bench_cal_$(date +%s)"
   psql "$PG_URL" -qc "CREATE SCHEMA $SCHEMA"
   trap 'psql "$PG_URL" -qc "DROP SCHEMA $SCHEMA CASCADE" >/dev/null' EXIT

@@ -157,6 +157,53 @@ fn method_name(m: ServiceMethod) -> Option<String> {
     serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_owned))
 }
 
+/// The rule and its computed deadline for a case (checks: the case and the docket entry are
+/// the caller's to see; with `create`, to edit).
+async fn compute_in(
+    db: &impl ConnectionTrait,
+    p: &Principal,
+    case_id: CaseId,
+    input: &ComputeRequest,
+    tz: Tz,
+) -> ApiResult<(Rule, Computed)> {
+    let access = visible_case(db, p, case_id).await?.with_sealed_grant(db).await?;
+    if input.create {
+        access.require_edit()?;
+    }
+    let linked = match input.docket_entry_id {
+        Some(e) => {
+            let found = entry::Entity::find_by_id(e.0)
+                .filter(entry::Column::CaseId.eq(case_id.0))
+                .filter(entry::Column::DeletedAt.is_null())
+                .one(db)
+                .await?
+                .filter(|m| (!m.sealed || access.sees_sealed()) && (!m.restricted || access.sees_restricted()));
+            Some(found.ok_or_else(|| ApiError::field("docketEntryId", "no such docket entry on this case"))?)
+        }
+        None => None,
+    };
+    let rule = find_rule(db, p.firm_id.0, &input.rule_id)
+        .await?
+        .ok_or_else(|| ApiError::field("ruleId", "no such rule; GET /api/v1/calendar/rules lists them"))?;
+    let trigger = match (rule.unit, input.trigger_at, input.trigger_date.or(linked.as_ref().map(|e| e.entry_date))) {
+        (_, Some(at), _) => Trigger::At(at, tz),
+        (Unit::Days, None, Some(d)) => Trigger::Day(d),
+        (Unit::Hours, None, _) => {
+            return Err(ApiError::field("triggerAt", "a period in hours needs the instant of its trigger"));
+        }
+        (Unit::Days, None, None) => {
+            return Err(ApiError::field("triggerDate", "give triggerDate, or a docketEntryId whose date it is"));
+        }
+    };
+    let day = match trigger {
+        Trigger::Day(d) => d,
+        Trigger::At(at, tz) => at.with_timezone(&tz).date_naive(),
+    };
+    let closed = closed_for(db, p.firm_id.0, &rule, day).await?;
+    let c = deadlines::compute(&rule, trigger, input.service_method, &closed).map_err(compute_error)?;
+    Ok((rule, c))
+}
+
 /// Computes a rule's deadline for a case, and with `create` makes its event.
 pub async fn compute(app: &App, p: &Principal, case_id: CaseId, input: ComputeRequest) -> ApiResult<ComputeResult> {
     let mut f = Fields::default();
@@ -170,44 +217,14 @@ pub async fn compute(app: &App, p: &Principal, case_id: CaseId, input: ComputeRe
     }
     f.finish()?;
     let input = &input;
+    if !input.create {
+        // Computing only reads: no write transaction (on SQLite it would queue behind writers).
+        let (_, c) = compute_in(&app.db, p, case_id, input, tz).await?;
+        return Ok(ComputeResult { deadlines: vec![c], events: Vec::new() });
+    }
     app.write(TxOptions::write(), |tx| async move {
         let tx = &tx;
-        let access = visible_case(tx, p, case_id).await?.with_sealed_grant(tx).await?;
-        if input.create {
-            access.require_edit()?;
-        }
-        let linked = match input.docket_entry_id {
-            Some(e) => {
-                let found = entry::Entity::find_by_id(e.0)
-                    .filter(entry::Column::CaseId.eq(case_id.0))
-                    .filter(entry::Column::DeletedAt.is_null())
-                    .one(tx)
-                    .await?
-                    .filter(|m| (!m.sealed || access.sees_sealed()) && (!m.restricted || access.sees_restricted()));
-                Some(found.ok_or_else(|| ApiError::field("docketEntryId", "no such docket entry on this case"))?)
-            }
-            None => None,
-        };
-        let rule = find_rule(tx, p.firm_id.0, &input.rule_id)
-            .await?
-            .ok_or_else(|| ApiError::field("ruleId", "no such rule; GET /api/v1/calendar/rules lists them"))?;
-        let trigger = match (rule.unit, input.trigger_at, input.trigger_date.or(linked.as_ref().map(|e| e.entry_date)))
-        {
-            (_, Some(at), _) => Trigger::At(at, tz),
-            (Unit::Days, None, Some(d)) => Trigger::Day(d),
-            (Unit::Hours, None, _) => {
-                return Err(ApiError::field("triggerAt", "a period in hours needs the instant of its trigger"));
-            }
-            (Unit::Days, None, None) => {
-                return Err(ApiError::field("triggerDate", "give triggerDate, or a docketEntryId whose date it is"));
-            }
-        };
-        let day = match trigger {
-            Trigger::Day(d) => d,
-            Trigger::At(at, tz) => at.with_timezone(&tz).date_naive(),
-        };
-        let closed = closed_for(tx, p.firm_id.0, &rule, day).await?;
-        let c = deadlines::compute(&rule, trigger, input.service_method, &closed).map_err(compute_error)?;
+        let (rule, c) = compute_in(tx, p, case_id, input, tz).await?;
         let mut events = Vec::new();
         if input.create {
             let t = deadline_times(&c, tz)?;

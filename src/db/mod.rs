@@ -182,9 +182,36 @@ fn sqlite_path(url: &str) -> Option<String> {
     (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
 }
 
-/// Applies every pending migration.
+/// Namespace of the PostgreSQL advisory lock that migrations take ("LF").
+const MIGRATION_LOCK: i32 = 0x4C46;
+
+/// Applies every pending migration. On PostgreSQL several instances may start at once against
+/// a new database: each takes a session advisory lock (per schema) on a connection it holds
+/// until done, so one migrates and the others wait, then find nothing left to apply. SQLite
+/// is one file behind one process's write lock.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Migrator::up(db, None).await;
+    }
+    let pool = db.get_postgres_connection_pool();
+    let mut held = pool.acquire().await.map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
+    let sql_err = |e: sea_orm::sqlx::Error| DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into()));
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1, hashtext(current_schema()))")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *held)
+        .await
+        .map_err(sql_err)?;
+    let result = Migrator::up(db, None).await;
+    let unlocked = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1, hashtext(current_schema()))")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *held)
+        .await;
+    if let Err(e) = unlocked {
+        // Closing the connection releases a session lock anyway.
+        tracing::warn!(error = %e, "could not release the migration lock; closing its connection");
+        let _ = held.detach();
+    }
+    result
 }
 
 /// Runs `SELECT 1` with a timeout: the readiness probe's database check.

@@ -253,6 +253,7 @@ fn builder(
         let syncer = sync::Syncer::new(sync_db, outbound, &config.calendar);
         let (push, pull, backfill, all) = (syncer.clone(), syncer.clone(), syncer.clone(), syncer);
         builder = builder
+            .queue(sync::QUEUE, 4)
             .handler(sync::PUSH, move |job: lexiflow_queue::JobContext| {
                 let s = push.clone();
                 async move { s.push(job.payload).await }
@@ -271,7 +272,7 @@ fn builder(
             });
         if config.calendar.google.is_some() || config.calendar.microsoft.is_some() {
             let job = NewJob::new(sync::SYNC_ALL, serde_json::json!({}))
-                .queue(crate::calendar::reminders::QUEUE)
+                .queue(sync::QUEUE)
                 .priority(Priority::Low)
                 .max_attempts(2)
                 .unique_key(sync::SYNC_ALL);

@@ -26,7 +26,8 @@ struct State {
     graph: bool,
     /// PKCE challenges seen on the authorization page, by state.
     challenge: Option<String>,
-    access: Option<String>,
+    /// Access tokens issued and still good.
+    valid: std::collections::HashSet<String>,
     refresh_ok: bool,
     revoked: Vec<String>,
     token_grants: Vec<String>,
@@ -185,7 +186,7 @@ impl Respond for Fake {
             }
             s.next_token += 1;
             let access = format!("access-{}", s.next_token);
-            s.access = Some(access.clone());
+            s.valid.insert(access.clone());
             let mut body =
                 json!({"access_token": access, "token_type": "Bearer", "expires_in": 3599, "scope": "calendar"});
             if grant == "authorization_code" {
@@ -201,7 +202,7 @@ impl Respond for Fake {
         }
         // The calendar API: a bearer token that is the current one.
         let auth = req.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-        if s.access.as_deref().is_none_or(|a| auth != format!("Bearer {a}")) {
+        if !auth.strip_prefix("Bearer ").is_some_and(|a| s.valid.contains(a)) {
             return ResponseTemplate::new(401)
                 .set_body_json(json!({"error": {"code": 401, "message": "Invalid Credentials"}}));
         }
@@ -471,6 +472,14 @@ async fn google_two_way_sync_follows_the_documented_api(b: Backend) {
     assert_eq!(m["extendedProperties"]["private"]["lexiflowId"], meeting.as_str());
     assert_eq!(m["start"]["dateTime"], "2027-02-01T15:00:00Z");
     assert_eq!(m["attendees"][0]["email"], "client@example.com");
+    let requests = fake.with(|f| f.requests.clone());
+    assert!(
+        requests
+            .iter()
+            .filter(|r| ["POST", "PUT", "DELETE"].iter().any(|m| r.starts_with(m)) && r.contains("/events"))
+            .all(|r| r.contains("sendUpdates=none")),
+        "LexiFlow sends no invitations: {requests:#?}"
+    );
     assert_eq!(m["reminders"]["overrides"][0]["minutes"], 30);
     let d = remote.iter().find(|e| e["summary"].as_str().unwrap().contains("56(b)")).unwrap().clone();
     assert_eq!(d["start"]["date"], "2027-02-03", "all day, on the computed date");
@@ -498,7 +507,7 @@ async fn google_two_way_sync_follows_the_documented_api(b: Backend) {
     fake.with(|f| f.cursors_expired = true);
     // An expired access token (401) is refreshed, and a 429 is waited out.
     fake.with(|f| {
-        f.access = Some("not-yours".into());
+        f.valid.clear();
         f.rate_limit = 1;
     });
     t.post("/api/v1/calendar/connections/google/sync", &admin.token, json!({})).await.expect(202);
@@ -517,6 +526,12 @@ async fn google_two_way_sync_follows_the_documented_api(b: Backend) {
     .await;
     let requests = fake.with(|f| f.requests.clone());
     assert!(requests.iter().any(|r| r.contains("pageToken=")), "paged: {requests:#?}");
+    let writes: Vec<&String> = requests
+        .iter()
+        .filter(|r| ["POST", "PUT", "DELETE"].iter().any(|m| r.starts_with(m)) && r.contains("/events"))
+        .collect();
+    assert!(writes.iter().any(|r| r.starts_with("PUT")), "updates were sent");
+    assert!(writes.iter().all(|r| r.contains("sendUpdates=none")), "no invitation mail: {writes:#?}");
     assert!(requests.iter().any(|r| r.contains("showDeleted=true")), "a full listing after the 410");
     assert!(fake.with(|f| f.token_grants.contains(&"refresh_token".to_owned())), "refreshed after the 401");
     let audit = t.get("/api/v1/audit?limit=100", &admin.token).await;
@@ -538,7 +553,7 @@ async fn google_two_way_sync_follows_the_documented_api(b: Backend) {
     // A revoked grant: the refresh is refused, and the connection says so.
     fake.with(|f| {
         f.refresh_ok = false;
-        f.access = Some("expired".into());
+        f.valid.clear();
     });
     t.post("/api/v1/calendar/connections/google/sync", &admin.token, json!({})).await.expect(202);
     until(&t, "the connection marked revoked", || async {
@@ -591,11 +606,29 @@ async fn microsoft_graph_delta_sync_and_disconnect(b: Backend) {
     let m = remote.iter().find(|e| e["subject"] == "Strategy").unwrap().clone();
     assert_eq!(m["start"]["dateTime"], "2027-03-01T14:00:00");
     assert_eq!(m["reminderMinutesBeforeStart"], 60, "Graph keeps one reminder: the earliest");
-    assert_eq!(m["attendees"][0]["emailAddress"]["address"], colleague.email.as_str());
+    assert!(m.get("attendees").is_none(), "no attendees on Graph: it would mail them meeting requests");
     let day = remote.iter().find(|e| e["subject"] == "Follow-up 0").unwrap();
     assert_eq!(day["isAllDay"], true);
-    // A change in Outlook comes back through the delta link (paged by nextLink).
     let remote_id = m["id"].as_str().unwrap().to_owned();
+    // The colleague connects too: the meeting they attend reaches their calendar. They may not
+    // change a firm meeting they only attend, so a change made in their copy is undone.
+    connect(&t, &colleague, &fake, "microsoft").await;
+    until(&t, "the colleague's copy pushed", || async { fake.live().len() == 6 }).await;
+    let theirs = fake.live().into_iter().find(|e| e["subject"] == "Strategy" && e["id"] != remote_id.as_str()).unwrap()
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.edit(&theirs, |e| e["subject"] = json!("Strategy (colleague's edit)"));
+    t.post("/api/v1/calendar/connections/microsoft/sync", &colleague.token, json!({})).await.expect(202);
+    until(&t, "the colleague's change undone", || async {
+        fake.live().iter().any(|e| e["id"] == theirs.as_str() && e["subject"] == "Strategy")
+    })
+    .await;
+    assert_eq!(event_json(&t, &admin, &id).await["title"], "Strategy");
+    let audit = t.get("/api/v1/audit?limit=100", &admin.token).await;
+    assert!(audit.body.to_string().contains("may not change this event"), "{}", audit.body);
+    // A change in Outlook by the organiser comes back through the delta link (paged by nextLink).
     fake.edit(&remote_id, |e| e["location"] = json!({"displayName": "Room 12"}));
     t.post("/api/v1/calendar/connections/microsoft/sync", &admin.token, json!({})).await.expect(202);
     until(&t, "the location pulled", || async { event_json(&t, &admin, &id).await["location"] == "Room 12" }).await;

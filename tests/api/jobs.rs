@@ -132,6 +132,7 @@ async fn a_fresh_install_lists_its_queues_with_zero_counts(b: Backend) {
         names,
         [
             lexiflow::calendar::reminders::QUEUE,
+            lexiflow::calendar::sync::QUEUE,
             lexiflow::uploads::QUEUE,
             lexiflow::jobs::MAINTENANCE,
             "reports",

@@ -210,3 +210,34 @@ async fn readiness_is_503_while_postgres_is_unreachable_and_200_when_it_returns(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_at_once_on_a_new_database_migrate_it_once() {
+    use lexiflow_migration::MigratorTrait;
+    use sea_orm::ConnectionTrait;
+    if !postgres_available().await {
+        return;
+    }
+    let template = TestApp::new(Backend::Postgres).await;
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = sea_orm::Database::connect(crate::support::pg_url()).await.unwrap();
+    admin.execute_unprepared(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    let mut config = template.app.config.clone();
+    config.database.schema = Some(schema.clone());
+    config.worker_in_serve = false;
+    // Four instances start together against the empty schema: without the migration lock
+    // they race to create the same tables and some fail.
+    let started = futures_util::future::join_all((0..4).map(|_| lexiflow::app::App::build(config.clone()))).await;
+    for (i, s) in started.iter().enumerate() {
+        assert!(s.is_ok(), "instance {i} did not start: {:?}", s.as_ref().err());
+    }
+    let rows = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT version FROM {schema}.seaql_migrations"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), lexiflow_migration::Migrator::migrations().len(), "each migration applied once");
+    admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}

@@ -31,7 +31,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use lexiflow_queue::NewJob;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,8 @@ pub const PULL: &str = "calendar.pull";
 pub const BACKFILL: &str = "calendar.backfill";
 /// Enqueue a pull of every active connection (on `CALENDAR_SYNC_CRON`).
 pub const SYNC_ALL: &str = "calendar.sync";
+/// Sync's own queue, so a slow provider never holds up a reminder.
+pub const QUEUE: &str = "calendar-sync";
 
 /// How long an authorization may take.
 const STATE_TTL: Duration = Duration::from_secs(600);
@@ -400,7 +402,8 @@ pub async fn callback(
         link::Entity::delete_many().filter(link::Column::ConnectionId.is_in(old.clone())).exec(tx).await?;
         connection::Entity::delete_many().filter(connection::Column::Id.is_in(old)).exec(tx).await?;
         connection::Entity::insert(connection::ActiveModel::from(c.clone())).exec_without_returning(tx).await?;
-        let actor = Actor { id: Some(c.user_id), ..Actor::system() };
+        let role = user::Entity::find_by_id(c.user_id).one(tx).await?.map_or(user::Role::Staff, |u| u.role);
+        let actor = Actor::account(c.user_id, role);
         audit::record(
             tx,
             FirmId(c.firm_id),
@@ -411,7 +414,7 @@ pub async fn callback(
         .await?;
         for (kind, key) in [(BACKFILL, "backfill"), (PULL, "pull")] {
             let job = NewJob::new(kind, serde_json::json!({ "connectionId": c.id }))
-                .queue(super::reminders::QUEUE)
+                .queue(QUEUE)
                 .max_attempts(8)
                 .unique_key(format!("calendar-{key}:{}", c.id));
             lexiflow_queue::enqueue(tx, job).await.map_err(ApiError::internal)?;
@@ -445,13 +448,12 @@ pub async fn disconnect(app: &App, p: &Principal, provider: &str) -> ApiResult<b
     let s = syncer(app);
     let mut revoked = false;
     if let (Some(cipher), Some(settings)) = (&s.cipher, s.settings(provider)) {
-        let token = c
-            .refresh_token
-            .as_deref()
-            .map(|t| cipher.open(t, &Syncer::context(&c, "refresh")))
-            .unwrap_or_else(|| cipher.open(&c.access_token, &Syncer::context(&c, "access")));
+        let (token, hint) = match c.refresh_token.as_deref() {
+            Some(t) => (cipher.open(t, &Syncer::context(&c, "refresh")), "refresh_token"),
+            None => (cipher.open(&c.access_token, &Syncer::context(&c, "access")), "access_token"),
+        };
         if let Ok(token) = token {
-            match oauth::revoke(&app.outbound, provider, settings, &token).await {
+            match oauth::revoke(&app.outbound, provider, settings, &token, hint).await {
                 Ok(r) => revoked = r,
                 // The tokens are forgotten anyway; the user can remove the grant at the provider.
                 Err(e) => tracing::warn!(provider = provider.as_str(), error = %e, "revoking a calendar grant failed"),
@@ -489,7 +491,7 @@ pub async fn sync_now(app: &App, p: &Principal, provider: &str) -> ApiResult<()>
         .await?
         .ok_or_else(|| ApiError::not_found("calendar connection"))?;
     let job = NewJob::new(PULL, serde_json::json!({ "connectionId": c.id }))
-        .queue(super::reminders::QUEUE)
+        .queue(QUEUE)
         .max_attempts(8)
         .unique_key(format!("calendar-pull:{}", c.id));
     lexiflow_queue::enqueue(&app.db, job).await.map_err(ApiError::internal)?;
@@ -497,7 +499,7 @@ pub async fn sync_now(app: &App, p: &Principal, provider: &str) -> ApiResult<()>
 }
 
 /// After a change of `m` (in the writing transaction): a push job for this version, when the
-/// firm has any calendar connection or the event was pushed before.
+/// firm has any calendar connection (links live only on connections).
 pub async fn changed(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<()> {
     let any: Option<Uuid> = connection::Entity::find()
         .select_only()
@@ -511,11 +513,30 @@ pub async fn changed(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<(
         return Ok(());
     }
     let job = NewJob::new(PUSH, serde_json::json!({ "eventId": m.id, "version": m.version }))
-        .queue(super::reminders::QUEUE)
+        .queue(QUEUE)
         .max_attempts(10)
         .unique_key(format!("calendar-push:{}:{}", m.id, m.version));
     lexiflow_queue::enqueue(tx, job).await.map_err(ApiError::internal)?;
     Ok(())
+}
+
+/// Whether `u` may change `m` in LexiFlow (the rule of `ops`: a case event by whoever may edit
+/// the case, a firm event by its creator or assignee, or an admin or partner).
+async fn may_edit(db: &impl ConnectionTrait, u: &user::Model, m: &event::Model) -> Result<bool, SyncError> {
+    if u.status != user::UserStatus::Active || !u.role.may_edit_cases() {
+        return Ok(false);
+    }
+    if u.role.sees_all_cases() {
+        return Ok(true);
+    }
+    match m.case_id {
+        Some(case) => {
+            let role =
+                super::ops::team_role(db, case, u.id).await.map_err(|e| SyncError::Invalid(e.message.to_string()))?;
+            Ok(role.is_some_and(|r| r != crate::cases::model::TeamRole::Client))
+        }
+        None => Ok(m.created_by == u.id || m.assignee_id == Some(u.id)),
+    }
 }
 
 /// Court dates and deadlines: LexiFlow's side always wins.
@@ -708,8 +729,12 @@ impl Syncer {
                 // Changed on both sides.
                 let remote = api.get(&l.remote_id).await?;
                 let remote_newer = remote.as_ref().and_then(|r| r.updated).is_some_and(|t| t > m.updated_at);
+                let owner_may_edit = match user::Entity::find_by_id(c.user_id).one(&self.db).await? {
+                    Some(u) => may_edit(&self.db, &u, m).await?,
+                    None => false,
+                };
                 match remote {
-                    Some(r) if remote_newer && !protected(m.event_type) => {
+                    Some(r) if remote_newer && owner_may_edit && !protected(m.event_type) => {
                         let applied = self.apply_remote(m, &r).await?;
                         self.save_link(m, c, &r, applied).await?;
                         self.audit_conflict(m, c, "provider", "changed on both sides; the provider's change is later")
@@ -954,6 +979,31 @@ impl Syncer {
                     .await?;
                 continue;
             };
+            // The calendar's owner: no longer seeing the event, their copy goes; not allowed to
+            // change it, their change is undone as for a court date.
+            let owner = user::Entity::find_by_id(c.user_id).one(&self.db).await?;
+            let sees = match &owner {
+                Some(u) => super::reminders::sees(&self.db, u, &m)
+                    .await
+                    .map_err(|e| SyncError::Invalid(e.message.to_string()))?,
+                None => false,
+            };
+            if !sees && m.deleted_at.is_none() {
+                if !r.deleted {
+                    api.delete(&r.id).await?;
+                }
+                link::Entity::delete_many()
+                    .filter(link::Column::EventId.eq(m.id))
+                    .filter(link::Column::ConnectionId.eq(c.id))
+                    .exec(&self.db)
+                    .await?;
+                continue;
+            }
+            let may_edit = match &owner {
+                Some(u) => may_edit(&self.db, u, &m).await?,
+                None => false,
+            };
+            let keep_ours = protected(m.event_type) || !may_edit;
             let local_changed = m.version > l.pushed_version;
             let out = self.outgoing(&m).await?;
             if r.deleted {
@@ -963,7 +1013,7 @@ impl Syncer {
                         .filter(link::Column::ConnectionId.eq(c.id))
                         .exec(&self.db)
                         .await?;
-                } else if protected(m.event_type) || local_changed {
+                } else if keep_ours || local_changed {
                     let created = api.create(&out).await?;
                     self.save_link(&m, c, &created, m.version).await?;
                     self.audit_conflict(&m, c, "lexiflow", "deleted at the provider: re-created").await?;
@@ -983,11 +1033,13 @@ impl Syncer {
                 continue;
             }
             let remote_newer = r.updated.is_some_and(|t| t > m.updated_at);
-            if protected(m.event_type) || (local_changed && !remote_newer) {
+            if keep_ours || (local_changed && !remote_newer) {
                 let w = api.update(&r.id, None, &out).await?;
                 self.save_link(&m, c, &w, m.version).await?;
                 let why = if protected(m.event_type) {
                     "changed at the provider; a court date or deadline keeps LexiFlow's version"
+                } else if !may_edit {
+                    "changed at the provider by a user who may not change this event; undone"
                 } else {
                     "changed on both sides; LexiFlow's change is later"
                 };
@@ -1042,6 +1094,7 @@ impl Syncer {
                     .add(event::Column::AssigneeId.eq(me))
                     .add(event::Column::Id.in_subquery(attending)),
             )
+            .order_by_asc(event::Column::StartsAt)
             .limit(5_000)
             .all(&self.db)
             .await?;
@@ -1049,7 +1102,7 @@ impl Syncer {
             .iter()
             .map(|m| {
                 NewJob::new(PUSH, serde_json::json!({ "eventId": m.id, "version": m.version }))
-                    .queue(super::reminders::QUEUE)
+                    .queue(QUEUE)
                     .max_attempts(10)
                     .unique_key(format!("calendar-push:{}:{}", m.id, m.version))
             })
@@ -1075,7 +1128,7 @@ impl Syncer {
             .iter()
             .map(|id| {
                 NewJob::new(PULL, serde_json::json!({ "connectionId": id }))
-                    .queue(super::reminders::QUEUE)
+                    .queue(QUEUE)
                     .max_attempts(8)
                     .unique_key(format!("calendar-pull:{id}"))
             })

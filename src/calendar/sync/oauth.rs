@@ -195,12 +195,13 @@ pub async fn revoke(
     p: Provider,
     settings: &ProviderSettings,
     token: &str,
+    hint: &str,
 ) -> Result<bool, OAuthError> {
     let Some(endpoint) = &settings.revoke_url else { return Ok(false) };
     let url = url::Url::parse(endpoint).map_err(|e| OAuthError::Config(e.to_string()))?;
     let body: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("token", token)
-        .append_pair("token_type_hint", "refresh_token")
+        .append_pair("token_type_hint", hint)
         .append_pair("client_id", &settings.client_id)
         .append_pair("client_secret", settings.client_secret.expose_secret())
         .finish();

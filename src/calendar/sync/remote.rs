@@ -101,8 +101,8 @@ impl Api<'_> {
                 headers.push(("if-match", e.to_owned()));
             }
             if self.provider == Provider::Microsoft {
-                // Times in UTC, whatever the mailbox's zone.
-                headers.push(("prefer", "outlook.timezone=\"UTC\"".into()));
+                // Times in UTC whatever the mailbox's zone, and bodies as text, not HTML.
+                headers.push(("prefer", "outlook.timezone=\"UTC\", outlook.body-content-type=\"text\"".into()));
             }
             let a = self
                 .outbound
@@ -160,10 +160,23 @@ impl Api<'_> {
         }
     }
 
+    /// The address of one event for a write: on Google with `sendUpdates=none`, so LexiFlow
+    /// sends no invitation or update mail to the attendees it lists.
+    fn event_url(&self, id: &str) -> String {
+        match self.provider {
+            Provider::Google => format!("{}/{}?sendUpdates=none", self.events_url(), urlencode(id)),
+            Provider::Microsoft => format!("{}/{}", self.events_url(), urlencode(id)),
+        }
+    }
+
     /// Creates the event.
     pub async fn create(&self, e: &Outgoing) -> Result<RemoteEvent, SyncError> {
         let body = self.body(e);
-        let (status, _, json) = self.send(Method::POST, &self.events_url(), Some(&body), None).await?;
+        let url = match self.provider {
+            Provider::Google => format!("{}?sendUpdates=none", self.events_url()),
+            Provider::Microsoft => self.events_url(),
+        };
+        let (status, _, json) = self.send(Method::POST, &url, Some(&body), None).await?;
         if !(200..300).contains(&status) {
             return Err(Self::fail(status, &json));
         }
@@ -173,7 +186,7 @@ impl Api<'_> {
     /// Replaces the event's fields; `etag` makes it conditional (412: changed since).
     pub async fn update(&self, id: &str, etag: Option<&str>, e: &Outgoing) -> Result<RemoteEvent, SyncError> {
         let body = self.body(e);
-        let url = format!("{}/{}", self.events_url(), urlencode(id));
+        let url = self.event_url(id);
         let method = if self.provider == Provider::Google { Method::PUT } else { Method::PATCH };
         let (status, _, json) = self.send(method, &url, Some(&body), etag).await?;
         match status {
@@ -186,7 +199,7 @@ impl Api<'_> {
 
     /// Deletes the event (already gone is fine).
     pub async fn delete(&self, id: &str) -> Result<(), SyncError> {
-        let url = format!("{}/{}", self.events_url(), urlencode(id));
+        let url = self.event_url(id);
         let (status, _, json) = self.send(Method::DELETE, &url, None, None).await?;
         match status {
             200..=299 | 404 | 410 => Ok(()),
@@ -210,9 +223,12 @@ impl Api<'_> {
     /// the cursor (Google's 410 on a `syncToken`, Graph's 410 on a delta link).
     pub async fn changes(&self, cursor: Option<&str>) -> Result<(Vec<RemoteEvent>, String), SyncError> {
         let mut url = match (self.provider, cursor) {
-            (Provider::Google, Some(token)) => {
-                format!("{}?syncToken={}&maxResults=250", self.events_url(), urlencode(token))
-            }
+            // The same parameters as the full listing that gave the token, as Google asks.
+            (Provider::Google, Some(token)) => format!(
+                "{}?showDeleted=true&singleEvents=true&maxResults=250&syncToken={}",
+                self.events_url(),
+                urlencode(token)
+            ),
             (Provider::Google, None) => {
                 format!("{}?showDeleted=true&singleEvents=true&maxResults=250", self.events_url())
             }
@@ -314,9 +330,8 @@ impl Api<'_> {
                     "start": when(e.start),
                     "end": when(e.end),
                     "isAllDay": all_day,
-                    "attendees": e.attendees.iter().map(|(m, n)| json!({
-                        "emailAddress": { "address": m, "name": n.clone().unwrap_or_default() }, "type": "required"
-                    })).collect::<Vec<_>>(),
+                    // No attendees: Graph mails a meeting request to each one when the event is
+                    // created, and LexiFlow sends no mail on anyone's behalf.
                     "isReminderOn": reminder.is_some(),
                     "reminderMinutesBeforeStart": reminder.unwrap_or(0),
                     "singleValueExtendedProperties": [{
