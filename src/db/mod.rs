@@ -186,30 +186,33 @@ fn sqlite_path(url: &str) -> Option<String> {
 const MIGRATION_LOCK: i32 = 0x4C46;
 
 /// Applies every pending migration. On PostgreSQL several instances may start at once against
-/// a new database: each takes a session advisory lock (per schema) on a connection it holds
-/// until done, so one migrates and the others wait, then find nothing left to apply. SQLite
-/// is one file behind one process's write lock.
+/// a new database: each takes a session advisory lock (keyed by the schema) on a connection of
+/// its own, outside the pool (a pool of one must still be free to migrate), held until done;
+/// one migrates and the others wait, then find nothing left to apply. SQLite is one file behind
+/// one process's write lock.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    use sea_orm::sqlx::Connection;
     if db.get_database_backend() != sea_orm::DbBackend::Postgres {
         return Migrator::up(db, None).await;
     }
-    let pool = db.get_postgres_connection_pool();
-    let mut held = pool.acquire().await.map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
-    let sql_err = |e: sea_orm::sqlx::Error| DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into()));
-    sea_orm::sqlx::query("SELECT pg_advisory_lock($1, hashtext(current_schema()))")
+    let schema: String = db
+        .query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SELECT current_schema()::text"))
+        .await?
+        .and_then(|r| r.try_get_by_index::<String>(0).ok())
+        .unwrap_or_else(|| "public".into());
+    let sql_err = |e: sea_orm::sqlx::Error| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()));
+    let options = db.get_postgres_connection_pool().connect_options();
+    let mut held = sea_orm::sqlx::postgres::PgConnection::connect_with(&options).await.map_err(sql_err)?;
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
         .bind(MIGRATION_LOCK)
-        .execute(&mut *held)
+        .bind(&schema)
+        .execute(&mut held)
         .await
         .map_err(sql_err)?;
     let result = Migrator::up(db, None).await;
-    let unlocked = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1, hashtext(current_schema()))")
-        .bind(MIGRATION_LOCK)
-        .execute(&mut *held)
-        .await;
-    if let Err(e) = unlocked {
-        // Closing the connection releases a session lock anyway.
-        tracing::warn!(error = %e, "could not release the migration lock; closing its connection");
-        let _ = held.detach();
+    // Closing the connection releases the session lock whatever happened above.
+    if let Err(e) = held.close().await {
+        tracing::warn!(error = %e, "closing the migration lock's connection failed; the server ends its session");
     }
     result
 }

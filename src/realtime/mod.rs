@@ -192,10 +192,17 @@ fn code_str(code: ErrorCode) -> String {
 }
 
 /// The bearer token of the handshake request, if any.
-fn header_token(s: &SocketRef) -> Option<String> {
-    let v = s.req_parts().headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim().to_owned())
+/// The access token a handshake presents: `auth.token` when it is a non-blank string, else an
+/// `Authorization: Bearer` header; and `auth.lastSeq` when it is an integer. Pure, so it can be
+/// fuzzed: any `auth` value and any header give an answer, never a panic.
+pub fn handshake_credentials(auth: &Value, authorization: Option<&str>) -> (Option<String>, Option<i64>) {
+    let last_seq = auth.get("lastSeq").and_then(Value::as_i64);
+    let from_auth = auth.get("token").and_then(Value::as_str).filter(|t| !t.trim().is_empty()).map(str::to_owned);
+    let from_header = || {
+        let (scheme, token) = authorization?.split_once(' ')?;
+        (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim().to_owned())
+    };
+    (from_auth.or_else(from_header), last_seq)
 }
 
 /// Connect middleware: only a live session's access token gets in.
@@ -208,13 +215,8 @@ async fn authenticate(s: SocketRef, TryData(auth): TryData<Value>, State(ctx): S
     // The handshake's `auth` object: `token` and `lastSeq`, each read on its own so that a
     // malformed `lastSeq` only means no replay.
     let auth = auth.unwrap_or_default();
-    let last_seq = auth.get("lastSeq").and_then(Value::as_i64);
-    let token = auth
-        .get("token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.trim().is_empty())
-        .map(str::to_owned)
-        .or_else(|| header_token(&s));
+    let header = s.req_parts().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let (token, last_seq) = handshake_credentials(&auth, header);
     let Some(token) = token else { return Err(refuse(ErrorCode::AuthRequired, "missing")) };
     let claims = app
         .tokens
