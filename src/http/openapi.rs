@@ -46,3 +46,52 @@ impl Modify for BearerAuth {
         );
     }
 }
+
+/// The error answers any operation may give, each in our error body: documented on every
+/// operation that does not name its own, so clients (and schemathesis) know every status the
+/// API can answer. 401 is left off public operations (no security requirement).
+pub fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    const COMMON: [(&str, &str); 11] = [
+        ("400", "invalid input (VALIDATION_FAILED), naming each bad field"),
+        ("401", "no valid credentials (AUTH_REQUIRED, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED)"),
+        ("403", "not allowed (FORBIDDEN)"),
+        ("404", "no such resource, or one the caller may not see (RESOURCE_NOT_FOUND)"),
+        ("405", "method not allowed (METHOD_NOT_ALLOWED)"),
+        (
+            "412",
+            "a precondition failed: a stale version or If-Match (PRECONDITION_FAILED); on tus routes, a missing or unsupported Tus-Resumable",
+        ),
+        ("413", "body too large (PAYLOAD_TOO_LARGE)"),
+        ("415", "unsupported media type (UNSUPPORTED_MEDIA_TYPE)"),
+        ("429", "rate-limited (RATE_LIMIT_EXCEEDED), with Retry-After"),
+        ("500", "an internal error (INTERNAL_ERROR); nothing was changed"),
+        ("503", "a dependency is unavailable (DEPENDENCY_UNAVAILABLE), or the server is shutting down"),
+    ];
+    let body = || ContentBuilder::new().schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody")))).build();
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for op in ops.into_iter().flatten() {
+            let public = op.security.as_ref().is_some_and(|s| {
+                s.iter().all(|r| serde_json::to_value(r).is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty())))
+            });
+            for (code, why) in COMMON {
+                if code == "401" && public {
+                    continue;
+                }
+                op.responses.responses.entry(code.to_owned()).or_insert_with(|| {
+                    RefOr::T(ResponseBuilder::new().description(why).content("application/json", body()).build())
+                });
+            }
+        }
+    }
+}

@@ -145,9 +145,11 @@ fn protected_api() -> OpenApiRouter<App> {
 
 /// The OpenAPI document, built from the same handlers the router serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    OpenApiRouter::<App>::with_openapi(ApiDoc::openapi())
+    let mut doc = OpenApiRouter::<App>::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", public_api(None).merge(protected_api()))
-        .into_openapi()
+        .into_openapi();
+    super::openapi::document_errors(&mut doc);
+    doc
 }
 
 /// The whole HTTP application.
@@ -158,7 +160,8 @@ pub fn build(app: App) -> Router {
             .route_layer(middleware::from_fn_with_state(app.clone(), super::idempotency::idempotency))
             .route_layer(middleware::from_fn_with_state(app.clone(), require_auth)),
     );
-    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).split_for_parts();
+    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).split_for_parts();
+    super::openapi::document_errors(&mut doc);
 
     let router = Router::new()
         .merge(api)

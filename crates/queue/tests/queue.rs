@@ -265,9 +265,6 @@ async fn two_workers_never_run_a_job_twice(b: Backend) {
     let jobs_n: usize = if b == Backend::Postgres { 10_000 } else { 2_000 };
     let t = TestDb::new(b).await;
     let db = t.connect().await;
-    let jobs: Vec<NewJob> = (0..jobs_n).map(|n| NewJob::new("count", json!({ "n": n }))).collect();
-    let ids = enqueue_many(&db, jobs).await.unwrap();
-    assert_eq!(ids.len(), jobs_n);
     let runs: Arc<Mutex<HashMap<i64, Vec<&'static str>>>> = Arc::default();
     let shutdown = CancellationToken::new();
     let mut handles = Vec::new();
@@ -287,6 +284,12 @@ async fn two_workers_never_run_a_job_twice(b: Backend) {
             .build();
         handles.push(tokio::spawn(worker.run(shutdown.clone())));
     }
+    // Both workers are polling before the first job exists, so both race for every batch
+    // (enqueued before, the first worker to start could drain a small queue alone).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let jobs: Vec<NewJob> = (0..jobs_n).map(|n| NewJob::new("count", json!({ "n": n }))).collect();
+    let ids = enqueue_many(&db, jobs).await.unwrap();
+    assert_eq!(ids.len(), jobs_n);
     let done = eventually(Duration::from_secs(120), || async {
         admin::stats(&db, Utc::now()).await.unwrap()[0].counts.completed == jobs_n as u64
     })
