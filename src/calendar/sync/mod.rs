@@ -640,6 +640,16 @@ impl Syncer {
         Ok(out)
     }
 
+    /// Forgets where `event` went on connection `conn`.
+    async fn unlink(&self, event: Uuid, conn: Uuid) -> Result<(), SyncError> {
+        link::Entity::delete_many()
+            .filter(link::Column::EventId.eq(event))
+            .filter(link::Column::ConnectionId.eq(conn))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     async fn save_link(
         &self,
         m: &event::Model,
@@ -793,11 +803,7 @@ impl Syncer {
                     continue;
                 }
             }
-            link::Entity::delete_many()
-                .filter(link::Column::EventId.eq(l.event_id))
-                .filter(link::Column::ConnectionId.eq(l.connection_id))
-                .exec(&self.db)
-                .await?;
+            self.unlink(l.event_id, l.connection_id).await?;
         }
         match first_error {
             Some(e) => Err(e.into()),
@@ -992,11 +998,7 @@ impl Syncer {
                 if !r.deleted {
                     api.delete(&r.id).await?;
                 }
-                link::Entity::delete_many()
-                    .filter(link::Column::EventId.eq(m.id))
-                    .filter(link::Column::ConnectionId.eq(c.id))
-                    .exec(&self.db)
-                    .await?;
+                self.unlink(m.id, c.id).await?;
                 continue;
             }
             let may_edit = match &owner {
@@ -1008,22 +1010,14 @@ impl Syncer {
             let out = self.outgoing(&m).await?;
             if r.deleted {
                 if m.deleted_at.is_some() {
-                    link::Entity::delete_many()
-                        .filter(link::Column::EventId.eq(m.id))
-                        .filter(link::Column::ConnectionId.eq(c.id))
-                        .exec(&self.db)
-                        .await?;
+                    self.unlink(m.id, c.id).await?;
                 } else if keep_ours || local_changed {
                     let created = api.create(&out).await?;
                     self.save_link(&m, c, &created, m.version).await?;
                     self.audit_conflict(&m, c, "lexiflow", "deleted at the provider: re-created").await?;
                 } else {
                     self.delete_local(&m).await?;
-                    link::Entity::delete_many()
-                        .filter(link::Column::EventId.eq(m.id))
-                        .filter(link::Column::ConnectionId.eq(c.id))
-                        .exec(&self.db)
-                        .await?;
+                    self.unlink(m.id, c.id).await?;
                 }
                 applied += 1;
                 continue;
