@@ -305,6 +305,11 @@ fn from_row(r: event::Model) -> Option<DomainEvent> {
 }
 
 /// Every firm's head: the last number handed out.
+/// One firm's head (0 before its first event): a primary-key read, whatever the number of firms.
+pub async fn head(db: &impl ConnectionTrait, firm: FirmId) -> Result<i64, DbErr> {
+    Ok(super::model::head::Entity::find_by_id(firm.0).one(db).await?.map_or(0, |h| h.seq))
+}
+
 pub async fn heads(db: &impl ConnectionTrait) -> Result<HashMap<FirmId, i64>, DbErr> {
     let rows = super::model::head::Entity::find().all(db).await?;
     Ok(rows.into_iter().map(|h| (FirmId(h.firm_id), h.seq)).collect())

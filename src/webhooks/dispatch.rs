@@ -140,7 +140,7 @@ async fn dispatch_batch(
         return Ok(Batch { made: 0, more: false, started: true });
     };
     let cursor: i64 = row.try_get_by_index(0)?;
-    let head = outbox::heads(tx).await?.get(&FirmId(firm)).copied().unwrap_or(0);
+    let head = outbox::head(tx, FirmId(firm)).await?;
     if head <= cursor {
         return Ok(Batch { made: 0, more: false, started: false });
     }
