@@ -10,7 +10,6 @@ use chrono::Duration;
 use icalendar::{Alarm, Calendar, Component, Event, EventLike};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
 use serde::Serialize;
-use sha2::Digest;
 use uuid::Uuid;
 
 use super::{
@@ -42,17 +41,13 @@ pub struct FeedCreated {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-fn hash(token: &str) -> String {
-    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Makes the caller's feed, revoking any earlier one.
 pub async fn create(app: &App, p: &Principal) -> ApiResult<FeedCreated> {
     if p.api_key.is_some() {
         return Err(ApiError::forbidden("a calendar feed belongs to a user; sign in as one"));
     }
     let token = format!("{PREFIX}{}", crate::auth::tokens::random_urlsafe(32)?);
-    let token_hash = hash(&token);
+    let token_hash = crate::auth::tokens::sha256_hex(token.as_bytes());
     let now = clock::now();
     let h = &token_hash;
     app.write(TxOptions::write(), |tx| async move {
@@ -121,7 +116,7 @@ pub async fn render(app: &App, token: &str) -> ApiResult<String> {
         return Err(missing());
     }
     let f = feed::Entity::find()
-        .filter(feed::Column::TokenHash.eq(hash(token)))
+        .filter(feed::Column::TokenHash.eq(crate::auth::tokens::sha256_hex(token.as_bytes())))
         .filter(feed::Column::RevokedAt.is_null())
         .one(&app.db)
         .await?

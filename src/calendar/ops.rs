@@ -965,11 +965,3 @@ pub async fn upcoming(app: &App, p: &Principal, days: u32, limit: u64, mine: boo
 pub(super) async fn team_role(db: &impl ConnectionTrait, case: Uuid, user: Uuid) -> ApiResult<Option<TeamRole>> {
     Ok(team_member::Entity::find_by_id((case, user)).one(db).await?.map(|m| m.role))
 }
-
-/// Checks a time zone name for callers outside this module.
-pub fn parse_zone(name: &str) -> ApiResult<Tz> {
-    let mut f = Fields::default();
-    let tz = zone(&mut f, name);
-    f.finish()?;
-    Ok(tz)
-}

@@ -35,7 +35,6 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use uuid::Uuid;
 
 use self::{
@@ -253,10 +252,6 @@ impl Syncer {
     }
 }
 
-fn state_hash(state: &str) -> String {
-    sha2::Sha256::digest(state.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn not_configured(what: &str) -> ApiError {
     ApiError::new(ErrorCode::DependencyUnavailable, format!("calendar sync is not configured on this server: {what}"))
 }
@@ -282,7 +277,7 @@ pub async fn authorize(app: &App, p: &Principal, provider: &str) -> ApiResult<ur
     let redirect = s.redirect(provider).ok_or_else(|| not_configured("CALENDAR_REDIRECT_BASE is not set"))?;
     let (url, st, verifier) = oauth::authorize_url(provider, settings, &redirect)
         .map_err(|e| ApiError::new(ErrorCode::DependencyUnavailable, e.to_string()))?;
-    let hash = state_hash(&st);
+    let hash = crate::auth::tokens::sha256_hex(st.as_bytes());
     let sealed = cipher.seal(&verifier, &format!("state:{hash}")).map_err(ApiError::internal)?;
     let now = clock::now();
     // Forget authorizations that were never finished.
@@ -338,7 +333,7 @@ pub async fn callback(
     let cipher = s.cipher.clone().ok_or_else(|| not_configured("CALENDAR_TOKEN_KEY is not set"))?;
     let st = st.ok_or_else(|| ApiError::field("state", "missing"))?;
     // The state is used once, whatever happens next.
-    let hash = state_hash(st);
+    let hash = crate::auth::tokens::sha256_hex(st.as_bytes());
     let found = state::Entity::find_by_id(hash.clone()).one(&app.db).await?;
     state::Entity::delete_by_id(hash.clone()).exec(&app.db).await?;
     let found = found
