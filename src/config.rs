@@ -70,8 +70,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `REDIS_URL` (or `REDIS_HOST/PORT/PASSWORD`); None in the embedded default or `DEMO_MODE`.
     pub redis_url: Option<SecretString>,
-    /// Prefix of every Redis key (`lexiflow:`); tests give each app its own.
+    /// `REDIS_PREFIX` (default `lexiflow:`): prefix of every Redis key and bus channel, so
+    /// two deployments can share one Redis; tests give each app its own.
     pub redis_prefix: String,
+    /// `QUEUE_LEASE_SECONDS` (default 60): a job's lease, renewed every third of it while the
+    /// handler runs. A worker killed mid-job leaves the job to be retried once it expires.
+    pub queue_lease: Duration,
     /// The circuit breaker in front of Redis.
     pub redis_breaker: crate::resilience::BreakerConfig,
     pub throttle: ThrottleConfig,
@@ -172,6 +176,10 @@ pub struct FilesConfig {
     /// `THUMBNAIL_MAX_PIXELS` (default 40,000,000): images larger than this (width ×
     /// height) are refused before decoding, against decompression bombs.
     pub max_image_pixels: u64,
+    /// `UPLOAD_LEASE_SECONDS` (default 60): how long a PATCH holds its upload without renewing
+    /// (renewed every sixth of it while bytes arrive). An instance killed mid-PATCH leaves the
+    /// upload answering 423 for at most this long; then any instance takes the next PATCH.
+    pub upload_lease: Duration,
 }
 
 /// Webhook delivery.
@@ -710,10 +718,12 @@ impl Config {
                     None => false,
                 },
                 max_image_pixels: num(&get, "THUMBNAIL_MAX_PIXELS", None, 40_000_000u64)?.max(1),
+                upload_lease: Duration::from_secs(num(&get, "UPLOAD_LEASE_SECONDS", None, 60u64)?.max(2)),
                 s3: s3_settings(&get)?,
             },
             calendar: calendar_settings(&get, app_env)?,
-            redis_prefix: "lexiflow:".into(),
+            redis_prefix: get("REDIS_PREFIX").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "lexiflow:".into()),
+            queue_lease: Duration::from_secs(num(&get, "QUEUE_LEASE_SECONDS", None, 60u64)?.max(3)),
             redis_breaker: crate::resilience::BreakerConfig::default(),
             throttle: ThrottleConfig {
                 enabled: security_enabled,

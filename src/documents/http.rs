@@ -227,7 +227,8 @@ pub async fn download(
         Some(r) if if_range_ok => parse_range(r, d.size),
         _ => Ok(None),
     };
-    let io = |e: std::io::Error| ApiError::internal(e);
+    // The store is a dependency: a failure there is a 503 the client may retry.
+    let io = |e: std::io::Error| ApiError::unavailable(e);
     let mut res = match range {
         Err(()) => {
             let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
@@ -282,7 +283,7 @@ pub async fn thumbnail(
     AppQuery(q): AppQuery<VersionQuery>,
 ) -> ApiResult<Response> {
     let key = ops::thumbnail(&app, &p, id, q.version).await?;
-    let bytes = app.storage.read_all(&key).await.map_err(ApiError::internal)?;
+    let bytes = app.storage.read_all(&key).await.map_err(ApiError::unavailable)?;
     let mut res = (StatusCode::OK, bytes).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));

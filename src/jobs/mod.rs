@@ -218,6 +218,7 @@ fn builder(
     let expire_db = app_db.clone();
     let warm_db = app_db;
     let mut builder = Worker::builder(queue_db)
+        .lease(config.queue_lease)
         .queue(MAINTENANCE, 2)
         .drain_timeout(config.shutdown_grace)
         .handler(AUDIT_RETENTION, move |_job| audit_retention(handler_db.clone(), days))

@@ -107,7 +107,20 @@ impl Storage {
 
     /// A store in an S3-compatible bucket.
     pub fn s3(s: &S3Settings) -> Result<Self, String> {
+        // object_store retries a failed request for up to 3 minutes by default, so a PATCH
+        // during an S3 outage would hang that long. Bounded here: three retries within 15 s
+        // (100, 200, 400 ms apart) and 3 s to connect, then the request fails with our 503
+        // and the client resumes from HEAD once S3 answers again.
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..Default::default()
+        };
+        let client = object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(3));
+        // The client options first: setting them replaces any set before (allow_http too).
         let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_client_options(client)
+            .with_retry(retry)
             .with_bucket_name(&s.bucket)
             .with_region(&s.region)
             .with_allow_http(s.allow_http);

@@ -24,7 +24,7 @@ pub mod model;
 pub mod sniff;
 pub mod tus;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
 use futures_util::StreamExt;
@@ -47,12 +47,8 @@ use crate::{
     storage::Storage,
 };
 
-/// How long a PATCH's lease lasts without renewal.
-const LEASE: Duration = Duration::from_secs(60);
 /// Chunks waiting for the hashing thread (a request body's chunks are 8–64 KiB).
 const HASH_QUEUE: usize = 64;
-/// How often a PATCH that is still receiving renews its lease.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
 
 /// The queue of file processing (scans, thumbnails).
 pub const QUEUE: &str = "files";
@@ -179,7 +175,7 @@ async fn acquire(app: &App, p: &Principal, id: UploadId, token: Uuid) -> ApiResu
              AND (lock_token IS NULL OR locked_until < ?)",
             vec![
                 token.into(),
-                (now + chrono::Duration::from_std(LEASE).unwrap_or_default()).into(),
+                (now + chrono::Duration::from_std(app.config.files.upload_lease).unwrap_or_default()).into(),
                 id.0.into(),
                 p.firm_id.0.into(),
                 p.user_id.0.into(),
@@ -197,7 +193,7 @@ async fn acquire(app: &App, p: &Principal, id: UploadId, token: Uuid) -> ApiResu
 
 /// Renews the lease; false when it was lost (it expired and another request took it).
 async fn renew(app: &App, id: Uuid, token: Uuid) -> ApiResult<bool> {
-    let until = clock::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+    let until = clock::now() + chrono::Duration::from_std(app.config.files.upload_lease).unwrap_or_default();
     let res = app
         .db
         .execute_raw(db::portable(
@@ -322,7 +318,8 @@ async fn receive(
     if req.content_length.is_some_and(|n| n > room) {
         return Err(too_large(max));
     }
-    let mut out = app.storage.writer(row.id, offset, row.storage_state.as_deref()).await.map_err(ApiError::internal)?;
+    let mut out =
+        app.storage.writer(row.id, offset, row.storage_state.as_deref()).await.map_err(ApiError::unavailable)?;
     // Hashing runs on a blocking thread of its own, fed through a channel, so it overlaps with
     // receiving and storing the bytes instead of taking turns with them.
     let mut hash = load_hash(&row.hash_state)?;
@@ -350,11 +347,11 @@ async fn receive(
                     break;
                 }
                 received += chunk.len() as u64;
-                out.write(chunk.clone()).await.map_err(ApiError::internal)?;
+                out.write(chunk.clone()).await.map_err(ApiError::unavailable)?;
                 if feed.send(chunk).await.is_err() {
                     return Err(ApiError::internal(std::io::Error::other("the hashing thread stopped")));
                 }
-                if renewed.elapsed() >= RENEW_EVERY {
+                if renewed.elapsed() >= app.config.files.upload_lease / 6 {
                     if !renew(app, row.id, token).await? {
                         return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost"));
                     }
@@ -383,12 +380,12 @@ async fn receive(
         None
     };
     if let Some(e) = refused {
-        out.abort().await.map_err(ApiError::internal)?;
+        out.abort().await.map_err(ApiError::unavailable)?;
         return Err(e);
     }
     let new_offset = offset + received;
     let last = new_offset == length;
-    let committed = out.commit(last).await.map_err(ApiError::internal)?;
+    let committed = out.commit(last).await.map_err(ApiError::unavailable)?;
     metrics::counter!("lexiflow_upload_bytes_total").increment(received);
     let id = row.id;
     // The previous PATCH's tail, superseded once the new state is recorded.
@@ -432,9 +429,9 @@ async fn complete(app: &App, row: model::Model, hash: Sha256, token: Uuid) -> Ap
         Ok(h) => h,
         // A failed earlier completion already moved the bytes to their blob.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            app.storage.head(&key, sniff::HEAD_BYTES).await.map_err(ApiError::internal)?
+            app.storage.head(&key, sniff::HEAD_BYTES).await.map_err(ApiError::unavailable)?
         }
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(ApiError::unavailable(e)),
     };
     let refused = |message: String| async {
         // It can never become a document: gone now, rather than left to expire.
@@ -487,10 +484,10 @@ async fn complete(app: &App, row: model::Model, hash: Sha256, token: Uuid) -> Ap
             let blob_id: Uuid = got.try_get("", "id")?;
             let stored_at: String = got.try_get("", "storage_key")?;
             if stored_at == *key {
-                app.storage.promote(id, key).await.map_err(ApiError::internal)?;
+                app.storage.promote(id, key).await.map_err(ApiError::unavailable)?;
             } else {
                 // Quarantined content: the new copy is not kept.
-                app.storage.discard_staging(id, None).await.map_err(ApiError::internal)?;
+                app.storage.discard_staging(id, None).await.map_err(ApiError::unavailable)?;
             }
             let res = tx
                 .execute_raw(db::portable(

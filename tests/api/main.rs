@@ -3,6 +3,8 @@
 // A test binary: a panic is a failed test, which is what unwrap and expect should do here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../shared/chaos.rs"]
+mod chaos;
 mod support;
 
 mod api_keys;

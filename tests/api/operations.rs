@@ -1,19 +1,14 @@
 //! Operations: Prometheus metrics and their JSON and system views, the metrics token, health
 //! probes with their checks, and readiness following the database down and back up.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
+use crate::{
+    chaos::ChaosProxy,
+    support::{Backend, TestApp, postgres_available},
+};
 use http::Method;
 use serde_json::json;
-use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
-
-use crate::support::{Backend, TestApp, postgres_available};
 
 crate::on_both_backends!(
     metrics_carry_the_required_families_and_route_templates_not_raw_paths,
@@ -122,51 +117,6 @@ async fn health_reports_database_memory_and_disk(b: Backend) {
     assert_eq!(h.body["error"]["disk_data"]["status"], "down");
     // Readiness does not depend on memory or disk.
     tight.call(Method::GET, "/health/readiness", None, None).await.expect(200);
-}
-
-/// A TCP proxy in front of PostgreSQL that the test can cut and restore, to make the
-/// database unreachable without touching the real server.
-struct ChaosProxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    _accept: JoinHandle<()>,
-}
-
-impl ChaosProxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (up2, links2) = (up.clone(), links.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let upstream = upstream.clone();
-                links2.lock().await.push(tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                }));
-            }
-        });
-        Self { port, up, links, _accept: accept }
-    }
-
-    async fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for l in self.links.lock().await.drain(..) {
-            l.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
