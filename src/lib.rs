@@ -68,6 +68,7 @@ pub mod cases;
 pub mod clamd;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod docket;
 pub mod documents;

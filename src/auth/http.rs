@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{
     Principal,
-    ops::{self, AuthTokens, ClientInfo, RegisterInput, SessionView},
+    ops::{self, AuthTokens, ClientInfo, FirmSessionView, RegisterInput, SessionView},
 };
 use crate::{
     app::App,
@@ -130,5 +130,25 @@ pub async fn revoke_session(
     AppPath(id): AppPath<SessionId>,
 ) -> ApiResult<impl IntoResponse> {
     ops::revoke_own_session(&app, &p, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every live session of the firm's users (firm admins, signed in).
+#[utoipa::path(get, path = "/sessions", tag = "auth",
+    responses((status = 200, body = Success<Vec<FirmSessionView>>), (status = 403, body = ErrorBody)))]
+pub async fn firm_sessions(State(app): State<App>, p: Principal) -> ApiResult<Envelope<Vec<FirmSessionView>>> {
+    Ok(Envelope::ok(ops::list_firm_sessions(&app, &p).await?))
+}
+
+/// End any session of the firm (firm admins, signed in); audited as `auth.session_revoked`.
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "auth",
+    params(("id" = SessionId, Path, description = "session id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_firm_session(
+    State(app): State<App>,
+    p: Principal,
+    AppPath(id): AppPath<SessionId>,
+) -> ApiResult<impl IntoResponse> {
+    ops::revoke_firm_session(&app, &p, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, OnConflict},
 };
 use serde::{Deserialize, Serialize};
@@ -530,6 +530,102 @@ pub async fn revoke_own_session(app: &App, p: &Principal, id: SessionId) -> ApiR
         )
         .await?;
         tx.record(session_revoked(p.firm_id, &actor, id.0, p.user_id.0, "revoked by user"));
+        Ok(())
+    })
+    .await
+}
+
+/// A live session of someone in the firm, as its admins see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FirmSessionView {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// True for the session the request was made with.
+    pub current: bool,
+}
+
+fn require_firm_admin(p: &Principal) -> ApiResult<()> {
+    if p.role == Role::Admin && p.api_key.is_none() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("only a firm admin, signed in, may see or end other people's sessions"))
+    }
+}
+
+/// Every live session of the firm's users, newest first (at most 1,000).
+pub async fn list_firm_sessions(app: &App, p: &Principal) -> ApiResult<Vec<FirmSessionView>> {
+    require_firm_admin(p)?;
+    let now = clock::now();
+    let users: std::collections::HashMap<Uuid, user::Model> = user::Entity::find()
+        .filter(user::Column::FirmId.eq(p.firm_id.0))
+        .all(&app.db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u))
+        .collect();
+    let rows = session::Entity::find()
+        .filter(session::Column::UserId.is_in(users.keys().copied()))
+        .filter(session::Column::RevokedAt.is_null())
+        .filter(session::Column::ExpiresAt.gt(now))
+        .order_by_desc(session::Column::Id)
+        .limit(1_000)
+        .all(&app.db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|s| {
+            let u = users.get(&s.user_id)?;
+            Some(FirmSessionView {
+                current: s.id == p.session_id.0,
+                id: SessionId(s.id),
+                user_id: UserId(u.id),
+                email: u.email.clone(),
+                first_name: u.first_name.clone(),
+                last_name: u.last_name.clone(),
+                role: u.role,
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                expires_at: s.expires_at,
+                user_agent: s.user_agent,
+                ip: s.ip,
+            })
+        })
+        .collect())
+}
+
+/// An admin ends a session of someone in the firm; a session of another firm is "not found".
+pub async fn revoke_firm_session(app: &App, p: &Principal, id: SessionId) -> ApiResult<()> {
+    require_firm_admin(p)?;
+    app.write(TxOptions::write(), |tx| async move {
+        let tx = &tx;
+        let found = session::Entity::find_by_id(id.0).filter(session::Column::RevokedAt.is_null()).one(tx).await?;
+        let Some(s) = found else { return Err(ApiError::not_found("session")) };
+        let in_firm = user::Entity::find_by_id(s.user_id).filter(user::Column::FirmId.eq(p.firm_id.0)).one(tx).await?;
+        if in_firm.is_none() {
+            return Err(ApiError::not_found("session"));
+        }
+        revoke(tx, id, "revoked by an admin").await?;
+        let change =
+            serde_json::json!({ "reason": { "old": null, "new": "revoked by an admin" }, "userId": s.user_id });
+        let actor = Actor::user(p);
+        audit::record(
+            tx,
+            p.firm_id,
+            &actor,
+            AuditEvent::new("auth.session_revoked", "session", Some(id.to_string())).changes(change),
+        )
+        .await?;
+        tx.record(session_revoked(p.firm_id, &actor, id.0, s.user_id, "revoked by an admin"));
         Ok(())
     })
     .await

@@ -193,6 +193,7 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
     metrics::histogram!("http_server_request_duration_seconds",
         "method" => method, "route" => route.to_string(), "status" => status_label)
     .record(elapsed.as_secs_f64());
+    crate::console::live::record(elapsed);
     span.record("otel.name", format!("{method} {route}"));
     span.record("http.route", &*route);
     span.record("http.response.status_code", status.as_u16());

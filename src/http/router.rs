@@ -73,6 +73,8 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(auth::http::me))
         .routes(routes!(auth::http::sessions))
         .routes(routes!(auth::http::revoke_session))
+        .routes(routes!(auth::http::firm_sessions))
+        .routes(routes!(auth::http::revoke_firm_session))
         // API keys (signed-in admins)
         .routes(routes!(api_keys::http::create, api_keys::http::list))
         .routes(routes!(api_keys::http::revoke))
@@ -113,6 +115,7 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(jobs::http::clean))
         .routes(routes!(jobs::http::retry))
         .routes(routes!(jobs::http::cancel))
+        .routes(routes!(jobs::http::breakers))
         // parties
         .routes(routes!(parties::http::list, parties::http::create))
         .routes(routes!(parties::http::get, parties::http::update, parties::http::delete))
@@ -162,6 +165,12 @@ pub fn build(app: App) -> Router {
     );
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).split_for_parts();
     super::openapi::document_errors(&mut doc);
+    // The operator console's view of the same protected routes, behind its cookie and CSRF
+    // check (which hands them a bearer token for the console's session).
+    let console_api: Router<App> = protected_api()
+        .route_layer(middleware::from_fn_with_state(app.clone(), super::idempotency::idempotency))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_auth))
+        .into();
 
     let router = Router::new()
         .merge(api)
@@ -174,6 +183,7 @@ pub fn build(app: App) -> Router {
         .route("/metrics/json", get(telemetry::json))
         .route("/metrics/system", get(telemetry::system))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
+        .merge(crate::console::routes(&app, console_api))
         // After routing: hands the matched route template out to the request line and metrics.
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)

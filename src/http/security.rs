@@ -44,6 +44,7 @@ fn is_docs(path: &str) -> bool {
 /// Adds the security headers to whatever the inner layers answered.
 pub async fn headers(State(app): State<App>, req: Request, next: Next) -> Response {
     let docs = is_docs(req.uri().path());
+    let console = crate::console::is_console(req.uri().path());
     let mut res = next.run(req).await;
     if !app.config.security.enabled {
         return res;
@@ -52,7 +53,14 @@ pub async fn headers(State(app): State<App>, req: Request, next: Next) -> Respon
     for (name, value) in FIXED {
         h.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
     }
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(if docs { DOCS_CSP } else { API_CSP }));
+    let csp = if docs {
+        DOCS_CSP
+    } else if console {
+        crate::console::CSP
+    } else {
+        API_CSP
+    };
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     if let Some(max_age) = app.config.security.hsts_max_age
         && let Ok(v) = HeaderValue::from_str(&format!("max-age={max_age}; includeSubDomains"))
     {

@@ -18,7 +18,8 @@ use crate::{
     auth::Principal,
     db::TxOptions,
     http::{
-        ApiError, ApiResult, AppJson, AppPath, AppQuery, Envelope, ErrorCode, envelope::ErrorBody,
+        ApiError, ApiResult, AppJson, AppPath, AppQuery, Envelope, ErrorCode,
+        envelope::{ErrorBody, Success},
         pagination::MAX_LIMIT,
     },
     users::model::Role,
@@ -222,7 +223,7 @@ pub async fn retry(State(app): State<App>, p: Principal, AppPath(id): AppPath<i6
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Cancel a job that has not started.
+/// Cancel a job that is not running (waiting, delayed, failed), or delete a dead one.
 #[utoipa::path(delete, path = "/admin/jobs/{id}", tag = "admin", params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn cancel(State(app): State<App>, p: Principal, AppPath(id): AppPath<i64>) -> ApiResult<impl IntoResponse> {
@@ -236,4 +237,16 @@ pub async fn cancel(State(app): State<App>, p: Principal, AppPath(id): AppPath<i
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The circuit breakers of this process (the instance that answers) and their states: Redis,
+/// clamd, and one per outside host called (webhook receivers, calendar providers).
+#[utoipa::path(get, path = "/admin/breakers", tag = "admin",
+    responses((status = 200, body = Success<Vec<crate::resilience::breaker::BreakerView>>), (status = 403, body = ErrorBody)))]
+pub async fn breakers(
+    State(app): State<App>,
+    p: Principal,
+) -> ApiResult<Envelope<Vec<crate::resilience::breaker::BreakerView>>> {
+    require_operator(&app, &p)?;
+    Ok(Envelope::ok(crate::resilience::breaker::snapshot()))
 }

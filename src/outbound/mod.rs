@@ -197,8 +197,9 @@ impl Outbound {
             all.clear();
         }
         Arc::clone(
-            all.entry(format!("{dependency} {host}"))
-                .or_insert_with(|| Arc::new(Breaker::new(dependency, self.config.breaker))),
+            all.entry(format!("{dependency} {host}")).or_insert_with(|| {
+                Arc::new(Breaker::for_target(dependency, Some(host.to_owned()), self.config.breaker))
+            }),
         )
     }
 

@@ -6,7 +6,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{Arc, LazyLock, Mutex, Weak},
     time::{Duration, Instant},
 };
 
@@ -48,7 +48,8 @@ impl BreakerState {
         }
     }
 
-    fn label(self) -> &'static str {
+    /// `closed`, `open` or `half_open`.
+    pub fn label(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
             BreakerState::Open => "open",
@@ -62,6 +63,44 @@ enum Inner {
     Closed { failures: VecDeque<Instant> },
     Open { until: Instant },
     HalfOpen { in_flight: u32, succeeded: u32 },
+}
+
+/// Every breaker alive in this process, for the operator console: its dependency, the host it
+/// guards (outbound calls have one breaker per host) and its state.
+static REGISTRY: LazyLock<Mutex<Vec<Registered>>> = LazyLock::new(Mutex::default);
+
+/// A breaker's name, target and state, held weakly so a dropped breaker leaves the registry.
+type Registered = (&'static str, Option<String>, Weak<Mutex<Inner>>);
+
+/// One breaker as the console shows it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BreakerView {
+    /// The dependency (`redis`, `clamd`, `webhooks`, `google_calendar`, …).
+    pub name: &'static str,
+    /// The host, for breakers kept per host.
+    pub target: Option<String>,
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+}
+
+/// The breakers alive in this process, by name and target.
+pub fn snapshot() -> Vec<BreakerView> {
+    let mut all = REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.retain(|(_, _, inner)| inner.strong_count() > 0);
+    let mut views: Vec<BreakerView> = all
+        .iter()
+        .filter_map(|(name, target, inner)| {
+            let inner = inner.upgrade()?;
+            let state = match *inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+                Inner::Closed { .. } => BreakerState::Closed,
+                Inner::Open { .. } => BreakerState::Open,
+                Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+            };
+            Some(BreakerView { name, target: target.clone(), state: state.label() })
+        })
+        .collect();
+    views.sort_by(|a, b| (a.name, &a.target).cmp(&(b.name, &b.target)));
+    views
 }
 
 /// A breaker for one named dependency; cheap to clone (shared state).
@@ -112,8 +151,18 @@ impl Drop for Permit<'_> {
 impl Breaker {
     /// A closed breaker for `name`.
     pub fn new(name: &'static str, config: BreakerConfig) -> Self {
+        Self::for_target(name, None, config)
+    }
+
+    /// A closed breaker for `name` in front of one `target` (a host).
+    pub fn for_target(name: &'static str, target: Option<String>, config: BreakerConfig) -> Self {
         metrics::gauge!("lexiflow_circuit_breaker_state", "dependency" => name).set(0.0);
-        Self { name, config, inner: Arc::new(Mutex::new(Inner::Closed { failures: VecDeque::new() })) }
+        let inner = Arc::new(Mutex::new(Inner::Closed { failures: VecDeque::new() }));
+        let mut all = REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.retain(|(_, _, i)| i.strong_count() > 0);
+        all.push((name, target, Arc::downgrade(&inner)));
+        drop(all);
+        Self { name, config, inner }
     }
 
     /// The dependency's name.

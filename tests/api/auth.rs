@@ -21,6 +21,7 @@ crate::on_both_backends!(
     non_access_token_type_is_rejected,
     token_of_a_deleted_session_is_rejected,
     sessions_are_listed_and_revocable_by_their_owner_only,
+    firm_admins_see_and_end_the_firms_sessions_and_nobody_elses,
     suspended_user_loses_access_immediately,
     every_protected_route_needs_a_token,
 );
@@ -251,6 +252,35 @@ async fn sessions_are_listed_and_revocable_by_their_owner_only(b: Backend) {
     t.delete(&format!("/api/v1/auth/sessions/{other_id}"), &s.token).await.expect(204);
     t.get("/api/v1/auth/me", &second.token).await.expect(401);
     t.get("/api/v1/auth/me", &s.token).await.expect(200);
+}
+
+async fn firm_admins_see_and_end_the_firms_sessions_and_nobody_elses(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Firm").await;
+    let att = t.user(&admin, "attorney").await;
+    let stranger = t.register("Other").await;
+    let list = t.get("/api/v1/sessions", &admin.token).await;
+    list.expect(200);
+    let sessions = list.data().as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 2, "the admin's and the attorney's, not the other firm's: {sessions:?}");
+    let att_session = sessions.iter().find(|s| s["userId"] == att.user_id.as_str()).unwrap();
+    assert_eq!(att_session["email"], att.email.as_str());
+    assert_eq!(att_session["role"], "attorney");
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    let att_sid = att_session["id"].as_str().unwrap().to_owned();
+    // Only admins, and only their own firm's.
+    t.get("/api/v1/sessions", &att.token).await.expect(403);
+    t.delete(&format!("/api/v1/sessions/{att_sid}"), &att.token).await.expect(403);
+    t.delete(&format!("/api/v1/sessions/{att_sid}"), &stranger.token).await.expect(404);
+    t.get("/api/v1/auth/me", &att.token).await.expect(200);
+    t.delete(&format!("/api/v1/sessions/{att_sid}"), &admin.token).await.expect(204);
+    t.get("/api/v1/auth/me", &att.token).await.expect(401);
+    t.delete(&format!("/api/v1/sessions/{att_sid}"), &admin.token).await.expect(404);
+    let audit = t.get("/api/v1/audit?action=auth.session_revoked", &admin.token).await;
+    let entries = audit.data().as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["entityId"], att_sid.as_str());
+    assert_eq!(entries[0]["changes"]["userId"], att.user_id.as_str());
 }
 
 async fn suspended_user_loses_access_immediately(b: Backend) {

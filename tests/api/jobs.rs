@@ -59,12 +59,32 @@ async fn operators_see_and_steer_the_queues_and_others_cannot(b: Backend) {
         .expect(204);
     let again = t.get("/api/v1/admin/queues/doomed/jobs?state=waiting", &admin.token).await;
     assert_eq!(again.data()[0]["id"], dead_id);
+    // Dead again, then deleted: a dead job's record can be removed.
+    let claimed = lease::claim(db, "doomed", 1, Duration::from_secs(30), "test", chrono::Utc::now()).await.unwrap();
+    assert_eq!(lease::fail(db, &claimed[0].lease, "boom", chrono::Utc::now()).await.unwrap(), JobState::Dead);
+    t.delete(&format!("/api/v1/admin/jobs/{dead_id}"), &admin.token).await.expect(204);
+    assert!(
+        t.get("/api/v1/admin/queues/doomed/jobs?state=dead", &admin.token).await.data().as_array().unwrap().is_empty()
+    );
 
     let first = jobs[0]["id"].as_i64().unwrap();
     t.delete(&format!("/api/v1/admin/jobs/{first}"), &admin.token).await.expect(204);
     t.delete(&format!("/api/v1/admin/jobs/{first}"), &admin.token).await.expect(404);
 
+    // The breakers of this process, by dependency and host.
+    let breakers = t.get("/api/v1/admin/breakers", &admin.token).await;
+    breakers.expect(200);
+    assert!(
+        breakers
+            .data()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| ["closed", "open", "half_open"].contains(&b["state"].as_str().unwrap()))
+    );
+
     // Other roles, and admins of firms other than the operator's, are refused.
+    t.get("/api/v1/admin/breakers", &para.token).await.expect(403);
     t.get("/api/v1/admin/queues", &para.token).await.expect(403);
     t.call(http::Method::POST, "/api/v1/admin/queues/reports/pause", Some(&para.token), None).await.expect(403);
     let hosted = TestApp::with(b, |c| c.operator_firm_id = Some(uuid::Uuid::now_v7())).await;

@@ -20,6 +20,8 @@ use tokio::{
     net::TcpStream,
 };
 
+mod console;
+
 const SECRET: &str = "e2e-secret-that-is-long-enough-for-hs256-0123456789";
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -157,13 +157,14 @@ pub async fn retry(db: &impl ConnectionTrait, id: JobId, now: DateTime<Utc>) -> 
     }
 }
 
-/// Cancels a job that is not running: deletes it if waiting, delayed or failed. Returns false
-/// when there was no such job (running, finished, or unknown).
+/// Cancels a job that is not running: deletes it if waiting, delayed, failed or dead (a dead
+/// job's record and error history go with it). Returns false when there was no such job
+/// (running, completed, or unknown).
 pub async fn cancel(db: &impl ConnectionTrait, id: JobId) -> Result<bool, QueueError> {
     let res = db
         .execute_raw(stmt(
             db,
-            "DELETE FROM queue_jobs WHERE id = $1 AND state IN ('waiting', 'failed')",
+            "DELETE FROM queue_jobs WHERE id = $1 AND state IN ('waiting', 'failed', 'dead')",
             vec![id.0.into()],
         ))
         .await?;
