@@ -722,7 +722,10 @@ impl Config {
                 s3: s3_settings(&get)?,
             },
             calendar: calendar_settings(&get, app_env)?,
-            redis_prefix: get("REDIS_PREFIX").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "lexiflow:".into()),
+            redis_prefix: get("REDIS_PREFIX")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "lexiflow:".into()),
             queue_lease: Duration::from_secs(num(&get, "QUEUE_LEASE_SECONDS", None, 60u64)?.max(3)),
             redis_breaker: crate::resilience::BreakerConfig::default(),
             throttle: ThrottleConfig {

@@ -535,6 +535,18 @@ pub async fn revoke_own_session(app: &App, p: &Principal, id: SessionId) -> ApiR
     .await
 }
 
+/// Shortens a session to end at `until` at the latest (the console's sign-in lasts no longer
+/// than its cookie).
+pub async fn cap_session(app: &App, id: SessionId, until: DateTime<Utc>) -> ApiResult<()> {
+    session::Entity::update_many()
+        .col_expr(session::Column::ExpiresAt, Expr::value(until))
+        .filter(session::Column::Id.eq(id.0))
+        .filter(session::Column::ExpiresAt.gt(until))
+        .exec(&app.db)
+        .await?;
+    Ok(())
+}
+
 /// A live session of someone in the firm, as its admins see it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -562,25 +574,27 @@ fn require_firm_admin(p: &Principal) -> ApiResult<()> {
     }
 }
 
-/// Every live session of the firm's users, newest first (at most 1,000).
+/// Every live session of the firm's users, newest first (the newest 1,000).
 pub async fn list_firm_sessions(app: &App, p: &Principal) -> ApiResult<Vec<FirmSessionView>> {
     require_firm_admin(p)?;
     let now = clock::now();
-    let users: std::collections::HashMap<Uuid, user::Model> = user::Entity::find()
-        .filter(user::Column::FirmId.eq(p.firm_id.0))
-        .all(&app.db)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u))
-        .collect();
     let rows = session::Entity::find()
-        .filter(session::Column::UserId.is_in(users.keys().copied()))
+        .filter(session::Column::FirmId.eq(p.firm_id.0))
         .filter(session::Column::RevokedAt.is_null())
         .filter(session::Column::ExpiresAt.gt(now))
         .order_by_desc(session::Column::Id)
         .limit(1_000)
         .all(&app.db)
         .await?;
+    let ids: std::collections::HashSet<Uuid> = rows.iter().map(|s| s.user_id).collect();
+    let users: std::collections::HashMap<Uuid, user::Model> = user::Entity::find()
+        .filter(user::Column::FirmId.eq(p.firm_id.0))
+        .filter(user::Column::Id.is_in(ids))
+        .all(&app.db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u))
+        .collect();
     Ok(rows
         .into_iter()
         .filter_map(|s| {
@@ -608,13 +622,16 @@ pub async fn revoke_firm_session(app: &App, p: &Principal, id: SessionId) -> Api
     require_firm_admin(p)?;
     app.write(TxOptions::write(), |tx| async move {
         let tx = &tx;
-        let found = session::Entity::find_by_id(id.0).filter(session::Column::RevokedAt.is_null()).one(tx).await?;
+        let found = session::Entity::find_by_id(id.0)
+            .filter(session::Column::FirmId.eq(p.firm_id.0))
+            .filter(session::Column::RevokedAt.is_null())
+            .one(tx)
+            .await?;
         let Some(s) = found else { return Err(ApiError::not_found("session")) };
-        let in_firm = user::Entity::find_by_id(s.user_id).filter(user::Column::FirmId.eq(p.firm_id.0)).one(tx).await?;
-        if in_firm.is_none() {
+        // Another request may have ended it meanwhile: one revocation, one audit entry.
+        if !revoke(tx, id, "revoked by an admin").await? {
             return Err(ApiError::not_found("session"));
         }
-        revoke(tx, id, "revoked by an admin").await?;
         let change =
             serde_json::json!({ "reason": { "old": null, "new": "revoked by an admin" }, "userId": s.user_id });
         let actor = Actor::user(p);

@@ -47,6 +47,7 @@ use crate::{
     },
     config::AppEnv,
     http::{ApiError, ApiResult, AppJson, Envelope, ErrorCode},
+    ids::SessionId,
     ratelimit,
     users::{UserView, model::Role},
 };
@@ -180,15 +181,47 @@ fn csrf_refused() -> ApiError {
     ApiError::forbidden("the console's CSRF token is missing or wrong; reload the page")
 }
 
-/// A request whose `Origin` names a site other than the one it was sent to.
-fn cross_site(headers: &HeaderMap) -> bool {
+/// A request whose `Origin` names a site other than the one it was sent to: neither the
+/// `Host` it arrived with, nor the `X-Forwarded-Host` a proxy in front set (a page on another
+/// site can set neither), nor an origin listed in `CORS_ORIGIN`. No `Origin` at all is a
+/// same-origin GET or a client that is not a browser; the CSRF token still decides.
+fn cross_site(app: &App, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    origin == "null" || origin.split_once("://").map(|(_, rest)| rest) != Some(host)
+    if origin == "null" {
+        return true;
+    }
+    if app.config.cors_origins.iter().any(|o| o == origin) {
+        return false;
+    }
+    let Some((_, authority)) = origin.split_once("://") else { return true };
+    let named = |h: header::HeaderName| {
+        headers.get(h).and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next()).map(str::trim)
+    };
+    ![named(header::HOST), named(header::HeaderName::from_static("x-forwarded-host"))]
+        .into_iter()
+        .flatten()
+        .any(|h| h.eq_ignore_ascii_case(authority))
+}
+
+/// The session of a valid ticket in the request's cookie, without opening the database: what
+/// the rate limiter counts console requests against.
+pub fn ticket_session(app: &App, headers: &HeaderMap) -> Option<Uuid> {
+    let key = key(app).ok()?;
+    cookie_value(headers).and_then(|v| open(&key, &v)).map(|t| t.sid)
 }
 
 /// The admin the cookie speaks for: a valid ticket, a live session, an active admin.
 async fn signed_in(app: &App, headers: &HeaderMap) -> ApiResult<(Principal, hmac::Key)> {
+    let (p, key) = ticket_holder(app, headers).await?;
+    if p.role != Role::Admin {
+        return Err(ApiError::forbidden("the console is for firm admins"));
+    }
+    Ok((p, key))
+}
+
+/// Whoever the cookie speaks for, admin or not: a valid ticket and a live session. Only an
+/// ended session signs the console out; the database being down is a 503, not a sign-out.
+async fn ticket_holder(app: &App, headers: &HeaderMap) -> ApiResult<(Principal, hmac::Key)> {
     let key = key(app)?;
     let ticket = cookie_value(headers).and_then(|v| open(&key, &v)).ok_or_else(signed_out)?;
     let claims = Claims {
@@ -201,10 +234,10 @@ async fn signed_in(app: &App, headers: &HeaderMap) -> ApiResult<(Principal, hmac
         iat: 0,
         jti: Uuid::nil(),
     };
-    let p = auth::principal_of(app, &claims).await.map_err(|_| signed_out())?;
-    if p.role != Role::Admin {
-        return Err(ApiError::forbidden("the console is for firm admins"));
-    }
+    let p = auth::principal_of(app, &claims).await.map_err(|e| match e.code {
+        ErrorCode::AuthTokenInvalid | ErrorCode::AuthTokenExpired | ErrorCode::AuthRequired => signed_out(),
+        _ => e,
+    })?;
     Ok((p, key))
 }
 
@@ -213,7 +246,7 @@ async fn signed_in(app: &App, headers: &HeaderMap) -> ApiResult<(Principal, hmac
 /// auditing run as for any API call. The cookie itself goes no further.
 pub async fn gate(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let (p, key) = signed_in(&app, req.headers()).await?;
-    if cross_site(req.headers()) || !csrf_ok(&key, p.session_id.0, req.headers()) {
+    if cross_site(&app, req.headers()) || !csrf_ok(&key, p.session_id.0, req.headers()) {
         return Err(csrf_refused());
     }
     let token = app.tokens.issue(p.user_id, p.firm_id, p.role, p.session_id)?;
@@ -262,11 +295,12 @@ async fn login(
     headers: HeaderMap,
     AppJson(input): AppJson<LoginInput>,
 ) -> ApiResult<Response> {
-    if cross_site(&headers) {
+    if cross_site(&app, &headers) {
         return Err(csrf_refused());
     }
     let ip = client.ip.clone();
-    let ip_key = format!("console:{}", ip.as_deref().unwrap_or("unknown"));
+    // The API login's per-address budget (the same key), not a second one.
+    let ip_key = format!("ip:{}", ip.as_deref().unwrap_or("unknown"));
     if let Err(refused) = ratelimit::enforce(&app, "login", &ip_key, app.config.throttle.login_ip).await {
         return Ok(refused);
     }
@@ -282,7 +316,16 @@ async fn login(
         return Err(ApiError::forbidden("the console is for firm admins"));
     }
     let key = self::key(&app)?;
-    let exp = (chrono::Utc::now() + chrono::Duration::from_std(LIFETIME).unwrap_or_default()).timestamp();
+    let until = chrono::Utc::now() + chrono::Duration::from_std(LIFETIME).unwrap_or_default();
+    // The session lives no longer than the cookie that names it, and signing in again ends
+    // the session of the console's previous cookie.
+    ops::cap_session(&app, SessionId(claims.sid), until).await?;
+    if let Ok((previous, _)) = ticket_holder(&app, &headers).await
+        && previous.session_id.0 != claims.sid
+    {
+        ops::logout(&app, &previous).await?;
+    }
+    let exp = until.timestamp();
     let cookie = seal(&key, &Ticket { sid: claims.sid, sub: claims.sub, firm: claims.firm, exp });
     let body = ConsoleSession { user: tokens.user, csrf_token: csrf_token(&key, claims.sid) };
     let mut res = Envelope::ok(body).into_response();
@@ -292,8 +335,9 @@ async fn login(
 
 /// Ends the console's LexiFlow session (audited as `auth.logout`) and clears the cookie.
 async fn logout(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {
-    let (p, key) = signed_in(&app, &headers).await?;
-    if cross_site(&headers) || !csrf_ok(&key, p.session_id.0, &headers) {
+    // Anyone holding a ticket may end its session, an admin demoted meanwhile included.
+    let (p, key) = ticket_holder(&app, &headers).await?;
+    if cross_site(&app, &headers) || !csrf_ok(&key, p.session_id.0, &headers) {
         return Err(csrf_refused());
     }
     ops::logout(&app, &p).await?;
@@ -308,6 +352,8 @@ async fn live(State(app): State<App>, headers: HeaderMap) -> ApiResult<Envelope<
     if !csrf_ok(&key, p.session_id.0, &headers) {
         return Err(csrf_refused());
     }
+    // The whole deployment's traffic: for its operator, as the queues are.
+    crate::jobs::http::require_operator(&app, &p)?;
     Ok(Envelope::ok(live::series()))
 }
 
@@ -348,18 +394,5 @@ mod tests {
         assert!(csrf_ok(&k(), a, &h));
         assert!(!csrf_ok(&k(), b, &h));
         assert!(!csrf_ok(&k(), a, &HeaderMap::new()));
-    }
-
-    #[test]
-    fn origins_of_other_sites_are_cross_site() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("lexiflow.example:3000"));
-        assert!(!cross_site(&h), "no Origin: a same-origin GET or a non-browser client");
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://lexiflow.example:3000"));
-        assert!(!cross_site(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
-        assert!(cross_site(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(cross_site(&h));
     }
 }

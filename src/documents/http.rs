@@ -228,7 +228,7 @@ pub async fn download(
         _ => Ok(None),
     };
     // The store is a dependency: a failure there is a 503 the client may retry.
-    let io = |e: std::io::Error| ApiError::unavailable(e);
+    let io = crate::storage::api_error;
     let mut res = match range {
         Err(()) => {
             let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
@@ -283,7 +283,7 @@ pub async fn thumbnail(
     AppQuery(q): AppQuery<VersionQuery>,
 ) -> ApiResult<Response> {
     let key = ops::thumbnail(&app, &p, id, q.version).await?;
-    let bytes = app.storage.read_all(&key).await.map_err(ApiError::unavailable)?;
+    let bytes = app.storage.read_all(&key).await.map_err(crate::storage::api_error)?;
     let mut res = (StatusCode::OK, bytes).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));

@@ -25,7 +25,7 @@ use crate::{
     users::model::Role,
 };
 
-fn require_operator(app: &App, p: &Principal) -> ApiResult<()> {
+pub(crate) fn require_operator(app: &App, p: &Principal) -> ApiResult<()> {
     // In production anyone can register a firm and be its admin, so without a named operator
     // firm nobody operates the queue through the API.
     let operator_firm = match app.config.operator_firm_id {
@@ -230,10 +230,16 @@ pub async fn cancel(State(app): State<App>, p: Principal, AppPath(id): AppPath<i
     require_operator(&app, &p)?;
     let p = &p;
     app.write(TxOptions::write(), |tx| async move {
+        // What it was, for the trail: the row is gone afterwards.
+        let job = admin::get(&tx, JobId(id), chrono::Utc::now()).await?;
         if !admin::cancel(&tx, JobId(id)).await? {
             return Err(ApiError::not_found("cancellable job"));
         }
-        audited(&tx, p, "job.cancel", id.to_string(), json!({})).await
+        let was = job.map_or(
+            json!({}),
+            |j| json!({"queue": j.queue, "jobType": j.job_type, "state": j.state, "attempts": j.attempts}),
+        );
+        audited(&tx, p, "job.cancel", id.to_string(), was).await
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -137,6 +137,13 @@ fn exempt(method: &Method, path: &str) -> bool {
 /// A token verified here is handed on (as [`VerifiedClaims`]) so authentication does not
 /// verify the same signature again.
 fn client_key(app: &App, req: &mut Request) -> String {
+    // The operator console: its session (from the signed cookie, no database), so a console
+    // tab neither eats its admin's API budget nor shares one address's budget with the office.
+    if crate::console::is_console(req.uri().path())
+        && let Some(sid) = crate::console::ticket_session(app, req.headers())
+    {
+        return format!("console:{sid}");
+    }
     if let Some(k) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
         return crate::api_keys::budget_key(k.trim());
     }

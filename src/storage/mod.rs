@@ -80,6 +80,18 @@ enum Inner {
     S3 { store: Arc<AmazonS3>, prefix: String },
 }
 
+/// The API's answer to a failed storage call: the store unreachable or failing is a 503 the
+/// client may retry (a tus client resumes from HEAD); a missing object or bytes that do not
+/// make sense are ours (500), since retrying cannot fix them.
+pub fn api_error(e: io::Error) -> crate::http::ApiError {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+            crate::http::ApiError::internal(e)
+        }
+        _ => crate::http::ApiError::unavailable(e),
+    }
+}
+
 fn os_err(e: object_store::Error) -> io::Error {
     match e {
         object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
@@ -108,9 +120,10 @@ impl Storage {
     /// A store in an S3-compatible bucket.
     pub fn s3(s: &S3Settings) -> Result<Self, String> {
         // object_store retries a failed request for up to 3 minutes by default, so a PATCH
-        // during an S3 outage would hang that long. Bounded here: three retries within 15 s
-        // (100, 200, 400 ms apart) and 3 s to connect, then the request fails with our 503
-        // and the client resumes from HEAD once S3 answers again.
+        // during an S3 outage would hang that long. Bounded here: at most three retries (100,
+        // 200, 400 ms apart) and none started after 15 s, 3 s to connect; then the request
+        // fails with our 503 and the client resumes from HEAD once S3 answers again. A server
+        // that accepts and never answers is bounded by the 30 s request timeout, per call.
         let retry = object_store::RetryConfig {
             max_retries: 3,
             retry_timeout: std::time::Duration::from_secs(15),

@@ -319,7 +319,7 @@ async fn receive(
         return Err(too_large(max));
     }
     let mut out =
-        app.storage.writer(row.id, offset, row.storage_state.as_deref()).await.map_err(ApiError::unavailable)?;
+        app.storage.writer(row.id, offset, row.storage_state.as_deref()).await.map_err(crate::storage::api_error)?;
     // Hashing runs on a blocking thread of its own, fed through a channel, so it overlaps with
     // receiving and storing the bytes instead of taking turns with them.
     let mut hash = load_hash(&row.hash_state)?;
@@ -347,7 +347,7 @@ async fn receive(
                     break;
                 }
                 received += chunk.len() as u64;
-                out.write(chunk.clone()).await.map_err(ApiError::unavailable)?;
+                out.write(chunk.clone()).await.map_err(crate::storage::api_error)?;
                 if feed.send(chunk).await.is_err() {
                     return Err(ApiError::internal(std::io::Error::other("the hashing thread stopped")));
                 }
@@ -380,12 +380,18 @@ async fn receive(
         None
     };
     if let Some(e) = refused {
-        out.abort().await.map_err(ApiError::unavailable)?;
+        out.abort().await.map_err(crate::storage::api_error)?;
         return Err(e);
     }
     let new_offset = offset + received;
     let last = new_offset == length;
-    let committed = out.commit(last).await.map_err(ApiError::unavailable)?;
+    // Still ours? A lease lost while the bytes were written (another request took the upload
+    // after it expired) must not be overwritten by this PATCH's commit.
+    // Nothing is undone here: the new holder writes from the recorded offset, as this did.
+    if !renew(app, row.id, token).await? {
+        return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost; resume from HEAD"));
+    }
+    let committed = out.commit(last).await.map_err(crate::storage::api_error)?;
     metrics::counter!("lexiflow_upload_bytes_total").increment(received);
     let id = row.id;
     // The previous PATCH's tail, superseded once the new state is recorded.
@@ -429,9 +435,9 @@ async fn complete(app: &App, row: model::Model, hash: Sha256, token: Uuid) -> Ap
         Ok(h) => h,
         // A failed earlier completion already moved the bytes to their blob.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            app.storage.head(&key, sniff::HEAD_BYTES).await.map_err(ApiError::unavailable)?
+            app.storage.head(&key, sniff::HEAD_BYTES).await.map_err(crate::storage::api_error)?
         }
-        Err(e) => return Err(ApiError::unavailable(e)),
+        Err(e) => return Err(crate::storage::api_error(e)),
     };
     let refused = |message: String| async {
         // It can never become a document: gone now, rather than left to expire.
@@ -484,10 +490,10 @@ async fn complete(app: &App, row: model::Model, hash: Sha256, token: Uuid) -> Ap
             let blob_id: Uuid = got.try_get("", "id")?;
             let stored_at: String = got.try_get("", "storage_key")?;
             if stored_at == *key {
-                app.storage.promote(id, key).await.map_err(ApiError::unavailable)?;
+                app.storage.promote(id, key).await.map_err(crate::storage::api_error)?;
             } else {
                 // Quarantined content: the new copy is not kept.
-                app.storage.discard_staging(id, None).await.map_err(ApiError::unavailable)?;
+                app.storage.discard_staging(id, None).await.map_err(crate::storage::api_error)?;
             }
             let res = tx
                 .execute_raw(db::portable(

@@ -72,16 +72,16 @@ async fn operators_see_and_steer_the_queues_and_others_cannot(b: Backend) {
     t.delete(&format!("/api/v1/admin/jobs/{first}"), &admin.token).await.expect(404);
 
     // The breakers of this process, by dependency and host.
+    let probe = lexiflow::resilience::Breaker::for_target("probe", Some("probe.test".into()), Default::default());
     let breakers = t.get("/api/v1/admin/breakers", &admin.token).await;
     breakers.expect(200);
+    let listed = breakers.data().as_array().unwrap().clone();
+    assert!(listed.iter().all(|b| ["closed", "open", "half_open"].contains(&b["state"].as_str().unwrap())));
     assert!(
-        breakers
-            .data()
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| ["closed", "open", "half_open"].contains(&b["state"].as_str().unwrap()))
+        listed.iter().any(|b| b["name"] == "probe" && b["target"] == "probe.test" && b["state"] == "closed"),
+        "{listed:?}"
     );
+    drop(probe);
 
     // Other roles, and admins of firms other than the operator's, are refused.
     t.get("/api/v1/admin/breakers", &para.token).await.expect(403);

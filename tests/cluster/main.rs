@@ -247,6 +247,8 @@ struct Cluster {
     admin: DatabaseConnection,
     db_name: String,
     proxies: Option<Proxies>,
+    /// Set by `stop`; otherwise `Drop` cleans up.
+    stopped: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -343,7 +345,7 @@ impl Cluster {
         for p in &mut procs {
             p.ready(&http).await;
         }
-        Cluster { procs, env, http, db, admin, db_name, proxies, _dir: dir }
+        Cluster { procs, env, http, db, admin, db_name, proxies, stopped: false, _dir: dir }
     }
 
     fn serve(&self, i: usize) -> String {
@@ -379,6 +381,28 @@ impl Cluster {
         }
         self.db.clone().close().await.ok();
         self.admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name)).await.ok();
+        self.stopped = true;
+    }
+}
+
+impl Drop for Cluster {
+    /// A failed assertion unwinds past `stop`: kill the processes and drop the database anyway
+    /// (on a thread of its own, since this may run inside the test's runtime).
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        for p in &mut self.procs {
+            p.kill9();
+        }
+        let (admin, name) = (self.admin.clone(), self.db_name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok();
+            });
+        })
+        .join();
     }
 }
 
@@ -793,6 +817,7 @@ async fn a_cluster_shares_limits_cache_sockets_uploads_jobs_and_webhooks() {
     let limited = user(&http, &a, &admin, "paralegal").await;
     let mut allowed = [0u32; 3];
     let mut refused = [0u32; 3];
+    let burst = Instant::now();
     for i in 0..700 {
         let r = call(&http, Method::GET, &format!("{}/api/v1/auth/me", c.serve(i % 3)), Some(&limited), None).await;
         match r.status {
@@ -802,8 +827,13 @@ async fn a_cluster_shares_limits_cache_sockets_uploads_jobs_and_webhooks() {
         }
     }
     let total: u32 = allowed.iter().sum();
-    // GCRA refills a request every 200 ms while the loop runs: a few beyond 300.
-    assert!((300..360).contains(&total), "allowed {allowed:?}, refused {refused:?}");
+    // GCRA refills a request every 200 ms while the loop runs: 300, plus what refilled meanwhile.
+    let refilled = (burst.elapsed().as_secs_f64() / 0.2).ceil() as u32 + 2;
+    assert!(
+        (300..=300 + refilled).contains(&total),
+        "allowed {allowed:?}, refused {refused:?} in {:?}",
+        burst.elapsed()
+    );
     assert!(refused.iter().all(|&n| n > 0), "every instance refused once the shared budget ran out: {refused:?}");
 
     // Read-after-write through the cache on any instance.
@@ -916,7 +946,13 @@ async fn a_cluster_shares_limits_cache_sockets_uploads_jobs_and_webhooks() {
     // workers were stalled for its whole 2 s; allow one such under a loaded machine.
     assert!(skipped <= 1, "{skipped} of {ticks} ticks were skipped");
     let window = started.elapsed().as_secs();
-    let rerun = c.count("SELECT COUNT(*) FROM queue_jobs WHERE attempts > 1 OR state = 'dead'").await;
+    // The cron jobs and the deliveries ran once each (a scan may legitimately be retried if
+    // clamd is slow under load, so file jobs are not counted here).
+    let rerun = c
+        .count(
+            "SELECT COUNT(*) FROM queue_jobs WHERE queue IN ('maintenance', 'webhooks') AND (attempts > 1 OR state = 'dead')",
+        )
+        .await;
     assert_eq!(rerun, 0, "a job ran more than once");
     let deliveries = c.count("SELECT COUNT(*) FROM queue_jobs WHERE queue = 'webhooks' AND state = 'completed'").await;
     assert_eq!(deliveries, created.len() as i64);
@@ -1105,6 +1141,7 @@ async fn kill_nine_under_write_load_loses_nothing() {
     let uploads = tally.uploads.lock().unwrap().clone();
     let upload_errors = tally.upload_errors.lock().unwrap().clone();
     assert!(upload_errors.is_empty(), "uploads failed: {upload_errors:?}\n{}", c.logs());
+    assert!(!uploads.is_empty(), "no upload was filed under the kills\n{}", c.logs());
     assert!(acked.len() > 100, "too little load to prove anything: {} acknowledged writes", acked.len());
 
     // Every acknowledged write is there, through every instance.

@@ -25,14 +25,28 @@ async fn api(addr: &str, method: &str, path: &str, token: &str, body: Option<Val
 }
 
 async fn login(addr: &str, email: &str) -> Value {
-    let r = call(addr, "POST", "/api/v1/auth/login", &[], Some(json!({"email": email, "password": PASSWORD}))).await;
+    let r = call(
+        addr,
+        "POST",
+        "/api/v1/auth/login",
+        &[("X-Forwarded-For", "10.9.0.1")],
+        Some(json!({"email": email, "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()["data"].clone()
 }
 
 /// Signs in to the console over HTTP; returns the cookie pair and the CSRF token.
 async fn console_login(addr: &str, email: &str) -> (String, String) {
-    let r = call(addr, "POST", "/console/login", &[], Some(json!({"email": email, "password": PASSWORD}))).await;
+    let r = call(
+        addr,
+        "POST",
+        "/console/login",
+        &[("X-Forwarded-For", "10.9.0.4")],
+        Some(json!({"email": email, "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let set = r.header("set-cookie").unwrap().to_owned();
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/console"), "{set}");
@@ -44,6 +58,9 @@ async fn console_login(addr: &str, email: &str) -> (String, String) {
 async fn the_operator_console_works_in_a_real_browser_and_refuses_forgeries() {
     let server = Server::start(&[
         ("SHUTDOWN_DRAIN_SECONDS", "0"),
+        // The test's own logins come "through a proxy" from addresses of their own, so the
+        // browser's sign-in has the per-address login budget (5 a minute) to itself.
+        ("TRUSTED_PROXIES", "127.0.0.1"),
         // A webhook to a port nobody listens on, one attempt: a dead job to retry.
         ("WEBHOOK_ALLOW_PRIVATE", "true"),
         ("WEBHOOK_MAX_ATTEMPTS", "1"),
@@ -109,14 +126,25 @@ async fn the_operator_console_works_in_a_real_browser_and_refuses_forgeries() {
     assert_eq!(r.status, 201, "{}", r.body);
 
     // A non-admin cannot sign in, and the session their login opened is ended.
-    let r =
-        call(&addr, "POST", "/console/login", &[], Some(json!({"email": "pat@console.test", "password": PASSWORD})))
-            .await;
+    let r = call(
+        &addr,
+        "POST",
+        "/console/login",
+        &[("X-Forwarded-For", "10.9.0.2")],
+        Some(json!({"email": "pat@console.test", "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.header("set-cookie").is_none());
     // Wrong password: the API's answer, no cookie.
-    let r = call(&addr, "POST", "/console/login", &[], Some(json!({"email": email, "password": "wrong wrong wrong"})))
-        .await;
+    let r = call(
+        &addr,
+        "POST",
+        "/console/login",
+        &[("X-Forwarded-For", "10.9.0.3")],
+        Some(json!({"email": email, "password": "wrong wrong wrong"})),
+    )
+    .await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.header("set-cookie").is_none());
 
@@ -150,6 +178,38 @@ async fn the_operator_console_works_in_a_real_browser_and_refuses_forgeries() {
     let r =
         call(&addr, "GET", "/console/api/v1/admin/queues", &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)], None).await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // Behind a proxy: the Origin names the public host the proxy forwarded.
+    for action in ["pause", "resume"] {
+        let r = call(
+            &addr,
+            "POST",
+            &format!("/console/api/v1/admin/queues/reports/{action}"),
+            &[
+                ("Cookie", &cookie),
+                ("X-CSRF-Token", &csrf),
+                ("Origin", "https://lexiflow.example"),
+                ("X-Forwarded-Host", "lexiflow.example"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 204, "{action}: {}", r.body);
+    }
+    let r = call(&addr, "GET", "/console/live", &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)], None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["data"]["intervalSeconds"], 10);
+    // Signing in again with the old cookie ends the old cookie's session.
+    let r = call(
+        &addr,
+        "POST",
+        "/console/login",
+        &[("Cookie", &cookie), ("X-Forwarded-For", "10.9.0.5")],
+        Some(json!({"email": email, "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(&addr, "GET", "/console/session", &[("Cookie", &cookie)], None).await;
+    assert_eq!(r.status, 204, "the previous console session still works: {}", r.body);
     let page = call(&addr, "GET", "/console", &[], None).await;
     assert_eq!(page.status, 200);
     let csp = page.header("content-security-policy").unwrap();

@@ -2,7 +2,10 @@
 # Schemathesis 4.x against a live LexiFlow (SQLite, a fresh data directory) with a valid admin
 # token: every operation of /api/openapi.json, checks not_a_server_error and
 # response_schema_conformance (plus status and content-type conformance). Logging out and
-# revoking sessions are left out (they would end the session the run authenticates with), and
+# revoking sessions (`/auth/sessions/{id}` and the firm admin's `/sessions/{id}`) are left out:
+# schemathesis reuses the session id it reads from the listing and would end the very session
+# the run authenticates with (it did, once `/sessions/{id}` existed: 62 operations then answered
+# only 401), and
 # so is the tus PATCH (schemathesis cannot generate an application/offset+octet-stream body).
 # Prints the summary; exits non-zero on any failure.
 #
@@ -36,6 +39,6 @@ token=$(curl -fsS "http://127.0.0.1:$PORT/api/v1/auth/register" -H 'content-type
   --seed 18 \
   --phases examples,coverage,fuzzing \
   --exclude-path /api/v1/auth/logout \
-  --exclude-path-regex '^/api/v1/auth/sessions/' \
+  --exclude-path-regex '^/api/v1/(auth/)?sessions/' \
   --exclude-name 'PATCH /api/v1/uploads/{id}' \
   --report junit --report-dir "$data/report" "$@"

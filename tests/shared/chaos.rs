@@ -33,6 +33,11 @@ impl ChaosProxy {
                 }
                 let upstream = upstream.clone();
                 let mut links = links2.lock().await;
+                // Cut while this connection waited for the lock: it must not slip through.
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
                 links.retain(|l| !l.is_finished());
                 links.push(tokio::spawn(async move {
                     if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {

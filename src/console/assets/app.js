@@ -3,7 +3,7 @@
 // (classes and SVG geometry attributes only), no eval.
 'use strict';
 (() => {
-  const POLL_MS = 5000;
+  const POLL_MS = 10000;
   const SPARK_POINTS = 30;
   const API = '/console/api/v1';
   const SVGNS = 'http://www.w3.org/2000/svg';
