@@ -9,9 +9,13 @@
 //! - a 5xx answer is not kept: the key is released so the client's retry runs again.
 //!
 //! The handler runs on a task of its own, so a client that hangs up does not stop its answer
-//! from being stored. Keys are kept 24 hours. Limits: the answer is stored after the handler's
+//! from being stored. Keys are kept 24 hours. While the handler runs, its claim is renewed
+//! every [`HEARTBEAT`]; a claim not renewed for [`STALE`] belongs to a process that died, and a
+//! retry then runs the request again. Limits: the answer is stored after the handler's
 //! transaction committed, not in it; a process killed between the two leaves the key claimed
-//! and unanswered, and after [`STALE`] a retry runs the request again.
+//! and unanswered for up to [`STALE`], then a retry runs the request again (so a create whose
+//! commit landed just before the kill can be made twice: it is at least once, not exactly
+//! once, across a crash).
 
 use axum::{
     body::{Body, to_bytes},
@@ -33,8 +37,13 @@ pub const HEADER: &str = "idempotency-key";
 /// How long a key and its answer are kept.
 const KEEP: Span = Span::hours(24);
 
-/// A claim older than this with no answer is taken to be abandoned (its process died).
-const STALE: Span = Span::minutes(5);
+/// A claim not renewed for this long, with no answer, is taken to be abandoned (its process
+/// died). Found by `tests/cluster`'s kill loop: at 5 minutes (with no renewal) a client
+/// retrying a request that was in flight on a killed instance got 409 for 5 minutes.
+const STALE: Span = Span::seconds(30);
+
+/// How often a running request renews its claim.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The largest request body fingerprinted (the bulk routes' limit); larger bodies are refused
 /// by the routes themselves.
@@ -81,7 +90,15 @@ pub async fn idempotency(State(app): State<App>, req: Request, next: Next) -> Re
     let req = Request::from_parts(parts, Body::from(bytes));
     // On a task of its own: the answer is stored even if the client hangs up.
     let task = super::context::detached(async move {
-        let res = next.run(req).await;
+        let run = next.run(req);
+        tokio::pin!(run);
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        let res = loop {
+            tokio::select! {
+                res = &mut run => break res,
+                _ = beat.tick() => renew(&app, firm, &key).await,
+            }
+        };
         settle(&app, firm, &key, res).await
     })
     .await;
@@ -156,6 +173,23 @@ async fn claim(app: &App, firm: uuid::Uuid, key: &str, fingerprint: &str) -> Res
         return Ok(Claim::Replay(res));
     }
     Err(ApiError::new(ErrorCode::Conflict, "this Idempotency-Key is busy; retry shortly"))
+}
+
+/// Renews a claim still waiting for its answer, so it is not taken for abandoned.
+async fn renew(app: &App, firm: uuid::Uuid, key: &str) {
+    let db = app.db.get_database_backend();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        app.db.execute_raw(crate::db::portable(
+            db,
+            "UPDATE idempotency_keys SET created_at = ? WHERE firm_id = ? AND key = ? AND status_code IS NULL",
+            vec![clock::now().into(), firm.into(), key.into()],
+        )),
+    )
+    .await;
+    if !matches!(r, Ok(Ok(_))) {
+        tracing::warn!("could not renew an idempotency claim; a retry may run the request again after it goes stale");
+    }
 }
 
 /// Forgets a claim.

@@ -11,6 +11,7 @@ crate::on_both_backends!(
     a_retried_create_returns_the_same_case,
     a_key_reused_with_another_request_is_refused,
     concurrent_retries_create_one_case,
+    an_unanswered_claim_holds_for_thirty_seconds_then_is_taken_for_abandoned,
 );
 
 async fn post_with_key(t: &TestApp, s: &Session, key: &str, body: Value) -> Res {
@@ -121,4 +122,24 @@ async fn concurrent_retries_create_one_case(b: Backend) {
     }
     assert_eq!(fresh, 1, "exactly one request created the case");
     assert_eq!(count_cases(&t, &admin).await, 1);
+}
+
+/// A claim with no answer is a request still being served (409) until it has gone 30 s without
+/// renewal; then its process is taken to have died, and the key serves a retry again.
+async fn an_unanswered_claim_holds_for_thirty_seconds_then_is_taken_for_abandoned(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Idem").await;
+    post_with_key(&t, &admin, "crash-1", case("S-1")).await.expect(201);
+    // As if the process died after claiming and before storing the answer.
+    t.sql_exec("UPDATE idempotency_keys SET status_code = NULL, content_type = NULL, body = NULL").await;
+    let busy = post_with_key(&t, &admin, "crash-1", case("S-1")).await;
+    busy.expect(409);
+    assert!(busy.body["error"]["message"].as_str().unwrap().contains("still being served"), "{}", busy.body);
+    let older = match b {
+        Backend::Sqlite => "UPDATE idempotency_keys SET created_at = datetime(created_at, '-40 seconds')",
+        Backend::Postgres => "UPDATE idempotency_keys SET created_at = created_at - interval '40 seconds'",
+    };
+    t.sql_exec(older).await;
+    // Stale: the key is free again (here with another request, which shows the old claim went).
+    post_with_key(&t, &admin, "crash-1", case("S-2")).await.expect(201);
 }
