@@ -191,3 +191,27 @@ async fn instances_starting_at_once_on_a_new_database_migrate_it_once() {
     assert_eq!(rows.len(), lexiflow_migration::Migrator::migrations().len(), "each migration applied once");
     admin.execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }
+
+/// TLS to PostgreSQL: `sslmode=require` in `DATABASE_URL` encrypts every pooled connection
+/// (the local server has Debian's self-signed certificate), and `verify-full` checks the
+/// server's certificate against the system's roots, so the self-signed one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_use_tls_when_the_url_asks_and_verify_it_when_told() {
+    if !postgres_available().await {
+        return;
+    }
+    let tls_on = |mode: &str| {
+        let mut u = url::Url::parse(&crate::support::pg_url()).unwrap();
+        u.query_pairs_mut().append_pair("sslmode", mode);
+        u.to_string()
+    };
+    let require = tls_on("require");
+    let t = TestApp::with(Backend::Postgres, |c| c.database.url = require.clone().into()).await;
+    let rows = t.sql("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").await;
+    assert!(rows[0].try_get::<bool>("", "ssl").unwrap(), "the connection is not encrypted");
+    let s = t.register("Tls").await;
+    t.get("/api/v1/auth/me", &s.token).await.expect(200);
+    let mut strict = t.app.config.database.clone();
+    strict.url = tls_on("verify-full").into();
+    assert!(lexiflow::db::connect(&strict).await.is_err(), "a self-signed certificate passed verify-full");
+}
