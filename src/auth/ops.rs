@@ -519,20 +519,36 @@ pub async fn revoke_own_session(app: &App, p: &Principal, id: SessionId) -> ApiR
         if owned.is_none() {
             return Err(ApiError::not_found("session"));
         }
-        revoke(tx, id, "revoked by user").await?;
         let change = serde_json::json!({ "reason": { "old": null, "new": "revoked by user" } });
-        let actor = Actor::user(p);
-        audit::record(
-            tx,
-            p.firm_id,
-            &actor,
-            AuditEvent::new("auth.session_revoked", "session", Some(id.to_string())).changes(change),
-        )
-        .await?;
-        tx.record(session_revoked(p.firm_id, &actor, id.0, p.user_id.0, "revoked by user"));
-        Ok(())
+        end_session(tx, p, id, p.user_id.0, "revoked by user", change).await
     })
     .await
+}
+
+/// Ends session `id` (of `user`) for `reason` in `tx`: audited as `auth.session_revoked` with
+/// `change`, raised as `session.revoked`. "Not found" when another request ended it meanwhile,
+/// so one revocation makes one audit entry.
+async fn end_session(
+    tx: &Tx,
+    p: &Principal,
+    id: SessionId,
+    user: Uuid,
+    reason: &str,
+    change: serde_json::Value,
+) -> ApiResult<()> {
+    if !revoke(tx, id, reason).await? {
+        return Err(ApiError::not_found("session"));
+    }
+    let actor = Actor::user(p);
+    audit::record(
+        tx,
+        p.firm_id,
+        &actor,
+        AuditEvent::new("auth.session_revoked", "session", Some(id.to_string())).changes(change),
+    )
+    .await?;
+    tx.record(session_revoked(p.firm_id, &actor, id.0, user, reason));
+    Ok(())
 }
 
 /// Shortens a session to end at `until` at the latest (the console's sign-in lasts no longer
@@ -628,22 +644,9 @@ pub async fn revoke_firm_session(app: &App, p: &Principal, id: SessionId) -> Api
             .one(tx)
             .await?;
         let Some(s) = found else { return Err(ApiError::not_found("session")) };
-        // Another request may have ended it meanwhile: one revocation, one audit entry.
-        if !revoke(tx, id, "revoked by an admin").await? {
-            return Err(ApiError::not_found("session"));
-        }
         let change =
             serde_json::json!({ "reason": { "old": null, "new": "revoked by an admin" }, "userId": s.user_id });
-        let actor = Actor::user(p);
-        audit::record(
-            tx,
-            p.firm_id,
-            &actor,
-            AuditEvent::new("auth.session_revoked", "session", Some(id.to_string())).changes(change),
-        )
-        .await?;
-        tx.record(session_revoked(p.firm_id, &actor, id.0, s.user_id, "revoked by an admin"));
-        Ok(())
+        end_session(tx, p, id, s.user_id, "revoked by an admin", change).await
     })
     .await
 }

@@ -573,19 +573,32 @@ impl Writer {
                             store.put(&path, PutPayload::from(buf.freeze())).await.map_err(os_err)?;
                         }
                         Some(id) => {
-                            if !buf.is_empty() {
-                                let done = store
-                                    .put_part(&path, id, staged.parts.len(), PutPayload::from(buf.freeze()))
-                                    .await
-                                    .map_err(os_err)?;
-                                staged.parts.push(done.content_id);
+                            let finished = async {
+                                if !buf.is_empty() {
+                                    let done = store
+                                        .put_part(&path, id, staged.parts.len(), PutPayload::from(buf.freeze()))
+                                        .await?;
+                                    staged.parts.push(done.content_id);
+                                }
+                                let parts = staged
+                                    .parts
+                                    .iter()
+                                    .map(|p| object_store::multipart::PartId { content_id: p.clone() })
+                                    .collect();
+                                store.complete_multipart(&path, id, parts).await
                             }
-                            let parts = staged
-                                .parts
-                                .iter()
-                                .map(|p| object_store::multipart::PartId { content_id: p.clone() })
-                                .collect();
-                            store.complete_multipart(&path, id, parts).await.map_err(os_err)?;
+                            .await;
+                            // An earlier PATCH completed this multipart upload and its process died
+                            // before recording it (found by tests/cluster's kill loop): the upload
+                            // id is gone, every retry failed, and the upload was stuck for good.
+                            // Only a completed upload leaves an object at `path`, so its presence
+                            // means the bytes are there.
+                            if let Err(e) = finished {
+                                if store.head(&path).await.is_err() {
+                                    return Err(os_err(e));
+                                }
+                                tracing::warn!(%upload, error = %e, "the multipart upload was already completed by an earlier request; taking its object");
+                            }
                         }
                     }
                     return Ok(Committed { state: None, garbage });
