@@ -65,6 +65,16 @@ enum Inner {
     HalfOpen { in_flight: u32, succeeded: u32 },
 }
 
+impl Inner {
+    fn state(&self) -> BreakerState {
+        match self {
+            Inner::Closed { .. } => BreakerState::Closed,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
 /// Every breaker alive in this process, for the operator console: its dependency, the host it
 /// guards (outbound calls have one breaker per host) and its state.
 static REGISTRY: LazyLock<Mutex<Vec<Registered>>> = LazyLock::new(Mutex::default);
@@ -91,11 +101,7 @@ pub fn snapshot() -> Vec<BreakerView> {
         .iter()
         .filter_map(|(name, target, inner)| {
             let inner = inner.upgrade()?;
-            let state = match *inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
-                Inner::Closed { .. } => BreakerState::Closed,
-                Inner::Open { .. } => BreakerState::Open,
-                Inner::HalfOpen { .. } => BreakerState::HalfOpen,
-            };
+            let state = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).state();
             Some(BreakerView { name, target: target.clone(), state: state.label() })
         })
         .collect();
@@ -178,11 +184,7 @@ impl Breaker {
 
     /// The current state (OPEN turns HALF_OPEN only when a call asks to go through).
     pub fn state(&self) -> BreakerState {
-        match *self.lock() {
-            Inner::Closed { .. } => BreakerState::Closed,
-            Inner::Open { .. } => BreakerState::Open,
-            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
-        }
+        self.lock().state()
     }
 
     /// Asks to make a call now.
