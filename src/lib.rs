@@ -28,6 +28,8 @@
 //! Infrastructure sits beside them, named for what it is:
 //!
 //! - [`config`]: the one typed configuration, from the environment and `lexiflow.toml`.
+//! - [`console`]: the operator console at `/console` (embedded page, cookie sign-in with CSRF,
+//!   the API's protected routes behind a gate, live request metrics).
 //! - [`db`]: connecting (SQLite or PostgreSQL), migrations, transactions ([`db::Tx`],
 //!   [`db::transaction`]), bulk statements, and the data layer's own error ([`db::DbError`]).
 //! - [`events`]: domain events, the outbox they are written to in the writing transaction,
