@@ -5,6 +5,8 @@
 
 #[path = "../shared/chaos.rs"]
 mod chaos;
+#[path = "../shared/ports.rs"]
+mod ports;
 mod support;
 
 mod api_keys;

@@ -696,8 +696,7 @@ impl OwnRedis {
     }
 
     fn start(port: Option<u16>) -> Option<Self> {
-        let port =
-            port.unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+        let port = port.unwrap_or_else(crate::ports::free_port);
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())

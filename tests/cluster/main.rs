@@ -25,6 +25,8 @@
 
 #[path = "../shared/chaos.rs"]
 mod chaos;
+#[path = "../shared/ports.rs"]
+mod ports;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -122,10 +124,6 @@ async fn services(needs_node: bool) -> Option<Services> {
 
 fn driver_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/realtime")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,7 +318,7 @@ impl Cluster {
             procs.push(Proc {
                 name: format!("serve-{}", (b'A' + i as u8) as char),
                 role: Role::Serve,
-                port: free_port(),
+                port: ports::free_port(),
                 child: None,
                 log_from: 0,
                 log: dir.path().join(format!("serve-{i}.log")),
@@ -330,7 +328,7 @@ impl Cluster {
         procs.push(Proc {
             name: "worker".into(),
             role: Role::Worker,
-            port: free_port(),
+            port: ports::free_port(),
             child: None,
             log_from: 0,
             log: dir.path().join("worker.log"),
