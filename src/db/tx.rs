@@ -496,7 +496,13 @@ where
     match outcome {
         Ok(Ok(verdict)) => {
             let origin = opts.origin.unwrap_or_else(crate::events::outbox::anonymous_origin);
-            if let Err(e) = crate::events::outbox::write(&open.conn, origin, &mut events).await {
+            let written = match crate::events::outbox::write(&open.conn, origin, &mut events).await {
+                // Calendar copies of events someone may no longer see are taken out by a job
+                // committed with the change that took their access away.
+                Ok(()) => crate::calendar::sync::access_changed(&open.conn, &events).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 if let Err(rb) = finish(open, None).await {
                     tracing::warn!(error = %rb, "rollback failed; the connection is discarded");
                 }

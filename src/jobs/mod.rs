@@ -252,7 +252,8 @@ fn builder(
     if let Some(outbound) = outbound.clone() {
         use crate::calendar::sync;
         let syncer = sync::Syncer::new(sync_db, outbound, &config.calendar);
-        let (push, pull, backfill, all) = (syncer.clone(), syncer.clone(), syncer.clone(), syncer);
+        let (push, pull, backfill, revalidate, all) =
+            (syncer.clone(), syncer.clone(), syncer.clone(), syncer.clone(), syncer);
         builder = builder
             .queue(sync::QUEUE, 4)
             .handler(sync::PUSH, move |job: lexiflow_queue::JobContext| {
@@ -266,6 +267,10 @@ fn builder(
             .handler(sync::BACKFILL, move |job: lexiflow_queue::JobContext| {
                 let s = backfill.clone();
                 async move { s.backfill(job.payload).await }
+            })
+            .handler(sync::REVALIDATE, move |job: lexiflow_queue::JobContext| {
+                let s = revalidate.clone();
+                async move { s.revalidate(job.payload).await }
             })
             .handler(sync::SYNC_ALL, move |_job| {
                 let s = all.clone();

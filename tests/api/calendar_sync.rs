@@ -18,7 +18,12 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::a
 
 use crate::support::{Backend, Session, TestApp};
 
-crate::on_both_backends!(google_two_way_sync_follows_the_documented_api, microsoft_graph_delta_sync_and_disconnect,);
+crate::on_both_backends!(
+    google_two_way_sync_follows_the_documented_api,
+    microsoft_graph_delta_sync_and_disconnect,
+    a_connection_refreshes_its_token_once_however_many_jobs_need_it,
+    losing_access_takes_the_copies_out_of_that_users_calendar,
+);
 
 /// One fake provider's state.
 #[derive(Default)]
@@ -28,6 +33,11 @@ struct State {
     challenge: Option<String>,
     /// Access tokens issued and still good.
     valid: std::collections::HashSet<String>,
+    /// The provider account whose consent the next code exchange grants (the test's user), and
+    /// the account of each token issued: each account has its own calendar to search.
+    consenting: String,
+    accounts: Vec<String>,
+    token_account: BTreeMap<String, String>,
     refresh_ok: bool,
     revoked: Vec<String>,
     token_grants: Vec<String>,
@@ -40,6 +50,10 @@ struct State {
     /// Sync tokens (or delta links) no longer known.
     cursors_expired: bool,
     rate_limit: u32,
+    /// The next create is stored and then answered 503, as if its answer were lost.
+    lose_next_create: bool,
+    /// A delay before each token endpoint answer.
+    token_delay: Duration,
     requests: Vec<String>,
     /// The server's address (wiremock's request URL does not carry it).
     base: String,
@@ -178,21 +192,31 @@ impl Respond for Fake {
                     }
                 }
                 "refresh_token" => {
-                    if !s.refresh_ok || f.get("refresh_token").map(String::as_str) != Some("refresh-1") {
-                        return invalid();
-                    }
+                    let known = f.get("refresh_token").and_then(|r| s.token_account.get(r)).cloned();
+                    let Some(account) = known.filter(|_| s.refresh_ok) else { return invalid() };
+                    s.consenting = account;
                 }
                 _ => return ResponseTemplate::new(400).set_body_json(json!({"error": "unsupported_grant_type"})),
             }
             s.next_token += 1;
+            let delay = s.token_delay;
             let access = format!("access-{}", s.next_token);
             s.valid.insert(access.clone());
+            let account = s.consenting.clone();
+            s.token_account.insert(access.clone(), account.clone());
             let mut body =
                 json!({"access_token": access, "token_type": "Bearer", "expires_in": 3599, "scope": "calendar"});
             if grant == "authorization_code" {
-                body["refresh_token"] = json!("refresh-1");
+                // One refresh token per account: refresh-1 for the first account to consent.
+                if !s.accounts.contains(&account) {
+                    s.accounts.push(account.clone());
+                }
+                let n = s.accounts.iter().position(|a| *a == account).unwrap_or(0) + 1;
+                let refresh = format!("refresh-{n}");
+                s.token_account.insert(refresh.clone(), account);
+                body["refresh_token"] = json!(refresh);
             }
-            return ResponseTemplate::new(200).set_body_json(body);
+            return ResponseTemplate::new(200).set_body_json(body).set_delay(delay);
         }
         if path == "/revoke" {
             let f = form(&req.body);
@@ -206,6 +230,7 @@ impl Respond for Fake {
             return ResponseTemplate::new(401)
                 .set_body_json(json!({"error": {"code": 401, "message": "Invalid Credentials"}}));
         }
+        let caller = auth.strip_prefix("Bearer ").and_then(|a| s.token_account.get(a)).cloned().unwrap_or_default();
         if s.rate_limit > 0 {
             s.rate_limit -= 1;
             return ResponseTemplate::new(429)
@@ -223,12 +248,46 @@ impl Respond for Fake {
             s.next_id += 1;
             let id = format!("evt{}", s.next_id);
             e["id"] = json!(id);
+            // Whose calendar it is in (not part of either API's event; LexiFlow ignores it).
+            e["x-account"] = json!(caller);
             if !s.graph {
                 e["status"] = json!("confirmed");
             }
             s.events.insert(id.clone(), e);
             Fake::touch(&mut s, &id);
+            if std::mem::take(&mut s.lose_next_create) {
+                return ResponseTemplate::new(503)
+                    .set_body_json(json!({"error": {"code": 503, "message": "Backend Error"}}));
+            }
             return ResponseTemplate::new(if s.graph { 201 } else { 200 }).set_body_json(s.events[&id].clone());
+        }
+        // Finding an event by LexiFlow's id: Google's privateExtendedProperty, Graph's $filter on
+        // a single-value extended property (deleted events are not listed).
+        let found = |s: &State, id: &str| -> Vec<Value> {
+            s.events
+                .values()
+                .filter(|e| e["x-account"] == caller.as_str())
+                .filter(|e| e.get("status") != Some(&json!("cancelled")) && e.get("@removed").is_none())
+                .filter(|e| {
+                    e["extendedProperties"]["private"]["lexiflowId"] == id
+                        || e["singleValueExtendedProperties"][0]["value"] == id
+                })
+                .cloned()
+                .collect()
+        };
+        if path == events && req.method == Method::GET && !s.graph && q.contains_key("privateExtendedProperty") {
+            let id = q["privateExtendedProperty"].strip_prefix("lexiflowId=").unwrap_or("").to_owned();
+            return ResponseTemplate::new(200)
+                .set_body_json(json!({ "kind": "calendar#events", "items": found(&s, &id) }));
+        }
+        if path == events && req.method == Method::GET && s.graph {
+            let f = q.get("$filter").cloned().unwrap_or_default();
+            let prefix = "singleValueExtendedProperties/Any(ep: ep/id eq 'String {66f5a359-4659-4830-9070-00047ec6ac6e} Name lexiflowId' and ep/value eq '";
+            let Some(id) = f.strip_prefix(prefix).and_then(|r| r.strip_suffix("')")) else {
+                return ResponseTemplate::new(400)
+                    .set_body_json(json!({"error": {"code": "BadRequest", "message": format!("bad $filter {f}")}}));
+            };
+            return ResponseTemplate::new(200).set_body_json(json!({ "value": found(&s, id) }));
         }
         if path == events && req.method == Method::GET && !s.graph {
             let (since, offset) = match (q.get("syncToken"), q.get("pageToken")) {
@@ -291,6 +350,7 @@ impl Respond for Fake {
                     }
                     let mut e: Value = req.body_json().unwrap();
                     e["id"] = json!(id);
+                    e["x-account"] = current["x-account"].clone();
                     if !graph {
                         e["status"] = json!("confirmed");
                     }
@@ -401,7 +461,11 @@ async fn connect(t: &TestApp, s: &Session, fake: &Fake, provider: &str) {
     let r = t.get(&format!("/api/v1/calendar/connections/{provider}/authorize"), &s.token).await;
     let location = url::Url::parse(r.header("location").unwrap()).unwrap();
     let q: BTreeMap<String, String> = location.query_pairs().into_owned().collect();
-    fake.with(|f| f.challenge = Some(q["code_challenge"].clone()));
+    fake.with(|f| {
+        f.challenge = Some(q["code_challenge"].clone());
+        // The user consents with their own provider account.
+        f.consenting = s.user_id.clone();
+    });
     let path = format!("/api/v1/calendar/connections/{provider}/callback?code=good-code&state={}", q["state"]);
     let r = t.call(Method::GET, &path, None, None).await;
     r.expect(200);
@@ -438,6 +502,8 @@ async fn google_two_way_sync_follows_the_documented_api(b: Backend) {
     let case = t.case(&admin, "G-1").await;
 
     // Push: a meeting and a court deadline reach the user's calendar.
+    // The first create reaches Google and its answer is lost: the retry finds that copy.
+    fake.with(|f| f.lose_next_create = true);
     let meeting = t
         .post(
             "/api/v1/calendar",
@@ -462,8 +528,9 @@ async fn google_two_way_sync_follows_the_documented_api(b: Backend) {
     )
     .await
     .expect(201);
-    until(&t, "all three pushed (and the connection's first pull)", || async {
+    until(&t, "all three pushed and linked (and the connection's first pull)", || async {
         fake.live().len() == 3
+            && count(&t, "SELECT COUNT(*) FROM calendar_event_links").await == 3
             && count(&t, "SELECT COUNT(*) FROM calendar_connections WHERE sync_cursor IS NOT NULL").await == 1
     })
     .await;
@@ -480,6 +547,9 @@ async fn google_two_way_sync_follows_the_documented_api(b: Backend) {
             .all(|r| r.contains("sendUpdates=none")),
         "LexiFlow sends no invitations: {requests:#?}"
     );
+    let creates = requests.iter().filter(|r| r.starts_with("POST") && r.contains("/events")).count();
+    assert_eq!(creates, 3, "the lost create was found by its LexiFlow id, not made again: {requests:#?}");
+    assert!(requests.iter().any(|r| r.contains("privateExtendedProperty=lexiflowId")), "{requests:#?}");
     assert_eq!(m["reminders"]["overrides"][0]["minutes"], 30);
     let d = remote.iter().find(|e| e["summary"].as_str().unwrap().contains("56(b)")).unwrap().clone();
     assert_eq!(d["start"]["date"], "2027-02-03", "all day, on the computed date");
@@ -534,9 +604,12 @@ async fn google_two_way_sync_follows_the_documented_api(b: Backend) {
     assert!(writes.iter().all(|r| r.contains("sendUpdates=none")), "no invitation mail: {writes:#?}");
     assert!(requests.iter().any(|r| r.contains("showDeleted=true")), "a full listing after the 410");
     assert!(fake.with(|f| f.token_grants.contains(&"refresh_token".to_owned())), "refreshed after the 401");
-    let audit = t.get("/api/v1/audit?limit=100", &admin.token).await;
-    let text = audit.body.to_string();
-    assert!(text.contains("calendar.sync.pull") && text.contains("calendar.sync.conflict"), "{text}");
+    // The conflict is audited after the provider was written to: waited for, not raced.
+    until(&t, "the pull and the conflict audited", || async {
+        let text = t.get("/api/v1/audit?limit=100", &admin.token).await.body.to_string();
+        text.contains("calendar.sync.pull") && text.contains("calendar.sync.conflict")
+    })
+    .await;
 
     // Deleted in Google: the deadline is put back; the meeting is deleted in LexiFlow.
     fake.delete(&deadline_remote);
@@ -646,8 +719,131 @@ async fn microsoft_graph_delta_sync_and_disconnect(b: Backend) {
     // Deleted in LexiFlow: deleted in Outlook.
     t.delete(&format!("/api/v1/calendar/{id}"), &admin.token).await.expect(204);
     until(&t, "the delete pushed", || async { !fake.live().iter().any(|e| e["id"] == remote_id.as_str()) }).await;
+    // Connecting again: the backfill finds the copies the first connection made (by the LexiFlow
+    // id in their extended property) and takes them over; none is created twice.
+    let live = fake.live().len();
+    let creates = |f: &Fake| f.with(|s| s.requests.iter().filter(|r| r.starts_with("POST /graph/me/events")).count());
+    let before = creates(&fake);
+    connect(&t, &admin, &fake, "microsoft").await;
+    until(&t, "the backfill linked the admin's four events again", || async {
+        count(&t, "SELECT COUNT(*) FROM calendar_event_links").await == 4
+    })
+    .await;
+    assert_eq!(fake.live().len(), live, "no second copies");
+    assert_eq!(creates(&fake), before, "nothing created");
     // Microsoft has no revocation endpoint: the tokens are forgotten.
     let r = t.delete("/api/v1/calendar/connections/microsoft", &admin.token).await;
     assert_eq!(r.expect(200).data()["revokedAtProvider"], false);
     t.delete("/api/v1/calendar/connections/microsoft", &admin.token).await.expect(404);
+}
+
+/// Jobs of one connection that all find its access token expired refresh it once: the others
+/// wait and use the new token. A refresh that finds the stored tokens changed under it (another
+/// instance refreshed first) uses those instead of overwriting them.
+async fn a_connection_refreshes_its_token_once_however_many_jobs_need_it(b: Backend) {
+    use sea_orm::EntityTrait;
+    let (server, fake) = fake_server(false).await;
+    let uri = server.uri();
+    let t = TestApp::with(b, |c| configure(c, Some(&uri), None)).await;
+    let admin = t.register("Refresh").await;
+    connect(&t, &admin, &fake, "google").await;
+    let conn = lexiflow::calendar::sync::model::connection::Entity::find().one(&t.app.db).await.unwrap().unwrap();
+    let syncer =
+        lexiflow::calendar::sync::Syncer::new(t.app.db.clone(), t.app.outbound.clone(), &t.app.config.calendar);
+    let refreshes = |f: &Fake| f.with(|s| s.token_grants.iter().filter(|g| *g == "refresh_token").count());
+    let expire = || async {
+        use lexiflow::calendar::sync::model::connection;
+        let past = chrono::Utc::now() - chrono::Duration::hours(1);
+        connection::Entity::update_many()
+            .col_expr(connection::Column::ExpiresAt, sea_orm::sea_query::Expr::value(Some(past)))
+            .exec(&t.app.db)
+            .await
+            .unwrap();
+    };
+    expire().await;
+    fake.with(|f| f.token_delay = Duration::from_millis(200));
+    let tokens = futures_util::future::join_all((0..8).map(|_| syncer.access_token(conn.id, false))).await;
+    let tokens: Vec<String> = tokens.into_iter().map(Result::unwrap).collect();
+    assert_eq!(refreshes(&fake), 1, "one refresh for eight callers");
+    assert!(tokens.iter().all(|x| x == &tokens[0]) && tokens[0].starts_with("access-"), "{tokens:?}");
+    assert!(fake.with(|f| f.valid.contains(&tokens[0])));
+
+    // Another instance stores new tokens while this refresh is in flight: its tokens are kept.
+    expire().await;
+    fake.with(|f| f.token_delay = Duration::from_millis(800));
+    let racing = {
+        let syncer = syncer.clone();
+        tokio::spawn(async move { syncer.access_token(conn.id, false).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cipher = lexiflow::calendar::sync::crypto::TokenCipher::new(
+        &base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
+    )
+    .unwrap();
+    let theirs = cipher.seal("access-other-instance", &format!("{}:google:access", conn.user_id)).unwrap();
+    let stored =
+        lexiflow::calendar::sync::model::connection::Entity::find_by_id(conn.id).one(&t.app.db).await.unwrap().unwrap();
+    let mut other: lexiflow::calendar::sync::model::connection::ActiveModel = stored.into();
+    other.access_token = sea_orm::Set(theirs);
+    other.expires_at = sea_orm::Set(Some(chrono::Utc::now() + chrono::Duration::hours(1)));
+    sea_orm::ActiveModelTrait::update(other, &t.app.db).await.unwrap();
+    assert_eq!(racing.await.unwrap().unwrap(), "access-other-instance", "the first stored tokens win");
+    assert_eq!(refreshes(&fake), 2);
+    let after = syncer.access_token(conn.id, false).await.unwrap();
+    assert_eq!(after, "access-other-instance", "and stay stored");
+}
+
+/// A user who loses sight of an event (taken off the case team, disabled) loses its copy in
+/// their provider calendar at once, without the event itself changing; the event stays in the
+/// calendars of those who still see it.
+async fn losing_access_takes_the_copies_out_of_that_users_calendar(b: Backend) {
+    let (server, fake) = fake_server(false).await;
+    let uri = server.uri();
+    let t = TestApp::with(b, |c| configure(c, Some(&uri), None)).await;
+    let admin = t.register("Access").await;
+    let attorney = t.user(&admin, "attorney").await;
+    let case = t.case(&admin, "A-1").await;
+    t.post(
+        &format!("/api/v1/cases/{case}/team"),
+        &admin.token,
+        json!({"userId": attorney.user_id, "role": "attorney"}),
+    )
+    .await
+    .expect(201);
+    connect(&t, &attorney, &fake, "google").await;
+    for title in ["Hearing prep", "Witness call"] {
+        t.post(
+            "/api/v1/calendar",
+            &admin.token,
+            json!({"type": "meeting", "title": title, "caseId": case, "assigneeId": attorney.user_id,
+                   "startsAt": "2027-04-01T15:00:00Z", "endsAt": "2027-04-01T16:00:00Z"}),
+        )
+        .await
+        .expect(201);
+    }
+    // A firm event of the attorney's own, not of the case.
+    t.post(
+        "/api/v1/calendar",
+        &attorney.token,
+        json!({"type": "meeting", "title": "Own", "startsAt": "2027-04-02T15:00:00Z", "endsAt": "2027-04-02T16:00:00Z"}),
+    )
+    .await
+    .expect(201);
+    until(&t, "three events in the attorney's calendar", || async { fake.live().len() == 3 }).await;
+    let versions = count(&t, "SELECT SUM(version) FROM calendar_events").await;
+
+    t.delete(&format!("/api/v1/cases/{case}/team/{}", attorney.user_id), &admin.token).await.expect(204);
+    until(&t, "the case's copies taken out", || async {
+        fake.live().iter().map(|e| e["summary"].as_str().unwrap().to_owned()).collect::<Vec<_>>() == vec!["Own"]
+    })
+    .await;
+    assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_event_links").await, 1);
+    assert_eq!(count(&t, "SELECT SUM(version) FROM calendar_events").await, versions, "the events did not change");
+
+    // Suspended: the attorney's last copy goes too.
+    t.patch(&format!("/api/v1/users/{}", attorney.user_id), &admin.token, json!({"status": "suspended"}))
+        .await
+        .expect(200);
+    until(&t, "the firm event's copy taken out", || async { fake.live().is_empty() }).await;
+    assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_event_links").await, 0);
 }

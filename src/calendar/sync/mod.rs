@@ -11,6 +11,14 @@
 //!   the firm has any connection). The job sends the event to the connections of the users it
 //!   concerns (creator, assignee, user attendees) who may see it, updates or deletes where it
 //!   was sent before, and deletes it from calendars of users who no longer see it.
+//! - **Losing access**: a committed change that may take an event away from someone (a team
+//!   removal, a revoked sealed grant, a deleted case, a changed docket entry, a suspended user or
+//!   a new role) queues `calendar.revalidate` in its own transaction ([`access_changed`], called
+//!   by `db::tx`); the job pushes the events concerned again, which deletes the copies of users
+//!   who no longer see them.
+//! - **Created once**: before creating an event in a calendar, the push looks for a copy that
+//!   carries its LexiFlow id (a lost answer, a crash before the link was recorded, an earlier
+//!   connection) and takes it over.
 //! - **Pull**: `calendar.pull` per connection, every `CALENDAR_SYNC_CRON` and on demand, reads
 //!   the changes since its cursor (Google's `syncToken`, paged; Graph's delta link, paged). An
 //!   expired cursor (410) starts a full listing. Only events LexiFlow pushed are considered:
@@ -31,7 +39,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use lexiflow_queue::NewJob;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     sea_query::{Expr, ExprTrait},
 };
 use serde::{Deserialize, Serialize};
@@ -66,6 +74,8 @@ pub const PULL: &str = "calendar.pull";
 pub const BACKFILL: &str = "calendar.backfill";
 /// Enqueue a pull of every active connection (on `CALENDAR_SYNC_CRON`).
 pub const SYNC_ALL: &str = "calendar.sync";
+/// Take the copies of events some user may no longer see out of that user's calendars.
+pub const REVALIDATE: &str = "calendar.revalidate";
 /// Sync's own queue, so a slow provider never holds up a reminder.
 pub const QUEUE: &str = "calendar-sync";
 
@@ -173,7 +183,7 @@ impl Syncer {
 
     /// A usable access token of `conn` (refreshed first when it expires within a minute, or
     /// when `force`).
-    async fn access_token(&self, conn: Uuid, force: bool) -> Result<String, SyncError> {
+    pub async fn access_token(&self, conn: Uuid, force: bool) -> Result<String, SyncError> {
         let cipher = self.cipher.as_ref().ok_or_else(|| SyncError::Invalid("CALENDAR_TOKEN_KEY is not set".into()))?;
         let c = connection::Entity::find_by_id(conn).one(&self.db).await?.ok_or(SyncError::Revoked)?;
         if c.status != "active" {
@@ -181,6 +191,19 @@ impl Syncer {
         }
         let fresh = c.expires_at.is_none_or(|t| t > clock::now() + chrono::Duration::seconds(60));
         if fresh && !force {
+            return cipher
+                .open(&c.access_token, &Self::context(&c, "access"))
+                .map_err(|e| SyncError::Invalid(e.to_string()));
+        }
+        // One refresh at a time per connection in this process; the row is read again under the
+        // lock, and a token another refresh stored meanwhile is used instead of refreshing again.
+        let _turn = refresh_lock(c.id).lock().await;
+        let seen = c.access_token.clone();
+        let c = connection::Entity::find_by_id(conn).one(&self.db).await?.ok_or(SyncError::Revoked)?;
+        if c.status != "active" {
+            return Err(SyncError::Revoked);
+        }
+        if c.access_token != seen {
             return cipher
                 .open(&c.access_token, &Self::context(&c, "access"))
                 .map_err(|e| SyncError::Invalid(e.to_string()));
@@ -208,17 +231,29 @@ impl Syncer {
                     None => c.refresh_token.clone(),
                 };
                 let expires = t.expires_in.map(|d| clock::now() + chrono::Duration::from_std(d).unwrap_or_default());
-                connection::Entity::update_many()
+                // Stored only over the tokens this refresh started from: when another instance
+                // refreshed first, its tokens stay and are used (the last writer does not win).
+                let stored = connection::Entity::update_many()
                     .col_expr(connection::Column::AccessToken, Expr::value(access))
                     .col_expr(connection::Column::RefreshToken, Expr::value(refresh_sealed))
                     .col_expr(connection::Column::ExpiresAt, Expr::value(expires))
                     .col_expr(connection::Column::UpdatedAt, Expr::value(clock::now()))
                     .filter(connection::Column::Id.eq(c.id))
+                    .filter(connection::Column::AccessToken.eq(seen))
                     .exec(&self.db)
                     .await?;
                 metrics::counter!("lexiflow_calendar_token_refreshes_total", "provider" => provider.as_str())
                     .increment(1);
-                Ok(t.access)
+                if stored.rows_affected == 1 {
+                    return Ok(t.access);
+                }
+                let c = connection::Entity::find_by_id(conn).one(&self.db).await?.ok_or(SyncError::Revoked)?;
+                if c.status != "active" {
+                    return Err(SyncError::Revoked);
+                }
+                cipher
+                    .open(&c.access_token, &Self::context(&c, "access"))
+                    .map_err(|e| SyncError::Invalid(e.to_string()))
             }
             Err(oauth::OAuthError::InvalidGrant) => {
                 self.mark_revoked(c.id, "the provider refused the refresh token (invalid_grant)").await?;
@@ -250,6 +285,14 @@ impl Syncer {
             tracing::warn!(error = %db, "cannot record a calendar sync error");
         }
     }
+}
+
+/// The lock a refresh of connection `id` holds in this process: one of a fixed set, chosen by
+/// the id, so two jobs of one connection never refresh its token at the same moment here.
+fn refresh_lock(id: Uuid) -> &'static tokio::sync::Mutex<()> {
+    static LOCKS: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
+        std::sync::LazyLock::new(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
+    &LOCKS[(id.as_u128() % 64) as usize]
 }
 
 fn not_configured(what: &str) -> ApiError {
@@ -515,6 +558,74 @@ pub async fn changed(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<(
     Ok(())
 }
 
+/// What a committed change took away from whom, as a `calendar.revalidate` job's scope: the
+/// linked events of a case, a docket entry or a user (the user's own connections), or of a
+/// user within one case.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Scope {
+    firm_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    case_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docket_entry_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<Uuid>,
+}
+
+/// The scope whose calendar copies a domain event may have made unseeable, if any: a user taken
+/// off a case team or losing a sealed grant, a case deleted, a docket entry changed (sealed or
+/// restricted), a user disabled or given another role.
+fn lost_access(e: &crate::events::DomainEvent) -> Option<Scope> {
+    let user = |k: &str| e.data.get(k).and_then(|v| v.as_str()).and_then(|v| Uuid::parse_str(v).ok());
+    let base = Scope { firm_id: e.firm_id.0, ..Scope::default() };
+    match e.event_type {
+        DomainType::TeamMemberRemoved => Some(Scope { case_id: e.case_id, user_id: user("userId"), ..base }),
+        DomainType::CaseAccessChanged => Some(Scope { case_id: e.case_id, user_id: user("userId"), ..base }),
+        DomainType::CaseDeleted => Some(Scope { case_id: e.case_id, ..base }),
+        DomainType::DocketEntryUpdated => Some(Scope { docket_entry_id: Uuid::parse_str(&e.entity_id).ok(), ..base }),
+        DomainType::UserDisabled | DomainType::UserRoleChanged => {
+            Some(Scope { user_id: Uuid::parse_str(&e.entity_id).ok(), ..base })
+        }
+        _ => None,
+    }
+}
+
+/// In the writing transaction, after its domain events are written: for each change that may
+/// have taken an event away from someone (see [`lost_access`]), a `calendar.revalidate` job,
+/// when the firm has any calendar connection. Committed with the change, so a crash right after
+/// the commit still takes the copies out.
+pub async fn access_changed(
+    tx: &impl ConnectionTrait,
+    events: &[crate::events::DomainEvent],
+) -> Result<(), sea_orm::DbErr> {
+    let mut scopes: Vec<Scope> = events.iter().filter_map(lost_access).collect();
+    if scopes.is_empty() {
+        return Ok(());
+    }
+    scopes.sort_by_key(|s| (s.firm_id, s.case_id, s.docket_entry_id, s.user_id));
+    scopes.dedup();
+    let mut firms: Vec<Uuid> = scopes.iter().map(|s| s.firm_id).collect();
+    firms.dedup();
+    let connected: Vec<Uuid> = connection::Entity::find()
+        .select_only()
+        .column(connection::Column::FirmId)
+        .filter(connection::Column::FirmId.is_in(firms))
+        .distinct()
+        .into_tuple()
+        .all(tx)
+        .await?;
+    let jobs: Vec<NewJob> = scopes
+        .into_iter()
+        .filter(|s| connected.contains(&s.firm_id))
+        .map(|s| NewJob::new(REVALIDATE, serde_json::to_value(&s).unwrap_or_default()).queue(QUEUE).max_attempts(10))
+        .collect();
+    for chunk in jobs.chunks(500) {
+        lexiflow_queue::enqueue_many(tx, chunk.to_vec()).await.map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Whether `u` may change `m` in LexiFlow (the rule of `ops`: a case event by whoever may edit
 /// the case, a firm event by its creator or assignee, or an admin or partner).
 async fn may_edit(db: &impl ConnectionTrait, u: &user::Model, m: &event::Model) -> Result<bool, SyncError> {
@@ -702,6 +813,19 @@ impl Syncer {
         Ok(())
     }
 
+    /// Makes `out` exist in the calendar once: a copy already there (made by an attempt whose
+    /// answer was lost, or by an earlier connection to the same calendar) is overwritten with
+    /// LexiFlow's version instead of a second copy being created.
+    async fn create_once(api: &Api<'_>, out: &Outgoing) -> Result<RemoteEvent, SyncError> {
+        match api.find(out.lexiflow_id).await? {
+            Some(found) => match api.update(&found.id, None, out).await {
+                Err(SyncError::Gone) => api.create(out).await,
+                other => other,
+            },
+            None => api.create(out).await,
+        }
+    }
+
     /// Sends `m` to `c` (create, or update with the stored ETag), resolving a conflict by the rule.
     async fn push_one(
         &self,
@@ -719,13 +843,13 @@ impl Syncer {
         let api = self.api(c, &token)?;
         let out = self.outgoing(m).await?;
         let Some(l) = l else {
-            let r = api.create(&out).await?;
+            let r = Self::create_once(&api, &out).await?;
             return self.save_link(m, c, &r, m.version).await;
         };
         match api.update(&l.remote_id, l.remote_etag.as_deref(), &out).await {
             Ok(r) => self.save_link(m, c, &r, m.version).await,
             Err(SyncError::Gone) => {
-                let r = api.create(&out).await?;
+                let r = Self::create_once(&api, &out).await?;
                 self.save_link(m, c, &r, m.version).await?;
                 self.audit_conflict(m, c, "lexiflow", "deleted at the provider while changed in LexiFlow: re-created")
                     .await
@@ -769,12 +893,59 @@ impl Syncer {
             // A later version's job does it.
             return Ok(());
         }
-        let targets = self.targets(&m).await?;
+        self.push_event(&m).await.map_err(Into::into)
+    }
+
+    /// The `calendar.revalidate` job: every linked event of its scope is pushed again as it is
+    /// now, which takes it out of the calendars of users who may no longer see it (the push's
+    /// own rule) and changes nothing where it still belongs (already at that version).
+    pub async fn revalidate(&self, payload: serde_json::Value) -> Result<(), JobError> {
+        let s: Scope = serde_json::from_value(payload).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let mut linked = link::Entity::find().select_only().column(link::Column::EventId);
+        if let Some(user) = s.user_id {
+            let theirs = connection::Entity::find()
+                .select_only()
+                .column(connection::Column::Id)
+                .filter(connection::Column::UserId.eq(user))
+                .into_query();
+            linked = linked.filter(link::Column::ConnectionId.in_subquery(theirs));
+        }
+        let mut q = event::Entity::find()
+            .filter(event::Column::FirmId.eq(s.firm_id))
+            .filter(event::Column::Id.in_subquery(linked.into_query()));
+        if let Some(case) = s.case_id {
+            q = q.filter(event::Column::CaseId.eq(case));
+        }
+        if let Some(entry) = s.docket_entry_id {
+            q = q.filter(event::Column::DocketEntryId.eq(entry));
+        }
+        let mut first_error = None;
+        let mut after = Uuid::nil();
+        loop {
+            let page = q.clone().filter(event::Column::Id.gt(after)).order_by_asc(event::Column::Id).limit(500);
+            let page = page.all(&self.db).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for m in &page {
+                if let Err(e) = self.push_event(m).await {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends `m` as it is now wherever it belongs, and takes it out of where it no longer does.
+    async fn push_event(&self, m: &event::Model) -> Result<(), SyncError> {
+        let targets = self.targets(m).await?;
         let links = link::Entity::find().filter(link::Column::EventId.eq(m.id)).all(&self.db).await?;
         let mut first_error = None;
         for c in &targets {
             let l = links.iter().find(|l| l.connection_id == c.id);
-            if let Err(e) = self.push_one(&m, c, l).await {
+            if let Err(e) = self.push_one(m, c, l).await {
                 self.note_error(c.id, &e).await;
                 first_error.get_or_insert(e);
             }
@@ -800,10 +971,7 @@ impl Syncer {
             }
             self.unlink(l.event_id, l.connection_id).await?;
         }
-        match first_error {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Takes a provider's change into the LexiFlow event (audited, announced); its new version.
@@ -1007,7 +1175,7 @@ impl Syncer {
                 if m.deleted_at.is_some() {
                     self.unlink(m.id, c.id).await?;
                 } else if keep_ours || local_changed {
-                    let created = api.create(&out).await?;
+                    let created = Self::create_once(&api, &out).await?;
                     self.save_link(&m, c, &created, m.version).await?;
                     self.audit_conflict(&m, c, "lexiflow", "deleted at the provider: re-created").await?;
                 } else {

@@ -18,6 +18,9 @@ const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
 /// Pages one change listing may follow (a runaway `nextLink` loop stops here).
 const MAX_PAGES: usize = 1_000;
 
+/// The Graph single-value extended property that carries the LexiFlow event id.
+const GRAPH_LEXIFLOW_ID: &str = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name lexiflowId";
+
 /// A start or end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum When {
@@ -218,6 +221,37 @@ impl Api<'_> {
         }
     }
 
+    /// The copy of LexiFlow event `lexiflow_id` already in this calendar, found by the id
+    /// LexiFlow writes into it (Google: `privateExtendedProperty`; Graph: a `$filter` on the
+    /// single-value extended property), not deleted. A create that reached the provider and
+    /// was never recorded (a crash, a lost answer), or a copy from an earlier connection to the
+    /// same calendar, is found here instead of being made twice.
+    pub async fn find(&self, lexiflow_id: uuid::Uuid) -> Result<Option<RemoteEvent>, SyncError> {
+        let url = match self.provider {
+            Provider::Google => format!(
+                "{}?privateExtendedProperty={}&maxResults=10",
+                self.events_url(),
+                urlencode(&format!("lexiflowId={lexiflow_id}"))
+            ),
+            Provider::Microsoft => format!(
+                "{}?$filter={}&$top=10",
+                self.events_url(),
+                urlencode(&format!(
+                    "singleValueExtendedProperties/Any(ep: ep/id eq '{GRAPH_LEXIFLOW_ID}' and ep/value eq '{lexiflow_id}')"
+                ))
+            ),
+        };
+        let (status, _, json) = self.send(Method::GET, &url, None, None).await?;
+        if !(200..300).contains(&status) {
+            return Err(Self::fail(status, &json));
+        }
+        let items = match self.provider {
+            Provider::Google => json.get("items"),
+            Provider::Microsoft => json.get("value"),
+        };
+        Ok(items.and_then(Value::as_array).into_iter().flatten().filter_map(|i| self.parse(i)).find(|r| !r.deleted))
+    }
+
     /// Everything changed since `cursor` (everything, from a full listing, when None), and the
     /// cursor for next time. [`SyncError::CursorExpired`] when the provider no longer knows
     /// the cursor (Google's 410 on a `syncToken`, Graph's 410 on a delta link).
@@ -335,7 +369,7 @@ impl Api<'_> {
                     "isReminderOn": reminder.is_some(),
                     "reminderMinutesBeforeStart": reminder.unwrap_or(0),
                     "singleValueExtendedProperties": [{
-                        "id": "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name lexiflowId",
+                        "id": GRAPH_LEXIFLOW_ID,
                         "value": e.lexiflow_id.to_string(),
                     }],
                 })
