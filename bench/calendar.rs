@@ -163,6 +163,19 @@ impl Respond for Fake {
             s.touch(&id);
             return ResponseTemplate::new(200).set_body_json(s.events[&id].clone());
         }
+        if path == events && req.method == Method::GET && q.contains_key("privateExtendedProperty") {
+            // Finding an event by LexiFlow's id, as Google's events.list documents it.
+            let want = q["privateExtendedProperty"].strip_prefix("lexiflowId=").unwrap_or("").to_owned();
+            let items: Vec<Value> = s
+                .events
+                .values()
+                .filter(|e| {
+                    e["status"] != "cancelled" && e["extendedProperties"]["private"]["lexiflowId"] == want.as_str()
+                })
+                .cloned()
+                .collect();
+            return ResponseTemplate::new(200).set_body_json(json!({ "items": items }));
+        }
         if path == events && req.method == Method::GET {
             let (since, offset): (u64, usize) = match (q.get("syncToken"), q.get("pageToken")) {
                 (_, Some(p)) => {

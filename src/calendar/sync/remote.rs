@@ -234,11 +234,12 @@ impl Api<'_> {
                 urlencode(&format!("lexiflowId={lexiflow_id}"))
             ),
             Provider::Microsoft => format!(
-                "{}?$filter={}&$top=10",
+                "{}?$filter={}&$expand={}&$top=10",
                 self.events_url(),
                 urlencode(&format!(
                     "singleValueExtendedProperties/Any(ep: ep/id eq '{GRAPH_LEXIFLOW_ID}' and ep/value eq '{lexiflow_id}')"
-                ))
+                )),
+                urlencode(&format!("singleValueExtendedProperties($filter=id eq '{GRAPH_LEXIFLOW_ID}')"))
             ),
         };
         let (status, _, json) = self.send(Method::GET, &url, None, None).await?;
@@ -249,7 +250,27 @@ impl Api<'_> {
             Provider::Google => json.get("items"),
             Provider::Microsoft => json.get("value"),
         };
-        Ok(items.and_then(Value::as_array).into_iter().flatten().filter_map(|i| self.parse(i)).find(|r| !r.deleted))
+        // Only an event that does carry the id is taken, whatever the listing held: a provider
+        // (or a proxy) that ignored the filter must not make LexiFlow overwrite another event.
+        let want = lexiflow_id.to_string();
+        let carries = |i: &Value| match self.provider {
+            Provider::Google => {
+                i.pointer("/extendedProperties/private/lexiflowId").and_then(Value::as_str) == Some(&want)
+            }
+            Provider::Microsoft => i
+                .get("singleValueExtendedProperties")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|p| p.get("value").and_then(Value::as_str) == Some(&want)),
+        };
+        Ok(items
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|i| carries(i))
+            .filter_map(|i| self.parse(i))
+            .find(|r| !r.deleted))
     }
 
     /// Everything changed since `cursor` (everything, from a full listing, when None), and the
