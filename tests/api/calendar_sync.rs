@@ -287,7 +287,16 @@ impl Respond for Fake {
                 return ResponseTemplate::new(400)
                     .set_body_json(json!({"error": {"code": "BadRequest", "message": format!("bad $filter {f}")}}));
             };
-            return ResponseTemplate::new(200).set_body_json(json!({ "value": found(&s, id) }));
+            // Graph returns an extended property only when it is $expand-ed.
+            let expanded =
+                q.get("$expand").is_some_and(|e| e.starts_with("singleValueExtendedProperties($filter=id eq"));
+            let mut items = found(&s, id);
+            if !expanded {
+                for i in &mut items {
+                    i.as_object_mut().unwrap().remove("singleValueExtendedProperties");
+                }
+            }
+            return ResponseTemplate::new(200).set_body_json(json!({ "value": items }));
         }
         if path == events && req.method == Method::GET && !s.graph {
             let (since, offset) = match (q.get("syncToken"), q.get("pageToken")) {
@@ -775,7 +784,12 @@ async fn a_connection_refreshes_its_token_once_however_many_jobs_need_it(b: Back
         let syncer = syncer.clone();
         tokio::spawn(async move { syncer.access_token(conn.id, false).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the refresh request reached the provider (its answer takes 800 ms), the row changes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refreshes(&fake) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the second refresh never reached the provider");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let cipher = lexiflow::calendar::sync::crypto::TokenCipher::new(
         &base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
     )
@@ -803,19 +817,22 @@ async fn losing_access_takes_the_copies_out_of_that_users_calendar(b: Backend) {
     let admin = t.register("Access").await;
     let attorney = t.user(&admin, "attorney").await;
     let case = t.case(&admin, "A-1").await;
-    t.post(
-        &format!("/api/v1/cases/{case}/team"),
-        &admin.token,
-        json!({"userId": attorney.user_id, "role": "attorney"}),
-    )
-    .await
-    .expect(201);
+    let other = t.case(&admin, "A-2").await;
+    for c in [&case, &other] {
+        t.post(
+            &format!("/api/v1/cases/{c}/team"),
+            &admin.token,
+            json!({"userId": attorney.user_id, "role": "attorney"}),
+        )
+        .await
+        .expect(201);
+    }
     connect(&t, &attorney, &fake, "google").await;
-    for title in ["Hearing prep", "Witness call"] {
+    for (title, c) in [("Hearing prep", &case), ("Witness call", &case), ("Closing", &other)] {
         t.post(
             "/api/v1/calendar",
             &admin.token,
-            json!({"type": "meeting", "title": title, "caseId": case, "assigneeId": attorney.user_id,
+            json!({"type": "meeting", "title": title, "caseId": c, "assigneeId": attorney.user_id,
                    "startsAt": "2027-04-01T15:00:00Z", "endsAt": "2027-04-01T16:00:00Z"}),
         )
         .await
@@ -829,14 +846,20 @@ async fn losing_access_takes_the_copies_out_of_that_users_calendar(b: Backend) {
     )
     .await
     .expect(201);
-    until(&t, "three events in the attorney's calendar", || async { fake.live().len() == 3 }).await;
+    until(&t, "four events in the attorney's calendar", || async { fake.live().len() == 4 }).await;
+    let titles = |f: &Fake| {
+        let mut t: Vec<String> = f.live().iter().map(|e| e["summary"].as_str().unwrap().to_owned()).collect();
+        t.sort();
+        t
+    };
     let versions = count(&t, "SELECT SUM(version) FROM calendar_events").await;
 
     t.delete(&format!("/api/v1/cases/{case}/team/{}", attorney.user_id), &admin.token).await.expect(204);
-    until(&t, "the case's copies taken out", || async {
-        fake.live().iter().map(|e| e["summary"].as_str().unwrap().to_owned()).collect::<Vec<_>>() == vec!["Own"]
-    })
-    .await;
+    until(&t, "the case's copies taken out", || async { titles(&fake) == ["Closing", "Own"] }).await;
+    assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_event_links").await, 2);
+    // A case deleted: its copies go.
+    t.delete(&format!("/api/v1/cases/{other}"), &admin.token).await.expect(204);
+    until(&t, "the deleted case's copy taken out", || async { titles(&fake) == ["Own"] }).await;
     assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_event_links").await, 1);
     assert_eq!(count(&t, "SELECT SUM(version) FROM calendar_events").await, versions, "the events did not change");
 

@@ -16,7 +16,8 @@ pub fn free_port() -> u16 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
         .unwrap_or(32768);
-    let (low, high) = (10_000u16, ephemeral.max(10_001));
+    // Below the range, or above it when the range starts low (then 61000 and up).
+    let (low, high) = if ephemeral > 11_000 { (10_000u16, ephemeral) } else { (61_000, 65_535) };
     for _ in 0..1_000 {
         let r = uuid::Uuid::new_v4().as_u128();
         let port = low + (r % u128::from(high - low)) as u16;
@@ -27,6 +28,6 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-    // Everything below the range is taken: fall back to the kernel's choice.
+    // Everything there is taken: fall back to the kernel's choice.
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

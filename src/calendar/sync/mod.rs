@@ -13,7 +13,7 @@
 //!   was sent before, and deletes it from calendars of users who no longer see it.
 //! - **Losing access**: a committed change that may take an event away from someone (a team
 //!   removal, a revoked sealed grant, a deleted case, a changed docket entry, a suspended user or
-//!   a new role) queues `calendar.revalidate` in its own transaction ([`access_changed`], called
+//!   a new role) queues `calendar.revalidate` in its transaction ([`access_changed`], called
 //!   by `db::tx`); the job pushes the events concerned again, which deletes the copies of users
 //!   who no longer see them.
 //! - **Created once**: before creating an event in a calendar, the push looks for a copy that
@@ -78,6 +78,9 @@ pub const SYNC_ALL: &str = "calendar.sync";
 pub const REVALIDATE: &str = "calendar.revalidate";
 /// Sync's own queue, so a slow provider never holds up a reminder.
 pub const QUEUE: &str = "calendar-sync";
+
+/// When the second revalidation after a change that took access away runs.
+const REVALIDATE_AGAIN: Duration = Duration::from_secs(300);
 
 /// How long an authorization may take.
 const STATE_TTL: Duration = Duration::from_secs(600);
@@ -197,7 +200,7 @@ impl Syncer {
         }
         // One refresh at a time per connection in this process; the row is read again under the
         // lock, and a token another refresh stored meanwhile is used instead of refreshing again.
-        let _turn = refresh_lock(c.id).lock().await;
+        let _turn = stripe(&REFRESH_LOCKS, c.id).lock().await;
         let seen = c.access_token.clone();
         let c = connection::Entity::find_by_id(conn).one(&self.db).await?.ok_or(SyncError::Revoked)?;
         if c.status != "active" {
@@ -256,8 +259,30 @@ impl Syncer {
                     .map_err(|e| SyncError::Invalid(e.to_string()))
             }
             Err(oauth::OAuthError::InvalidGrant) => {
-                self.mark_revoked(c.id, "the provider refused the refresh token (invalid_grant)").await?;
-                Err(SyncError::Revoked)
+                // Only over the tokens this refresh used: another instance may have stored a
+                // rotated refresh token meanwhile, and the connection is then still good.
+                let revoked = connection::Entity::update_many()
+                    .col_expr(connection::Column::Status, Expr::value("revoked"))
+                    .col_expr(
+                        connection::Column::LastError,
+                        Expr::value("the provider refused the refresh token (invalid_grant)"),
+                    )
+                    .col_expr(connection::Column::UpdatedAt, Expr::value(clock::now()))
+                    .filter(connection::Column::Id.eq(c.id))
+                    .filter(connection::Column::AccessToken.eq(seen))
+                    .exec(&self.db)
+                    .await?;
+                if revoked.rows_affected == 1 {
+                    tracing::warn!(connection_id = %c.id, "calendar connection revoked: the provider refused the refresh token");
+                    return Err(SyncError::Revoked);
+                }
+                let c = connection::Entity::find_by_id(conn).one(&self.db).await?.ok_or(SyncError::Revoked)?;
+                if c.status != "active" {
+                    return Err(SyncError::Revoked);
+                }
+                cipher
+                    .open(&c.access_token, &Self::context(&c, "access"))
+                    .map_err(|e| SyncError::Invalid(e.to_string()))
             }
             Err(e) => Err(SyncError::Transport(e.to_string())),
         }
@@ -287,12 +312,16 @@ impl Syncer {
     }
 }
 
-/// The lock a refresh of connection `id` holds in this process: one of a fixed set, chosen by
-/// the id, so two jobs of one connection never refresh its token at the same moment here.
-fn refresh_lock(id: Uuid) -> &'static tokio::sync::Mutex<()> {
-    static LOCKS: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
-        std::sync::LazyLock::new(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
-    &LOCKS[(id.as_u128() % 64) as usize]
+type Stripes = std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>>;
+
+/// Locks of token refreshes, by connection, in this process.
+static REFRESH_LOCKS: Stripes = std::sync::LazyLock::new(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
+/// Locks of pushes, by event, in this process.
+static EVENT_LOCKS: Stripes = std::sync::LazyLock::new(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
+
+/// The lock of `id` among `locks`: one of a fixed set, chosen by the id (two ids may share one).
+fn stripe(locks: &'static Stripes, id: Uuid) -> &'static tokio::sync::Mutex<()> {
+    &locks[(id.as_u128() % locks.len() as u128) as usize]
 }
 
 fn not_configured(what: &str) -> ApiError {
@@ -577,16 +606,22 @@ struct Scope {
 /// off a case team or losing a sealed grant, a case deleted, a docket entry changed (sealed or
 /// restricted), a user disabled or given another role.
 fn lost_access(e: &crate::events::DomainEvent) -> Option<Scope> {
+    // Every scope names what it is about; an event that does not (it cannot happen today) is
+    // skipped rather than widened to the whole firm.
     let user = |k: &str| e.data.get(k).and_then(|v| v.as_str()).and_then(|v| Uuid::parse_str(v).ok());
+    let entity = || Uuid::parse_str(&e.entity_id).ok();
     let base = Scope { firm_id: e.firm_id.0, ..Scope::default() };
     match e.event_type {
-        DomainType::TeamMemberRemoved => Some(Scope { case_id: e.case_id, user_id: user("userId"), ..base }),
-        DomainType::CaseAccessChanged => Some(Scope { case_id: e.case_id, user_id: user("userId"), ..base }),
-        DomainType::CaseDeleted => Some(Scope { case_id: e.case_id, ..base }),
-        DomainType::DocketEntryUpdated => Some(Scope { docket_entry_id: Uuid::parse_str(&e.entity_id).ok(), ..base }),
-        DomainType::UserDisabled | DomainType::UserRoleChanged => {
-            Some(Scope { user_id: Uuid::parse_str(&e.entity_id).ok(), ..base })
+        DomainType::TeamMemberRemoved => {
+            Some(Scope { case_id: Some(e.case_id?), user_id: Some(user("userId")?), ..base })
         }
+        // A sealed grant given takes nothing away.
+        DomainType::CaseAccessChanged if e.data.get("sealedAccess") != Some(&serde_json::Value::Bool(true)) => {
+            Some(Scope { case_id: Some(e.case_id?), user_id: Some(user("userId")?), ..base })
+        }
+        DomainType::CaseDeleted => Some(Scope { case_id: Some(e.case_id?), ..base }),
+        DomainType::DocketEntryUpdated => Some(Scope { docket_entry_id: Some(entity()?), ..base }),
+        DomainType::UserDisabled | DomainType::UserRoleChanged => Some(Scope { user_id: Some(entity()?), ..base }),
         _ => None,
     }
 }
@@ -615,13 +650,22 @@ pub async fn access_changed(
         .into_tuple()
         .all(tx)
         .await?;
+    // Now, and once more later: a push of one of the events that was in flight on another
+    // instance at the change (it had read its targets before) may write a copy after the first.
     let jobs: Vec<NewJob> = scopes
         .into_iter()
         .filter(|s| connected.contains(&s.firm_id))
-        .map(|s| NewJob::new(REVALIDATE, serde_json::to_value(&s).unwrap_or_default()).queue(QUEUE).max_attempts(10))
+        .flat_map(|s| {
+            let payload = serde_json::to_value(&s).unwrap_or_default();
+            [Duration::ZERO, REVALIDATE_AGAIN]
+                .map(|d| NewJob::new(REVALIDATE, payload.clone()).queue(QUEUE).max_attempts(10).delay(d))
+        })
         .collect();
     for chunk in jobs.chunks(500) {
-        lexiflow_queue::enqueue_many(tx, chunk.to_vec()).await.map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        lexiflow_queue::enqueue_many(tx, chunk.to_vec()).await.map_err(|e| match e {
+            lexiflow_queue::QueueError::Db(d) => d,
+            other => sea_orm::DbErr::Custom(other.to_string()),
+        })?;
     }
     Ok(())
 }
@@ -940,6 +984,11 @@ impl Syncer {
 
     /// Sends `m` as it is now wherever it belongs, and takes it out of where it no longer does.
     async fn push_event(&self, m: &event::Model) -> Result<(), SyncError> {
+        // Pushes and revalidations of one event take turns in this process (two at once could
+        // each find no copy and each create one); the event is read again under the lock.
+        let _turn = stripe(&EVENT_LOCKS, m.id).lock().await;
+        let Some(m) = event::Entity::find_by_id(m.id).one(&self.db).await? else { return Ok(()) };
+        let m = &m;
         let targets = self.targets(m).await?;
         let links = link::Entity::find().filter(link::Column::EventId.eq(m.id)).all(&self.db).await?;
         let mut first_error = None;

@@ -455,6 +455,9 @@ impl Api<'_> {
     }
 }
 
+/// Percent-encodes `s` for a path segment or a query value: spaces as `%20` (RFC 3986, as
+/// Graph's documentation asks for `$filter`), not the form encoding's `+`. A `+` in the form
+/// encoding's output is always a space (a literal `+` comes out as `%2B`).
 fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
 }
