@@ -9,6 +9,9 @@
 #                  (load.mjs); waits until the receiver has N deliveries; deliveries/s =
 #                  N / (last arrival - first POST sent)
 #               2. below saturation: M cases at RATE per second (each due at start + i/RATE)
+#               3. backlog: the webhooks queue paused, N cases created, the queue resumed;
+#                  deliveries/s = N / (last arrival - resume): the pipeline without the
+#                  requests competing for the cores
 #               each with latency p50/p99/max = arrival - the event's `timestamp` (the change's
 #               occurredAt, stamped inside the writing transaction), duplicates (by webhook-id)
 #               and missing deliveries, and the server's own count of deliveries and jobs
@@ -24,7 +27,8 @@
 #   PARTS=apikey BACKENDS=postgres bench/webhooks/run.sh
 #
 # Env: BACKENDS ("postgres sqlite"), PARTS ("deliveries apikey"),
-#      N (10000 cases, saturation), C (16 in flight), M (2000 cases, below saturation),
+#      N (10000 cases, saturation and backlog), C (16 in flight), PHASES ("backlog": the third
+#      phase, the delivery pipeline alone; "" to skip it), M (2000 cases, below saturation),
 #      RATE (100 per second), INFLIGHT (64: most requests in flight at RATE),
 #      TIMEOUT (s to wait for a phase's deliveries once its requests are answered; 300),
 #      SETTLE (s waited after the last phase for late duplicates; 2),
@@ -45,6 +49,7 @@ mkdir -p "$STATE"
 BACKENDS=${BACKENDS:-"postgres sqlite"}
 PARTS=${PARTS:-"deliveries apikey"}
 N=${N:-10000}
+PHASES=${PHASES:-"backlog"}
 C=${C:-16}
 M=${M:-2000}
 RATE=${RATE:-100}
@@ -216,6 +221,50 @@ phase() {
     "$backend" "$name" "$count" "$load" "$report" "$cpu0" "$cpu1" "$dump"
 }
 
+# queue_waiting: the webhooks queue's waiting jobs, from the admin API.
+queue_waiting() {
+  curl -fsS --max-time 5 -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/admin/queues" |
+    node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+      const q = (JSON.parse(s).data || []).find((x) => x.queue === "webhooks");
+      console.log(q ? q.counts.waiting : 0); });'
+}
+
+# backlog BACKEND: the delivery pipeline alone. The webhooks queue is paused, N cases are
+# created (their deliveries wait as jobs), then the queue is resumed: deliveries/s =
+# N / (last arrival - resume), with no request load competing for the cores.
+backlog() {
+  local backend=$1 lout="$STATE/webhooks-load.out" load deadline t0 report cpu0 cpu1 waiting=0
+  curl -fsS --max-time 5 -X POST "http://127.0.0.1:$PORT_RECEIVER/phase?name=backlog" >/dev/null
+  post "$BASE/api/v1/admin/queues/webhooks/pause" '{}' "$TOKEN" >/dev/null ||
+    { echo "error: pausing the webhooks queue failed"; exit 1; }
+  node "$HERE/load.mjs" URL="$BASE" TOKEN="$TOKEN" MODE=saturate N="$N" C="$C" RATE="$RATE" INFLIGHT="$INFLIGHT" \
+    TAG=backlog >"$lout" || { echo "error: the load failed"; exit 1; }
+  load=$(tail -n1 "$lout")
+  deadline=$((SECONDS + TIMEOUT))
+  while [ "$waiting" -lt "$N" ] && [ "$SECONDS" -lt "$deadline" ]; do
+    sleep 0.5
+    waiting=$(queue_waiting)
+  done
+  echo "   $waiting delivery jobs waiting; resuming the queue"
+  cpu0=$(cpu_seconds "$SERVER_PID")
+  t0=$(date +%s%3N)
+  post "$BASE/api/v1/admin/queues/webhooks/resume" '{}' "$TOKEN" >/dev/null ||
+    { echo "error: resuming the webhooks queue failed"; exit 1; }
+  wait_deliveries "$N"
+  cpu1=$(cpu_seconds "$SERVER_PID")
+  report=$(curl -fsS --max-time 10 "http://127.0.0.1:$PORT_RECEIVER/report")
+  node -e 'const [backend, count, load, report, t0, c0, c1] = process.argv.slice(1);
+    const l = JSON.parse(load), r = JSON.parse(report), f = (x, d = 1) => (x == null ? "-" : Number(x).toFixed(d));
+    const span = r.lastArrival == null ? null : (r.lastArrival - +t0) / 1000;
+    const rec = { part: "deliveries", backend, phase: "backlog", expected: +count, load: l, receiver: r, seconds: span,
+      deliveriesPerSec: span ? r.unique / span : null, missing: Math.max(0, count - r.unique), cpu: +(c1 - c0).toFixed(2) };
+    console.log(`   requests (queue paused): ${l.ok}/${l.sent} ok in ${f(l.seconds, 2)} s = ${f(l.rate)}/s`);
+    console.log(`   deliveries: ${r.unique}/${count} in ${f(span, 2)} s from the resume = ${f(rec.deliveriesPerSec)}/s;` +
+      ` duplicates ${r.duplicates}, missing ${rec.missing}; server CPU ${rec.cpu} s (${f(rec.cpu / span * 100, 0)} % of a core)`);
+    require("node:fs").appendFileSync(process.env.RESULTS, JSON.stringify(rec) + "\n");' \
+    "$backend" "$N" "$load" "$report" "$t0" "$cpu0" "$cpu1"
+}
+
 part_deliveries() {
   local backend=$1 rpid created sub_id stats counts
   echo "== $backend deliveries: fresh database, LexiFlow on :$PORT_LEXIFLOW, receiver on :$PORT_RECEIVER"
@@ -236,6 +285,10 @@ part_deliveries() {
   phase saturate saturate "$N" "$backend"
   echo "-- $backend below saturation: M=$M cases at $RATE/s"
   phase rate rate "$M" "$backend"
+  if [[ " $PHASES " == *" backlog "* ]]; then
+    echo "-- $backend backlog: N=$N cases with the webhooks queue paused, then resumed"
+    backlog "$backend"
+  fi
   sleep "$SETTLE"
   stats=$(curl -fsS --max-time 5 "http://127.0.0.1:$PORT_RECEIVER/stats")
   counts=$(server_counts "$backend")
@@ -333,8 +386,11 @@ if (del.length) {
     const sat = del.find((r) => r.backend === b && r.phase === "saturate");
     const rate = del.find((r) => r.backend === b && r.phase === "rate");
     const end = rows.find((r) => r.part === "deliveries-end" && r.backend === b);
+    const backlog = del.find((r) => r.backend === b && r.phase === "backlog");
     if (b === "postgres" && sat)
       targets.push(`postgres saturation: ${f(sat.deliveriesPerSec)} deliveries/s   target >= 1000: ${mark(sat.deliveriesPerSec >= 1000)}`);
+    if (b === "postgres" && backlog)
+      targets.push(`postgres backlog (delivery pipeline alone): ${f(backlog.deliveriesPerSec)} deliveries/s   target >= 1000: ${mark(backlog.deliveriesPerSec >= 1000 && backlog.missing === 0)}`);
     if (rate)
       targets.push(`${b.padEnd(8)} p99 below saturation (${f(rate.load.rate)}/s): ${f(rate.receiver.p99)} ms   target < 1000 ms: ${mark(rate.receiver.p99 != null && rate.receiver.p99 < 1000 && rate.missing === 0)}`);
     const dups = end ? end.receiver.totalDuplicates : del.filter((r) => r.backend === b).reduce((s, r) => s + r.receiver.duplicates, 0);

@@ -346,13 +346,19 @@ pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or("the job has no deliveryId")?;
     let db = &d.db;
-    let Some(del) = delivery::Entity::find_by_id(id).one(db).await.map_err(|e| e.to_string())? else {
+    // The delivery and its subscription in one statement (a join): one round trip fewer on the
+    // path every delivery takes.
+    let found = delivery::Entity::find_by_id(id)
+        .find_also_related(subscription::Entity)
+        .one(db)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some((del, sub)) = found else {
         return Ok(());
     };
     if matches!(del.status.as_str(), "delivered" | "cancelled") {
         return Ok(());
     }
-    let sub = subscription::Entity::find_by_id(del.subscription_id).one(db).await.map_err(|e| e.to_string())?;
     let Some(sub) = sub.filter(|s| s.active) else {
         let mut a: delivery::ActiveModel = del.into();
         a.status = Set("cancelled".into());

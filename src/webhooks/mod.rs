@@ -121,7 +121,21 @@ pub mod model {
         }
 
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-        pub enum Relation {}
+        pub enum Relation {
+            /// Read with the delivery in one statement by the delivery job.
+            #[sea_orm(
+                belongs_to = "super::subscription::Entity",
+                from = "Column::SubscriptionId",
+                to = "super::subscription::Column::Id"
+            )]
+            Subscription,
+        }
+
+        impl Related<super::subscription::Entity> for Entity {
+            fn to() -> RelationDef {
+                Relation::Subscription.def()
+            }
+        }
 
         impl ActiveModelBehavior for ActiveModel {}
     }
