@@ -105,6 +105,9 @@ pub struct Config {
     pub operator_firm_id: Option<uuid::Uuid>,
     /// `WORKER_IN_SERVE` (default true): `lexiflow serve` also runs a job worker.
     pub worker_in_serve: bool,
+    /// `WORKER_HEALTH_PORT`: when set, `lexiflow worker` serves its probes and metrics
+    /// (`/health/liveness`, `/health/readiness`, `/metrics`) on `HOST` at this port (0: any).
+    pub worker_health_port: Option<u16>,
     /// `AUDIT_RETENTION_CRON` (croner syntax, default `0 3 * * *`) in `CRON_TIMEZONE`
     /// (an IANA name, default `UTC`): when the audit retention job fires.
     pub audit_retention_cron: String,
@@ -640,7 +643,16 @@ impl Config {
             shutdown_grace,
             redis_url,
             ops,
-            metrics_token: get("METRICS_TOKEN").map(SecretString::from),
+            metrics_token: match get("METRICS_TOKEN") {
+                // The metrics routes are not rate-limited, so a short token could be guessed.
+                Some(t) if app_env == AppEnv::Production && t.trim().len() < MIN_SECRET_BYTES => {
+                    return Err(ConfigError::Insecure(format!(
+                        "METRICS_TOKEN is too short for production: use at least {MIN_SECRET_BYTES} random characters"
+                    )));
+                }
+                Some(t) => Some(SecretString::from(t)),
+                None => None,
+            },
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             upload_dir,
             auth_cache_ttl,
@@ -652,6 +664,10 @@ impl Config {
             audit_retention_cron: get("AUDIT_RETENTION_CRON").unwrap_or_else(|| "0 3 * * *".into()),
             report_warm_cron: get("REPORT_WARM_CRON").unwrap_or_else(|| "*/15 * * * *".into()),
             cron_timezone: get("CRON_TIMEZONE").unwrap_or_else(|| "UTC".into()),
+            worker_health_port: match get("WORKER_HEALTH_PORT") {
+                Some(v) => Some(v.parse().map_err(|_| invalid("WORKER_HEALTH_PORT", "not a port number"))?),
+                None => None,
+            },
             worker_in_serve: match get("WORKER_IN_SERVE") {
                 Some(v) => parse_bool("WORKER_IN_SERVE", &v)?,
                 None => true,
@@ -1077,6 +1093,20 @@ mod tests {
         assert_eq!(parse_duration("X", "90").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("X", "1w").is_err());
         assert!(parse_duration("X", "0").is_err());
+    }
+
+    #[test]
+    fn production_refuses_a_short_metrics_token_and_a_bad_worker_port() {
+        let prod = |token: &str| {
+            Config::from_sources(FileConfig::default(), &env(&[("APP_ENV", "production"), ("METRICS_TOKEN", token)]))
+        };
+        assert!(matches!(prod("short-token"), Err(ConfigError::Insecure(_))));
+        assert!(prod(&"x".repeat(32)).is_ok_and(|c| c.metrics_token.is_some()));
+        // Outside production a short token is the operator's choice.
+        assert!(Config::from_sources(FileConfig::default(), &env(&[("METRICS_TOKEN", "short")])).is_ok());
+        let port = |v: &str| Config::from_sources(FileConfig::default(), &env(&[("WORKER_HEALTH_PORT", v)]));
+        assert_eq!(port("9100").unwrap().worker_health_port, Some(9100));
+        assert!(port("nine").is_err());
     }
 
     #[test]

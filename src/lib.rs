@@ -22,7 +22,8 @@
 //! - [`api_keys`]: keys for a firm's other systems, with scopes.
 //! - [`webhooks`]: signed webhook subscriptions and their durable deliveries.
 //! - [`audit`]: the tamper-evident audit trail every change writes to.
-//! - [`jobs`]: the jobs run on the durable queue (crate `lexiflow-queue`), and its admin API.
+//! - [`jobs`]: the jobs run on the durable queue (crate `lexiflow-queue`), its admin API, and
+//!   `lexiflow worker`'s probes (`jobs::probe`).
 //! - [`import`]: `lexiflow import`, CSV in bulk through the same operations.
 //!
 //! Infrastructure sits beside them, named for what it is:

@@ -220,14 +220,54 @@ async fn main() -> anyhow::Result<()> {
             let storage = lexiflow::storage::Storage::from_config(&config)
                 .map_err(|e| anyhow::anyhow!(e))
                 .context("file storage is not usable")?;
-            let w = jobs::worker(queue_db.clone(), conn.clone(), &config, cache, storage)
+            let w = jobs::worker(queue_db.clone(), conn.clone(), &config, cache.clone(), storage)
                 .context("cannot set up the job worker")?;
+            let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let probes_done = tokio_util::sync::CancellationToken::new();
+            let probes = match config.worker_health_port {
+                Some(port) => {
+                    let listener = tokio::net::TcpListener::bind((config.host, port))
+                        .await
+                        .with_context(|| format!("cannot listen on {}:{port} (WORKER_HEALTH_PORT)", config.host))?;
+                    let url = format!("http://{}", listener.local_addr()?);
+                    let router = jobs::probe::router(jobs::probe::Probe {
+                        db: queue_db.clone(),
+                        cache,
+                        metrics_token: config.metrics_token.clone(),
+                        ended: ended.clone(),
+                        stopping: stopping.clone(),
+                    });
+                    tracing::info!(url, "worker probes listening");
+                    let done = probes_done.clone();
+                    Some(tokio::spawn(async move {
+                        let served = axum::serve(listener, router).with_graceful_shutdown(done.cancelled_owned()).await;
+                        if let Err(e) = served {
+                            tracing::warn!(error = %e, "the worker's probe listener failed");
+                        }
+                    }))
+                }
+                None => None,
+            };
             tracing::info!(worker = w.id(), "job worker running");
             let stop = tokio_util::sync::CancellationToken::new();
-            let run = tokio::spawn(w.run(stop.clone()));
+            let run = {
+                let ended = ended.clone();
+                let run = w.run(stop.clone());
+                tokio::spawn(async move {
+                    run.await;
+                    ended.store(true, std::sync::atomic::Ordering::Release);
+                })
+            };
             server::signal().await;
+            // Readiness turns 503 at once; liveness holds while running jobs drain.
+            stopping.store(true, std::sync::atomic::Ordering::Release);
             stop.cancel();
             let _ = run.await;
+            probes_done.cancel();
+            if let Some(p) = probes {
+                let _ = p.await;
+            }
             queue_db.close().await.ok();
             conn.close().await.ok();
             tracing::info!("worker stopped");

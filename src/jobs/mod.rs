@@ -6,6 +6,7 @@
 //! finishing the work but before recording it has the job run again after its lease).
 
 pub mod http;
+pub mod probe;
 
 use std::{sync::Arc, time::Duration};
 

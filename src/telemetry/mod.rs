@@ -20,7 +20,13 @@ use crate::{
 
 /// When `METRICS_TOKEN` is set, the metrics routes need `Authorization: Bearer <token>`.
 fn check_token(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &app.config.metrics_token else { return Ok(()) };
+    check_metrics_token(app.config.metrics_token.as_ref(), headers)
+}
+
+/// The check of [`check_token`] against `expected` (`METRICS_TOKEN`; none: open), for the
+/// worker's metrics too.
+pub fn check_metrics_token(expected: Option<&secrecy::SecretString>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = expected else { return Ok(()) };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -15,7 +15,51 @@ crate::on_both_backends!(
     metrics_json_and_system_views_answer,
     metrics_token_guards_the_metrics_routes,
     health_reports_database_memory_and_disk,
+    the_worker_probes_follow_the_claim_loop_sigterm_and_the_database,
 );
+
+/// The worker's probe router (`lexiflow worker` with `WORKER_HEALTH_PORT`; the binary itself is
+/// driven in tests/e2e): readiness follows SIGTERM and the database, liveness the claim loop.
+async fn the_worker_probes_follow_the_claim_loop_sigterm_and_the_database(b: Backend) {
+    use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering};
+    use tower::ServiceExt;
+    let t = TestApp::new(b).await;
+    let probe = |db: sea_orm::DatabaseConnection, ended: &Arc<AtomicBool>, stopping: &Arc<AtomicBool>| {
+        lexiflow::jobs::probe::router(lexiflow::jobs::probe::Probe {
+            db,
+            cache: t.app.cache.clone(),
+            metrics_token: None,
+            ended: ended.clone(),
+            stopping: stopping.clone(),
+        })
+    };
+    let get = |router: axum::Router, path: &str| {
+        let req = http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        async move {
+            let r = router.oneshot(req).await.unwrap();
+            let status = r.status().as_u16();
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default()["status"].clone())
+        }
+    };
+    let (ended, stopping) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let router = probe(t.app.db.clone(), &ended, &stopping);
+    assert_eq!(get(router.clone(), "/health/liveness").await, (200, json!("ok")));
+    assert_eq!(get(router.clone(), "/health/readiness").await, (200, json!("ready")));
+    // SIGTERM: not ready at once, still alive while jobs drain.
+    stopping.store(true, Ordering::Release);
+    assert_eq!(get(router.clone(), "/health/readiness").await, (503, json!("stopping")));
+    assert_eq!(get(router.clone(), "/health/liveness").await, (200, json!("ok")));
+    ended.store(true, Ordering::Release);
+    assert_eq!(get(router.clone(), "/health/liveness").await, (503, json!("stopped")));
+    // A database that does not answer: not ready.
+    let (ended, stopping) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let closed = lexiflow::db::connect(&t.app.config.database).await.unwrap();
+    closed.clone().close().await.unwrap();
+    let router = probe(closed, &ended, &stopping);
+    assert_eq!(get(router.clone(), "/health/readiness").await, (503, json!("database unavailable")));
+    assert_eq!(get(router, "/health/liveness").await, (200, json!("ok")));
+}
 
 async fn metrics_carry_the_required_families_and_route_templates_not_raw_paths(b: Backend) {
     let t = TestApp::with(b, |c| c.throttle.login_ip = lexiflow::ratelimit::Quota::per_seconds(1, 60)).await;

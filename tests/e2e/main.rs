@@ -45,8 +45,13 @@ impl Server {
 
     /// A server on an existing data directory (which the caller keeps).
     fn start_in(extra_env: &[(&str, &str)], dir: &std::path::Path) -> Self {
+        Self::spawn("serve", "LexiFlow is serving", extra_env, dir)
+    }
+
+    /// `lexiflow <command>`, ready once it logs `ready` with its `url` (its address is `addr`).
+    fn spawn(command: &str, ready: &str, extra_env: &[(&str, &str)], dir: &std::path::Path) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lexiflow"));
-        cmd.arg("serve")
+        cmd.arg(command)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("APP_ENV", "development")
@@ -78,11 +83,11 @@ impl Server {
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|_| {
-                panic!("the server never said it was serving; output: {:?}", output.lock().unwrap())
-            });
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("the process never said \"{ready}\"; output: {:?}", output.lock().unwrap()));
             if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "LexiFlow is serving"
+                && v["message"] == ready
             {
                 break v["url"].as_str().unwrap().trim_start_matches("http://").to_owned();
             }
@@ -272,6 +277,44 @@ async fn sigterm_on_postgres_with_the_job_worker_exits_zero() {
     assert!(status.success(), "exit status {status:?}; output:\n{}", server.output());
     assert!(server.output().contains("queue worker stopped"));
     admin.execute_unprepared(&format!("DROP DATABASE {name}")).await.unwrap();
+}
+
+/// `lexiflow worker` with `WORKER_HEALTH_PORT`: liveness and readiness answer, the metrics need
+/// the token and show the queues, there is no API, and on SIGTERM the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_probes_and_metrics_and_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // The schema and a firm come from a short-lived server on the same SQLite file.
+    let server = Server::start_in(&[], dir.path());
+    register(&server.addr).await;
+    drop(server);
+    let mut worker = Server::spawn(
+        "worker",
+        "worker probes listening",
+        &[
+            ("WORKER_HEALTH_PORT", "0"),
+            ("METRICS_TOKEN", "probe-metrics-token-0123456789abcdef"),
+            ("SHUTDOWN_GRACE_SECONDS", "5"),
+        ],
+        dir.path(),
+    );
+    let addr = worker.addr.clone();
+    let live = call(&addr, "GET", "/health/liveness", &[], None).await;
+    assert_eq!((live.status, live.json()["status"].as_str()), (200, Some("ok")), "{live:?}");
+    let ready = call(&addr, "GET", "/health/readiness", &[], None).await;
+    assert_eq!((ready.status, ready.json()["status"].as_str()), (200, Some("ready")), "{ready:?}");
+    assert_eq!(call(&addr, "GET", "/metrics", &[], None).await.status, 401, "the metrics need the token");
+    let m =
+        call(&addr, "GET", "/metrics", &[("Authorization", "Bearer probe-metrics-token-0123456789abcdef")], None).await;
+    assert_eq!(m.status, 200);
+    // The worker's own process and pools (queue families appear once the tables hold jobs).
+    assert!(m.body.contains("lexiflow_build_info") && m.body.contains("lexiflow_db_pool_connections"), "{}", m.body);
+    assert_eq!(call(&addr, "GET", "/api/v1/cases", &[], None).await.status, 404, "probes only: no API here");
+    // What readiness says while stopping is tested on the router (tests/api, operations).
+    worker.sigterm();
+    let status = worker.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}; output:\n{}", worker.output());
+    assert!(worker.output().contains("worker stopped"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
