@@ -219,7 +219,10 @@ impl App {
             })
             .map_err(|e| StartError::Outbound(e.to_string()))?,
         );
-        let webhook_sealer = Arc::new(crate::webhooks::sign::Sealer::new(secret.expose_secret()));
+        let webhook_sealer = Arc::new(
+            crate::webhooks::sign::Sealer::from_config(&config)
+                .unwrap_or_else(|| crate::webhooks::sign::Sealer::new(secret.expose_secret())),
+        );
         let storage = crate::storage::Storage::from_config(&config).map_err(StartError::Storage)?;
         let app = App(Arc::new(AppInner {
             config,

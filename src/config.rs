@@ -105,6 +105,13 @@ pub struct Config {
     pub operator_firm_id: Option<uuid::Uuid>,
     /// `WORKER_IN_SERVE` (default true): `lexiflow serve` also runs a job worker.
     pub worker_in_serve: bool,
+    /// `WEBHOOK_SECRET_KEY`: the key stored webhook secrets are sealed under (at least 32
+    /// characters in production). Unset, they are sealed under a key derived from `JWT_SECRET`,
+    /// and rotating `JWT_SECRET` makes them unreadable.
+    pub webhook_secret_key: Option<SecretString>,
+    /// `WEBHOOK_SECRET_KEY_PREVIOUS`: a key being retired; secrets sealed under it still open
+    /// and are sealed again under the current key at their next delivery.
+    pub webhook_secret_key_previous: Option<SecretString>,
     /// `WORKER_HEALTH_PORT`: when set, `lexiflow worker` serves its probes and metrics
     /// (`/health/liveness`, `/health/readiness`, `/metrics`) on `HOST` at this port (0: any).
     pub worker_health_port: Option<u16>,
@@ -664,6 +671,16 @@ impl Config {
             audit_retention_cron: get("AUDIT_RETENTION_CRON").unwrap_or_else(|| "0 3 * * *".into()),
             report_warm_cron: get("REPORT_WARM_CRON").unwrap_or_else(|| "*/15 * * * *".into()),
             cron_timezone: get("CRON_TIMEZONE").unwrap_or_else(|| "UTC".into()),
+            webhook_secret_key: match get("WEBHOOK_SECRET_KEY") {
+                Some(k) if k.trim().len() < MIN_SECRET_BYTES && app_env == AppEnv::Production => {
+                    return Err(ConfigError::Insecure(format!(
+                        "WEBHOOK_SECRET_KEY is too short for production: use at least {MIN_SECRET_BYTES} random characters"
+                    )));
+                }
+                Some(k) => Some(SecretString::from(k)),
+                None => None,
+            },
+            webhook_secret_key_previous: get("WEBHOOK_SECRET_KEY_PREVIOUS").map(SecretString::from),
             worker_health_port: match get("WORKER_HEALTH_PORT") {
                 Some(v) => Some(v.parse().map_err(|_| invalid("WORKER_HEALTH_PORT", "not a port number"))?),
                 None => None,

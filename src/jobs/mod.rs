@@ -180,11 +180,9 @@ fn deliverer(
     config: &Config,
     outbound: Option<Arc<crate::outbound::Outbound>>,
 ) -> Option<crate::webhooks::dispatch::Deliverer> {
-    use secrecy::ExposeSecret;
-    let secret = config.auth.jwt_secret.as_ref()?;
     Some(crate::webhooks::dispatch::Deliverer {
         db: db.clone(),
-        sealer: std::sync::Arc::new(crate::webhooks::sign::Sealer::new(secret.expose_secret())),
+        sealer: std::sync::Arc::new(crate::webhooks::sign::Sealer::from_config(config)?),
         outbound: outbound?,
         disable_after: config.webhooks.disable_after,
     })

@@ -367,6 +367,7 @@ pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max
         a.update(db).await.map_err(|e| e.to_string())?;
         return Ok(());
     };
+    let sub = seal_again_if_aged(&d, sub).await;
     let out = send(&d.sealer, &d.outbound, &sub, &del.event_id.to_string(), del.payload.clone()).await;
     let now = clock::now();
     let mut a: delivery::ActiveModel = del.clone().into();
@@ -416,6 +417,44 @@ pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max
         Ok(r) => format!("the receiver answered {}", r.status),
         Err(e) => e.to_string(),
     })
+}
+
+/// A subscription whose secrets were sealed under an older key (`WEBHOOK_SECRET_KEY_PREVIOUS`,
+/// or `JWT_SECRET` before `WEBHOOK_SECRET_KEY` was set) has them sealed again under the current
+/// key, so the older key can be dropped once every subscription has had a delivery. Written
+/// only over the sealed secret it read (a rotation meanwhile wins); a failure is logged and the
+/// delivery goes on with the secrets as they were.
+async fn seal_again_if_aged(d: &Deliverer, sub: subscription::Model) -> subscription::Model {
+    let Some((secret, aged)) = d.sealer.open_aged(&sub.secret) else { return sub };
+    let previous = sub.previous_secret.as_deref().and_then(|p| d.sealer.open_aged(p));
+    if !aged && !previous.as_ref().is_some_and(|(_, a)| *a) {
+        return sub;
+    }
+    let sealed = d.sealer.seal(&secret);
+    let sealed_previous = previous.map(|(p, _)| d.sealer.seal(&p)).transpose();
+    let (Ok(sealed), Ok(sealed_previous)) = (sealed, sealed_previous) else {
+        tracing::warn!(webhook_id = %sub.id, "cannot seal a webhook secret again (no randomness)");
+        return sub;
+    };
+    let sealed_previous = sealed_previous.or_else(|| sub.previous_secret.clone());
+    let written = subscription::Entity::update_many()
+        .col_expr(subscription::Column::Secret, sea_orm::sea_query::Expr::value(sealed.clone()))
+        .col_expr(subscription::Column::PreviousSecret, sea_orm::sea_query::Expr::value(sealed_previous.clone()))
+        .filter(subscription::Column::Id.eq(sub.id))
+        .filter(subscription::Column::Secret.eq(sub.secret.clone()))
+        .exec(&d.db)
+        .await;
+    match written {
+        Ok(r) if r.rows_affected == 1 => {
+            tracing::info!(webhook_id = %sub.id, "webhook secret sealed again under the current key");
+            subscription::Model { secret: sealed, previous_secret: sealed_previous, ..sub }
+        }
+        Ok(_) => sub,
+        Err(e) => {
+            tracing::warn!(webhook_id = %sub.id, error = %e, "cannot store a webhook secret sealed again");
+            sub
+        }
+    }
 }
 
 /// Counts a failed attempt on the subscription; disables it (audited, with an event that tells

@@ -1,10 +1,13 @@
 //! Webhook secrets: made, sealed for storage, and used to sign per Standard Webhooks.
 //!
 //! - A secret is `whsec_` + base64 of 32 random bytes; the signing key is those bytes.
-//! - It is stored sealed (AES-256-GCM, a random 96-bit nonce per sealing) under a key derived
-//!   from the server's `JWT_SECRET` (SHA-256 over a fixed label and the secret): it is needed
-//!   to sign, so it cannot be hashed. Changing `JWT_SECRET` makes stored secrets unreadable:
-//!   deliveries then fail with "cannot unseal" until each subscription's secret is rotated.
+//! - It is stored sealed (AES-256-GCM, a random 96-bit nonce per sealing): it is needed to
+//!   sign, so it cannot be hashed. The key is derived (SHA-256 over a fixed label and the
+//!   secret) from `WEBHOOK_SECRET_KEY`, or from `JWT_SECRET` when that is unset. Secrets sealed
+//!   under an older key (`WEBHOOK_SECRET_KEY_PREVIOUS`, and `JWT_SECRET` once
+//!   `WEBHOOK_SECRET_KEY` is set) still open, and the delivery job seals them again under the
+//!   current key ([`Sealer::open_aged`]). With only `JWT_SECRET`, changing it makes stored
+//!   secrets unreadable: deliveries fail with "cannot unseal" until each secret is rotated.
 //! - `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`; during a
 //!   rotation's grace period the header carries the new and the old signature, space-separated.
 
@@ -17,7 +20,8 @@ use sha2::{Digest, Sha256};
 
 /// Seals and opens stored secrets.
 pub struct Sealer {
-    key: LessSafeKey,
+    /// The current key first, then older ones that still open.
+    keys: Vec<LessSafeKey>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -29,14 +33,33 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// The sealer keyed from the server's secret.
     pub fn new(server_secret: &str) -> Self {
-        let mut h = Sha256::new();
-        h.update(b"lexiflow webhook secrets v1\0");
-        h.update(server_secret.as_bytes());
-        let key = UnboundKey::new(&AES_256_GCM, &h.finalize()).map(LessSafeKey::new);
-        // A 32-byte key always suits AES-256-GCM.
-        #[allow(clippy::expect_used)]
-        let key = key.expect("a 32-byte AES-256-GCM key");
-        Self { key }
+        Self { keys: vec![derive(server_secret)] }
+    }
+
+    /// Sealing under `current`; opening under it or any of `older` (keys being retired).
+    pub fn with_older(current: &str, older: &[&str]) -> Self {
+        let mut keys = vec![derive(current)];
+        keys.extend(older.iter().filter(|o| **o != current).map(|o| derive(o)));
+        Self { keys }
+    }
+
+    /// The sealer of a configuration: `WEBHOOK_SECRET_KEY` (then `WEBHOOK_SECRET_KEY_PREVIOUS`
+    /// and `JWT_SECRET` still open), or `JWT_SECRET` alone; None with neither.
+    pub fn from_config(config: &crate::config::Config) -> Option<Self> {
+        use secrecy::ExposeSecret;
+        let jwt = config.auth.jwt_secret.as_ref().map(|s| s.expose_secret().to_owned());
+        let previous = config.webhook_secret_key_previous.as_ref().map(|s| s.expose_secret().to_owned());
+        match config.webhook_secret_key.as_ref().map(|s| s.expose_secret().to_owned()) {
+            Some(current) => {
+                let older: Vec<&str> = previous.iter().chain(jwt.iter()).map(String::as_str).collect();
+                Some(Self::with_older(&current, &older))
+            }
+            None => {
+                let jwt = jwt?;
+                let older: Vec<&str> = previous.iter().map(String::as_str).collect();
+                Some(Self::with_older(&jwt, &older))
+            }
+        }
     }
 
     /// `base64(nonce || ciphertext || tag)`.
@@ -45,24 +68,41 @@ impl Sealer {
         getrandom::fill(&mut nonce)?;
         let mut data = plain.as_bytes().to_vec();
         // Sealing cannot fail for inputs this small.
-        let _ = self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data);
+        let _ = self.keys[0].seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data);
         let mut out = nonce.to_vec();
         out.extend_from_slice(&data);
         Ok(STANDARD.encode(out))
     }
 
-    /// The secret, or None when it was not sealed with this key (or was altered).
+    /// The secret, or None when it was not sealed with one of these keys (or was altered).
     pub fn open(&self, sealed: &str) -> Option<String> {
+        self.open_aged(sealed).map(|(s, _)| s)
+    }
+
+    /// The secret, and whether it was sealed under an older key (so it should be sealed again).
+    pub fn open_aged(&self, sealed: &str) -> Option<(String, bool)> {
         let raw = STANDARD.decode(sealed).ok()?;
         if raw.len() < NONCE_LEN {
             return None;
         }
         let (nonce, rest) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut data = rest.to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::empty(), &mut data).ok()?;
-        String::from_utf8(plain.to_vec()).ok()
+        self.keys.iter().enumerate().find_map(|(i, key)| {
+            let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+            let mut data = rest.to_vec();
+            let plain = key.open_in_place(nonce, Aad::empty(), &mut data).ok()?;
+            String::from_utf8(plain.to_vec()).ok().map(|s| (s, i > 0))
+        })
     }
+}
+
+fn derive(secret: &str) -> LessSafeKey {
+    let mut h = Sha256::new();
+    h.update(b"lexiflow webhook secrets v1\0");
+    h.update(secret.as_bytes());
+    let key = UnboundKey::new(&AES_256_GCM, &h.finalize()).map(LessSafeKey::new);
+    // A 32-byte key always suits AES-256-GCM.
+    #[allow(clippy::expect_used)]
+    key.expect("a 32-byte AES-256-GCM key")
 }
 
 /// A new secret, `whsec_<base64 of 32 random bytes>`.
@@ -100,6 +140,13 @@ mod tests {
         let mut tampered = STANDARD.decode(&sealed).unwrap();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(a.open(&STANDARD.encode(tampered)), None);
+        // A new key: the old seal still opens, marked aged; new seals are the new key's.
+        let b = Sealer::with_older("server secret b", &["server secret a"]);
+        assert_eq!(b.open_aged(&sealed), Some(("whsec_abc".to_owned(), true)));
+        let resealed = b.seal("whsec_abc").unwrap();
+        assert_eq!(b.open_aged(&resealed), Some(("whsec_abc".to_owned(), false)));
+        assert_eq!(a.open(&resealed), None, "sealed under the new key only");
+        assert_eq!(Sealer::new("server secret b").open(&resealed).as_deref(), Some("whsec_abc"));
     }
 
     #[test]

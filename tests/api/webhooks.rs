@@ -24,7 +24,66 @@ crate::on_both_backends!(
     a_subscription_failing_again_and_again_is_disabled,
     a_delivery_survives_the_death_of_the_server_that_committed_the_change,
     private_targets_and_redirects_are_refused,
+    a_webhook_secret_key_takes_over_and_survives_a_jwt_secret_rotation,
 );
+
+/// The stored (sealed) secret of the only subscription.
+async fn stored(t: &TestApp) -> String {
+    t.sql("SELECT secret FROM webhook_subscriptions").await[0].try_get::<String>("", "secret").unwrap()
+}
+
+/// A worker on a changed configuration.
+fn worker_with(t: &TestApp, tweak: impl FnOnce(&mut lexiflow::config::Config)) -> CancellationToken {
+    let db = t.app.db.clone();
+    let mut config = t.app.config.clone();
+    tweak(&mut config);
+    let w = lexiflow::jobs::worker(db.clone(), db, &config, t.app.cache.clone(), t.app.storage.clone()).unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(w.run(stop.clone()));
+    stop
+}
+
+/// Secrets sealed under the `JWT_SECRET`-derived key (the default) are sealed again under
+/// `WEBHOOK_SECRET_KEY` at their next delivery; after that, rotating `JWT_SECRET` no longer
+/// touches webhook signing. Every delivery verifies with the subscriber's secret.
+async fn a_webhook_secret_key_takes_over_and_survives_a_jwt_secret_rotation(b: Backend) {
+    if !python_available() {
+        return;
+    }
+    use secrecy::ExposeSecret;
+    let t = app(b).await;
+    let admin = t.register("Keys").await;
+    let mut rx = Receiver::start(&[]).await;
+    let (_, secret) = subscribe(&t, &admin, &rx.url, json!(["case.created"])).await;
+    rx.secret(&secret).await;
+    let jwt = t.app.config.auth.jwt_secret.as_ref().unwrap().expose_secret().to_owned();
+    let key = "webhook-sealing-key-0123456789abcdef-0123456789";
+    let before = stored(&t).await;
+    assert!(lexiflow::webhooks::sign::Sealer::new(&jwt).open(&before).is_some());
+
+    // The new key is set (JWT_SECRET unchanged): the delivery verifies, and the secret is
+    // sealed again under the new key alone.
+    let stop = worker_with(&t, |c| c.webhook_secret_key = Some(key.to_owned().into()));
+    t.case(&admin, "K-1").await;
+    let got = rx.next().await;
+    assert_eq!(got["verified"], true, "{got}");
+    stop.cancel();
+    let after = stored(&t).await;
+    assert_ne!(after, before);
+    assert_eq!(lexiflow::webhooks::sign::Sealer::new(key).open(&after).as_deref(), Some(secret.as_str()));
+    assert!(lexiflow::webhooks::sign::Sealer::new(&jwt).open(&after).is_none(), "no longer under JWT_SECRET");
+
+    // JWT_SECRET rotated: webhook signing goes on.
+    let stop = worker_with(&t, |c| {
+        c.webhook_secret_key = Some(key.to_owned().into());
+        c.auth.jwt_secret = Some("a-brand-new-jwt-secret-after-an-incident-0123456789".to_owned().into());
+    });
+    t.case(&admin, "K-2").await;
+    let got = rx.next().await;
+    assert_eq!(got["verified"], true, "{got}");
+    assert_eq!(got["body"]["data"]["caseNumber"], "K-2");
+    stop.cancel();
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
