@@ -170,11 +170,7 @@ async fn app(b: Backend) -> TestApp {
 
 /// Runs the job worker (which sends deliveries) until the token is cancelled.
 fn worker(t: &TestApp) -> CancellationToken {
-    let db = t.app.db.clone();
-    let w = lexiflow::jobs::worker(db.clone(), db, &t.app.config, t.app.cache.clone(), t.app.storage.clone()).unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(w.run(stop.clone()));
-    stop
+    worker_with(t, |_| {})
 }
 
 async fn subscribe(t: &TestApp, admin: &Session, url: &str, events: Value) -> (String, String) {

@@ -216,7 +216,7 @@ impl Syncer {
             return Err(SyncError::Invalid(format!("{} is not configured", provider.as_str())));
         };
         let Some(sealed) = &c.refresh_token else {
-            self.mark_revoked(c.id, "no refresh token").await?;
+            self.mark_revoked(c.id, "no refresh token", None).await?;
             return Err(SyncError::Revoked);
         };
         let refresh =
@@ -250,54 +250,46 @@ impl Syncer {
                 if stored.rows_affected == 1 {
                     return Ok(t.access);
                 }
-                let c = connection::Entity::find_by_id(conn).one(&self.db).await?.ok_or(SyncError::Revoked)?;
-                if c.status != "active" {
-                    return Err(SyncError::Revoked);
-                }
-                cipher
-                    .open(&c.access_token, &Self::context(&c, "access"))
-                    .map_err(|e| SyncError::Invalid(e.to_string()))
+                self.stored_access(cipher, conn).await
             }
             Err(oauth::OAuthError::InvalidGrant) => {
                 // Only over the tokens this refresh used: another instance may have stored a
                 // rotated refresh token meanwhile, and the connection is then still good.
-                let revoked = connection::Entity::update_many()
-                    .col_expr(connection::Column::Status, Expr::value("revoked"))
-                    .col_expr(
-                        connection::Column::LastError,
-                        Expr::value("the provider refused the refresh token (invalid_grant)"),
-                    )
-                    .col_expr(connection::Column::UpdatedAt, Expr::value(clock::now()))
-                    .filter(connection::Column::Id.eq(c.id))
-                    .filter(connection::Column::AccessToken.eq(seen))
-                    .exec(&self.db)
-                    .await?;
-                if revoked.rows_affected == 1 {
-                    tracing::warn!(connection_id = %c.id, "calendar connection revoked: the provider refused the refresh token");
+                let why = "the provider refused the refresh token (invalid_grant)";
+                if self.mark_revoked(c.id, why, Some(&seen)).await? {
                     return Err(SyncError::Revoked);
                 }
-                let c = connection::Entity::find_by_id(conn).one(&self.db).await?.ok_or(SyncError::Revoked)?;
-                if c.status != "active" {
-                    return Err(SyncError::Revoked);
-                }
-                cipher
-                    .open(&c.access_token, &Self::context(&c, "access"))
-                    .map_err(|e| SyncError::Invalid(e.to_string()))
+                self.stored_access(cipher, conn).await
             }
             Err(e) => Err(SyncError::Transport(e.to_string())),
         }
     }
 
-    async fn mark_revoked(&self, conn: Uuid, why: &str) -> Result<(), SyncError> {
-        connection::Entity::update_many()
+    /// The access token stored now (another refresh's), when the connection is still active.
+    async fn stored_access(&self, cipher: &TokenCipher, conn: Uuid) -> Result<String, SyncError> {
+        let c = connection::Entity::find_by_id(conn).one(&self.db).await?.ok_or(SyncError::Revoked)?;
+        if c.status != "active" {
+            return Err(SyncError::Revoked);
+        }
+        cipher.open(&c.access_token, &Self::context(&c, "access")).map_err(|e| SyncError::Invalid(e.to_string()))
+    }
+
+    /// Marks `conn` revoked (only while its access token is still `only_over`, when given:
+    /// another instance's refresh meanwhile keeps it active); whether it did.
+    async fn mark_revoked(&self, conn: Uuid, why: &str, only_over: Option<&str>) -> Result<bool, SyncError> {
+        let mut q = connection::Entity::update_many()
             .col_expr(connection::Column::Status, Expr::value("revoked"))
             .col_expr(connection::Column::LastError, Expr::value(why))
             .col_expr(connection::Column::UpdatedAt, Expr::value(clock::now()))
-            .filter(connection::Column::Id.eq(conn))
-            .exec(&self.db)
-            .await?;
+            .filter(connection::Column::Id.eq(conn));
+        if let Some(seen) = only_over {
+            q = q.filter(connection::Column::AccessToken.eq(seen));
+        }
+        if q.exec(&self.db).await?.rows_affected == 0 {
+            return Ok(false);
+        }
         tracing::warn!(connection_id = %conn, reason = why, "calendar connection revoked");
-        Ok(())
+        Ok(true)
     }
 
     async fn note_error(&self, conn: Uuid, e: &SyncError) {
