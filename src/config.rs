@@ -209,6 +209,8 @@ pub struct WebhookConfig {
     /// `WEBHOOK_POLL_MS` (default 1000): how often the outbox is looked at for new events when
     /// nothing woke the dispatcher sooner.
     pub poll_every: Duration,
+    /// `WEBHOOK_CONCURRENCY` (default 8, 1 to 256): deliveries one worker sends at a time.
+    pub concurrency: usize,
 }
 
 /// The Socket.IO gateway's own limits, enforced on the authenticated user.
@@ -740,6 +742,7 @@ impl Config {
                 retry_base: Duration::from_millis(num(&get, "WEBHOOK_RETRY_BASE_MS", None, 30_000u64)?.max(10)),
                 disable_after: num(&get, "WEBHOOK_DISABLE_AFTER", None, 50u32)?.max(1),
                 poll_every: Duration::from_millis(num(&get, "WEBHOOK_POLL_MS", None, 1_000u64)?.max(10)),
+                concurrency: num(&get, "WEBHOOK_CONCURRENCY", None, 8usize)?.clamp(1, 256),
             },
             files: FilesConfig {
                 max_file_size: num(&get, "MAX_FILE_SIZE", None, 100 * 1024 * 1024u64)?.max(1),
@@ -1113,11 +1116,16 @@ mod tests {
     }
 
     #[test]
-    fn production_refuses_a_short_metrics_token_and_a_bad_worker_port() {
+    fn production_refuses_a_short_metrics_token_or_webhook_key_and_a_bad_worker_port() {
         let prod = |token: &str| {
             Config::from_sources(FileConfig::default(), &env(&[("APP_ENV", "production"), ("METRICS_TOKEN", token)]))
         };
         assert!(matches!(prod("short-token"), Err(ConfigError::Insecure(_))));
+        let key = |k: &str| {
+            Config::from_sources(FileConfig::default(), &env(&[("APP_ENV", "production"), ("WEBHOOK_SECRET_KEY", k)]))
+        };
+        assert!(matches!(key("REPLACE_ME"), Err(ConfigError::Insecure(_))));
+        assert!(key(&"k".repeat(32)).is_ok_and(|c| c.webhook_secret_key.is_some()));
         assert!(prod(&"x".repeat(32)).is_ok_and(|c| c.metrics_token.is_some()));
         // Outside production a short token is the operator's choice.
         assert!(Config::from_sources(FileConfig::default(), &env(&[("METRICS_TOKEN", "short")])).is_ok());

@@ -169,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let config = Config::load()?;
+    let mut config = Config::load()?;
     let telemetry = tracing_setup::init(config.log_format, config.otlp_endpoint.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
     match cli.command {
@@ -200,6 +200,12 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Worker) => {
+            // Outside production, the JWT secret `serve` generated into the data directory (webhook
+            // secrets sealed under it must open here too); in production it comes from the
+            // environment, and a worker without one simply has no key from it.
+            if config.auth.jwt_secret.is_none() && config.env != lexiflow::config::AppEnv::Production {
+                config.resolve_secrets().context("cannot read or create the JWT secret")?;
+            }
             let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
             db::migrate(&conn).await.context("migration failed")?;
             lexiflow::telemetry::metrics::install();
@@ -265,8 +271,11 @@ async fn main() -> anyhow::Result<()> {
             stop.cancel();
             let _ = run.await;
             probes_done.cancel();
-            if let Some(p) = probes {
-                let _ = p.await;
+            if let Some(mut p) = probes {
+                // A probe connection left open (a slow or half-open client) does not hold the exit.
+                if tokio::time::timeout(std::time::Duration::from_secs(2), &mut p).await.is_err() {
+                    p.abort();
+                }
             }
             queue_db.close().await.ok();
             conn.close().await.ok();

@@ -173,8 +173,8 @@ fn outbound_client(config: &Config) -> Option<Arc<crate::outbound::Outbound>> {
     }
 }
 
-/// What the webhook delivery job needs, from the configuration (None when no JWT secret was
-/// resolved or there is no outbound client).
+/// What the webhook delivery job needs, from the configuration (None when neither
+/// `WEBHOOK_SECRET_KEY` nor a JWT secret is known, or there is no outbound client).
 fn deliverer(
     db: &DatabaseConnection,
     config: &Config,
@@ -228,7 +228,7 @@ fn builder(
         .handler(DB_ANALYZE, move |_job| db_analyze(analyze_db.clone()));
     // Webhook deliveries: their own queue, so a slow receiver never holds up housekeeping.
     if let Some(deliverer) = deliverer(&webhook_db, config, outbound.clone()) {
-        builder = builder.queue(crate::webhooks::dispatch::QUEUE, 8).handler(
+        builder = builder.queue(crate::webhooks::dispatch::QUEUE, config.webhooks.concurrency).handler(
             crate::webhooks::dispatch::DELIVER,
             move |job: lexiflow_queue::JobContext| {
                 crate::webhooks::dispatch::deliver(deliverer.clone(), job.payload, job.attempt, job.max_attempts)

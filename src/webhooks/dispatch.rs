@@ -307,7 +307,9 @@ pub async fn send(
     body: String,
 ) -> Result<Reply, OutboundError> {
     let secret = sealer.open(&s.secret).ok_or_else(|| {
-        OutboundError::Refused("cannot unseal the signing secret (was JWT_SECRET changed?); rotate it".into())
+        OutboundError::Refused(
+            "cannot unseal the signing secret (was WEBHOOK_SECRET_KEY or JWT_SECRET changed?); rotate it".into(),
+        )
     })?;
     let ts = clock::now().timestamp();
     let mut sig = sign::signature(&secret, message_id, ts, body.as_bytes())

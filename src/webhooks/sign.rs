@@ -150,6 +150,39 @@ mod tests {
     }
 
     #[test]
+    fn the_configured_keys_seal_with_the_current_one_and_open_with_every_one() {
+        let config = |pairs: &[(&str, &str)]| {
+            let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let mut c = crate::config::Config::from_sources(crate::config::FileConfig::default(), &env).unwrap();
+            c.auth.jwt_secret = Some("the jwt secret, at least thirty-two bytes".to_owned().into());
+            c
+        };
+        let under = |k: &str, plain: &str| Sealer::new(k).seal(plain).unwrap();
+        let jwt = "the jwt secret, at least thirty-two bytes";
+        // Default: JWT_SECRET seals.
+        let s = Sealer::from_config(&config(&[])).unwrap();
+        assert_eq!(s.open_aged(&under(jwt, "a")), Some(("a".into(), false)));
+        // Phase 1 of a rotation: the new key only opens.
+        let s = Sealer::from_config(&config(&[("WEBHOOK_SECRET_KEY_PREVIOUS", "new key")])).unwrap();
+        assert_eq!(s.open_aged(&under("new key", "b")), Some(("b".into(), true)));
+        assert_eq!(
+            Sealer::new(jwt).open(&s.seal("c").unwrap()).as_deref(),
+            Some("c"),
+            "still sealing under JWT_SECRET"
+        );
+        // Phase 2: the new key seals; the old key and JWT_SECRET open, as aged.
+        let s = Sealer::from_config(&config(&[
+            ("WEBHOOK_SECRET_KEY", "new key"),
+            ("WEBHOOK_SECRET_KEY_PREVIOUS", "old key"),
+        ]))
+        .unwrap();
+        assert_eq!(s.open_aged(&under("old key", "d")), Some(("d".into(), true)));
+        assert_eq!(s.open_aged(&under(jwt, "e")), Some(("e".into(), true)));
+        assert_eq!(Sealer::new("new key").open(&s.seal("f").unwrap()).as_deref(), Some("f"));
+        assert_eq!(s.open(&under("another key", "g")), None);
+    }
+
+    #[test]
     fn the_signature_follows_standard_webhooks() {
         // The example of the Standard Webhooks specification (`svix` test vectors).
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

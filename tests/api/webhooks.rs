@@ -32,15 +32,18 @@ async fn stored(t: &TestApp) -> String {
     t.sql("SELECT secret FROM webhook_subscriptions").await[0].try_get::<String>("", "secret").unwrap()
 }
 
-/// A worker on a changed configuration.
-fn worker_with(t: &TestApp, tweak: impl FnOnce(&mut lexiflow::config::Config)) -> CancellationToken {
+/// A worker on a changed configuration, and its task (done once it has stopped).
+fn worker_with(
+    t: &TestApp,
+    tweak: impl FnOnce(&mut lexiflow::config::Config),
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let db = t.app.db.clone();
     let mut config = t.app.config.clone();
     tweak(&mut config);
     let w = lexiflow::jobs::worker(db.clone(), db, &config, t.app.cache.clone(), t.app.storage.clone()).unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(w.run(stop.clone()));
-    stop
+    let run = tokio::spawn(w.run(stop.clone()));
+    (stop, run)
 }
 
 /// Secrets sealed under the `JWT_SECRET`-derived key (the default) are sealed again under
@@ -63,18 +66,20 @@ async fn a_webhook_secret_key_takes_over_and_survives_a_jwt_secret_rotation(b: B
 
     // The new key is set (JWT_SECRET unchanged): the delivery verifies, and the secret is
     // sealed again under the new key alone.
-    let stop = worker_with(&t, |c| c.webhook_secret_key = Some(key.to_owned().into()));
+    let (stop, run) = worker_with(&t, |c| c.webhook_secret_key = Some(key.to_owned().into()));
     t.case(&admin, "K-1").await;
     let got = rx.next().await;
     assert_eq!(got["verified"], true, "{got}");
+    // Stopped before the next change, so the next delivery is the second worker's.
     stop.cancel();
+    run.await.unwrap();
     let after = stored(&t).await;
     assert_ne!(after, before);
     assert_eq!(lexiflow::webhooks::sign::Sealer::new(key).open(&after).as_deref(), Some(secret.as_str()));
     assert!(lexiflow::webhooks::sign::Sealer::new(&jwt).open(&after).is_none(), "no longer under JWT_SECRET");
 
     // JWT_SECRET rotated: webhook signing goes on.
-    let stop = worker_with(&t, |c| {
+    let (stop, _run) = worker_with(&t, |c| {
         c.webhook_secret_key = Some(key.to_owned().into());
         c.auth.jwt_secret = Some("a-brand-new-jwt-secret-after-an-incident-0123456789".to_owned().into());
     });
@@ -170,7 +175,7 @@ async fn app(b: Backend) -> TestApp {
 
 /// Runs the job worker (which sends deliveries) until the token is cancelled.
 fn worker(t: &TestApp) -> CancellationToken {
-    worker_with(t, |_| {})
+    worker_with(t, |_| {}).0
 }
 
 async fn subscribe(t: &TestApp, admin: &Session, url: &str, events: Value) -> (String, String) {
