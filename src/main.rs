@@ -37,6 +37,18 @@ enum Command {
         #[command(subcommand)]
         what: ImportWhat,
     },
+    /// Webhook subscriptions' stored secrets.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Seal every subscription's secrets again under WEBHOOK_SECRET_KEY (after a key change);
+    /// exits non-zero when a secret no configured key opens, or one could not be written.
+    Reseal,
 }
 
 #[derive(Subcommand)]
@@ -179,6 +191,29 @@ async fn main() -> anyhow::Result<()> {
             let ok = audit_command(&conn, &config, command).await?;
             telemetry.shutdown();
             if !ok {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Some(Command::Webhooks { command: WebhooksCommand::Reseal }) => {
+            if config.auth.jwt_secret.is_none() && config.env != lexiflow::config::AppEnv::Production {
+                config.resolve_secrets().context("cannot read or create the JWT secret")?;
+            }
+            let sealer = lexiflow::webhooks::sign::Sealer::from_config(&config)
+                .context("neither WEBHOOK_SECRET_KEY nor JWT_SECRET is set: no key to seal with")?;
+            let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
+            db::migrate(&conn).await.context("migration failed")?;
+            let r = lexiflow::webhooks::dispatch::seal_all_again(&conn, &sealer).await?;
+            tracing::info!(
+                current = r.current,
+                moved = r.moved,
+                unreadable = r.unreadable,
+                skipped = r.skipped,
+                "webhook secrets sealed again"
+            );
+            conn.close().await.ok();
+            telemetry.shutdown();
+            if r.unreadable > 0 || r.skipped > 0 {
                 std::process::exit(1);
             }
             return Ok(());

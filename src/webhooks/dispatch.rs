@@ -6,7 +6,7 @@ use bytes::Bytes;
 use lexiflow_queue::{Backoff, NewJob};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, Set,
+    QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -369,7 +369,8 @@ pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max
         a.update(db).await.map_err(|e| e.to_string())?;
         return Ok(());
     };
-    let sub = seal_again_if_aged(&d, sub).await;
+    // Secrets under an older key move to the current one; the delivery goes on either way.
+    let (sub, _) = seal_again(&d.db, &d.sealer, sub).await;
     let out = send(&d.sealer, &d.outbound, &sub, &del.event_id.to_string(), del.payload.clone()).await;
     let now = clock::now();
     let mut a: delivery::ActiveModel = del.clone().into();
@@ -421,22 +422,38 @@ pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max
     })
 }
 
-/// A subscription whose secrets were sealed under an older key (`WEBHOOK_SECRET_KEY_PREVIOUS`,
-/// or `JWT_SECRET` before `WEBHOOK_SECRET_KEY` was set) has them sealed again under the current
-/// key, so the older key can be dropped once every subscription has had a delivery. Written
-/// only over the sealed secret it read (a rotation meanwhile wins); a failure is logged and the
-/// delivery goes on with the secrets as they were.
-async fn seal_again_if_aged(d: &Deliverer, sub: subscription::Model) -> subscription::Model {
-    let Some((secret, aged)) = d.sealer.open_aged(&sub.secret) else { return sub };
-    let previous = sub.previous_secret.as_deref().and_then(|p| d.sealer.open_aged(p));
+/// What [`seal_again`] did with one subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resealed {
+    /// Already under the current key.
+    Current,
+    /// Sealed again under the current key.
+    Moved,
+    /// No configured key opens its secret: rotate it.
+    Unreadable,
+    /// Changed meanwhile (a rotation), or the write failed (logged): left as it was.
+    Skipped,
+}
+
+/// Seals a subscription's secrets again under the current key when they were sealed under an
+/// older one (`WEBHOOK_SECRET_KEY_PREVIOUS`, or `JWT_SECRET` before `WEBHOOK_SECRET_KEY` was
+/// set). Written only over the sealed secret it read (a rotation meanwhile wins). Returns the
+/// subscription as stored now.
+pub async fn seal_again(
+    db: &DatabaseConnection,
+    sealer: &Sealer,
+    sub: subscription::Model,
+) -> (subscription::Model, Resealed) {
+    let Some((secret, aged)) = sealer.open_aged(&sub.secret) else { return (sub, Resealed::Unreadable) };
+    let previous = sub.previous_secret.as_deref().and_then(|p| sealer.open_aged(p));
     if !aged && !previous.as_ref().is_some_and(|(_, a)| *a) {
-        return sub;
+        return (sub, Resealed::Current);
     }
-    let sealed = d.sealer.seal(&secret);
-    let sealed_previous = previous.map(|(p, _)| d.sealer.seal(&p)).transpose();
+    let sealed = sealer.seal(&secret);
+    let sealed_previous = previous.map(|(p, _)| sealer.seal(&p)).transpose();
     let (Ok(sealed), Ok(sealed_previous)) = (sealed, sealed_previous) else {
         tracing::warn!(webhook_id = %sub.id, "cannot seal a webhook secret again (no randomness)");
-        return sub;
+        return (sub, Resealed::Skipped);
     };
     let sealed_previous = sealed_previous.or_else(|| sub.previous_secret.clone());
     let written = subscription::Entity::update_many()
@@ -444,19 +461,54 @@ async fn seal_again_if_aged(d: &Deliverer, sub: subscription::Model) -> subscrip
         .col_expr(subscription::Column::PreviousSecret, sea_orm::sea_query::Expr::value(sealed_previous.clone()))
         .filter(subscription::Column::Id.eq(sub.id))
         .filter(subscription::Column::Secret.eq(sub.secret.clone()))
-        .exec(&d.db)
+        .exec(db)
         .await;
     match written {
         Ok(r) if r.rows_affected == 1 => {
             tracing::info!(webhook_id = %sub.id, "webhook secret sealed again under the current key");
-            subscription::Model { secret: sealed, previous_secret: sealed_previous, ..sub }
+            (subscription::Model { secret: sealed, previous_secret: sealed_previous, ..sub }, Resealed::Moved)
         }
-        Ok(_) => sub,
+        Ok(_) => (sub, Resealed::Skipped),
         Err(e) => {
             tracing::warn!(webhook_id = %sub.id, error = %e, "cannot store a webhook secret sealed again");
-            sub
+            (sub, Resealed::Skipped)
         }
     }
+}
+
+/// Counts of `lexiflow webhooks reseal`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResealReport {
+    pub current: u64,
+    pub moved: u64,
+    pub unreadable: u64,
+    pub skipped: u64,
+}
+
+/// Every subscription, active or not, through [`seal_again`] (`lexiflow webhooks reseal`): after
+/// it, the older keys can be dropped when `unreadable` and `skipped` are 0.
+pub async fn seal_all_again(db: &DatabaseConnection, sealer: &Sealer) -> Result<ResealReport, DbErr> {
+    let mut report = ResealReport::default();
+    let mut after = Uuid::nil();
+    loop {
+        let page = subscription::Entity::find()
+            .filter(subscription::Column::Id.gt(after))
+            .order_by_asc(subscription::Column::Id)
+            .limit(500)
+            .all(db)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for sub in page {
+            match seal_again(db, sealer, sub).await.1 {
+                Resealed::Current => report.current += 1,
+                Resealed::Moved => report.moved += 1,
+                Resealed::Unreadable => report.unreadable += 1,
+                Resealed::Skipped => report.skipped += 1,
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Counts a failed attempt on the subscription; disables it (audited, with an event that tells

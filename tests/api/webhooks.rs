@@ -25,7 +25,47 @@ crate::on_both_backends!(
     a_delivery_survives_the_death_of_the_server_that_committed_the_change,
     private_targets_and_redirects_are_refused,
     a_webhook_secret_key_takes_over_and_survives_a_jwt_secret_rotation,
+    reseal_moves_every_subscription_to_the_current_key,
 );
+
+/// `lexiflow webhooks reseal`'s work: every subscription, active or not, is sealed again under
+/// the current key, once; a key that opens nothing is reported, not written.
+async fn reseal_moves_every_subscription_to_the_current_key(b: Backend) {
+    use lexiflow::webhooks::{dispatch::seal_all_again, sign::Sealer};
+    use secrecy::ExposeSecret;
+    let t = app(b).await;
+    let admin = t.register("Reseal").await;
+    let mut secrets = Vec::new();
+    for i in 0..3 {
+        secrets.push(subscribe(&t, &admin, &format!("http://127.0.0.1:9/hook{i}"), json!(["case.created"])).await);
+    }
+    // One rotated (its previous secret too must move), one disabled.
+    let (rotated, _) = &secrets[0];
+    t.call(Method::POST, &format!("/api/v1/webhooks/{rotated}/rotate-secret"), Some(&admin.token), None)
+        .await
+        .expect(200);
+    t.patch(&format!("/api/v1/webhooks/{}", secrets[1].0), &admin.token, json!({"active": false})).await.expect(200);
+    let jwt = t.app.config.auth.jwt_secret.as_ref().unwrap().expose_secret().to_owned();
+    let key = "reseal-key-0123456789abcdef-0123456789abcdef";
+    let sealer = Sealer::with_older(key, &[&jwt]);
+    let r = seal_all_again(&t.app.db, &sealer).await.unwrap();
+    assert_eq!((r.moved, r.current, r.unreadable, r.skipped), (3, 0, 0, 0), "{r:?}");
+    let rows = t.sql("SELECT secret, previous_secret FROM webhook_subscriptions").await;
+    let only_new = Sealer::new(key);
+    for row in &rows {
+        let secret: String = row.try_get("", "secret").unwrap();
+        assert!(only_new.open(&secret).is_some_and(|s| s.starts_with("whsec_")));
+        if let Some(prev) = row.try_get::<Option<String>>("", "previous_secret").unwrap() {
+            assert!(only_new.open(&prev).is_some(), "the previous secret moved too");
+        }
+    }
+    let again = seal_all_again(&t.app.db, &sealer).await.unwrap();
+    assert_eq!((again.moved, again.current), (0, 3));
+    // A key that opens none of them: reported, nothing written.
+    let r = seal_all_again(&t.app.db, &Sealer::new("an unrelated key, 0123456789abcdef")).await.unwrap();
+    assert_eq!((r.moved, r.unreadable), (0, 3));
+    assert_eq!(t.sql("SELECT secret FROM webhook_subscriptions").await.len(), 3);
+}
 
 /// The stored (sealed) secret of the only subscription.
 async fn stored(t: &TestApp) -> String {

@@ -317,6 +317,52 @@ async fn a_worker_serves_probes_and_metrics_and_exits_zero_on_sigterm() {
     assert!(worker.output().contains("worker stopped"));
 }
 
+/// `lexiflow webhooks reseal`: with `WEBHOOK_SECRET_KEY` set, the secrets sealed under
+/// `JWT_SECRET` move (exit 0); run again with an unrelated key and another `JWT_SECRET`, none
+/// opens and it exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reseal_cli_moves_secrets_and_exits_non_zero_on_unreadable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(&[("WEBHOOK_ALLOW_PRIVATE", "true")], dir.path());
+    let (token, _) = register(&server.addr).await;
+    let auth = format!("Bearer {token}");
+    let r = call(
+        &server.addr,
+        "POST",
+        "/api/v1/webhooks",
+        &[("Authorization", &auth)],
+        Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["case.created"]})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    drop(server);
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lexiflow"));
+        cmd.args(["webhooks", "reseal"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("APP_ENV", "development")
+            .env("LEXIFLOW_DATA_DIR", dir.path())
+            .env("LOG_FORMAT", "json");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let key = "reseal-cli-key-0123456789abcdef-0123456789";
+    let out = run(&[("JWT_SECRET", SECRET), ("WEBHOOK_SECRET_KEY", key)]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\"moved\":1") && text.contains("\"unreadable\":0"), "{text}");
+    let out = run(&[
+        ("JWT_SECRET", "another-jwt-secret-0123456789abcdef-0123"),
+        ("WEBHOOK_SECRET_KEY", "an unrelated key 0123456789abcdef"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("\"unreadable\":1"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_token_or_cookie_reaches_any_log_line() {
     let mut server = Server::start(&[("LOG_LEVEL", "trace"), ("SHUTDOWN_DRAIN_SECONDS", "0")]);
