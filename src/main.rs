@@ -83,6 +83,17 @@ struct ImportArgs {
     quiet: bool,
 }
 
+/// For commands that open webhook secrets without serving (`worker`, `webhooks reseal`):
+/// outside production, the JWT secret `serve` generated into the data directory, since secrets
+/// sealed under it must open here too. In production it comes from the environment, and a
+/// process without one simply has no key from it.
+fn dev_jwt_secret(config: &mut Config) -> anyhow::Result<()> {
+    if config.auth.jwt_secret.is_none() && config.env != lexiflow::config::AppEnv::Production {
+        config.resolve_secrets().context("cannot read or create the JWT secret")?;
+    }
+    Ok(())
+}
+
 /// Runs `lexiflow import …`; false when nothing was imported because the import was refused.
 async fn import_command(app: &App, what: ImportWhat) -> anyhow::Result<bool> {
     use lexiflow::{
@@ -196,9 +207,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Webhooks { command: WebhooksCommand::Reseal }) => {
-            if config.auth.jwt_secret.is_none() && config.env != lexiflow::config::AppEnv::Production {
-                config.resolve_secrets().context("cannot read or create the JWT secret")?;
-            }
+            dev_jwt_secret(&mut config)?;
             let sealer = lexiflow::webhooks::sign::Sealer::from_config(&config)
                 .context("neither WEBHOOK_SECRET_KEY nor JWT_SECRET is set: no key to seal with")?;
             let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
@@ -235,12 +244,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Worker) => {
-            // Outside production, the JWT secret `serve` generated into the data directory (webhook
-            // secrets sealed under it must open here too); in production it comes from the
-            // environment, and a worker without one simply has no key from it.
-            if config.auth.jwt_secret.is_none() && config.env != lexiflow::config::AppEnv::Production {
-                config.resolve_secrets().context("cannot read or create the JWT secret")?;
-            }
+            dev_jwt_secret(&mut config)?;
             let conn = db::connect(&config.database).await.context("cannot connect to the database")?;
             db::migrate(&conn).await.context("migration failed")?;
             lexiflow::telemetry::metrics::install();

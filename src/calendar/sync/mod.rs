@@ -924,12 +924,7 @@ impl Syncer {
     /// The `calendar.push` job.
     pub async fn push(&self, payload: serde_json::Value) -> Result<(), JobError> {
         let p: EventPayload = serde_json::from_value(payload).map_err(|e| JobError::Invalid(e.to_string()))?;
-        let Some(m) = event::Entity::find_by_id(p.event_id).one(&self.db).await? else { return Ok(()) };
-        if m.version > p.version {
-            // A later version's job does it.
-            return Ok(());
-        }
-        self.push_event(&m).await.map_err(Into::into)
+        self.push_event(p.event_id, Some(p.version)).await.map_err(Into::into)
     }
 
     /// The `calendar.revalidate` job: every linked event of its scope is pushed again as it is
@@ -947,6 +942,8 @@ impl Syncer {
             linked = linked.filter(link::Column::ConnectionId.in_subquery(theirs));
         }
         let mut q = event::Entity::find()
+            .select_only()
+            .column(event::Column::Id)
             .filter(event::Column::FirmId.eq(s.firm_id))
             .filter(event::Column::Id.in_subquery(linked.into_query()));
         if let Some(case) = s.case_id {
@@ -959,11 +956,11 @@ impl Syncer {
         let mut after = Uuid::nil();
         loop {
             let page = q.clone().filter(event::Column::Id.gt(after)).order_by_asc(event::Column::Id).limit(500);
-            let page = page.all(&self.db).await?;
+            let page: Vec<Uuid> = page.into_tuple().all(&self.db).await?;
             let Some(last) = page.last() else { break };
-            after = last.id;
-            for m in &page {
-                if let Err(e) = self.push_event(m).await {
+            after = *last;
+            for id in page {
+                if let Err(e) = self.push_event(id, None).await {
                     first_error.get_or_insert(e);
                 }
             }
@@ -974,12 +971,16 @@ impl Syncer {
         }
     }
 
-    /// Sends `m` as it is now wherever it belongs, and takes it out of where it no longer does.
-    async fn push_event(&self, m: &event::Model) -> Result<(), SyncError> {
+    /// Sends event `id` as it is now wherever it belongs, and takes it out of where it no longer
+    /// does; nothing when it has moved past `version` (a later version's job does it).
+    async fn push_event(&self, id: Uuid, version: Option<i32>) -> Result<(), SyncError> {
         // Pushes and revalidations of one event take turns in this process (two at once could
-        // each find no copy and each create one); the event is read again under the lock.
-        let _turn = stripe(&EVENT_LOCKS, m.id).lock().await;
-        let Some(m) = event::Entity::find_by_id(m.id).one(&self.db).await? else { return Ok(()) };
+        // each find no copy and each create one); the event is read under the lock.
+        let _turn = stripe(&EVENT_LOCKS, id).lock().await;
+        let Some(m) = event::Entity::find_by_id(id).one(&self.db).await? else { return Ok(()) };
+        if version.is_some_and(|v| m.version > v) {
+            return Ok(());
+        }
         let m = &m;
         let targets = self.targets(m).await?;
         let links = link::Entity::find().filter(link::Column::EventId.eq(m.id)).all(&self.db).await?;
