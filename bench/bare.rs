@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 /// The same allocator as the `lexiflow` binary, so the comparison is of the stacks alone.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: lexiflow_alloc::MiMalloc = lexiflow_alloc::MiMalloc;
 
 async fn one(
     State((db, _)): State<(DatabaseConnection, Uuid)>,
@@ -49,8 +49,13 @@ async fn list(State((db, firm)): State<(DatabaseConnection, Uuid)>) -> Result<Js
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As the `lexiflow` binary does, so the comparison is of the stacks alone.
+    lexiflow_alloc::configure();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime").block_on(serve());
+}
+
+async fn serve() {
     let env = std::env::vars().collect();
     let config = Config::from_sources(FileConfig::default(), &env).expect("configuration");
     let db = lexiflow::db::connect(&config.database).await.expect("database");

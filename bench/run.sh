@@ -27,7 +27,8 @@
 # Env: DUR (15s), WARMUP (3s, not recorded), ROUNDS (3), CONNS (64), THREADS (2),
 #      SEED (2000 cases), BACKENDS ("postgres sqlite"), ENDPOINTS ("get list"),
 #      PG_URL (postgres://postgres@127.0.0.1:5432; database lexiflow_bench is re-created),
-#      CARGO_TARGET_DIR ($HOME/.cache/lexiflow-target).
+#      CARGO_TARGET_DIR ($HOME/.cache/lexiflow-target); LEXIFLOW_BIN and BARE_BIN (both:
+#      run these binaries instead of building, e.g. to compare two builds).
 # Needs: wrk, curl, python3, psql (Debian: apt-get install wrk curl python3 postgresql-client).
 # Output is also kept in bench/.state/run-<time>.txt.
 set -euo pipefail
@@ -64,10 +65,17 @@ exec > >(tee "$OUT") 2>&1
 
 echo "== LexiFlow benchmark $(date -u +%FT%TZ) on $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== DUR=$DUR ROUNDS=$ROUNDS CONNS=$CONNS THREADS=$THREADS SEED=$SEED BACKENDS=\"$BACKENDS\""
-echo "== building (release)"
-cargo build --release --locked --quiet --manifest-path "$ROOT/Cargo.toml" --bin lexiflow --example bench-bare
-BIN="$CARGO_TARGET_DIR/release/lexiflow"
-BARE="$CARGO_TARGET_DIR/release/examples/bench-bare"
+if [ -n "${LEXIFLOW_BIN:-}" ] && [ -n "${BARE_BIN:-}" ]; then
+  # Binaries built earlier (e.g. copied aside to compare two builds): no build here.
+  BIN=$LEXIFLOW_BIN
+  BARE=$BARE_BIN
+  echo "== binaries: $BIN, $BARE"
+else
+  echo "== building (release)"
+  cargo build --release --locked --quiet --manifest-path "$ROOT/Cargo.toml" --bin lexiflow --example bench-bare
+  BIN="$CARGO_TARGET_DIR/release/lexiflow"
+  BARE="$CARGO_TARGET_DIR/release/examples/bench-bare"
+fi
 
 PIDS=()
 cleanup() {

@@ -326,11 +326,13 @@ pub struct DatabaseConfig {
     /// timeout, how long a writer waits for the write lock.
     pub lock_timeout: Duration,
     /// SQLite only: the process's SQLite memory budget, in MiB (`DB_SQLITE_CACHE_MIB`,
-    /// default 16). Every connection may cache up to that many pages, and SQLite's soft heap
+    /// default 8). Every connection may cache up to that many pages, and SQLite's soft heap
     /// limit, which is process-wide, is set to it, so once the process's SQLite memory reaches
-    /// it connections recycle their least recently used pages instead of growing. Measured
-    /// (OPERATIONS "Capacity notes"): peak RSS under audited writes 98–118 MB at 8–16 MiB,
-    /// 129–166 MB at 32–64 MiB; a 10,000-case import request 0.74 s at 16 MiB, 0.58 s at 64.
+    /// it connections recycle their least recently used pages instead of growing. It costs
+    /// several times its size in resident memory once the file is larger than it (decision
+    /// 0012). Measured (OPERATIONS "Capacity notes"): the benchmark's peak RSS
+    /// 96–111 MB at 8 MiB, 113–146 MB at 16; a 10,000-case import request 0.74 s at 16 MiB,
+    /// 0.58 s at 64.
     pub sqlite_cache_mib: u32,
 }
 
@@ -618,7 +620,7 @@ impl Config {
         if statement_timeout.is_zero() || lock_timeout.is_zero() {
             return Err(invalid("DB_STATEMENT_TIMEOUT_MS", "database timeouts must be more than zero"));
         }
-        let sqlite_cache_mib = num(&get, "DB_SQLITE_CACHE_MIB", None, 16)?;
+        let sqlite_cache_mib = num(&get, "DB_SQLITE_CACHE_MIB", None, 8)?;
         if sqlite_cache_mib == 0 || sqlite_cache_mib > 65_536 {
             return Err(invalid("DB_SQLITE_CACHE_MIB", "must be between 1 and 65536 (MiB)"));
         }
