@@ -5,8 +5,9 @@
 //!   where the kernel's THP mode is `madvise` (mimalloc asks for huge pages) or `always`, the
 //!   kernel backs it with 2 MiB pages: one byte touched anywhere in a 2 MiB range makes all
 //!   of it resident. Under the benchmark that was 22–38 MB of the server's resident memory
-//!   (`AnonHugePages` in `/proc/<pid>/smaps_rollup`); without it SQLite's peak RSS fell from
-//!   159–180 MB to 101–136 MB at the same throughput (decision 0012).
+//!   (`AnonHugePages` in `/proc/<pid>/smaps_rollup`); without it the SQLite full stack's
+//!   highest peak over the benchmark fell from 180 to 151 MB at the same throughput
+//!   (decision 0012).
 //! - **Freed memory returned at once.** mimalloc keeps memory it has freed for
 //!   `purge_delay` milliseconds (1,000 by default in its version 3) before returning it to the
 //!   kernel, so under load the resident set holds the last second's garbage on top of what
