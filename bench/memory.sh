@@ -23,22 +23,21 @@ if [ -z "${LEXIFLOW_BIN:-}" ]; then
 fi
 BIN=${LEXIFLOW_BIN:-$CARGO_TARGET_DIR/release/lexiflow}
 full_env "sqlite://$STATE/data/lexiflow.db?mode=rwc" "$STATE/data"
+track_processes
 env "${FULL_ENV[@]}" PORT=$PORT "$BIN" serve >"$STATE/server.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null' EXIT
+PIDS+=("$pid")
 wait_http "http://127.0.0.1:$PORT/health/liveness" $pid || { tail "$STATE/server.log"; exit 1; }
 python3 "$ROOT/bench/seed.py" "http://127.0.0.1:$PORT" "$STATE" "${SEED:-2000}" >/dev/null
 export TOKEN=$(cat "$STATE/token") GET_PREFIX=/api/v1/cases/ IDS_FILE="$STATE/ids" ACCEPT_ENCODING=
 snap() {
-  local rss hwm anon file entries db
-  rss=$(awk '/^VmRSS/{print $2}' /proc/$pid/status)
-  hwm=$(awk '/^VmHWM/{print $2}' /proc/$pid/status)
+  local anon file entries db
   anon=$(awk '/^Anonymous:/{print $2}' /proc/$pid/smaps_rollup)
   file=$(awk '/^Rss:/{r=$2} /^Anonymous:/{a=$2} END{print r-a}' /proc/$pid/smaps_rollup)
   entries=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^lexiflow_cache_entries/{s+=$2} END{print s+0}')
   db=$(du -k "$STATE/data/lexiflow.db" | cut -f1)
   printf "%-14s rss %7s  hwm %7s  anon %7s  file-backed %7s KiB  cache entries %6s  db %8s KiB\n" \
-    "$1" "$rss" "$hwm" "$anon" "$file" "$entries" "$db"
+    "$1" "$(rss_kb $pid)" "$(peak_rss_kb $pid)" "$anon" "$file" "$entries" "$db"
 }
 snap seeded
 for c in $(seq 1 "${CYCLES:-4}"); do

@@ -27,7 +27,7 @@ pub fn configure() {
 /// for every mapping, present and future, and is inherited by child processes). Not being able
 /// to set it (an old kernel, a seccomp filter) is not an error: the process only uses more
 /// memory.
-pub fn no_transparent_huge_pages() {
+fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
 }
@@ -38,12 +38,12 @@ pub fn no_transparent_huge_pages() {
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// The environment variable through which mimalloc reads the delay itself.
-pub const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
+const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
 /// Sets mimalloc's purge delay to 0 (freed memory goes back to the kernel at once) unless
 /// `MIMALLOC_PURGE_DELAY` is set. Call it first thing in `main`, before any other thread
 /// exists.
-pub fn return_memory_promptly() {
+fn return_memory_promptly() {
     if std::env::var_os(PURGE_DELAY_ENV).is_none() {
         set_purge_delay(0);
     }
