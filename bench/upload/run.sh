@@ -41,7 +41,9 @@
 #      PORT_TUS (3998), PORT_SINK (3999), PORT_LEXIFLOW (3996; the second backend gets the next port),
 #      PG_URL (postgres://postgres@127.0.0.1:5432; database lexiflow_upload is re-created),
 #      CARGO_TARGET_DIR ($HOME/.cache/lexiflow-target), LEXIFLOW_BIN (its release/lexiflow),
-#      BUILD (0: use the existing release binary; 1: cargo build --release first).
+#      BUILD (0: use the existing release binary; 1: cargo build --release first),
+#      BASE_BIN (another lexiflow binary, e.g. an earlier commit's: each backend also runs as
+#      BACKEND@base with it, interleaved in the same rounds, and the results print new / base).
 # The source files are made once from /dev/urandom and kept: bench/.state/upload-src-<MB>M.bin.
 # Needs: node + npm (installs bench/upload's locked packages on first use), curl, dd,
 # sha256sum, openssl (HASH=openssl), psql (postgres).
@@ -73,6 +75,7 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 BUILD=${BUILD:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lexiflow-target}
 BIN=${LEXIFLOW_BIN:-$CARGO_TARGET_DIR/release/lexiflow}
+BASE_BIN=${BASE_BIN:-}
 . "$ROOT/bench/lib.sh"
 
 for p in $PARTS; do
@@ -81,6 +84,10 @@ done
 for b in $BACKENDS; do
   case $b in postgres | sqlite) ;; *) echo "error: unknown backend '$b' (sqlite, postgres)" >&2; exit 1 ;; esac
 done
+if [ -n "$BASE_BIN" ]; then
+  [ -x "$BASE_BIN" ] || { echo "error: BASE_BIN $BASE_BIN is not an executable" >&2; exit 1; }
+  BACKENDS="$BACKENDS $(for b in $BACKENDS; do printf '%s@base ' "$b"; done)"
+fi
 case $SYNC in none | end | chunk) ;; *) echo "error: SYNC must be none, end or chunk" >&2; exit 1 ;; esac
 case $HASH in openssl | sha256sum) ;; *) echo "error: HASH must be openssl or sha256sum" >&2; exit 1 ;; esac
 [[ $READ_KB =~ ^[0-9]+$ ]] || { echo "error: READ_KB must be a number" >&2; exit 1; }
@@ -139,6 +146,7 @@ echo "== the target's limit: SYNC=$SYNC HASH=$HASH: dd bs=$CHUNK of the same byt
   "then $hash_text of the written file"
 echo "== work directory $WORK: $(df -PT "$WORK" | awk 'NR==2 {printf "%s %s, %.0f GB free", $1, $2, $5 / 1048576}')"
 [ "$LEXI" = 1 ] && echo "== binary $BIN ($(date -u -r "$BIN" +%FT%TZ))"
+[ "$LEXI" = 1 ] && [ -n "$BASE_BIN" ] && echo "== base binary $BASE_BIN ($(date -u -r "$BASE_BIN" +%FT%TZ)): stacks BACKEND@base"
 
 if [ ! -d "$HERE/node_modules" ]; then
   echo "== npm ci (bench/upload)"
@@ -178,8 +186,20 @@ if has rss; then source_file "$BIGSRC" "$BIG"; fi
 track_processes
 # The limit's output and the uploads are large: removed at the end unless KEEP=1 (only what
 # this script makes in WORK).
-remove_work() { rm -rf "$WORK/limit" "$WORK"/tusnode-* "$WORK"/lexiflow-* "$WORK"/marker-*; }
+remove_work() { rm -rf "$WORK/limit" "$WORK"/tusnode-* "$WORK"/lexiflow-* "$WORK"/marker-* "$WORK/round-src.bin"; }
 trap 'cleanup; [ "$KEEP" = 1 ] || remove_work' EXIT
+
+# round_source ROUND: this round's file, RSRC (SHA-256 RSUM): the source with a mark of the
+# round after its PDF header, so that no round uploads bytes a LexiFlow already holds (it
+# stores the same bytes once per firm, and the stored-bytes check would find no new file).
+# Every contender of the round sends the same file; it is read once so it is in the page cache.
+round_source() {
+  RSRC="$WORK/round-src.bin"
+  cp "$SRC" "$RSRC"
+  printf 'round %04d %s' "$1" "$(date +%s%N)" | dd of="$RSRC" bs=1 seek=15 conv=notrunc status=none
+  RSUM=$(digest "$RSRC")
+  cat "$RSRC" >/dev/null
+}
 
 now_ns() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", (b - a) / 1e9 }'; }
@@ -203,17 +223,19 @@ start_tus() {
 # start_lexiflow BACKEND TAG PORT: LexiFlow on a fresh database and a fresh UPLOAD_DIR, a firm
 # registered and a case created; sets L_PID, L_BASE, L_TOKEN, L_CASE, L_LOG, L_DIR for BACKEND.
 declare -A L_PID L_BASE L_TOKEN L_CASE L_LOG L_DIR
+# start_lexiflow KEY TAG PORT: KEY is a backend, or BACKEND@base for BASE_BIN.
 start_lexiflow() {
-  local backend=$1 tag=$2 port=$3 data db_url reg made pid base
-  data="$STATE/data-upload-$backend"
-  db_url=$(fresh_database "$backend" "$data" lexiflow_upload)
+  local backend=$1 tag=$2 port=$3 data db_url reg made pid base bin=$BIN db=lexiflow_upload
+  case $backend in *@base) bin=$BASE_BIN db=lexiflow_upload_base ;; esac
+  data="$STATE/data-upload-${backend/@/-}"
+  db_url=$(fresh_database "${backend%@base}" "$data" "$db")
   full_env "$db_url" "$data"
-  L_DIR[$backend]="$WORK/lexiflow-$backend-$tag"
+  L_DIR[$backend]="$WORK/lexiflow-${backend/@/-}-$tag"
   rm -rf "${L_DIR[$backend]}"
   mkdir -p "${L_DIR[$backend]}"
-  L_LOG[$backend]="$STATE/upload-lexiflow-$backend-$tag.log"
+  L_LOG[$backend]="$STATE/upload-lexiflow-${backend/@/-}-$tag.log"
   base="http://127.0.0.1:$port"
-  env "${FULL_ENV[@]}" PORT="$port" UPLOAD_DIR="${L_DIR[$backend]}" MAX_FILE_SIZE=2147483648 "$BIN" serve >"${L_LOG[$backend]}" 2>&1 &
+  env "${FULL_ENV[@]}" PORT="$port" UPLOAD_DIR="${L_DIR[$backend]}" MAX_FILE_SIZE=2147483648 "$bin" serve >"${L_LOG[$backend]}" 2>&1 &
   pid=$!
   PIDS+=("$pid")
   wait_http "$base/health/liveness" "$pid" || { echo "error: LexiFlow ($backend) did not start"; tail -20 "${L_LOG[$backend]}"; exit 1; }
@@ -259,7 +281,7 @@ measure_limit() {
     settle
     case $v in none) flag= ;; end) flag=conv=fsync ;; chunk) flag=oflag=dsync ;; esac
     t0=$(now_ns)
-    dd if="$SRC" of="$out" bs="$CHUNK" $flag status=none
+    dd if="$RSRC" of="$out" bs="$CHUNK" $flag status=none
     t1=$(now_ns)
     w[$v]=$(secs "$t0" "$t1")
   done
@@ -268,7 +290,7 @@ measure_limit() {
     sum=$(digest "$out" "$h")
     t1=$(now_ns)
     hs[$h]=$(secs "$t0" "$t1")
-    [ "$sum" = "$SRC_SUM" ] || { echo "error: $h of the written file is $sum, not the source's $SRC_SUM"; exit 1; }
+    [ "$sum" = "$RSUM" ] || { echo "error: $h of the written file is $sum, not the source's $RSUM"; exit 1; }
   done
   rm -f "$out"
   rec=$(printf '{"part":"limit","round":%s,"write":{"none":%s,"end":%s,"chunk":%s},"hash":{"sha256sum":%s,"openssl":%s}}' \
@@ -380,7 +402,8 @@ if [ ${#STACKS[@]} -gt 0 ]; then
   if has lexiflow; then
     i=0
     for b in $BACKENDS; do
-      start_lexiflow "$b" rounds $((PORT_LEXIFLOW + i))
+      # The first two next to each other (the documented ports), any more past the Node servers'.
+      start_lexiflow "$b" rounds $((PORT_LEXIFLOW + i + (i >= 2 ? 10 : 0)))
       echo "== LexiFlow ($b) on ${L_BASE[$b]}: case ${L_CASE[$b]}, UPLOAD_DIR ${L_DIR[$b]}"
       i=$((i + 1))
     done
@@ -389,13 +412,14 @@ if [ ${#STACKS[@]} -gt 0 ]; then
   first=1
   [ "$WARMUP" = 1 ] && first=0
   for round in $(seq "$first" "$ROUNDS"); do
+    round_source "$round"
     n=${#STACKS[@]}
     for k in $(seq 0 $((n - 1))); do
       s=${STACKS[$(((k + round) % n))]}
       if [ "$s" = limit ]; then
         measure_limit "$round"
       elif [ -z "${FAILED[$s]:-}" ]; then
-        upload "$s" "$round" "$SRC" "$SRC_SUM" || true
+        upload "$s" "$round" "$RSRC" "$RSUM" || true
       fi
     done
   done
@@ -534,8 +558,8 @@ if (cols.length) {
   const fails = rows.filter((r) => r.part === "upload" && r.ok === false);
   for (const s of stacks.filter((s) => s.startsWith("lexiflow-"))) {
     const failed = fails.find((r) => r.stack === s);
-    const bad = ups.filter((r) => r.stack === s && r.ok && r.stored === "MISMATCH").length;
-    const note = failed ? ` (failed: ${failed.error})` : bad ? ` (${bad} uploads stored different bytes)` : "";
+    const bad = ups.filter((r) => r.stack === s && r.ok && r.stored !== "match").length;
+    const note = failed ? ` (failed: ${failed.error})` : bad ? ` (${bad} uploads' stored bytes not found or different)` : "";
     if (per.limit) {
       const r = ratio(s, "limit");
       targets.push(`${s} / limit = ${rtext(r)}   target >= 0.8: ${mark(!failed && !bad && r.perRound >= 0.8)}${note}`);
@@ -544,6 +568,9 @@ if (cols.length) {
       const r = ratio(s, "tusnode");
       targets.push(`${s} / @tus/server = ${rtext(r)}   target >= 2: ${mark(!failed && !bad && r.perRound >= 2)}${note}`);
     }
+  }
+  for (const s of stacks.filter((s) => s.startsWith("lexiflow-") && !s.endsWith("@base"))) {
+    if (per[`${s}@base`]) console.log(`${s} / ${s}@base = ${rtext(ratio(s, `${s}@base`))}   (this binary against BASE_BIN)`);
   }
   for (const r of ups.filter((r) => r.ok && r.stored !== "match" && r.stack !== "sink"))
     console.log(`note: ${name(r.stack)} round ${r.round}: stored bytes ${r.stored}`);

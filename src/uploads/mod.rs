@@ -7,7 +7,8 @@
 //! A PATCH first takes the row's lease (`lock_token` until `locked_until`, renewed while bytes
 //! arrive), so two PATCHes on one upload cannot interleave on any instance; the loser gets
 //! 423. Bytes stream to the staging file through a small buffer (never a whole chunk in
-//! memory), are `fsync`ed, and only then is the new offset recorded. A client that hangs up
+//! memory; its writeback starts every MiB), are `fsync`ed, and only then is the new offset
+//! recorded. A client that hangs up
 //! mid-PATCH keeps what arrived (tus asks servers to), unless it sent a checksum, which then
 //! cannot be checked.
 //!
@@ -162,17 +163,19 @@ pub async fn find(app: &App, p: &Principal, id: UploadId) -> ApiResult<model::Mo
         .ok_or_else(|| ApiError::not_found("upload"))
 }
 
-/// Takes the upload's lease for `token`, or 423 while another request holds it.
+/// Takes the upload's lease for `token`, or 423 while another request holds it (404 when
+/// there is no such upload for the caller). One statement when the lease is free: the row
+/// comes back with it.
 async fn acquire(app: &App, p: &Principal, id: UploadId, token: Uuid) -> ApiResult<model::Model> {
     let now = clock::now();
     let backend = app.db.get_database_backend();
-    let res = app
+    let taken = app
         .db
-        .execute_raw(db::portable(
+        .query_one_raw(db::portable(
             backend,
             "UPDATE uploads SET lock_token = ?, locked_until = ? \
              WHERE id = ? AND firm_id = ? AND user_id = ? AND expires_at > ? \
-             AND (lock_token IS NULL OR locked_until < ?)",
+             AND (lock_token IS NULL OR locked_until < ?) RETURNING *",
             vec![
                 token.into(),
                 (now + chrono::Duration::from_std(app.config.files.upload_lease).unwrap_or_default()).into(),
@@ -184,11 +187,14 @@ async fn acquire(app: &App, p: &Principal, id: UploadId, token: Uuid) -> ApiResu
             ],
         ))
         .await?;
-    let row = find(app, p, id).await?;
-    if res.rows_affected() == 0 || row.lock_token != Some(token) {
-        return Err(ApiError::new(ErrorCode::ResourceLocked, "another request is writing to this upload"));
+    match taken {
+        Some(row) => Ok(<model::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?),
+        None => {
+            // Missing (404) or held by another request (423).
+            find(app, p, id).await?;
+            Err(ApiError::new(ErrorCode::ResourceLocked, "another request is writing to this upload"))
+        }
     }
-    Ok(row)
 }
 
 /// Renews the lease; false when it was lost (it expired and another request took it).
@@ -289,8 +295,10 @@ pub async fn patch(
     body: axum::body::Body,
 ) -> ApiResult<model::Model> {
     let token = Uuid::now_v7();
+    // Before the lease's expiry is computed: what this process counts from never runs late.
+    let leased = Instant::now();
     let row = acquire(app, p, id, token).await?;
-    let result = receive(app, row, token, req, body).await;
+    let result = receive(app, row, token, leased, req, body).await;
     if result.is_err() {
         // Whatever failed, the lease goes back (a no-op when receive already gave it back).
         let _ = release(app, id.0, token, None).await;
@@ -302,6 +310,7 @@ async fn receive(
     app: &App,
     row: model::Model,
     token: Uuid,
+    leased: Instant,
     req: Patch,
     body: axum::body::Body,
 ) -> ApiResult<model::Model> {
@@ -337,7 +346,8 @@ async fn receive(
     let mut received: u64 = 0;
     let mut over = false;
     let mut hung_up = None;
-    let mut renewed = Instant::now();
+    // When the lease was last taken or renewed (counted from before the request, so never late).
+    let mut renewed = leased;
     let mut stream = body.into_data_stream();
     while let Some(next) = stream.next().await {
         match next {
@@ -352,10 +362,11 @@ async fn receive(
                     return Err(ApiError::internal(std::io::Error::other("the hashing thread stopped")));
                 }
                 if renewed.elapsed() >= app.config.files.upload_lease / 6 {
+                    let at = Instant::now();
                     if !renew(app, row.id, token).await? {
                         return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost"));
                     }
-                    renewed = Instant::now();
+                    renewed = at;
                 }
             }
             Err(e) => {
@@ -388,7 +399,10 @@ async fn receive(
     // Still ours? A lease lost while the bytes were written (another request took the upload
     // after it expired) must not be overwritten by this PATCH's commit.
     // Nothing is undone here: the new holder writes from the recorded offset, as this did.
-    if !renew(app, row.id, token).await? {
+    // A lease taken or renewed less than a sixth of its length ago cannot have expired, so
+    // the database is asked only when the last renewal is older (a PATCH of a few MB, the
+    // usual case, asks nothing here).
+    if renewed.elapsed() >= app.config.files.upload_lease / 6 && !renew(app, row.id, token).await? {
         return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost; resume from HEAD"));
     }
     let committed = out.commit(last).await.map_err(crate::storage::api_error)?;
