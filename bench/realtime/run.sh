@@ -73,13 +73,18 @@ if [ ! -d "$HERE/node_modules" ]; then
   echo "== npm ci (bench/realtime)"
   (cd "$HERE" && npm ci --silent --no-audit --no-fund)
 fi
+# LEXIFLOW_BIN: that binary, not built here (another commit's, or a quicker build's).
+BIN=${LEXIFLOW_BIN:-$CARGO_TARGET_DIR/release/lexiflow}
 case " $STACKS " in
   *" lexiflow "*)
-    echo "== building (release)"
-    cargo build --release --locked --quiet --manifest-path "$ROOT/Cargo.toml" --bin lexiflow
+    if [ -z "${LEXIFLOW_BIN:-}" ]; then
+      echo "== building (release)"
+      cargo build --release --locked --quiet --manifest-path "$ROOT/Cargo.toml" --bin lexiflow
+    fi
+    [ -x "$BIN" ] || { echo "error: no lexiflow binary at $BIN" >&2; exit 1; }
+    echo "== binary $BIN ($(date -u -r "$BIN" +%FT%TZ))"
     ;;
 esac
-BIN="$CARGO_TARGET_DIR/release/lexiflow"
 track_processes
 
 
@@ -174,6 +179,16 @@ run_stack() {
   rss=$(peak_rss_kb "$pid")
   result=$(tail -n1 "$cout")
   echo "   delivered: $result"
+  if [ "$stack" = lexiflow ]; then
+    # The server's part of the latency (occurredAt until its sockets hold the event), by bucket.
+    curl -fsS --max-time 5 "$base/metrics" 2>/dev/null | awk '
+      /^lexiflow_realtime_delivery_lag_seconds_bucket/ { match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); b[++n] = le; c[n] = $NF }
+      /^lexiflow_realtime_delivery_lag_seconds_count/ { total = $NF }
+      END { if (!total) { print "   server lag: no lexiflow_realtime_delivery_lag_seconds in /metrics"; exit }
+        s = "   server lag (occurredAt until the sockets hold it), events within:";
+        for (i = 1; i <= n; i++) if (b[i] != "+Inf" && b[i] + 0 <= 0.25) s = s sprintf(" %g ms %.1f%%,", b[i] * 1000, 100 * c[i] / total);
+        print s " of " total }' || true
+  fi
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   forget "$pid"

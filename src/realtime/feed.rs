@@ -145,7 +145,12 @@ async fn apply(ns: &BroadcastOperators, e: &DomainEvent) {
                 for r in &x.except {
                     op = op.except(r.clone());
                 }
-                match op.emit(x.event, &Payload::of(e, &x)).await {
+                let sent = op.emit(x.event, &Payload::of(e, &x)).await;
+                // From the event's making (in its transaction, just before the commit) to every
+                // socket here holding it: the server's part of what a client waits.
+                let lag = (Utc::now() - e.occurred_at).to_std().unwrap_or_default();
+                metrics::histogram!("lexiflow_realtime_delivery_lag_seconds").record(lag.as_secs_f64());
+                match sent {
                     Ok(()) => metrics::counter!("lexiflow_realtime_events_total", "event" => x.event).increment(1),
                     Err(err) => {
                         // A socket whose buffer is full is too slow to keep up; it can catch up

@@ -130,6 +130,11 @@ fn describe_all() {
         "Sockets closed because their session, user or role changed"
     );
     describe_counter!("lexiflow_realtime_messages_refused_total", "Client messages refused by the per-user budget");
+    describe_histogram!(
+        "lexiflow_realtime_delivery_lag_seconds",
+        metrics::Unit::Seconds,
+        "From an event's making, just before its commit, until this instance's sockets hold it"
+    );
     describe_counter!("lexiflow_idempotent_replays_total", "POSTs answered from a stored Idempotency-Key answer");
     describe_counter!("lexiflow_webhook_attempts_total", "Webhook delivery attempts, by outcome");
     describe_counter!("lexiflow_webhook_deliveries_created_total", "Webhook deliveries made from outbox events");
