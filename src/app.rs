@@ -224,6 +224,7 @@ impl App {
                 .unwrap_or_else(|| crate::webhooks::sign::Sealer::new(secret.expose_secret())),
         );
         let storage = crate::storage::Storage::from_config(&config).map_err(StartError::Storage)?;
+        let slots = crate::realtime::slots::Slots::new(redis.clone());
         let app = App(Arc::new(AppInner {
             config,
             db,
@@ -242,7 +243,7 @@ impl App {
             webhook_wake,
             webhook_refresh: AtomicBool::new(false),
             storage,
-            realtime: crate::realtime::Gateway::new(numbered),
+            realtime: crate::realtime::Gateway::new(numbered, slots),
             origin,
             started: std::time::Instant::now(),
             health: crate::health::Monitor::default(),

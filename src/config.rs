@@ -216,7 +216,8 @@ pub struct WebhookConfig {
 /// The Socket.IO gateway's own limits, enforced on the authenticated user.
 #[derive(Clone, Copy, Debug)]
 pub struct RealtimeConfig {
-    /// `REALTIME_MAX_CONNECTIONS_PER_USER` (default 10): open sockets per user on an instance.
+    /// `REALTIME_MAX_CONNECTIONS_PER_USER` (default 10): open sockets per user, over every
+    /// instance when Redis is configured (`realtime::slots`), else on this instance.
     pub max_connections_per_user: usize,
     /// `REALTIME_MAX_CASES_PER_SOCKET` (default 200): cases one socket may follow at once.
     pub max_cases_per_socket: usize,

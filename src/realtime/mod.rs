@@ -22,6 +22,7 @@
 
 pub mod feed;
 pub mod route;
+pub mod slots;
 
 use std::{
     collections::HashSet,
@@ -67,12 +68,15 @@ pub struct Gateway {
     /// Sockets open on this instance.
     connected: AtomicUsize,
     marks: tokio::sync::Mutex<feed::Marks>,
+    /// Connections per user, counted across instances.
+    slots: slots::Slots,
 }
 
 impl Gateway {
-    /// A gateway woken by `wake` (shared with the event sequencer).
-    pub fn new(wake: Arc<tokio::sync::Notify>) -> Self {
-        Self { wake, ..Self::default() }
+    /// A gateway woken by `wake` (shared with the event sequencer), counting connections per
+    /// user in `slots`.
+    pub fn new(wake: Arc<tokio::sync::Notify>, slots: slots::Slots) -> Self {
+        Self { wake, slots, ..Self::default() }
     }
 
     fn namespace(&self) -> Option<BroadcastOperators> {
@@ -172,8 +176,28 @@ pub fn routes<S: Clone + Send + Sync + 'static>(app: &App, cors: tower_http::cor
     io.ns(NAMESPACE, on_connect.with(authenticate));
     if app.realtime.io.set(io).is_ok() {
         tokio::spawn(feed::run(app.weak()));
+        if app.redis.is_some() {
+            tokio::spawn(renew_slots(app.weak()));
+        }
     }
     axum::Router::new().route_service("/socket.io/", tower::ServiceBuilder::new().layer(cors).service(svc))
+}
+
+/// Renews the connection slots of this instance's sockets every [`slots::RENEW_EVERY`], until
+/// the application is dropped.
+async fn renew_slots(app: Weak<AppInner>) {
+    loop {
+        tokio::time::sleep(slots::RENEW_EVERY).await;
+        let Some(app) = App::upgrade(&app) else { return };
+        let Some(ns) = app.realtime.namespace() else { continue };
+        let open: Vec<(Uuid, String)> = ns
+            .local()
+            .sockets()
+            .into_iter()
+            .filter_map(|s| s.extensions.get::<Arc<Conn>>().map(|c| (c.principal.user_id.0, s.id.to_string())))
+            .collect();
+        app.realtime.slots.renew(open).await;
+    }
 }
 
 /// A refused handshake: the client's `connect_error` message is the error code.
@@ -228,7 +252,8 @@ async fn authenticate(s: SocketRef, TryData(auth): TryData<Value>, State(ctx): S
         .namespace()
         .map(|ns| ns.local().to(route::user_room(principal.user_id.0)).sockets().len())
         .unwrap_or(0);
-    if open >= app.config.realtime.max_connections_per_user {
+    let user = principal.user_id.0;
+    if !app.realtime.slots.take(user, &s.id.to_string(), app.config.realtime.max_connections_per_user, open).await {
         return Err(refuse(ErrorCode::RateLimitExceeded, "too_many_connections"));
     }
     s.extensions.insert(Arc::new(Conn { principal, last_seq, cases: Mutex::default() }));
@@ -252,11 +277,16 @@ async fn on_connect(s: SocketRef, Extension(conn): Extension<Arc<Conn>>, State(c
     };
     app.realtime.connected.fetch_add(1, Ordering::AcqRel);
     metrics::gauge!("lexiflow_realtime_connections").increment(1.0);
-    s.on_disconnect(|State(ctx): State<Ctx>| async move {
-        if let Ok(app) = ctx.app() {
-            app.realtime.connected.fetch_sub(1, Ordering::AcqRel);
+    let (user, sid) = (conn.principal.user_id.0, s.id.to_string());
+    s.on_disconnect(move |State(ctx): State<Ctx>| {
+        let sid = sid.clone();
+        async move {
+            metrics::gauge!("lexiflow_realtime_connections").decrement(1.0);
+            if let Ok(app) = ctx.app() {
+                app.realtime.connected.fetch_sub(1, Ordering::AcqRel);
+                app.realtime.slots.give_back(user, &sid).await;
+            }
         }
-        metrics::gauge!("lexiflow_realtime_connections").decrement(1.0);
     });
     s.on("subscribe:case", subscribe);
     s.on("unsubscribe:case", unsubscribe);

@@ -130,6 +130,10 @@ fn describe_all() {
         "Sockets closed because their session, user or role changed"
     );
     describe_counter!("lexiflow_realtime_messages_refused_total", "Client messages refused by the per-user budget");
+    describe_gauge!(
+        "lexiflow_realtime_slots_degraded",
+        "1 while Redis is configured but unusable: realtime connections per user are counted per instance"
+    );
     describe_histogram!(
         "lexiflow_realtime_delivery_lag_seconds",
         metrics::Unit::Seconds,

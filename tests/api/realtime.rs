@@ -28,6 +28,7 @@ crate::on_both_backends!(
     the_polling_transport_alone_works,
     an_event_committed_on_one_instance_reaches_a_client_on_another,
     connections_and_messages_are_limited_per_user,
+    the_connection_limit_counts_every_instance,
 );
 
 /// How long an expected message may take.
@@ -483,4 +484,51 @@ async fn connections_and_messages_are_limited_per_user(b: Backend) {
     assert_eq!(c.expect("1", "disconnect").await["reason"], "transport close");
     c.open("4", &base, json!({"token": admin.token, "lastSeq": "yesterday"}), json!({})).await;
     c.expect("4", "connected").await;
+}
+
+async fn the_connection_limit_counts_every_instance(b: Backend) {
+    // Each instance alone would admit two; with Redis the two instances share the count.
+    if !redis_available() {
+        return;
+    }
+    let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
+    let Some((a, base_a, mut c)) = setup_with(b, |cfg| {
+        cfg.redis_url = Some(redis_url().into());
+        cfg.redis_prefix = prefix.clone();
+        cfg.realtime.max_connections_per_user = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let instance_b = a.sibling().await;
+    let base_b = instance_b.serve().await;
+    let admin = a.register("Slots").await;
+    c.connect("a1", &base_a, &admin.token).await;
+    c.connect("b1", &base_b, &admin.token).await;
+    for (id, base) in [("a2", &base_a), ("b2", &base_b)] {
+        c.open(id, base, json!({"token": admin.token}), json!({})).await;
+        assert_eq!(c.expect(id, "connect_error").await["message"], "RATE_LIMIT_EXCEEDED", "{id}");
+    }
+
+    // A socket closed on B gives its slot back: A admits one more, and only one.
+    c.close("b1").await;
+    let mut admitted = None;
+    for i in 0..30 {
+        let id = format!("a-retry-{i}");
+        c.open(&id, &base_a, json!({"token": admin.token}), json!({})).await;
+        let r = c
+            .expect_where(&id, |v| {
+                v["id"] == id.as_str() && (v["event"] == "connected" || v["event"] == "connect_error")
+            })
+            .await;
+        if r["event"] == "connected" {
+            admitted = Some(id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted.is_some(), "the closed socket's slot was never given back");
+    c.open("b3", &base_b, json!({"token": admin.token}), json!({})).await;
+    assert_eq!(c.expect("b3", "connect_error").await["message"], "RATE_LIMIT_EXCEEDED");
 }

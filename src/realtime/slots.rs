@@ -1,0 +1,160 @@
+//! `REALTIME_MAX_CONNECTIONS_PER_USER` across instances: each open socket holds a slot in a
+//! Redis sorted set per user (member: instance and socket id; score: when the slot lapses, by
+//! Redis's clock). A handshake takes a slot only while the user's live slots are fewer than the
+//! limit, in one script, so two instances admitting at the same moment cannot both take the
+//! last one. A socket gives its slot back when it closes; an instance renews its sockets' slots
+//! every [`RENEW_EVERY`], so the slots of an instance that died lapse after [`TTL`].
+//!
+//! The instance's own count is checked first, and is all there is without Redis, or while
+//! Redis does not answer (then each instance admits up to the limit: a user may hold up to the
+//! limit per instance until Redis is back; logged once, and `lexiflow_realtime_slots_degraded`
+//! is 1).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use uuid::Uuid;
+
+use crate::redis_link::RedisLink;
+
+/// How long a slot lives without being renewed.
+pub const TTL: Duration = Duration::from_secs(90);
+/// How often an instance renews the slots of its open sockets.
+pub const RENEW_EVERY: Duration = Duration::from_secs(30);
+
+/// KEYS[1] the user's set; ARGV: member, limit, TTL in ms. 1 when the slot was taken.
+const TAKE_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"#;
+
+/// KEYS: users' sets; ARGV[1] TTL in ms, then one member per key. Renews slots that still
+/// exist (a slot already given back is not brought back).
+const RENEW_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if redis.call('ZADD', key, 'XX', 'CH', now + ttl, ARGV[i + 1]) == 1 then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+return #KEYS
+"#;
+
+/// The per-user connection slots of one instance.
+#[derive(Debug)]
+pub struct Slots {
+    redis: Option<Arc<RedisLink>>,
+    instance: Uuid,
+    take: redis::Script,
+    renew: redis::Script,
+    degraded: AtomicBool,
+}
+
+impl Default for Slots {
+    /// Per instance only (no Redis).
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Slots {
+    /// Slots counted in `redis`, or (None) on this instance only.
+    pub fn new(redis: Option<Arc<RedisLink>>) -> Self {
+        metrics::gauge!("lexiflow_realtime_slots_degraded").set(0.0);
+        Self {
+            redis,
+            instance: Uuid::now_v7(),
+            take: redis::Script::new(TAKE_LUA),
+            renew: redis::Script::new(RENEW_LUA),
+            degraded: AtomicBool::new(false),
+        }
+    }
+
+    fn key(link: &RedisLink, user: Uuid) -> String {
+        format!("{}rt:conns:{user}", link.prefix)
+    }
+
+    fn member(&self, socket: &str) -> String {
+        format!("{}:{socket}", self.instance)
+    }
+
+    /// Takes a slot for `socket` of `user`, who has `here` sockets on this instance; false
+    /// when the user already holds `limit`, counting every instance.
+    pub async fn take(&self, user: Uuid, socket: &str, limit: usize, here: usize) -> bool {
+        if here >= limit {
+            return false;
+        }
+        let Some(link) = &self.redis else { return true };
+        let mut inv = self.take.key(Self::key(link, user));
+        inv.arg(self.member(socket)).arg(limit).arg(TTL.as_millis() as u64);
+        match link.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await {
+            Ok(taken) => {
+                self.answered();
+                taken == 1
+            }
+            Err(e) => {
+                self.failed(&e);
+                true
+            }
+        }
+    }
+
+    /// Gives `socket`'s slot back (it closed). A slot that cannot be given back now lapses.
+    pub async fn give_back(&self, user: Uuid, socket: &str) {
+        let Some(link) = &self.redis else { return };
+        let (key, member) = (Self::key(link, user), self.member(socket));
+        let res = link
+            .run(|mut c| async move { redis::cmd("ZREM").arg(key).arg(member).query_async::<i64>(&mut c).await })
+            .await;
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "realtime: could not give a connection slot back; it lapses");
+        }
+    }
+
+    /// Renews the slots of this instance's open sockets, `(user, socket id)`.
+    pub async fn renew(&self, open: Vec<(Uuid, String)>) {
+        let Some(link) = &self.redis else { return };
+        for part in open.chunks(500) {
+            let mut inv = self.renew.prepare_invoke();
+            inv.arg(TTL.as_millis() as u64);
+            for (user, socket) in part {
+                inv.key(Self::key(link, *user));
+                inv.arg(self.member(socket));
+            }
+            match link.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await {
+                Ok(_) => self.answered(),
+                Err(e) => {
+                    self.failed(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn answered(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            metrics::gauge!("lexiflow_realtime_slots_degraded").set(0.0);
+            tracing::info!("Redis answers again: realtime connections per user are counted across instances again");
+        }
+    }
+
+    fn failed(&self, e: &impl std::fmt::Display) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            metrics::gauge!("lexiflow_realtime_slots_degraded").set(1.0);
+            tracing::warn!(error = %e, "Redis is unavailable: realtime connections per user are counted per instance");
+        }
+    }
+}
