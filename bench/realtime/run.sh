@@ -23,7 +23,8 @@
 #      opened at once), INFLIGHT (4 requests at most), TIMEOUT (s to wait for the events once
 #      the clients are ready; 3 x EVENTS/RATE + 60), PORT_LEXIFLOW (3991), PORT_NODE (3992),
 #      CARGO_TARGET_DIR ($HOME/.cache/lexiflow-target).
-# Needs: node + npm (installs bench/realtime's locked packages on first use), curl, cargo.
+# Needs: node + npm (installs bench/realtime's locked packages on first use), curl, cargo
+# (unless LEXIFLOW_BIN names the binary to run).
 # Output is also kept in bench/.state/realtime-<time>.txt.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -46,7 +47,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lexiflow-target}
 . "$ROOT/bench/lib.sh"
 
 need=(node npm curl)
-case " $STACKS " in *" lexiflow "*) need+=(cargo) ;; esac
+[ -n "${LEXIFLOW_BIN:-}" ] || case " $STACKS " in *" lexiflow "*) need+=(cargo) ;; esac
 for c in "${need[@]}"; do
   command -v "$c" >/dev/null || { echo "error: $c not found" >&2; exit 1; }
 done

@@ -402,8 +402,11 @@ if [ ${#STACKS[@]} -gt 0 ]; then
   if has lexiflow; then
     i=0
     for b in $BACKENDS; do
-      # The first two next to each other (the documented ports), any more past the Node servers'.
-      start_lexiflow "$b" rounds $((PORT_LEXIFLOW + i + (i >= 2 ? 10 : 0)))
+      # The backends next to each other (the documented ports); BASE_BIN's past the Node servers'.
+      case $b in
+        *@base) start_lexiflow "$b" rounds $((PORT_LEXIFLOW + 10 + i)) ;;
+        *) start_lexiflow "$b" rounds $((PORT_LEXIFLOW + i)) ;;
+      esac
       echo "== LexiFlow ($b) on ${L_BASE[$b]}: case ${L_CASE[$b]}, UPLOAD_DIR ${L_DIR[$b]}"
       i=$((i + 1))
     done

@@ -107,6 +107,8 @@ pub struct Conn {
     pub principal: Principal,
     last_seq: Option<i64>,
     cases: Mutex<HashSet<Uuid>>,
+    /// The socket's connection slot, given back when the socket's state is dropped.
+    _slot: Option<slots::Held>,
 }
 
 impl Conn {
@@ -252,11 +254,12 @@ async fn authenticate(s: SocketRef, TryData(auth): TryData<Value>, State(ctx): S
         .namespace()
         .map(|ns| ns.local().to(route::user_room(principal.user_id.0)).sockets().len())
         .unwrap_or(0);
-    let user = principal.user_id.0;
-    if !app.realtime.slots.take(user, &s.id.to_string(), app.config.realtime.max_connections_per_user, open).await {
+    let (user, sid) = (principal.user_id.0, s.id.to_string());
+    if !app.realtime.slots.take(user, &sid, app.config.realtime.max_connections_per_user, open).await {
         return Err(refuse(ErrorCode::RateLimitExceeded, "too_many_connections"));
     }
-    s.extensions.insert(Arc::new(Conn { principal, last_seq, cases: Mutex::default() }));
+    let slot = app.realtime.slots.held(app.weak(), user, sid);
+    s.extensions.insert(Arc::new(Conn { principal, last_seq, cases: Mutex::default(), _slot: slot }));
     Ok(())
 }
 
@@ -277,15 +280,10 @@ async fn on_connect(s: SocketRef, Extension(conn): Extension<Arc<Conn>>, State(c
     };
     app.realtime.connected.fetch_add(1, Ordering::AcqRel);
     metrics::gauge!("lexiflow_realtime_connections").increment(1.0);
-    let (user, sid) = (conn.principal.user_id.0, s.id.to_string());
-    s.on_disconnect(move |State(ctx): State<Ctx>| {
-        let sid = sid.clone();
-        async move {
-            metrics::gauge!("lexiflow_realtime_connections").decrement(1.0);
-            if let Ok(app) = ctx.app() {
-                app.realtime.connected.fetch_sub(1, Ordering::AcqRel);
-                app.realtime.slots.give_back(user, &sid).await;
-            }
+    s.on_disconnect(|State(ctx): State<Ctx>| async move {
+        metrics::gauge!("lexiflow_realtime_connections").decrement(1.0);
+        if let Ok(app) = ctx.app() {
+            app.realtime.connected.fetch_sub(1, Ordering::AcqRel);
         }
     });
     s.on("subscribe:case", subscribe);

@@ -12,7 +12,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -20,7 +20,10 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::redis_link::RedisLink;
+use crate::{
+    app::{App, AppInner},
+    redis_link::RedisLink,
+};
 
 /// How long a slot lives without being renewed.
 pub const TTL: Duration = Duration::from_secs(90);
@@ -112,8 +115,14 @@ impl Slots {
         }
     }
 
+    /// The slot `socket` of `user` took, given back when the returned guard is dropped; None
+    /// when slots are counted on this instance only.
+    pub fn held(&self, app: Weak<AppInner>, user: Uuid, socket: String) -> Option<Held> {
+        self.redis.is_some().then_some(Held { app, user, socket })
+    }
+
     /// Gives `socket`'s slot back (it closed). A slot that cannot be given back now lapses.
-    pub async fn give_back(&self, user: Uuid, socket: &str) {
+    async fn give_back(&self, user: Uuid, socket: &str) {
         let Some(link) = &self.redis else { return };
         let (key, member) = (Self::key(link, user), self.member(socket));
         let res = link
@@ -156,5 +165,29 @@ impl Slots {
             metrics::gauge!("lexiflow_realtime_slots_degraded").set(1.0);
             tracing::warn!(error = %e, "Redis is unavailable: realtime connections per user are counted per instance");
         }
+    }
+}
+
+/// A socket's slot, kept in its state and given back when that is dropped: when the socket
+/// closes, and also when it never got going (a handshake accepted, then the connection lost
+/// before the socket's handlers were in place), which a disconnect handler would miss.
+pub struct Held {
+    app: Weak<AppInner>,
+    user: Uuid,
+    socket: String,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held").field("user", &self.user).field("socket", &self.socket).finish()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(app) = App::upgrade(&self.app) else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let (user, socket) = (self.user, std::mem::take(&mut self.socket));
+        rt.spawn(async move { app.realtime.slots.give_back(user, &socket).await });
     }
 }

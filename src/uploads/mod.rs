@@ -169,9 +169,11 @@ pub async fn find(app: &App, p: &Principal, id: UploadId) -> ApiResult<model::Mo
 async fn acquire(app: &App, p: &Principal, id: UploadId, token: Uuid) -> ApiResult<model::Model> {
     let now = clock::now();
     let backend = app.db.get_database_backend();
+    // All rows, not the first: SQLite commits an UPDATE … RETURNING when the statement runs to
+    // its end, and only running it to the end reports a failed commit.
     let taken = app
         .db
-        .query_one_raw(db::portable(
+        .query_all_raw(db::portable(
             backend,
             "UPDATE uploads SET lock_token = ?, locked_until = ? \
              WHERE id = ? AND firm_id = ? AND user_id = ? AND expires_at > ? \
@@ -186,7 +188,9 @@ async fn acquire(app: &App, p: &Principal, id: UploadId, token: Uuid) -> ApiResu
                 now.into(),
             ],
         ))
-        .await?;
+        .await?
+        .into_iter()
+        .next();
     match taken {
         Some(row) => Ok(<model::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?),
         None => {
