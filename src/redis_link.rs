@@ -8,7 +8,13 @@
 //! a dead Redis for more than the one call in flight when it died (the breaker alone needed
 //! five failures, each a reconnect attempt of about 150 ms, on request paths).
 
-use std::{sync::RwLock, time::Duration};
+use std::{
+    sync::{
+        RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -20,6 +26,46 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often a down link is probed.
 pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// A caller's "working without Redis" state (rate limits, connection slots): from the first
+/// failed call until the next one that answers, its gauge is 1; each change is logged once.
+#[derive(Debug)]
+pub struct Fallback {
+    on: AtomicBool,
+    gauge: &'static str,
+    down: &'static str,
+    up: &'static str,
+}
+
+impl Fallback {
+    /// Not falling back yet; `gauge` set to 0. `down` is logged (a warning) when a call fails,
+    /// `up` when one answers again.
+    pub fn new(gauge: &'static str, down: &'static str, up: &'static str) -> Self {
+        metrics::gauge!(gauge).set(0.0);
+        Self { on: AtomicBool::new(false), gauge, down, up }
+    }
+
+    /// Whether the caller is working without Redis now.
+    pub fn active(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// A call answered.
+    pub fn answered(&self) {
+        if self.on.swap(false, Ordering::Relaxed) {
+            metrics::gauge!(self.gauge).set(0.0);
+            tracing::info!("{}", self.up);
+        }
+    }
+
+    /// A call failed with `e`.
+    pub fn failed(&self, e: &impl std::fmt::Display) {
+        if !self.on.swap(true, Ordering::Relaxed) {
+            metrics::gauge!(self.gauge).set(1.0);
+            tracing::warn!(error = %e, "{}", self.down);
+        }
+    }
+}
 
 /// A Redis client with lazy (re)connection, guarded by the `redis` breaker.
 #[derive(Debug)]

@@ -10,10 +10,7 @@
 
 pub mod gcra;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use axum::{
     extract::{Request, State},
@@ -31,7 +28,7 @@ use crate::{
         client_ip::ClientIp,
         error::{ApiError, ErrorCode},
     },
-    redis_link::RedisLink,
+    redis_link::{Fallback, RedisLink},
 };
 
 /// The GCRA step as one atomic script, on Redis' own clock (so instances need not agree on
@@ -60,24 +57,27 @@ pub struct Limiter {
     memory: MemoryStore,
     redis: Option<Arc<RedisLink>>,
     script: redis::Script,
-    degraded: AtomicBool,
+    fallback: Fallback,
 }
 
 impl Limiter {
     /// A limiter; `redis` None means in process only.
     pub fn new(redis: Option<Arc<RedisLink>>) -> Self {
-        metrics::gauge!("lexiflow_rate_limit_degraded").set(0.0);
         Self {
             memory: MemoryStore::default(),
             redis,
             script: redis::Script::new(GCRA_LUA),
-            degraded: AtomicBool::new(false),
+            fallback: Fallback::new(
+                "lexiflow_rate_limit_degraded",
+                "Redis is unavailable: rate limits fall back to this instance alone",
+                "Redis answers again: rate limits are shared across instances again",
+            ),
         }
     }
 
     /// Whether the shared store is configured but currently not used.
     pub fn degraded(&self) -> bool {
-        self.degraded.load(Ordering::Relaxed)
+        self.fallback.active()
     }
 
     /// Checks and counts one request against `quota` for `key`.
@@ -91,10 +91,7 @@ impl Limiter {
             let res = link.run(|mut c| async move { inv.invoke_async::<(i64, i64, i64, i64)>(&mut c).await }).await;
             match res {
                 Ok((allowed, remaining, reset_us, retry_us)) => {
-                    if self.degraded.swap(false, Ordering::Relaxed) {
-                        metrics::gauge!("lexiflow_rate_limit_degraded").set(0.0);
-                        tracing::info!("Redis answers again: rate limits are shared across instances again");
-                    }
+                    self.fallback.answered();
                     return Decision {
                         allowed: allowed == 1,
                         limit: quota.limit,
@@ -104,12 +101,7 @@ impl Limiter {
                         retry_after: std::time::Duration::from_micros(retry_us.max(0) as u64),
                     };
                 }
-                Err(e) => {
-                    if !self.degraded.swap(true, Ordering::Relaxed) {
-                        metrics::gauge!("lexiflow_rate_limit_degraded").set(1.0);
-                        tracing::warn!(error = %e, "Redis is unavailable: rate limits fall back to this instance alone");
-                    }
-                }
+                Err(e) => self.fallback.failed(&e),
             }
         }
         self.memory.check(key, quota)

@@ -11,10 +11,7 @@
 //! is 1).
 
 use std::{
-    sync::{
-        Arc, Weak,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Weak},
     time::Duration,
 };
 
@@ -22,7 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     app::{App, AppInner},
-    redis_link::RedisLink,
+    redis_link::{Fallback, RedisLink},
 };
 
 /// How long a slot lives without being renewed.
@@ -63,7 +60,7 @@ pub struct Slots {
     instance: Uuid,
     take: redis::Script,
     renew: redis::Script,
-    degraded: AtomicBool,
+    fallback: Fallback,
 }
 
 impl Default for Slots {
@@ -76,13 +73,16 @@ impl Default for Slots {
 impl Slots {
     /// Slots counted in `redis`, or (None) on this instance only.
     pub fn new(redis: Option<Arc<RedisLink>>) -> Self {
-        metrics::gauge!("lexiflow_realtime_slots_degraded").set(0.0);
         Self {
             redis,
             instance: Uuid::now_v7(),
             take: redis::Script::new(TAKE_LUA),
             renew: redis::Script::new(RENEW_LUA),
-            degraded: AtomicBool::new(false),
+            fallback: Fallback::new(
+                "lexiflow_realtime_slots_degraded",
+                "Redis is unavailable: realtime connections per user are counted per instance",
+                "Redis answers again: realtime connections per user are counted across instances again",
+            ),
         }
     }
 
@@ -105,11 +105,11 @@ impl Slots {
         inv.arg(self.member(socket)).arg(limit).arg(TTL.as_millis() as u64);
         match link.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await {
             Ok(taken) => {
-                self.answered();
+                self.fallback.answered();
                 taken == 1
             }
             Err(e) => {
-                self.failed(&e);
+                self.fallback.failed(&e);
                 true
             }
         }
@@ -144,26 +144,12 @@ impl Slots {
                 inv.arg(self.member(socket));
             }
             match link.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await {
-                Ok(_) => self.answered(),
+                Ok(_) => self.fallback.answered(),
                 Err(e) => {
-                    self.failed(&e);
+                    self.fallback.failed(&e);
                     return;
                 }
             }
-        }
-    }
-
-    fn answered(&self) {
-        if self.degraded.swap(false, Ordering::Relaxed) {
-            metrics::gauge!("lexiflow_realtime_slots_degraded").set(0.0);
-            tracing::info!("Redis answers again: realtime connections per user are counted across instances again");
-        }
-    }
-
-    fn failed(&self, e: &impl std::fmt::Display) {
-        if !self.degraded.swap(true, Ordering::Relaxed) {
-            metrics::gauge!("lexiflow_realtime_slots_degraded").set(1.0);
-            tracing::warn!(error = %e, "Redis is unavailable: realtime connections per user are counted per instance");
         }
     }
 }

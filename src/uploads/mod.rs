@@ -8,9 +8,8 @@
 //! arrive), so two PATCHes on one upload cannot interleave on any instance; the loser gets
 //! 423. Bytes stream to the staging file through a small buffer (never a whole chunk in
 //! memory; its writeback starts every MiB), are `fsync`ed, and only then is the new offset
-//! recorded. A client that hangs up
-//! mid-PATCH keeps what arrived (tus asks servers to), unless it sent a checksum, which then
-//! cannot be checked.
+//! recorded. A client that hangs up mid-PATCH keeps what arrived (tus asks servers to), unless
+//! it sent a checksum, which then cannot be checked.
 //!
 //! When the last byte arrives the upload is finished in the same request: its type is sniffed
 //! from the bytes (and refused unless allowed), images too large to decode safely are refused,
@@ -352,6 +351,8 @@ async fn receive(
     let mut hung_up = None;
     // When the lease was last taken or renewed (counted from before the request, so never late).
     let mut renewed = leased;
+    // Whether the lease is due for renewal: a sixth of it gone since it was taken or renewed.
+    let due = |renewed: Instant| renewed.elapsed() >= app.config.files.upload_lease / 6;
     let mut stream = body.into_data_stream();
     while let Some(next) = stream.next().await {
         match next {
@@ -365,7 +366,7 @@ async fn receive(
                 if feed.send(chunk).await.is_err() {
                     return Err(ApiError::internal(std::io::Error::other("the hashing thread stopped")));
                 }
-                if renewed.elapsed() >= app.config.files.upload_lease / 6 {
+                if due(renewed) {
                     let at = Instant::now();
                     if !renew(app, row.id, token).await? {
                         return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost"));
@@ -406,7 +407,7 @@ async fn receive(
     // A lease taken or renewed less than a sixth of its length ago cannot have expired, so
     // the database is asked only when the last renewal is older (a PATCH of a few MB, the
     // usual case, asks nothing here).
-    if renewed.elapsed() >= app.config.files.upload_lease / 6 && !renew(app, row.id, token).await? {
+    if due(renewed) && !renew(app, row.id, token).await? {
         return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost; resume from HEAD"));
     }
     let committed = out.commit(last).await.map_err(crate::storage::api_error)?;
