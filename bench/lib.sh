@@ -80,6 +80,12 @@ cpu_seconds() {
 # rss_kb PID, peak_rss_kb PID: a process's resident set now, and at its peak, in KiB.
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 peak_rss_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# rss_parts PID: the resident set split into heap and stacks (anonymous) and mapped files (the
+# binary's code and data), and the peak so far, as "anon A MB + file F MB (peak P MB)".
+rss_parts() {
+  awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} /^RssShmem:/ {f += $2} /^VmHWM:/ {p = $2}
+    END { printf "anon %.1f MB + file %.1f MB (peak %.1f MB)", a / 1024, f / 1024, p / 1024 }' "/proc/$1/status"
+}
 
 # to_ms LATENCY: wrk's latency (812.00us, 1.23ms, 2.01s) in milliseconds.
 to_ms() {

@@ -145,6 +145,7 @@ run_stack() {
   cpu0=$(cpu_seconds "$pid")
   local rss0 rss1
   rss0=$(rss_kb "$pid")
+  echo "   resident before the clients: $(rss_parts "$pid")"
   node "$HERE/clients.mjs" URL="$base" TOKEN="$token" CASE_ID="$case_id" N="$N" EXPECT="$EVENTS" SKIP="$WARMUP" \
     TIMEOUT="$TIMEOUT" WORKERS="$WORKERS" BATCH="$BATCH" >"$cout" 2>"$cerr" &
   cpid=$!
@@ -162,6 +163,7 @@ run_stack() {
   cpu1=$(cpu_seconds "$pid")
   rss1=$(rss_kb "$pid")
   echo "   resident: $((rss0 / 1024)) MB before the clients, $((rss1 / 1024)) MB with them connected"
+  echo "   resident with the clients connected: $(rss_parts "$pid")"
 
   # In the background and waited for, so that an interrupt stops the run at once.
   local fout="$STATE/realtime-fire-$stack.out" fpid fire

@@ -47,6 +47,31 @@ impl Modify for BearerAuth {
     }
 }
 
+/// `doc` as `GET /api/openapi.json` serves it, serialized once at start-up; `None` when it
+/// cannot be (its types are ours: only running out of memory would do it).
+pub fn to_json(doc: &utoipa::openapi::OpenApi) -> Option<bytes::Bytes> {
+    match serde_json::to_vec(doc) {
+        Ok(json) => Some(json.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize the OpenAPI document; /api/openapi.json answers 500");
+            None
+        }
+    }
+}
+
+/// `GET /api/openapi.json`: the document [`to_json`] made.
+pub fn serve_json(json: Option<bytes::Bytes>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match json {
+        Some(json) => ([(http::header::CONTENT_TYPE, "application/json")], json).into_response(),
+        None => crate::http::error::ApiError::new(
+            crate::http::error::ErrorCode::InternalError,
+            "the OpenAPI document is unavailable",
+        )
+        .into_response(),
+    }
+}
+
 /// The error answers any operation may give, each in our error body: documented on every
 /// operation that does not name its own, so clients (and schemathesis) know every status the
 /// API can answer. 401 is left off public operations (no security requirement).

@@ -165,6 +165,10 @@ pub fn build(app: App) -> Router {
     );
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).split_for_parts();
     super::openapi::document_errors(&mut doc);
+    // Served as it was serialized here: the document itself (utoipa's types, 4–5 MiB in
+    // memory) is dropped, and its JSON is a few hundred KiB.
+    let openapi_json = super::openapi::to_json(&doc);
+    drop(doc);
     // The operator console's view of the same protected routes, behind its cookie and CSRF
     // check (which hands them a bearer token for the console's session).
     let console_api: Router<App> = protected_api()
@@ -182,7 +186,8 @@ pub fn build(app: App) -> Router {
         .route("/metrics", get(telemetry::prometheus))
         .route("/metrics/json", get(telemetry::json))
         .route("/metrics/system", get(telemetry::system))
-        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
+        .route("/api/openapi.json", get(move || std::future::ready(super::openapi::serve_json(openapi_json.clone()))))
+        .merge(SwaggerUi::new("/api/docs").config(utoipa_swagger_ui::Config::from("/api/openapi.json")))
         .merge(crate::console::routes(&app, console_api))
         // After routing: hands the matched route template out to the request line and metrics.
         .route_layer(middleware::from_fn(record_route))

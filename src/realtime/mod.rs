@@ -174,6 +174,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>(app: &App, cors: tower_http::cor
         .max_buffer_size(usize::try_from(cfg.replay_max).unwrap_or(1_000).saturating_add(256))
         .ping_interval(Duration::from_secs(25))
         .ping_timeout(Duration::from_secs(20))
+        // Clients send small messages (subscribe, unsubscribe, pongs); a longer frame is read
+        // whole all the same (the buffer grows to its length). engineio's default is 4 KiB per
+        // socket, kept for the socket's life.
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .build_svc();
     io.ns(NAMESPACE, on_connect.with(authenticate));
     if app.realtime.io.set(io).is_ok() {
@@ -182,7 +186,45 @@ pub fn routes<S: Clone + Send + Sync + 'static>(app: &App, cors: tower_http::cor
             tokio::spawn(renew_slots(app.weak()));
         }
     }
-    axum::Router::new().route_service("/socket.io/", tower::ServiceBuilder::new().layer(cors).service(svc))
+    axum::Router::new().route_service(
+        "/socket.io/",
+        tower::ServiceBuilder::new().layer(cors).map_request(compact_head::<axum::body::Body>).service(svc),
+    )
+}
+
+/// Bytes each WebSocket reads from its connection at a time, and its read buffer's size.
+const WS_READ_BUFFER: usize = 1024;
+
+/// The request with its URI and header values copied out of the connection's read buffer.
+///
+/// hyper parses a request without copying: the URI and every header value are slices of the
+/// buffer the request head was read into (8–16 KiB), which stays allocated while any slice of
+/// it lives. engineio keeps each socket's request parts for the socket's whole life, so every
+/// open socket used to hold that buffer: 16 KiB of the 37 KiB a socket cost at 1,000 sockets
+/// (heaptrack, decision 0013). The copies take what the head holds, a few hundred bytes. The
+/// extensions are kept (hyper's upgrade is one); axum's `OriginalUri` among them is copied too.
+pub fn compact_head<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let mut headers = http::HeaderMap::with_capacity(req.headers().len());
+    for (name, value) in req.headers() {
+        let copy = match http::HeaderValue::from_bytes(value.as_bytes()) {
+            Ok(mut copy) => {
+                copy.set_sensitive(value.is_sensitive());
+                copy
+            }
+            Err(_) => value.clone(),
+        };
+        // Names are copied by hyper already (or are static).
+        headers.append(name.clone(), copy);
+    }
+    *req.headers_mut() = headers;
+    let compact_uri = |uri: &http::Uri| http::Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone());
+    *req.uri_mut() = compact_uri(req.uri());
+    // axum's router keeps the URI as it arrived, a slice of the same buffer.
+    if let Some(original) = req.extensions().get::<axum::extract::OriginalUri>() {
+        let copy = axum::extract::OriginalUri(compact_uri(&original.0));
+        req.extensions_mut().insert(copy);
+    }
+    req
 }
 
 /// Renews the connection slots of this instance's sockets every [`slots::RENEW_EVERY`], until
@@ -423,4 +465,53 @@ async fn unknown(ack: AckSender, Extension(conn): Extension<Arc<Conn>>, State(ct
         Err(e) => e,
     };
     let _ = ack.send(&error_ack(&e));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `part` lies inside `buf`'s bytes.
+    fn within(part: &[u8], buf: &bytes::Bytes) -> bool {
+        let (start, end) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len());
+        (start..end).contains(&(part.as_ptr() as usize))
+    }
+
+    #[test]
+    fn a_compacted_request_head_keeps_nothing_of_the_read_buffer_and_changes_nothing() {
+        // As hyper parses a head: the URI and the values are slices of the buffer it read into.
+        let buf = bytes::Bytes::from(
+            b"/socket.io/?EIO=4&transport=websocket|Bearer abc.def|https://app.example|x".repeat(100),
+        );
+        let uri = http::Uri::from_maybe_shared(buf.slice(0..37)).unwrap();
+        let mut token = http::HeaderValue::from_maybe_shared(buf.slice(38..52)).unwrap();
+        token.set_sensitive(true);
+        let origin = http::HeaderValue::from_maybe_shared(buf.slice(53..72)).unwrap();
+        let mut req = http::Request::builder().uri(uri).body(()).unwrap();
+        req.headers_mut().append(http::header::AUTHORIZATION, token);
+        req.headers_mut().append(http::header::ORIGIN, origin.clone());
+        req.headers_mut().append(http::header::ORIGIN, origin);
+        req.extensions_mut().insert(7_u8);
+        let original = http::Uri::from_maybe_shared(buf.slice(0..37)).unwrap();
+        req.extensions_mut().insert(axum::extract::OriginalUri(original));
+        assert!(within(req.uri().path().as_bytes(), &buf), "the set-up slices the buffer");
+
+        let req = compact_head(req);
+
+        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert!(!within(req.uri().path().as_bytes(), &buf));
+        assert!(!within(req.uri().query().unwrap().as_bytes(), &buf));
+        let auth = &req.headers()[http::header::AUTHORIZATION];
+        assert_eq!(auth, "Bearer abc.def");
+        assert!(auth.is_sensitive(), "a sensitive value stays sensitive");
+        let origins: Vec<_> = req.headers().get_all(http::header::ORIGIN).iter().collect();
+        assert_eq!(origins, ["https://app.example", "https://app.example"], "repeated headers are all kept");
+        for (_, v) in req.headers() {
+            assert!(!within(v.as_bytes(), &buf), "{v:?} still points into the read buffer");
+        }
+        assert_eq!(req.extensions().get::<u8>(), Some(&7), "extensions (hyper's upgrade) are kept");
+        let original = &req.extensions().get::<axum::extract::OriginalUri>().unwrap().0;
+        assert_eq!(original, "/socket.io/?EIO=4&transport=websocket");
+        assert!(!within(original.path().as_bytes(), &buf), "axum's OriginalUri still points into the read buffer");
+    }
 }
