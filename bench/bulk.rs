@@ -347,8 +347,14 @@ async fn import_shape(a: &App, label: &str, requests: usize, per: usize) -> f64 
     ratio
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As the `lexiflow` binary does: the allocator configured before any other thread exists
+    // (THP off, freed memory returned at once), so the figures are the shipped process's.
+    lexiflow_alloc::configure();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime").block_on(run());
+}
+
+async fn run() {
     let n: usize = env("N", "100000").parse().unwrap();
     let rounds: usize = env("ROUNDS", "3").parse().unwrap();
     let backends = env("BACKENDS", "postgres,sqlite");

@@ -278,8 +278,14 @@ async fn count(b: &Bench, sql: &str) -> i64 {
     row.try_get_by_index::<i64>(0).unwrap()
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // As the `lexiflow` binary does: the allocator configured before any other thread exists
+    // (THP off, freed memory returned at once), so the figures are the shipped process's.
+    lexiflow_alloc::configure();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime").block_on(run());
+}
+
+async fn run() {
     let (n_deadlines, n_events, n_sync, rounds) =
         (num("N_DEADLINES", 10_000), num("N_EVENTS", 10_000), num("N_SYNC", 1_000), num("ROUNDS", 5));
     let server = MockServer::start().await;
