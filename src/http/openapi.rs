@@ -48,8 +48,8 @@ impl Modify for BearerAuth {
 }
 
 /// `doc` as `GET /api/openapi.json` serves it, serialized once at start-up; `None` when it
-/// cannot be (its types are ours: only running out of memory would do it).
-pub fn to_json(doc: &utoipa::openapi::OpenApi) -> Option<bytes::Bytes> {
+/// cannot be (only a failing `Serialize` of one of utoipa's types could do it).
+pub(crate) fn to_json(doc: &utoipa::openapi::OpenApi) -> Option<bytes::Bytes> {
     match serde_json::to_vec(doc) {
         Ok(json) => Some(json.into()),
         Err(e) => {
@@ -60,7 +60,7 @@ pub fn to_json(doc: &utoipa::openapi::OpenApi) -> Option<bytes::Bytes> {
 }
 
 /// `GET /api/openapi.json`: the document [`to_json`] made.
-pub fn serve_json(json: Option<bytes::Bytes>) -> axum::response::Response {
+pub(crate) fn serve_json(json: Option<bytes::Bytes>) -> axum::response::Response {
     use axum::response::IntoResponse;
     match json {
         Some(json) => ([(http::header::CONTENT_TYPE, "application/json")], json).into_response(),

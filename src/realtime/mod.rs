@@ -203,7 +203,7 @@ const WS_READ_BUFFER: usize = 1024;
 /// open socket used to hold that buffer: 16 KiB of the 37 KiB a socket cost at 1,000 sockets
 /// (heaptrack, decision 0013). The copies take what the head holds, a few hundred bytes. The
 /// extensions are kept (hyper's upgrade is one); axum's `OriginalUri` among them is copied too.
-pub fn compact_head<B>(mut req: http::Request<B>) -> http::Request<B> {
+fn compact_head<B>(mut req: http::Request<B>) -> http::Request<B> {
     let mut headers = http::HeaderMap::with_capacity(req.headers().len());
     for (name, value) in req.headers() {
         let copy = match http::HeaderValue::from_bytes(value.as_bytes()) {
@@ -217,7 +217,10 @@ pub fn compact_head<B>(mut req: http::Request<B>) -> http::Request<B> {
         headers.append(name.clone(), copy);
     }
     *req.headers_mut() = headers;
-    let compact_uri = |uri: &http::Uri| http::Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone());
+    let compact_uri = |uri: &http::Uri| {
+        http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(uri.to_string().as_bytes()))
+            .unwrap_or_else(|_| uri.clone())
+    };
     *req.uri_mut() = compact_uri(req.uri());
     // axum's router keeps the URI as it arrived, a slice of the same buffer.
     if let Some(original) = req.extensions().get::<axum::extract::OriginalUri>() {
