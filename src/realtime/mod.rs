@@ -238,12 +238,20 @@ async fn renew_slots(app: Weak<AppInner>) {
         let Some(app) = App::upgrade(&app) else { return };
         let Some(ns) = app.realtime.namespace() else { continue };
         let open: Vec<(Uuid, String)> = ns
+            .clone()
             .local()
             .sockets()
             .into_iter()
             .filter_map(|s| s.extensions.get::<Arc<Conn>>().map(|c| (c.principal.user_id.0, s.id.to_string())))
             .collect();
-        app.realtime.slots.renew(open).await;
+        app.realtime.slots.renew(&open).await;
+        // A socket that closed after the list was taken may have had its slot put back by the
+        // renewal after giving it back: give those back again. One still open now gives its
+        // slot back when it closes, after the renewal.
+        let still: HashSet<String> = ns.local().sockets().into_iter().map(|s| s.id.to_string()).collect();
+        for (user, socket) in open.iter().filter(|(_, s)| !still.contains(s)) {
+            app.realtime.slots.give_back(*user, socket).await;
+        }
     }
 }
 

@@ -8,7 +8,10 @@
 //! The instance's own count is checked first, and is all there is without Redis, or while
 //! Redis does not answer (then each instance admits up to the limit: a user may hold up to the
 //! limit per instance until Redis is back; logged once, and `lexiflow_realtime_slots_degraded`
-//! is 1).
+//! is 1). A renewal puts back the slot of every open socket, so sockets admitted while Redis
+//! was away, and slots Redis lost (a restart without persistence), count again within
+//! [`RENEW_EVERY`] of its return; a user then over the limit is refused new sockets until
+//! enough close.
 
 use std::{
     sync::{Arc, Weak},
@@ -39,16 +42,16 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 "#;
 
-/// KEYS: users' sets; ARGV[1] TTL in ms, then one member per key. Renews slots that still
-/// exist (a slot already given back is not brought back).
+/// KEYS: users' sets; ARGV[1] TTL in ms, then one member per key. Renews each slot, or puts
+/// it back when Redis no longer has it. A socket that closed while the renewal was on its way
+/// may be put back too: the caller gives those back afterwards ([`Slots::give_back`]).
 const RENEW_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  if redis.call('ZADD', key, 'XX', 'CH', now + ttl, ARGV[i + 1]) == 1 then
-    redis.call('PEXPIRE', key, ttl)
-  end
+  redis.call('ZADD', key, now + ttl, ARGV[i + 1])
+  redis.call('PEXPIRE', key, ttl)
 end
 return #KEYS
 "#;
@@ -61,6 +64,8 @@ pub struct Slots {
     take: redis::Script,
     renew: redis::Script,
     fallback: Fallback,
+    /// How long a slot lives without being renewed: [`TTL`].
+    ttl: Duration,
 }
 
 impl Default for Slots {
@@ -83,7 +88,15 @@ impl Slots {
                 "Redis is unavailable: realtime connections per user are counted per instance",
                 "Redis answers again: realtime connections per user are counted across instances again",
             ),
+            ttl: TTL,
         }
+    }
+
+    /// The same with slots that lapse after `ttl` instead of [`TTL`] (tests that watch a dead
+    /// instance's slots lapse).
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     fn key(link: &RedisLink, user: Uuid) -> String {
@@ -102,7 +115,7 @@ impl Slots {
         }
         let Some(link) = &self.redis else { return true };
         let mut inv = self.take.key(Self::key(link, user));
-        inv.arg(self.member(socket)).arg(limit).arg(TTL.as_millis() as u64);
+        inv.arg(self.member(socket)).arg(limit).arg(self.ttl.as_millis() as u64);
         match link.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await {
             Ok(taken) => {
                 self.fallback.answered();
@@ -122,7 +135,7 @@ impl Slots {
     }
 
     /// Gives `socket`'s slot back (it closed). A slot that cannot be given back now lapses.
-    async fn give_back(&self, user: Uuid, socket: &str) {
+    pub async fn give_back(&self, user: Uuid, socket: &str) {
         let Some(link) = &self.redis else { return };
         let (key, member) = (Self::key(link, user), self.member(socket));
         let res = link
@@ -133,12 +146,14 @@ impl Slots {
         }
     }
 
-    /// Renews the slots of this instance's open sockets, `(user, socket id)`.
-    pub async fn renew(&self, open: Vec<(Uuid, String)>) {
+    /// Renews the slots of this instance's open sockets, `(user, socket id)`, putting back
+    /// those Redis no longer has. The caller then gives back the slots of any of them that
+    /// closed meanwhile (their own give-back may have gone first).
+    pub async fn renew(&self, open: &[(Uuid, String)]) {
         let Some(link) = &self.redis else { return };
         for part in open.chunks(500) {
             let mut inv = self.renew.prepare_invoke();
-            inv.arg(TTL.as_millis() as u64);
+            inv.arg(self.ttl.as_millis() as u64);
             for (user, socket) in part {
                 inv.key(Self::key(link, *user));
                 inv.arg(self.member(socket));
