@@ -532,3 +532,36 @@ async fn the_connection_limit_counts_every_instance(b: Backend) {
     c.open("b3", &base_b, json!({"token": admin.token}), json!({})).await;
     assert_eq!(c.expect("b3", "connect_error").await["message"], "RATE_LIMIT_EXCEEDED");
 }
+
+/// The slots behind `the_connection_limit_counts_every_instance`, on Redis alone: a dead
+/// instance's slots lapse, and a renewal puts back slots Redis lost (a restart, or sockets
+/// admitted while it did not answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_slots_lapse_and_renewals_put_lost_ones_back() {
+    use lexiflow::{realtime::slots::Slots, redis_link::RedisLink, resilience::BreakerConfig};
+    if !redis_available() {
+        return;
+    }
+    let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
+    let link = || std::sync::Arc::new(RedisLink::new(&redis_url(), prefix.clone(), BreakerConfig::default()).unwrap());
+    let user = uuid::Uuid::now_v7();
+    // Instance A dies holding the user's only slot: B is refused until it lapses.
+    let a = Slots::new(Some(link())).with_ttl(Duration::from_millis(500));
+    let b = Slots::new(Some(link()));
+    assert!(a.take(user, "a1", 1, 0).await);
+    assert!(!b.take(user, "b1", 1, 0).await);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(b.take(user, "b1", 1, 0).await, "a dead instance's slot did not lapse");
+    b.give_back(user, "b1").await;
+
+    // Redis loses A's slot; A's next renewal puts it back, and the limit holds again.
+    let a = Slots::new(Some(link()));
+    assert!(a.take(user, "a2", 1, 0).await);
+    let mut conn = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL").arg(format!("{prefix}rt:conns:{user}")).query_async(&mut conn).await.unwrap();
+    a.renew(&[(user, "a2".to_owned())]).await;
+    assert!(!b.take(user, "b2", 1, 0).await, "the renewal did not put the lost slot back");
+    // Given back, it is free for B.
+    a.give_back(user, "a2").await;
+    assert!(b.take(user, "b2", 1, 0).await);
+}
