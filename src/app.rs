@@ -139,6 +139,8 @@ impl App {
         Fut: Future<Output = crate::http::error::ApiResult<db::Outcome<T, crate::http::error::ApiError>>>,
     {
         let done = db::transaction_outcome(&self.db, db::TxOptions { origin: Some(self.origin), ..opts }, work).await?;
+        // Ignored outside a request (jobs, start-up).
+        let _ = crate::http::envelope::REQUEST.try_with(|c| c.mark_committed());
         self.publish(done.events).await;
         done.value
     }

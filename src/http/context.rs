@@ -27,6 +27,9 @@ use crate::{app::App, auth::Principal};
 pub static CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 /// `X-Response-Time`, set on every response.
 pub static RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
+/// `Server-Timing`, set on the answer to a request that committed a write: `commit;dur=<ms
+/// from the request's arrival to the end of its last commit>`.
+pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// A client's correlation id is echoed only when it is a sane token: 1–128 characters of
 /// letters, digits and `-_.:`; anything else (log injection, huge values) gets a new one.
@@ -128,6 +131,7 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
         received_at: Utc::now(),
         client_ip,
         user_agent,
+        committed_us: std::sync::atomic::AtomicU64::new(0),
     });
 
     // A panicking handler becomes a 500 in our body and a log line, not a dropped connection.
@@ -186,6 +190,13 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
     }
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}ms", elapsed.as_secs_f64() * 1000.0)) {
         headers.insert(RESPONSE_TIME.clone(), v);
+    }
+    // When the write committed, for a caller timing what follows it (the realtime benchmark
+    // measures events from commit to receipt with it); W3C Server Timing.
+    if let Some(ms) = ctx.committed_ms()
+        && let Ok(v) = HeaderValue::from_str(&format!("commit;dur={ms:.3}"))
+    {
+        headers.insert(SERVER_TIMING.clone(), v);
     }
 
     let route = res.extensions().get::<RouteTemplate>().map(|r| r.0.clone()).unwrap_or_else(|| "unmatched".into());

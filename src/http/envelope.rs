@@ -22,6 +22,26 @@ pub struct RequestContext {
     pub client_ip: Option<std::net::IpAddr>,
     /// The `User-Agent`, cleaned and cut to 512 characters.
     pub user_agent: Option<String>,
+    /// When the request's last write transaction committed, in microseconds after `started`
+    /// (0: none yet); see [`RequestContext::mark_committed`].
+    pub committed_us: std::sync::atomic::AtomicU64,
+}
+
+impl RequestContext {
+    /// Records that a write transaction of this request has just committed; the answer's
+    /// `Server-Timing: commit;dur=…` says when (`App::write` calls it).
+    pub fn mark_committed(&self) {
+        let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+        self.committed_us.store(us, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Milliseconds from the request's arrival to its last commit, if it committed.
+    pub fn committed_ms(&self) -> Option<f64> {
+        match self.committed_us.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            us => Some(us as f64 / 1000.0),
+        }
+    }
 }
 
 tokio::task_local! {

@@ -8,6 +8,7 @@ use crate::support::{Backend, TestApp};
 
 crate::on_both_backends!(
     success_envelope_carries_meta,
+    a_committed_write_says_when_it_committed,
     every_rejection_uses_our_error_body,
     correlation_id_is_echoed_when_sane_and_replaced_when_not,
     oversized_body_is_413_in_our_error_body,
@@ -31,6 +32,26 @@ async fn success_envelope_carries_meta(b: Backend) {
     assert_eq!(meta["method"], "GET");
     assert_eq!(meta["correlationId"], res.header("x-correlation-id").unwrap());
     assert!(res.header("x-response-time").unwrap().ends_with("ms"));
+}
+
+async fn a_committed_write_says_when_it_committed(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    // A read commits nothing.
+    let res = t.get("/api/v1/auth/me", &s.token).await;
+    res.expect(200);
+    assert_eq!(res.header("server-timing"), None);
+    // A refused write commits nothing.
+    let res = t.post("/api/v1/cases", &s.token, json!({"caseNumber": 5, "title": "t", "type": "civil"})).await;
+    res.expect(400);
+    assert_eq!(res.header("server-timing"), None);
+    // A write says when, within the request, it committed.
+    let res = t.post("/api/v1/cases", &s.token, json!({"caseNumber": "ST-1", "title": "t", "type": "civil"})).await;
+    res.expect(201);
+    let timing = res.header("server-timing").unwrap();
+    let dur: f64 = timing.strip_prefix("commit;dur=").unwrap().parse().unwrap();
+    let total: f64 = res.header("x-response-time").unwrap().trim_end_matches("ms").parse().unwrap();
+    assert!(dur > 0.0 && dur <= total, "{timing} against {total} ms");
 }
 
 fn assert_error_body(res: &crate::support::Res, status: u16, code: &str) {
