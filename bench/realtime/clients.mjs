@@ -18,16 +18,22 @@
 //   BATCH     clients opened at once, over all threads; the next batch starts when this one
 //             is subscribed (50)
 //   CONNECT_TIMEOUT  seconds a client may take to connect, get `connected` and its ack (20)
+//   COMMITS   the file fire.mjs writes with when each change committed (its COMMITS): latency
+//             is then also measured from the commit ("fromCommit"). Without it, "fromCommit"
+//             is measured from occurredAt, which for the Node baseline is the moment it emits.
+//             The change's number is read from the payload's data.title ("Bench <i>").
 //
 // Stdout, one JSON line each:
 //   {"ready":<clients subscribed>,"failed":<clients that could not>,"seconds":<to open them>,...}
 //   {"clients":N,"failed":k,"disconnected":d,"expected":N*EXPECT,"received":R,"extra":x,
-//    "p50":..,"p90":..,"p99":..,"p999":..,"max":..,"mean":..,"seconds":..,"timedOut":bool}
+//    "p50":..,"p90":..,"p99":..,"p999":..,"max":..,"mean":..,"seconds":..,"timedOut":bool,
+//    "fromCommit":{"basis":"commit"|"occurredAt","matched":..,"p50":..,...,"mean":..}}
 // Latencies in ms, one decimal: the client's wall clock at the event's arrival minus the
 // payload's occurredAt (both servers run on this machine, so they share the clock). A client
 // that fails to connect or subscribe is counted in "failed", one that drops later in
 // "disconnected"; their missing events are missing from "received". The reasons are in
 // "errors" ({message: count}). Progress goes to stderr. Exits 0 unless the arguments are bad.
+import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { io } from "socket.io-client";
@@ -60,6 +66,7 @@ async function main() {
     skip: Number(args.SKIP ?? 0),
     connectTimeout: Number(args.CONNECT_TIMEOUT ?? 20),
   };
+  const commitsFile = args.COMMITS ?? "";
   const n = Number(args.N ?? 1000);
   const timeout = Number(args.TIMEOUT ?? 120);
   const workers = Math.max(1, Math.min(n, Number(args.WORKERS ?? 2)));
@@ -92,6 +99,8 @@ async function main() {
         t.on("exit", (code) =>
           st.resolveResult({
             lat: new Float64Array(0),
+            recv: new Float64Array(0),
+            idx: new Int32Array(0),
             extra: 0,
             unparsed: 0,
             disconnected: 0,
@@ -116,6 +125,7 @@ async function main() {
   out({ ready, failed, seconds: r1((collectStart - t0) / 1000), errors: readyErrors });
 
   const results = await Promise.all(sts.map((s) => s.resultP));
+  const collectSeconds = r1((now() - collectStart) / 1000);
   let total = 0;
   for (const r of results) total += r.lat.length;
   const v = new Float64Array(total);
@@ -124,11 +134,41 @@ async function main() {
     v.set(r.lat, off);
     off += r.lat.length;
   }
-  v.sort();
-  let sum = 0;
-  for (let k = 0; k < v.length; k++) sum += v[k];
-  const pct = (p) =>
-    v.length ? r1(v[Math.min(v.length - 1, Math.max(0, Math.ceil(p * v.length) - 1))]) : null;
+  const stats = (v) => {
+    v.sort();
+    let sum = 0;
+    for (let k = 0; k < v.length; k++) sum += v[k];
+    const pct = (p) => (v.length ? r1(v[Math.min(v.length - 1, Math.max(0, Math.ceil(p * v.length) - 1))]) : null);
+    return {
+      p50: pct(0.5),
+      p90: pct(0.9),
+      p99: pct(0.99),
+      p999: pct(0.999),
+      max: v.length ? r1(v[v.length - 1]) : null,
+      mean: v.length ? r1(sum / v.length) : null,
+    };
+  };
+  // From the commit: each receipt minus its change's commit, as fire.mjs recorded it.
+  let fromCommit;
+  if (commitsFile) {
+    let commits = null;
+    for (let waited = 0; waited < 60000 && commits === null; waited += 100) {
+      try {
+        commits = JSON.parse(readFileSync(commitsFile, "utf8"));
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const c = [];
+    for (const r of results)
+      for (let k = 0; k < r.recv.length; k++) {
+        const at = r.idx[k] >= 0 ? commits?.[r.idx[k]] : null;
+        if (typeof at === "number") c.push(r.recv[k] - at);
+      }
+    fromCommit = { basis: "commit", matched: c.length, ...stats(Float64Array.from(c)) };
+  } else {
+    fromCommit = { basis: "occurredAt", matched: total, ...stats(Float64Array.from(v)) };
+  }
   out({
     clients: n,
     failed,
@@ -137,16 +177,12 @@ async function main() {
     received: total,
     extra: results.reduce((a, r) => a + r.extra, 0),
     unparsed: results.reduce((a, r) => a + r.unparsed, 0),
-    p50: pct(0.5),
-    p90: pct(0.9),
-    p99: pct(0.99),
-    p999: pct(0.999),
-    max: v.length ? r1(v[v.length - 1]) : null,
-    mean: v.length ? r1(sum / v.length) : null,
-    seconds: r1((now() - collectStart) / 1000),
+    ...stats(v),
+    seconds: collectSeconds,
     timedOut: results.some((r) => r.timedOut),
     workers,
     errors: results.reduce((e, r) => merge(e, r.errors), {}),
+    fromCommit,
   });
   for (const s of sts) s.t.terminate();
   process.stdout.write("", () => process.exit(0));
@@ -166,6 +202,8 @@ function epochMs(s) {
 async function worker({ url, token, caseId, expect, skip, connectTimeout, n, batch }) {
   const post = (m, transfer) => parentPort.postMessage(m, transfer);
   const lat = new Float64Array(n * expect);
+  const recv = new Float64Array(n * expect); // wall clock at arrival
+  const idx = new Int32Array(n * expect); // the change's number, from data.title; -1 if none
   let recorded = 0;
   let extra = 0;
   let unparsed = 0;
@@ -190,7 +228,12 @@ async function worker({ url, token, caseId, expect, skip, connectTimeout, n, bat
     }
     const at = epochMs(p?.occurredAt);
     if (Number.isNaN(at)) unparsed += 1;
-    else lat[recorded++] = t - at;
+    else {
+      const m = /^Bench (\d+)$/.exec(p?.data?.title ?? "");
+      recv[recorded] = t;
+      idx[recorded] = m ? Number(m[1]) : -1;
+      lat[recorded++] = t - at;
+    }
     if (c === skip + expect) maybeDone();
   }
 
@@ -258,7 +301,13 @@ async function worker({ url, token, caseId, expect, skip, connectTimeout, n, bat
     finished = true;
     for (const s of sockets) s?.close();
     const out = lat.slice(0, recorded);
-    post({ type: "result", lat: out, extra, unparsed, disconnected, timedOut, errors }, [out.buffer]);
+    const outRecv = recv.slice(0, recorded);
+    const outIdx = idx.slice(0, recorded);
+    post({ type: "result", lat: out, recv: outRecv, idx: outIdx, extra, unparsed, disconnected, timedOut, errors }, [
+      out.buffer,
+      outRecv.buffer,
+      outIdx.buffer,
+    ]);
   }
 
   for (let start = 0; start < n; start += batch) {

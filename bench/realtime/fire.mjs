@@ -11,10 +11,17 @@
 //   INFLIGHT  requests in flight at most (4); a send due while they are all busy waits for one
 //             and goes late ("late" counts sends more than 5 ms behind
 //             their time, "maxLagMs" is the worst)
+//   COMMITS   a file to write, when done, with when each change committed: a JSON array whose
+//             element i is request i's commit on the wall clock in epoch ms (null when its answer
+//             had no `Server-Timing: commit;dur=…`), estimated as the moment the request was
+//             sent plus the server's `commit;dur` (time from the request's arrival to its
+//             commit). The estimate is early by the request's way to the server, so latencies
+//             measured from it are, if anything, too long. Written whole, then renamed.
 //
 // Request i is due at start + i / RATE seconds, computed from the start, so the rate does not
 // drift. Prints {"sent":M,"failed":k,"seconds":..,"rate":..,"late":..,"maxLagMs":..} on stdout;
 // a failed request (non-2xx or a network error) is also described on stderr (the first few).
+import { renameSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { performance } from "node:perf_hooks";
 
@@ -30,6 +37,7 @@ const CASE_ID = args.CASE_ID ?? "";
 const M = Number(args.M ?? 1000);
 const RATE = Number(args.RATE ?? 50);
 const INFLIGHT = Math.max(1, Number(args.INFLIGHT ?? 4));
+const COMMITS = args.COMMITS ?? "";
 if (!URL_BASE || !CASE_ID || !(RATE > 0) || (MODE !== "lexiflow" && MODE !== "node") || (MODE === "lexiflow" && !TOKEN)) {
   process.stderr.write("fire.mjs: needs MODE=lexiflow|node URL=... CASE_ID=... (TOKEN=... for lexiflow), RATE > 0\n");
   process.exit(2);
@@ -51,7 +59,9 @@ function request(body) {
     const req = http.request(target.url, { method: target.method, headers, agent }, (res) => {
       const chunks = [];
       res.on("data", (c) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString("utf8") }));
+      res.on("end", () =>
+        resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString("utf8"), timing: res.headers["server-timing"] }),
+      );
       res.on("error", reject);
     });
     req.on("error", reject);
@@ -65,14 +75,19 @@ let inflight = 0;
 let late = 0;
 let maxLag = 0;
 const times = [];
+const committedAt = new Array(M).fill(null);
+const wallNow = () => performance.timeOrigin + performance.now();
 const waiters = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function send(i) {
   const t0 = performance.now();
+  const sentAt = wallNow();
   try {
     const res = await request(JSON.stringify({ title: `Bench ${i}` }));
     times.push(performance.now() - t0);
+    const dur = /(?:^|,)\s*commit;dur=([0-9.]+)/.exec(res.timing ?? "");
+    if (dur) committedAt[i] = sentAt + Number(dur[1]);
     if (res.status < 200 || res.status > 299) {
       failed += 1;
       if (reported++ < 5) process.stderr.write(`fire: request ${i}: ${res.status} ${res.text.slice(0, 300)}\n`);
@@ -102,6 +117,10 @@ for (let i = 0; i < M; i++) {
 }
 await Promise.all(pending);
 agent.destroy();
+if (COMMITS) {
+  writeFileSync(`${COMMITS}.tmp`, JSON.stringify(committedAt));
+  renameSync(`${COMMITS}.tmp`, COMMITS);
+}
 const seconds = (performance.now() - start) / 1000;
 // How long each change took to answer: for LexiFlow the write and its commit, which the
 // clients' latency (from occurredAt, stamped inside the transaction) also contains.
