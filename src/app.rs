@@ -194,13 +194,7 @@ impl App {
             config.auth.jwt_secret.clone().ok_or_else(|| ConfigError::Insecure("no JWT secret was resolved".into()))?;
         let tokens = TokenKeys::new(&secret, config.auth.access_ttl, config.auth.refresh_ttl);
         let passwords = Passwords::new(config.auth.argon2).map_err(StartError::Argon2)?;
-        let redis = match &config.redis_url {
-            Some(url) => Some(Arc::new(
-                RedisLink::new(url.expose_secret(), config.redis_prefix.clone(), config.redis_breaker)
-                    .map_err(StartError::Redis)?,
-            )),
-            None => None,
-        };
+        let redis = RedisLink::from_config(&config).map_err(StartError::Redis)?.map(Arc::new);
         crate::telemetry::metrics::install();
         if !config.audit_enabled {
             crate::audit::disable_for_benchmark();

@@ -78,6 +78,8 @@ pub struct Config {
     pub queue_lease: Duration,
     /// The circuit breaker in front of Redis.
     pub redis_breaker: crate::resilience::BreakerConfig,
+    /// Certificates for a `rediss://` Redis beyond the system's roots.
+    pub redis_tls: RedisTls,
     pub throttle: ThrottleConfig,
     pub security: SecurityConfig,
     pub ops: OpsConfig,
@@ -370,6 +372,19 @@ impl Default for Argon2Cost {
     }
 }
 
+/// TLS to Redis (a `rediss://` URL) beyond its defaults, which are the system's trusted roots
+/// and no client certificate. Read from PEM files when the application starts.
+#[derive(Clone, Debug, Default)]
+pub struct RedisTls {
+    /// `REDIS_CA_FILE`: the certificates to trust instead of the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// `REDIS_CLIENT_CERT_FILE`, with `REDIS_CLIENT_KEY_FILE`: a client certificate for a
+    /// server that asks for one (`tls-auth-clients yes`).
+    pub client_cert_file: Option<PathBuf>,
+    /// `REDIS_CLIENT_KEY_FILE`: the client certificate's private key.
+    pub client_key_file: Option<PathBuf>,
+}
+
 /// The shape of `lexiflow.toml`: every key optional, names as in the environment, lower-case.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -527,7 +542,10 @@ impl Config {
             None => match get("REDIS_HOST") {
                 Some(host) => Some(url_from_parts(
                     "REDIS_HOST",
-                    "redis",
+                    match get("REDIS_TLS") {
+                        Some(v) if parse_bool("REDIS_TLS", &v)? => "rediss",
+                        _ => "redis",
+                    },
                     &host,
                     &get("REDIS_PORT").unwrap_or_else(|| "6379".into()),
                     "",
@@ -541,6 +559,22 @@ impl Config {
             && !(u.starts_with("redis://") || u.starts_with("rediss://"))
         {
             return Err(invalid("REDIS_URL", "must start with redis:// or rediss://"));
+        }
+        let redis_tls = RedisTls {
+            ca_file: get("REDIS_CA_FILE").map(PathBuf::from),
+            client_cert_file: get("REDIS_CLIENT_CERT_FILE").map(PathBuf::from),
+            client_key_file: get("REDIS_CLIENT_KEY_FILE").map(PathBuf::from),
+        };
+        if redis_tls.client_cert_file.is_some() != redis_tls.client_key_file.is_some() {
+            return Err(invalid(
+                "REDIS_CLIENT_CERT_FILE",
+                "REDIS_CLIENT_CERT_FILE and REDIS_CLIENT_KEY_FILE go together",
+            ));
+        }
+        if (redis_tls.ca_file.is_some() || redis_tls.client_cert_file.is_some())
+            && !redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://"))
+        {
+            return Err(invalid("REDIS_CA_FILE", "REDIS_CA_FILE and REDIS_CLIENT_CERT_FILE need a rediss:// Redis"));
         }
         let redis_url = if demo_mode { None } else { redis_url.map(SecretString::from) };
 
@@ -767,6 +801,7 @@ impl Config {
                 .unwrap_or_else(|| "lexiflow:".into()),
             queue_lease: Duration::from_secs(num(&get, "QUEUE_LEASE_SECONDS", None, 60u64)?.max(3)),
             redis_breaker: crate::resilience::BreakerConfig::default(),
+            redis_tls,
             throttle: ThrottleConfig {
                 enabled: security_enabled,
                 global: Quota { limit: throttle_limit, period: Duration::from_millis(throttle_ttl) },
@@ -1200,6 +1235,39 @@ mod tests {
         .unwrap();
         assert!(c.redis_url.is_none());
         assert!(Config::from_sources(FileConfig::default(), &env(&[("REDIS_URL", "http://x")])).is_err());
+    }
+
+    #[test]
+    fn redis_tls_takes_a_ca_and_a_client_certificate_only_for_a_rediss_url() {
+        let c = Config::from_sources(
+            FileConfig::default(),
+            &env(&[("REDIS_HOST", "cache"), ("REDIS_TLS", "true"), ("REDIS_CA_FILE", "/etc/lexiflow/redis-ca.pem")]),
+        )
+        .unwrap();
+        assert_eq!(c.redis_url.unwrap().expose_secret(), "rediss://cache:6379");
+        assert_eq!(c.redis_tls.ca_file.as_deref(), Some(Path::new("/etc/lexiflow/redis-ca.pem")));
+        assert!(c.redis_tls.client_cert_file.is_none());
+        let c = Config::from_sources(
+            FileConfig::default(),
+            &env(&[
+                ("REDIS_URL", "rediss://cache:6380"),
+                ("REDIS_CLIENT_CERT_FILE", "c.pem"),
+                ("REDIS_CLIENT_KEY_FILE", "k.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.redis_tls.client_key_file.as_deref(), Some(Path::new("k.pem")));
+        // A certificate without its key, and TLS files for a plain redis:// URL, are refused.
+        for pairs in [
+            &[("REDIS_URL", "rediss://cache:6380"), ("REDIS_CLIENT_CERT_FILE", "c.pem")][..],
+            &[("REDIS_URL", "redis://cache:6379"), ("REDIS_CA_FILE", "ca.pem")][..],
+            &[("REDIS_CA_FILE", "ca.pem")][..],
+        ] {
+            assert!(matches!(
+                Config::from_sources(FileConfig::default(), &env(pairs)),
+                Err(ConfigError::Invalid { .. })
+            ));
+        }
     }
 
     #[test]

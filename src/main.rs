@@ -258,17 +258,9 @@ async fn run() -> anyhow::Result<()> {
             db::migrate(&conn).await.context("migration failed")?;
             lexiflow::telemetry::metrics::install();
             let queue_db = db::connect_for_queue(&config.database).await.context("cannot connect to the database")?;
-            let redis = match &config.redis_url {
-                Some(url) => Some(std::sync::Arc::new(
-                    lexiflow::redis_link::RedisLink::new(
-                        secrecy::ExposeSecret::expose_secret(url),
-                        config.redis_prefix.clone(),
-                        config.redis_breaker,
-                    )
-                    .context("REDIS_URL is not usable")?,
-                )),
-                None => None,
-            };
+            let redis = lexiflow::redis_link::RedisLink::from_config(&config)
+                .context("REDIS_URL is not usable")?
+                .map(std::sync::Arc::new);
             let bus = lexiflow::bus::Bus::new(uuid::Uuid::now_v7(), redis.clone());
             let cache = lexiflow::cache::Cache::new(config.cache, redis, bus);
             let storage = lexiflow::storage::Storage::from_config(&config)

@@ -85,10 +85,47 @@ pub struct RedisLink {
 pub type RedisError = CallError<redis::RedisError>;
 
 impl RedisLink {
-    /// A link to `url`; nothing is connected until the first call.
+    /// A link to `url`; nothing is connected until the first call. A `rediss://` URL trusts
+    /// the system's roots and sends no client certificate; see [`with_tls`](Self::with_tls).
     pub fn new(url: &str, prefix: String, breaker: BreakerConfig) -> Result<Self, redis::RedisError> {
+        Self::with_tls(url, prefix, breaker, &crate::config::RedisTls::default())
+    }
+
+    /// The link the configuration asks for (`REDIS_URL`, its TLS files), if any.
+    pub fn from_config(c: &crate::config::Config) -> Result<Option<Self>, redis::RedisError> {
+        use secrecy::ExposeSecret;
+        c.redis_url
+            .as_ref()
+            .map(|url| Self::with_tls(url.expose_secret(), c.redis_prefix.clone(), c.redis_breaker, &c.redis_tls))
+            .transpose()
+    }
+
+    /// A link to `url` with `tls`'s certificates: the CA to trust instead of the system's
+    /// roots, and a client certificate. The files are read now; an unreadable one is an error.
+    pub fn with_tls(
+        url: &str,
+        prefix: String,
+        breaker: BreakerConfig,
+        tls: &crate::config::RedisTls,
+    ) -> Result<Self, redis::RedisError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        };
+        let client = match (&tls.ca_file, &tls.client_cert_file, &tls.client_key_file) {
+            (None, None, _) => redis::Client::open(url)?,
+            (ca, cert, key) => {
+                let client_tls = match (cert, key) {
+                    (Some(cert), Some(key)) => {
+                        Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? })
+                    }
+                    _ => None,
+                };
+                let root_cert = ca.as_deref().map(read).transpose()?;
+                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert })?
+            }
+        };
         Ok(Self {
-            client: redis::Client::open(url)?,
+            client,
             conn: RwLock::new(None),
             breaker: Breaker::new("redis", breaker),
             down: Default::default(),

@@ -28,6 +28,7 @@ mod jobs;
 mod operations;
 mod parties;
 mod realtime;
+mod redis_tls;
 mod security;
 mod transactions;
 mod tus_clients;

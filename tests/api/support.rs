@@ -155,6 +155,42 @@ pub fn redis_available() -> bool {
     service_available(&REACHABLE, &NOTED, "Redis", &redis_url(), 6379, "LEXIFLOW_REQUIRE_REDIS", "the Redis tests")
 }
 
+/// The Redis servers speaking only TLS that `tests/services/start.sh` starts: `url` takes any
+/// client, `mtls_url` only one with a certificate from the test CA; `dir` holds `ca.crt`,
+/// `client.crt` and `client.key`.
+pub struct RedisTlsServers {
+    pub url: String,
+    pub mtls_url: String,
+    pub dir: std::path::PathBuf,
+}
+
+/// The TLS Redis servers, from `LEXIFLOW_TEST_REDIS_TLS_URL`, `_MTLS_URL` and `_TLS_DIR`; None
+/// (noted once) when they are not set, and a panic then when `LEXIFLOW_REQUIRE_REDIS_TLS=1`.
+pub fn redis_tls() -> Option<RedisTlsServers> {
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let servers = match (
+        var("LEXIFLOW_TEST_REDIS_TLS_URL"),
+        var("LEXIFLOW_TEST_REDIS_MTLS_URL"),
+        var("LEXIFLOW_TEST_REDIS_TLS_DIR"),
+    ) {
+        (Some(url), Some(mtls_url), Some(dir)) => {
+            Some(RedisTlsServers { url, mtls_url, dir: dir.into() }).filter(|s| s.dir.join("ca.crt").is_file())
+        }
+        _ => None,
+    };
+    tool_available(
+        &NOTED,
+        servers.is_some(),
+        "Redis over TLS (LEXIFLOW_TEST_REDIS_TLS_URL, _MTLS_URL, _TLS_DIR)",
+        "LEXIFLOW_REQUIRE_REDIS_TLS",
+        "the Redis TLS tests",
+        "run tests/services/start.sh and set the variables it prints",
+    )
+    .then_some(servers)
+    .flatten()
+}
+
 /// Runs each listed `async fn name(b: Backend)` once per backend, as `sqlite::name` and
 /// `postgres::name`.
 #[macro_export]

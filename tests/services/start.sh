@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs, starts and checks the two local services the upload tests need:
+# Installs, starts and checks the local services the upload and Redis TLS tests need:
 #   * ClamAV's clamd (Debian package clamav-daemon) on 127.0.0.1:3310, with a private config and
 #     a private database that holds ONE signature: the EICAR test file (no freshclam, no network);
 #   * moto's S3-compatible server (PyPI moto[server], pinned in requirements-s3.txt) on
-#     127.0.0.1:5055, from the venv $HOME/.cache/lexiflow-venv.
+#     127.0.0.1:5055, from the venv $HOME/.cache/lexiflow-venv;
+#   * two Redis servers speaking only TLS (Debian's redis-server), with a private test CA made
+#     here by openssl in $HOME/.cache/lexiflow-redis-tls: on 6380 any client, on 6381 only
+#     clients with a certificate from that CA.
 # Idempotent: a service that already answers is left alone, so a second run takes milliseconds.
 #
 # Usage:
@@ -13,6 +16,7 @@
 # Progress goes to stderr as `== HH:MM:SS message`; stdout carries only the variable lines.
 #
 # Overrides (optional): LEXIFLOW_CLAMD_PORT (3310), LEXIFLOW_MOTO_PORT (5055),
+# LEXIFLOW_REDIS_TLS_PORT (6380; the client-certificate one is the next port),
 # LEXIFLOW_VENV ($HOME/.cache/lexiflow-venv).
 set -euo pipefail
 
@@ -32,6 +36,9 @@ MOTO_PORT="${LEXIFLOW_MOTO_PORT:-5055}"
 CACHE="$HOME/.cache"
 CLAMD_DIR="$CACHE/lexiflow-clamd"
 MOTO_DIR="$CACHE/lexiflow-moto"
+REDIS_TLS_PORT="${LEXIFLOW_REDIS_TLS_PORT:-6380}"
+REDIS_MTLS_PORT=$((REDIS_TLS_PORT + 1))
+REDIS_TLS_DIR="$CACHE/lexiflow-redis-tls"
 VENV="${LEXIFLOW_VENV:-$CACHE/lexiflow-venv}"
 EICAR_MD5=44d88612fea8a8f36de82e1278abb02f
 # The 68-byte EICAR test string, base64-encoded so that no shell quoting can touch its
@@ -122,6 +129,8 @@ stop_pidfile() {
 if [ "$MODE" = stop ]; then
   stop_pidfile "$CLAMD_DIR/clamd.pid" clamd
   stop_pidfile "$MOTO_DIR/moto.pid" moto_server
+  stop_pidfile "$REDIS_TLS_DIR/tls.pid" "redis-server (TLS)"
+  stop_pidfile "$REDIS_TLS_DIR/mtls.pid" "redis-server (TLS, client certificates)"
   exit 0
 fi
 
@@ -287,8 +296,57 @@ finally:
 PY
 }
 
+# --- Redis over TLS -----------------------------------------------------------------------------
+redis_tls_up() {
+  # $1 port; a client certificate is offered on both, the 6380 one does not ask for it.
+  [ "$(timeout 5 redis-cli --tls --cacert "$REDIS_TLS_DIR/ca.crt" --cert "$REDIS_TLS_DIR/client.crt" \
+    --key "$REDIS_TLS_DIR/client.key" -h localhost -p "$1" PING 2>/dev/null)" = PONG ]
+}
+
+start_redis_tls() {
+  local d=$REDIS_TLS_DIR port auth pidfile
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
+  command -v openssl >/dev/null || apt_install openssl
+  mkdir -p "$d"
+  # A test CA, a server certificate for localhost and 127.0.0.1, a client certificate; made
+  # once and kept (valid 10 years), or again when one is missing.
+  if [ ! -s "$d/ca.crt" ] || [ ! -s "$d/server.crt" ] || [ ! -s "$d/client.crt" ]; then
+    log "making a test CA and certificates in $d"
+    (
+      cd "$d"
+      openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
+        -subj "/CN=LexiFlow test CA" 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
+        -days 3650 -extfile server.ext 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/CN=lexiflow-test" 2>/dev/null
+      printf 'extendedKeyUsage=clientAuth\n' >client.ext
+      openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt \
+        -days 3650 -extfile client.ext 2>/dev/null
+      chmod 600 ./*.key
+    )
+  fi
+  for port in "$REDIS_TLS_PORT" "$REDIS_MTLS_PORT"; do
+    if [ "$port" = "$REDIS_TLS_PORT" ]; then auth=no pidfile=$d/tls.pid; else auth=yes pidfile=$d/mtls.pid; fi
+    if redis_tls_up "$port"; then
+      log "redis-server (TLS, client certificates: $auth) already answers on localhost:$port"
+      continue
+    fi
+    stop_pidfile "$pidfile" "stale redis-server (TLS)"
+    port_taken "$port" && die "$HOST:$port is taken by something that does not answer like Redis over TLS"
+    log "starting redis-server on localhost:$port, TLS only, client certificates: $auth"
+    redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+      --tls-cert-file "$d/server.crt" --tls-key-file "$d/server.key" --tls-ca-cert-file "$d/ca.crt" \
+      --tls-auth-clients "$auth" --daemonize yes --pidfile "$pidfile" --logfile "$d/redis-$port.log" 8>&- 9>&-
+    for _ in $(seq 1 50); do redis_tls_up "$port" && break; sleep 0.1; done
+    redis_tls_up "$port" || { tail -n 20 "$d/redis-$port.log"; die "redis-server (TLS) did not answer on $port"; }
+  done
+}
+
 start_clamd
 start_moto
+start_redis_tls
 
 if [ "$MODE" = env ]; then
   P="export "
@@ -298,4 +356,7 @@ fi
 {
   echo "${P}LEXIFLOW_TEST_CLAMD=$HOST:$CLAMD_PORT"
   echo "${P}LEXIFLOW_TEST_S3_ENDPOINT=http://$HOST:$MOTO_PORT"
+  echo "${P}LEXIFLOW_TEST_REDIS_TLS_URL=rediss://localhost:$REDIS_TLS_PORT"
+  echo "${P}LEXIFLOW_TEST_REDIS_MTLS_URL=rediss://localhost:$REDIS_MTLS_PORT"
+  echo "${P}LEXIFLOW_TEST_REDIS_TLS_DIR=$REDIS_TLS_DIR"
 } >&9
