@@ -8,6 +8,8 @@ use lexiflow::{app::App, config::Config, db, http::router, jobs, server, telemet
 /// objects, and glibc's malloc showed up as the largest single cost in a profile of
 /// `GET /api/v1/cases/{id}` under load. `main` configures it first
 /// ([`lexiflow_alloc::configure`]: no transparent huge pages, freed memory returned at once).
+/// (Not with `--features system-alloc`: a build for heap profilers that hook malloc.)
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: lexiflow_alloc::MiMalloc = lexiflow_alloc::MiMalloc;
 
