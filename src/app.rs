@@ -139,8 +139,12 @@ impl App {
         Fut: Future<Output = crate::http::error::ApiResult<db::Outcome<T, crate::http::error::ApiError>>>,
     {
         let done = db::transaction_outcome(&self.db, db::TxOptions { origin: Some(self.origin), ..opts }, work).await?;
-        // Ignored outside a request (jobs, start-up).
-        let _ = crate::http::envelope::REQUEST.try_with(|c| c.mark_committed());
+        // Only for a write that succeeded: one that committed and then failed (a wrong
+        // password's failure count) must answer like one that committed nothing (a locked-out
+        // address), or the header would tell them apart. Ignored outside a request.
+        if done.value.is_ok() {
+            let _ = crate::http::envelope::REQUEST.try_with(|c| c.mark_committed());
+        }
         self.publish(done.events).await;
         done.value
     }

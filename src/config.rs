@@ -537,15 +537,16 @@ impl Config {
             Some(v) => parse_bool("DEMO_MODE", &v)?,
             None => file.demo_mode.unwrap_or(false),
         };
+        let redis_tls_on = match get("REDIS_TLS") {
+            Some(v) => parse_bool("REDIS_TLS", &v)?,
+            None => false,
+        };
         let redis_url = match get("REDIS_URL").or(file.redis_url) {
             Some(u) => Some(u),
             None => match get("REDIS_HOST") {
                 Some(host) => Some(url_from_parts(
                     "REDIS_HOST",
-                    match get("REDIS_TLS") {
-                        Some(v) if parse_bool("REDIS_TLS", &v)? => "rediss",
-                        _ => "redis",
-                    },
+                    if redis_tls_on { "rediss" } else { "redis" },
                     &host,
                     &get("REDIS_PORT").unwrap_or_else(|| "6379".into()),
                     "",
@@ -571,10 +572,12 @@ impl Config {
                 "REDIS_CLIENT_CERT_FILE and REDIS_CLIENT_KEY_FILE go together",
             ));
         }
-        if (redis_tls.ca_file.is_some() || redis_tls.client_cert_file.is_some())
-            && !redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://"))
-        {
+        let rediss = redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://"));
+        if (redis_tls.ca_file.is_some() || redis_tls.client_cert_file.is_some()) && !rediss {
             return Err(invalid("REDIS_CA_FILE", "REDIS_CA_FILE and REDIS_CLIENT_CERT_FILE need a rediss:// Redis"));
+        }
+        if redis_tls_on && redis_url.is_some() && !rediss {
+            return Err(invalid("REDIS_TLS", "REDIS_TLS=true needs a rediss:// REDIS_URL (or REDIS_HOST)"));
         }
         let redis_url = if demo_mode { None } else { redis_url.map(SecretString::from) };
 
@@ -1262,6 +1265,8 @@ mod tests {
             &[("REDIS_URL", "rediss://cache:6380"), ("REDIS_CLIENT_CERT_FILE", "c.pem")][..],
             &[("REDIS_URL", "redis://cache:6379"), ("REDIS_CA_FILE", "ca.pem")][..],
             &[("REDIS_CA_FILE", "ca.pem")][..],
+            &[("REDIS_URL", "redis://cache:6379"), ("REDIS_TLS", "true")][..],
+            &[("REDIS_HOST", "cache"), ("REDIS_TLS", "maybe")][..],
         ] {
             assert!(matches!(
                 Config::from_sources(FileConfig::default(), &env(pairs)),

@@ -206,6 +206,10 @@ async fn run() -> anyhow::Result<()> {
     let mut config = Config::load()?;
     let telemetry = tracing_setup::init(config.log_format, config.otlp_endpoint.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    #[cfg(feature = "system-alloc")]
+    tracing::warn!(
+        "built with --features system-alloc (the C library's malloc) for heap profiling: not for production"
+    );
     match cli.command {
         Some(Command::Audit { command }) => {
             let conn = db::connect(&config.database).await.context("cannot connect to the database")?;

@@ -108,19 +108,30 @@ impl RedisLink {
         breaker: BreakerConfig,
         tls: &crate::config::RedisTls,
     ) -> Result<Self, redis::RedisError> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        // Each file is read now and must hold what its variable names (PEM), so a wrong file
+        // stops the start here instead of leaving every later connection failing.
+        let read = |var: &str, p: &std::path::Path, block: &str| {
+            let bytes =
+                std::fs::read(p).map_err(|e| std::io::Error::new(e.kind(), format!("{var} {}: {e}", p.display())))?;
+            if !String::from_utf8_lossy(&bytes).lines().any(|l| l.starts_with("-----BEGIN ") && l.contains(block)) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{var} {}: no PEM {block} block in it", p.display()),
+                ));
+            }
+            Ok(bytes)
         };
         let client = match (&tls.ca_file, &tls.client_cert_file, &tls.client_key_file) {
             (None, None, _) => redis::Client::open(url)?,
             (ca, cert, key) => {
                 let client_tls = match (cert, key) {
-                    (Some(cert), Some(key)) => {
-                        Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? })
-                    }
+                    (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                        client_cert: read("REDIS_CLIENT_CERT_FILE", cert, "CERTIFICATE")?,
+                        client_key: read("REDIS_CLIENT_KEY_FILE", key, "PRIVATE KEY")?,
+                    }),
                     _ => None,
                 };
-                let root_cert = ca.as_deref().map(read).transpose()?;
+                let root_cert = ca.as_deref().map(|p| read("REDIS_CA_FILE", p, "CERTIFICATE")).transpose()?;
                 redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert })?
             }
         };

@@ -157,7 +157,7 @@ run_stack() {
   rss0=$(rss_kb "$pid")
   echo "   resident before the clients: $(rss_parts "$pid")"
   node "$HERE/clients.mjs" URL="$base" TOKEN="$token" CASE_ID="$case_id" N="$N" EXPECT="$EVENTS" SKIP="$WARMUP" \
-    TIMEOUT="$TIMEOUT" WORKERS="$WORKERS" BATCH="$BATCH" "${commits[@]}" >"$cout" 2>"$cerr" &
+    TIMEOUT="$TIMEOUT" WORKERS="$WORKERS" BATCH="$BATCH" ${commits[@]+"${commits[@]}"} >"$cout" 2>"$cerr" &
   cpid=$!
   PIDS+=("$cpid")
   ready=
@@ -178,7 +178,7 @@ run_stack() {
   # In the background and waited for, so that an interrupt stops the run at once.
   local fout="$STATE/realtime-fire-$stack.out" fpid fire
   node "$HERE/fire.mjs" MODE="$mode" URL="$base" TOKEN="$token" CASE_ID="$case_id" M=$((EVENTS + WARMUP)) \
-    RATE="$RATE" INFLIGHT="$INFLIGHT" "${commits[@]}" >"$fout" &
+    RATE="$RATE" INFLIGHT="$INFLIGHT" ${commits[@]+"${commits[@]}"} >"$fout" &
   fpid=$!
   PIDS+=("$fpid")
   wait "$fpid" || { echo "error: sending the changes failed"; exit 1; }

@@ -28,8 +28,8 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// Records that a write transaction of this request has just committed; the answer's
-    /// `Server-Timing: commit;dur=…` says when (`App::write` calls it).
+    /// Records that a write transaction of this request has just committed and succeeded; the
+    /// answer's `Server-Timing: commit;dur=…` says when (`App::write` calls it).
     pub fn mark_committed(&self) {
         let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
         self.committed_us.store(us, std::sync::atomic::Ordering::Relaxed);

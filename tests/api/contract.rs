@@ -52,6 +52,22 @@ async fn a_committed_write_says_when_it_committed(b: Backend) {
     let dur: f64 = timing.strip_prefix("commit;dur=").unwrap().parse().unwrap();
     let total: f64 = res.header("x-response-time").unwrap().trim_end_matches("ms").parse().unwrap();
     assert!(dur > 0.0 && dur <= total, "{timing} against {total} ms");
+    // A write rolled back inside its transaction (the case number is taken) commits nothing.
+    let res = t.post("/api/v1/cases", &s.token, json!({"caseNumber": "ST-1", "title": "t", "type": "civil"})).await;
+    res.expect(409);
+    assert_eq!(res.header("server-timing"), None);
+    // A wrong password commits its failure count, yet answers like a locked-out address,
+    // which commits nothing: no header either way.
+    let res = t
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": s.email, "password": "wrong password here"})),
+        )
+        .await;
+    res.expect(401);
+    assert_eq!(res.header("server-timing"), None);
 }
 
 fn assert_error_body(res: &crate::support::Res, status: u16, code: &str) {

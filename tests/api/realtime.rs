@@ -546,11 +546,15 @@ async fn connection_slots_lapse_and_renewals_put_lost_ones_back() {
     let link = || std::sync::Arc::new(RedisLink::new(&redis_url(), prefix.clone(), BreakerConfig::default()).unwrap());
     let user = uuid::Uuid::now_v7();
     // Instance A dies holding the user's only slot: B is refused until it lapses.
-    let a = Slots::new(Some(link())).with_ttl(Duration::from_millis(500));
-    let b = Slots::new(Some(link()));
+    let (link_a, link_b) = (link(), link());
+    // Connected before the clock starts, so the first refusal below is well inside the TTL.
+    link_a.ping().await.unwrap();
+    link_b.ping().await.unwrap();
+    let a = Slots::new(Some(link_a)).with_ttl(Duration::from_secs(2));
+    let b = Slots::new(Some(link_b));
     assert!(a.take(user, "a1", 1, 0).await);
     assert!(!b.take(user, "b1", 1, 0).await);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(b.take(user, "b1", 1, 0).await, "a dead instance's slot did not lapse");
     b.give_back(user, "b1").await;
 

@@ -24,6 +24,10 @@ async fn a_rediss_link_trusts_the_configured_ca_and_not_the_system_roots_alone()
     let missing = RedisTls { ca_file: Some(r.dir.join("no-such-ca.crt")), ..Default::default() };
     let err = RedisLink::with_tls(&r.url, "x:".into(), BreakerConfig::default(), &missing).unwrap_err();
     assert!(err.to_string().contains("no-such-ca.crt"), "{err}");
+    // So is a file that holds no certificate (a key given by mistake).
+    let wrong = RedisTls { ca_file: Some(r.dir.join("client.key")), ..Default::default() };
+    let err = RedisLink::with_tls(&r.url, "x:".into(), BreakerConfig::default(), &wrong).unwrap_err();
+    assert!(err.to_string().contains("REDIS_CA_FILE") && err.to_string().contains("CERTIFICATE"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

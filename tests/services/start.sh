@@ -310,7 +310,8 @@ start_redis_tls() {
   mkdir -p "$d"
   # A test CA, a server certificate for localhost and 127.0.0.1, a client certificate; made
   # once and kept (valid 10 years), or again when one is missing.
-  if [ ! -s "$d/ca.crt" ] || [ ! -s "$d/server.crt" ] || [ ! -s "$d/client.crt" ]; then
+  if [ ! -s "$d/ca.crt" ] || [ ! -s "$d/server.crt" ] || [ ! -s "$d/server.key" ] || [ ! -s "$d/client.crt" ] ||
+    [ ! -s "$d/client.key" ]; then
     log "making a test CA and certificates in $d"
     (
       cd "$d"
