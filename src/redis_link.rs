@@ -84,6 +84,43 @@ pub struct RedisLink {
 /// A failed Redis call.
 pub type RedisError = CallError<redis::RedisError>;
 
+// Redis's TLS files are read and checked when the link is made, so a wrong one stops the start
+// with its variable named, instead of leaving every later connection failing.
+
+fn tls_file_error(var: &str, p: &std::path::Path, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{var} {}: {e}", p.display()))
+}
+
+fn read(var: &str, p: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    std::fs::read(p).map_err(|e| std::io::Error::new(e.kind(), format!("{var} {}: {e}", p.display())))
+}
+
+fn certificates(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    if certs.is_empty() { Err("no PEM CERTIFICATE in it".into()) } else { Ok(certs) }
+}
+
+/// At least one usable CA certificate.
+fn check_ca(pem: &[u8]) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match roots.add_parsable_certificates(certificates(pem)?) {
+        (0, _) => Err("no certificate in it can be used as a CA".into()),
+        _ => Ok(()),
+    }
+}
+
+/// A client certificate chain, and the private key that belongs to its first certificate.
+fn check_client_certificate(cert: &[u8], key: &[u8]) -> std::io::Result<()> {
+    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let chain = certificates(cert).map_err(|e| invalid(format!("REDIS_CLIENT_CERT_FILE: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| invalid(format!("REDIS_CLIENT_KEY_FILE: {e}")))?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::aws_lc_rs::default_provider())
+        .map(drop)
+        .map_err(|e| invalid(format!("REDIS_CLIENT_CERT_FILE and REDIS_CLIENT_KEY_FILE do not go together: {e}")))
+}
+
 impl RedisLink {
     /// A link to `url`; nothing is connected until the first call. A `rediss://` URL trusts
     /// the system's roots and sends no client certificate; see [`with_tls`](Self::with_tls).
@@ -108,30 +145,26 @@ impl RedisLink {
         breaker: BreakerConfig,
         tls: &crate::config::RedisTls,
     ) -> Result<Self, redis::RedisError> {
-        // Each file is read now and must hold what its variable names (PEM), so a wrong file
-        // stops the start here instead of leaving every later connection failing.
-        let read = |var: &str, p: &std::path::Path, block: &str| {
-            let bytes =
-                std::fs::read(p).map_err(|e| std::io::Error::new(e.kind(), format!("{var} {}: {e}", p.display())))?;
-            if !String::from_utf8_lossy(&bytes).lines().any(|l| l.starts_with("-----BEGIN ") && l.contains(block)) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{var} {}: no PEM {block} block in it", p.display()),
-                ));
-            }
-            Ok(bytes)
-        };
         let client = match (&tls.ca_file, &tls.client_cert_file, &tls.client_key_file) {
             (None, None, _) => redis::Client::open(url)?,
             (ca, cert, key) => {
                 let client_tls = match (cert, key) {
-                    (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                        client_cert: read("REDIS_CLIENT_CERT_FILE", cert, "CERTIFICATE")?,
-                        client_key: read("REDIS_CLIENT_KEY_FILE", key, "PRIVATE KEY")?,
-                    }),
+                    (Some(cert), Some(key)) => {
+                        let (client_cert, client_key) =
+                            (read("REDIS_CLIENT_CERT_FILE", cert)?, read("REDIS_CLIENT_KEY_FILE", key)?);
+                        check_client_certificate(&client_cert, &client_key)?;
+                        Some(redis::ClientTlsConfig { client_cert, client_key })
+                    }
                     _ => None,
                 };
-                let root_cert = ca.as_deref().map(|p| read("REDIS_CA_FILE", p, "CERTIFICATE")).transpose()?;
+                let root_cert = match ca {
+                    Some(p) => {
+                        let pem = read("REDIS_CA_FILE", p)?;
+                        check_ca(&pem).map_err(|e| tls_file_error("REDIS_CA_FILE", p, e))?;
+                        Some(pem)
+                    }
+                    None => None,
+                };
                 redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert })?
             }
         };

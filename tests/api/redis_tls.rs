@@ -41,6 +41,10 @@ async fn a_client_certificate_is_presented_when_configured() {
         ..ca
     };
     link(&r.mtls_url, &with_cert).ping().await.unwrap();
+    // A certificate with another key (the server's) is refused when the link is made.
+    let mismatched = RedisTls { client_key_file: Some(r.dir.join("server.key")), ..with_cert };
+    let err = RedisLink::with_tls(&r.mtls_url, "x:".into(), BreakerConfig::default(), &mismatched).unwrap_err();
+    assert!(err.to_string().contains("do not go together"), "{err}");
 }
 
 async fn two_instances_share_their_cache_over_tls(b: Backend) {
