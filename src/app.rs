@@ -224,7 +224,8 @@ impl App {
                 .unwrap_or_else(|| crate::webhooks::sign::Sealer::new(secret.expose_secret())),
         );
         let storage = crate::storage::Storage::from_config(&config).map_err(StartError::Storage)?;
-        let slots = crate::realtime::slots::Slots::new(redis.clone());
+        let slots = crate::realtime::slots::Slots::new(redis.clone())
+            .with_ttl(config.realtime.slot_renew_every * crate::realtime::slots::RENEWALS_PER_TTL);
         let app = App(Arc::new(AppInner {
             config,
             db,

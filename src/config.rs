@@ -235,6 +235,9 @@ pub struct RealtimeConfig {
     /// `REALTIME_MAX_MESSAGE_BYTES` (default 65536): the largest message a client may send,
     /// over WebSocket and polling alike.
     pub max_message_bytes: usize,
+    /// How often an instance renews its sockets' connection slots in Redis (30 s; a slot
+    /// lapses after three times this). Not a variable: tests shorten it.
+    pub slot_renew_every: Duration,
 }
 
 /// The domain-event outbox.
@@ -772,6 +775,7 @@ impl Config {
                 replay_max: num(&get, "REALTIME_REPLAY_MAX", None, 1_000)?,
                 poll_every: Duration::from_millis(num(&get, "REALTIME_POLL_MS", None, 250u64)?.max(10)),
                 max_message_bytes: num(&get, "REALTIME_MAX_MESSAGE_BYTES", None, 65_536)?,
+                slot_renew_every: crate::realtime::slots::RENEW_EVERY,
             },
             webhooks: WebhookConfig {
                 allow_private: match get("WEBHOOK_ALLOW_PRIVATE") {

@@ -25,10 +25,13 @@ use crate::{
     redis_link::{Fallback, RedisLink},
 };
 
-/// How long a slot lives without being renewed.
-pub const TTL: Duration = Duration::from_secs(90);
-/// How often an instance renews the slots of its open sockets.
+/// How often an instance renews the slots of its open sockets (`slot_renew_every` in the
+/// configuration; tests shorten it).
 pub const RENEW_EVERY: Duration = Duration::from_secs(30);
+/// A slot lapses after this many renewal periods without a renewal.
+pub const RENEWALS_PER_TTL: u32 = 3;
+/// How long a slot lives without being renewed.
+pub const TTL: Duration = Duration::from_secs(30 * RENEWALS_PER_TTL as u64);
 
 /// KEYS[1] the user's set; ARGV: member, limit, TTL in ms. 1 when the slot was taken.
 const TAKE_LUA: &str = r#"

@@ -29,6 +29,7 @@ crate::on_both_backends!(
     an_event_committed_on_one_instance_reaches_a_client_on_another,
     connections_and_messages_are_limited_per_user,
     the_connection_limit_counts_every_instance,
+    open_sockets_take_their_slots_back_and_closed_ones_do_not,
 );
 
 /// How long an expected message may take.
@@ -531,6 +532,44 @@ async fn the_connection_limit_counts_every_instance(b: Backend) {
     assert!(admitted.is_some(), "the closed socket's slot was never given back");
     c.open("b3", &base_b, json!({"token": admin.token}), json!({})).await;
     assert_eq!(c.expect("b3", "connect_error").await["message"], "RATE_LIMIT_EXCEEDED");
+}
+
+async fn open_sockets_take_their_slots_back_and_closed_ones_do_not(b: Backend) {
+    // Renewals every 200 ms instead of 30 s: the gateway's renewal loop, end to end.
+    if !redis_available() {
+        return;
+    }
+    let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
+    let Some((a, base_a, mut c)) = setup_with(b, |cfg| {
+        cfg.redis_url = Some(redis_url().into());
+        cfg.redis_prefix = prefix.clone();
+        cfg.realtime.max_connections_per_user = 1;
+        cfg.realtime.slot_renew_every = Duration::from_millis(200);
+    })
+    .await
+    else {
+        return;
+    };
+    let instance_b = a.sibling().await;
+    let base_b = instance_b.serve().await;
+    let admin = a.register("Renewals").await;
+    c.connect("a1", &base_a, &admin.token).await;
+    // Redis loses the slot (a restart without persistence): A's next renewal puts it back, so B
+    // still refuses the user's second socket.
+    let mut conn = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}rt:conns:{}", admin.user_id);
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let held: i64 = redis::cmd("ZCARD").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(held, 1, "the renewal did not put the open socket's slot back");
+    c.open("b1", &base_b, json!({"token": admin.token}), json!({})).await;
+    assert_eq!(c.expect("b1", "connect_error").await["message"], "RATE_LIMIT_EXCEEDED");
+    // Closed, the socket gives its slot back, and renewals after that do not bring it back.
+    c.close("a1").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let held: i64 = redis::cmd("ZCARD").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(held, 0, "a closed socket's slot is still held");
+    c.connect("b2", &base_b, &admin.token).await;
 }
 
 /// The slots behind `the_connection_limit_counts_every_instance`, on Redis alone: a dead
