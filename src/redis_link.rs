@@ -87,12 +87,12 @@ pub type RedisError = CallError<redis::RedisError>;
 // Redis's TLS files are read and checked when the link is made, so a wrong one stops the start
 // with its variable named, instead of leaving every later connection failing.
 
-fn tls_file_error(var: &str, p: &std::path::Path, e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{var} {}: {e}", p.display()))
+fn file_error(var: &str, p: &std::path::Path, kind: std::io::ErrorKind, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(kind, format!("{var} {}: {e}", p.display()))
 }
 
 fn read(var: &str, p: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    std::fs::read(p).map_err(|e| std::io::Error::new(e.kind(), format!("{var} {}: {e}", p.display())))
+    std::fs::read(p).map_err(|e| file_error(var, p, e.kind(), e))
 }
 
 fn certificates(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
@@ -160,7 +160,8 @@ impl RedisLink {
                 let root_cert = match ca {
                     Some(p) => {
                         let pem = read("REDIS_CA_FILE", p)?;
-                        check_ca(&pem).map_err(|e| tls_file_error("REDIS_CA_FILE", p, e))?;
+                        check_ca(&pem)
+                            .map_err(|e| file_error("REDIS_CA_FILE", p, std::io::ErrorKind::InvalidData, e))?;
                         Some(pem)
                     }
                     None => None,

@@ -233,11 +233,8 @@ fn compact_head<B>(mut req: http::Request<B>) -> http::Request<B> {
 /// Renews the connection slots of this instance's sockets every `slot_renew_every`
 /// ([`slots::RENEW_EVERY`]), until the application is dropped.
 async fn renew_slots(app: Weak<AppInner>) {
+    let Some(every) = App::upgrade(&app).map(|a| a.config.realtime.slot_renew_every) else { return };
     loop {
-        let every = match App::upgrade(&app) {
-            Some(app) => app.config.realtime.slot_renew_every,
-            None => return,
-        };
         tokio::time::sleep(every).await;
         let Some(app) = App::upgrade(&app) else { return };
         let Some(ns) = app.realtime.namespace() else { continue };

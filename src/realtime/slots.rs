@@ -31,7 +31,7 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(30);
 /// A slot lapses after this many renewal periods without a renewal.
 pub const RENEWALS_PER_TTL: u32 = 3;
 /// How long a slot lives without being renewed.
-pub const TTL: Duration = Duration::from_secs(30 * RENEWALS_PER_TTL as u64);
+pub const TTL: Duration = Duration::from_secs(RENEW_EVERY.as_secs() * RENEWALS_PER_TTL as u64);
 
 /// KEYS[1] the user's set; ARGV: member, limit, TTL in ms. 1 when the slot was taken.
 const TAKE_LUA: &str = r#"
