@@ -237,7 +237,7 @@ async fn build(fake_uri: &str, dir: &std::path::Path) -> Bench {
     config.worker_in_serve = false;
     config.webhooks.allow_private = true;
     config.calendar.token_key = Some(base64::engine::general_purpose::STANDARD.encode([9u8; 32]).into());
-    config.calendar.redirect_base = Some("http://lexiflow.bench".into());
+    config.calendar.redirect_url = Some("http://app.lexiflow.bench/calendar/connected/{provider}".into());
     config.calendar.google = Some(lexiflow::config::ProviderSettings {
         client_id: "bench".into(),
         client_secret: "bench".to_owned().into(),
@@ -431,10 +431,10 @@ async fn run() {
     let state = url.query_pairs().find(|(k, _)| k == "state").unwrap().1.to_string();
     let (s, r, _) = b
         .call(
-            Method::GET,
-            &format!("/api/v1/calendar/connections/google/callback?code=bench&state={state}"),
-            None,
-            None,
+            Method::POST,
+            "/api/v1/calendar/connections/google/callback",
+            Some(&token),
+            Some(serde_json::json!({ "code": "bench", "state": state })),
         )
         .await;
     assert_eq!(s, 200, "{r}");

@@ -155,9 +155,12 @@ pub struct CalendarConfig {
     /// `CALENDAR_TOKEN_KEY`: 32 bytes, base64; seals provider tokens at rest (AES-256-GCM).
     /// Without it, connecting a provider is refused.
     pub token_key: Option<SecretString>,
-    /// `CALENDAR_REDIRECT_BASE`: the server's public address, for the OAuth callback
-    /// (`{base}/api/v1/calendar/connections/{provider}/callback`).
-    pub redirect_base: Option<String>,
+    /// `CALENDAR_REDIRECT_URL`: the front end's page the provider sends the browser back to
+    /// (the redirect URI registered with the provider), `{provider}` replaced by `google` or
+    /// `microsoft`. The page completes the connection by posting the `code` and `state` it was
+    /// given to `POST /api/v1/calendar/connections/{provider}/callback` with the user's token,
+    /// so that only the user who started it can finish it.
+    pub redirect_url: Option<String>,
     /// `GOOGLE_CLIENT_ID` and `GOOGLE_CLIENT_SECRET` (and optionally `GOOGLE_AUTH_URL`,
     /// `GOOGLE_TOKEN_URL`, `GOOGLE_REVOKE_URL`, `GOOGLE_CALENDAR_API`).
     pub google: Option<ProviderSettings>,
@@ -1017,11 +1020,33 @@ fn calendar_settings(get: &impl Fn(&str) -> Option<String>, env: AppEnv) -> Resu
     }
     Ok(CalendarConfig {
         token_key: key.map(SecretString::from),
-        redirect_base: get("CALENDAR_REDIRECT_BASE").map(|b| b.trim_end_matches('/').to_owned()),
+        redirect_url: redirect_url(get)?,
         google,
         microsoft,
         sync_cron: get("CALENDAR_SYNC_CRON").unwrap_or_else(|| "*/5 * * * *".into()),
     })
+}
+
+/// `CALENDAR_REDIRECT_URL`, checked; `CALENDAR_REDIRECT_BASE` (the API's own callback, which
+/// anyone holding a consent link could complete) is refused with what replaced it.
+fn redirect_url(get: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+    if get("CALENDAR_REDIRECT_BASE").is_some_and(|b| !b.trim().is_empty()) {
+        return Err(invalid(
+            "CALENDAR_REDIRECT_BASE",
+            "was replaced by CALENDAR_REDIRECT_URL: the provider now sends the browser back to your front end, \
+             which completes the connection with the user's token (docs/CALENDAR.md, \"Connecting\")",
+        ));
+    }
+    let Some(u) = get("CALENDAR_REDIRECT_URL").filter(|u| !u.trim().is_empty()) else { return Ok(None) };
+    let parsed = url::Url::parse(&u.replace("{provider}", "google"))
+        .map_err(|e| invalid("CALENDAR_REDIRECT_URL", &format!("is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none() {
+        return Err(invalid("CALENDAR_REDIRECT_URL", "must be an http:// or https:// URL with a host"));
+    }
+    if parsed.fragment().is_some() {
+        return Err(invalid("CALENDAR_REDIRECT_URL", "must not have a #fragment (OAuth forbids one)"));
+    }
+    Ok(Some(u))
 }
 
 /// `S3_*`: None unless `S3_BUCKET` is set.
@@ -1131,6 +1156,26 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_calendar_redirect_is_the_front_ends_page_and_the_old_public_callback_is_refused() {
+        let page = "https://app.firm.example/calendar/connected/{provider}";
+        let c = Config::from_sources(FileConfig::default(), &env(&[("CALENDAR_REDIRECT_URL", page)])).unwrap();
+        assert_eq!(c.calendar.redirect_url.as_deref(), Some(page));
+        let refused =
+            |pairs: &[(&str, &str)], name: &str| match Config::from_sources(FileConfig::default(), &env(pairs)) {
+                Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name, "{pairs:?}"),
+                other => panic!("{pairs:?}: {other:?}"),
+            };
+        refused(&[("CALENDAR_REDIRECT_BASE", "https://api.firm.example")], "CALENDAR_REDIRECT_BASE");
+        refused(
+            &[("CALENDAR_REDIRECT_BASE", "https://api.firm.example"), ("CALENDAR_REDIRECT_URL", page)],
+            "CALENDAR_REDIRECT_BASE",
+        );
+        refused(&[("CALENDAR_REDIRECT_URL", "app.firm.example/connected")], "CALENDAR_REDIRECT_URL");
+        refused(&[("CALENDAR_REDIRECT_URL", "javascript:alert(1)")], "CALENDAR_REDIRECT_URL");
+        refused(&[("CALENDAR_REDIRECT_URL", "https://app.firm.example/#/connected")], "CALENDAR_REDIRECT_URL");
     }
 
     #[test]

@@ -350,27 +350,32 @@ pub async fn authorize(
     Ok(r)
 }
 
-/// The provider's redirect back (query of `GET …/callback`).
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CallbackQuery {
+/// What the provider put in the query of the redirect back to the front end
+/// (`CALENDAR_REDIRECT_URL`), posted on by the front end.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackBody {
     pub code: Option<String>,
     pub state: Option<String>,
     /// Set by the provider when the user refused.
     pub error: Option<String>,
 }
 
-/// Where the provider sends the browser back. Public: the one-time `state` ties it to the
-/// user who started it.
-#[utoipa::path(get, path = "/calendar/connections/{provider}/callback", tag = "calendar", security(()),
-    params(("provider" = String, Path, description = "google or microsoft"), CallbackQuery),
+/// Completes connecting a provider: the front end's page at `CALENDAR_REDIRECT_URL`, where the
+/// provider sent the browser back, posts the `code` and `state` it was given. Only the user who
+/// started with `authorize` can complete it. Fields the provider adds (`scope`, `iss`, …) may
+/// be posted too and are ignored.
+#[utoipa::path(post, path = "/calendar/connections/{provider}/callback", tag = "calendar",
+    params(("provider" = String, Path, description = "google or microsoft")),
+    request_body = CallbackBody,
     responses((status = 200, body = Success<sync::ConnectionView>), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn callback(
     State(app): State<App>,
+    p: Principal,
     AppPath(provider): AppPath<String>,
-    AppQuery(q): AppQuery<CallbackQuery>,
+    AppJson(b): AppJson<CallbackBody>,
 ) -> ApiResult<Envelope<sync::ConnectionView>> {
-    let c = sync::callback(&app, &provider, q.code.as_deref(), q.state.as_deref(), q.error.as_deref()).await?;
+    let c = sync::callback(&app, &p, &provider, b.code.as_deref(), b.state.as_deref(), b.error.as_deref()).await?;
     Ok(Envelope::ok(c))
 }
 

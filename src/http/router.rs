@@ -61,8 +61,6 @@ fn public_api(app: Option<&App>) -> OpenApiRouter<App> {
         .merge(limited(OpenApiRouter::new().routes(routes!(auth::http::refresh)), app, REFRESH))
         // A calendar application's subscription: the secret token in the path is the key.
         .routes(routes!(calendar::http::feed))
-        // A calendar provider's redirect back: the one-time state ties it to its user.
-        .routes(routes!(calendar::http::callback))
 }
 
 /// Routes that need a valid access token.
@@ -140,6 +138,7 @@ fn protected_api() -> OpenApiRouter<App> {
         .routes(routes!(calendar::http::compute))
         .routes(routes!(calendar::http::connections))
         .routes(routes!(calendar::http::authorize))
+        .routes(routes!(calendar::http::callback))
         .routes(routes!(calendar::http::sync_now))
         .routes(routes!(calendar::http::disconnect))
         // reports

@@ -23,6 +23,7 @@ crate::on_both_backends!(
     microsoft_graph_delta_sync_and_disconnect,
     a_connection_refreshes_its_token_once_however_many_jobs_need_it,
     losing_access_takes_the_copies_out_of_that_users_calendar,
+    only_the_user_who_started_a_connection_can_complete_it,
 );
 
 /// One fake provider's state.
@@ -184,7 +185,7 @@ impl Respond for Fake {
                     }
                     if f.get("redirect_uri").map(String::as_str)
                         != Some(&*format!(
-                            "http://lexiflow.test/api/v1/calendar/connections/{}/callback",
+                            "http://app.lexiflow.test/calendar/connected/{}",
                             if s.graph { "microsoft" } else { "google" }
                         ))
                     {
@@ -394,7 +395,7 @@ async fn fake_server(graph: bool) -> (MockServer, Fake) {
 fn configure(c: &mut lexiflow::config::Config, google: Option<&str>, graph: Option<&str>) {
     c.webhooks.allow_private = true;
     c.calendar.token_key = Some(base64::engine::general_purpose::STANDARD.encode([42u8; 32]).into());
-    c.calendar.redirect_base = Some("http://lexiflow.test".into());
+    c.calendar.redirect_url = Some("http://app.lexiflow.test/calendar/connected/{provider}".into());
     let settings = |base: &str, api: &str, revoke: bool| lexiflow::config::ProviderSettings {
         client_id: "client-id".into(),
         client_secret: "client-secret".to_owned().into(),
@@ -444,49 +445,116 @@ where
     run.await.unwrap();
 }
 
-/// Connects `provider` for `s` through the authorization page and the callback.
-async fn connect(t: &TestApp, s: &Session, fake: &Fake, provider: &str) {
+/// Starts connecting `provider` as `s`: the consent page's address, and its query.
+async fn authorize(t: &TestApp, s: &Session, provider: &str) -> (url::Url, BTreeMap<String, String>) {
     let r = t.get(&format!("/api/v1/calendar/connections/{provider}/authorize"), &s.token).await;
     r.expect(302);
     let location = url::Url::parse(r.header("location").unwrap()).unwrap();
+    assert_eq!(r.data()["authorizationUrl"], location.as_str());
     let q: BTreeMap<String, String> = location.query_pairs().into_owned().collect();
+    (location, q)
+}
+
+/// What the front end's page does with the query the provider sent the browser back with.
+async fn complete(t: &TestApp, token: Option<&str>, provider: &str, body: Value) -> crate::support::Res {
+    t.call(Method::POST, &format!("/api/v1/calendar/connections/{provider}/callback"), token, Some(body)).await
+}
+
+/// Connects `provider` for `s` through the authorization page and the callback.
+async fn connect(t: &TestApp, s: &Session, fake: &Fake, provider: &str) {
+    let (_, q) = authorize(t, s, provider).await;
     assert_eq!(q["client_id"], "client-id");
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["code_challenge_method"], "S256");
-    assert_eq!(q["redirect_uri"], format!("http://lexiflow.test/api/v1/calendar/connections/{provider}/callback"));
-    assert_eq!(r.data()["authorizationUrl"], location.as_str());
+    assert_eq!(q["redirect_uri"], format!("http://app.lexiflow.test/calendar/connected/{provider}"));
     fake.with(|f| f.challenge = Some(q["code_challenge"].clone()));
-    let state = &q["state"];
     // A wrong code is refused and the state is spent.
-    let bad = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/calendar/connections/{provider}/callback?code=bad&state={state}"),
-            None,
-            None,
-        )
-        .await;
+    let bad = complete(t, Some(&s.token), provider, json!({"code": "bad", "state": q["state"]})).await;
     bad.expect(400);
-    let r = t.get(&format!("/api/v1/calendar/connections/{provider}/authorize"), &s.token).await;
-    let location = url::Url::parse(r.header("location").unwrap()).unwrap();
-    let q: BTreeMap<String, String> = location.query_pairs().into_owned().collect();
+    let (_, q) = authorize(t, s, provider).await;
     fake.with(|f| {
         f.challenge = Some(q["code_challenge"].clone());
         // The user consents with their own provider account.
         f.consenting = s.user_id.clone();
     });
-    let path = format!("/api/v1/calendar/connections/{provider}/callback?code=good-code&state={}", q["state"]);
-    let r = t.call(Method::GET, &path, None, None).await;
+    // Providers add parameters of their own; the page may pass them on.
+    let body = json!({"code": "good-code", "state": q["state"], "scope": "openid email", "iss": "https://issuer"});
+    let r = complete(t, Some(&s.token), provider, body.clone()).await;
     r.expect(200);
     assert_eq!(r.data()["status"], "active");
     // The same state again: refused (used once).
-    t.call(Method::GET, &path, None, None).await.expect(400);
+    complete(t, Some(&s.token), provider, body).await.expect(400);
     // Tokens are sealed at rest.
     let rows = t.sql("SELECT access_token, refresh_token FROM calendar_connections").await;
     let access: String = rows[0].try_get_by_index(0).unwrap();
     let refresh: Option<String> = rows[0].try_get_by_index(1).unwrap();
     assert!(access.starts_with("v1:") && !access.contains("access-"), "{access}");
     assert!(refresh.unwrap().starts_with("v1:"));
+}
+
+/// The consent-link attack: a user starts connecting and sends the consent page's address to
+/// a colleague (or anyone), who grants access with their own provider account. Their browser
+/// comes back with a good code and the sender's state; it must not connect anything.
+async fn only_the_user_who_started_a_connection_can_complete_it(b: Backend) {
+    let (server, fake) = fake_server(false).await;
+    let uri = server.uri();
+    let t = TestApp::with(b, |c| configure(c, Some(&uri), None)).await;
+    let admin = t.register("Sync").await;
+    let sender = t.user(&admin, "attorney").await;
+    let victim = t.user(&admin, "paralegal").await;
+    let outsider = t.register("Other firm").await;
+    // Another firm's user, then a colleague, each sent a fresh consent link and granting it:
+    // refused, and nothing is connected to anyone.
+    let mut body = json!(null);
+    for who in [&outsider, &victim] {
+        let (_, q) = authorize(&t, &sender, "google").await;
+        fake.with(|f| {
+            f.challenge = Some(q["code_challenge"].clone());
+            f.consenting = who.user_id.clone();
+        });
+        body = json!({"code": "good-code", "state": q["state"]});
+        // Without a token: refused before anything is spent.
+        complete(&t, None, "google", body.clone()).await.expect(401);
+        let r = complete(&t, Some(&who.token), "google", body.clone()).await;
+        r.expect(400);
+        assert_eq!(r.body["error"]["details"]["fields"][0]["field"], "state", "{}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("another user"), "{}", r.body);
+    }
+    assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_connections").await, 0);
+    assert!(fake.with(|f| f.token_grants.is_empty()), "no code was exchanged");
+    // The state was spent by the refusal: the sender cannot finish it either.
+    let r = complete(&t, Some(&sender.token), "google", body).await;
+    r.expect(400);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("used"), "{}", r.body);
+    assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_connections").await, 0);
+    // An API key acts for no user: it cannot complete one either.
+    let (_, q) = authorize(&t, &sender, "google").await;
+    let key = t.post("/api/v1/api-keys", &admin.token, json!({"name": "ops", "scopes": ["calendar:write"]})).await;
+    key.expect(201);
+    let secret = key.data()["key"].as_str().unwrap().to_owned();
+    let r = t
+        .call_with(
+            Method::POST,
+            "/api/v1/calendar/connections/google/callback",
+            None,
+            Some(json!({"code": "good-code", "state": q["state"]})),
+            &[("x-api-key", secret.as_str())],
+        )
+        .await;
+    r.expect(403);
+    // The sender, from their own session, connects.
+    let (_, q) = authorize(&t, &sender, "google").await;
+    fake.with(|f| {
+        f.challenge = Some(q["code_challenge"].clone());
+        f.consenting = sender.user_id.clone();
+    });
+    complete(&t, Some(&sender.token), "google", json!({"code": "good-code", "state": q["state"]})).await.expect(200);
+    let mine = t.get("/api/v1/calendar/connections", &sender.token).await;
+    mine.expect(200);
+    assert_eq!(mine.data().as_array().map(Vec::len), Some(1), "{}", mine.body);
+    assert_eq!(mine.data()[0]["provider"], "google");
+    let theirs = t.get("/api/v1/calendar/connections", &victim.token).await;
+    assert_eq!(theirs.data().as_array().map(Vec::len), Some(0), "{}", theirs.body);
 }
 
 async fn event_json(t: &TestApp, s: &Session, id: &str) -> Value {

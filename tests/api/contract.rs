@@ -211,7 +211,7 @@ async fn openapi_document_lists_every_route() {
         ("/api/v1/calendar/connections", &["get"]),
         ("/api/v1/calendar/connections/{provider}", &["delete"]),
         ("/api/v1/calendar/connections/{provider}/authorize", &["get"]),
-        ("/api/v1/calendar/connections/{provider}/callback", &["get"]),
+        ("/api/v1/calendar/connections/{provider}/callback", &["post"]),
         ("/api/v1/calendar/connections/{provider}/sync", &["post"]),
     ] {
         let entry = paths.get(path).unwrap_or_else(|| panic!("{path} missing from the OpenAPI document"));

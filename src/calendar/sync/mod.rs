@@ -2,8 +2,9 @@
 //!
 //! - **Connecting** (per user and provider): `authorize` sends the user to the provider with a
 //!   `state` and a PKCE S256 challenge (both kept server-side, the verifier sealed, for 10
-//!   minutes, used once); the provider sends the browser back to `callback`, which exchanges
-//!   the code. Tokens are sealed at rest (AES-256-GCM, `CALENDAR_TOKEN_KEY`; without the key,
+//!   minutes, used once); the provider sends the browser back to the front end
+//!   (`CALENDAR_REDIRECT_URL`), which posts the code to `callback` with the user's token; the
+//!   state must be that user's, and the code is exchanged. Tokens are sealed at rest (AES-256-GCM, `CALENDAR_TOKEN_KEY`; without the key,
 //!   connecting is refused), refreshed a minute before they expire (and once more on a 401),
 //!   and revoked at the provider on disconnect where it has a revocation endpoint (Google).
 //!   A refresh the provider refuses (`invalid_grant`) marks the connection `revoked`.
@@ -177,7 +178,7 @@ impl Syncer {
     }
 
     fn redirect(&self, p: Provider) -> Option<String> {
-        self.config.redirect_base.as_ref().map(|b| format!("{b}/api/v1/calendar/connections/{}/callback", p.as_str()))
+        self.config.redirect_url.as_ref().map(|u| u.replace("{provider}", p.as_str()))
     }
 
     fn context(c: &connection::Model, kind: &str) -> String {
@@ -338,7 +339,7 @@ pub async fn authorize(app: &App, p: &Principal, provider: &str) -> ApiResult<ur
     let cipher = s.cipher.clone().ok_or_else(|| not_configured("CALENDAR_TOKEN_KEY is not set"))?;
     let settings =
         s.settings(provider).ok_or_else(|| not_configured(&format!("{} has no client", provider.as_str())))?;
-    let redirect = s.redirect(provider).ok_or_else(|| not_configured("CALENDAR_REDIRECT_BASE is not set"))?;
+    let redirect = s.redirect(provider).ok_or_else(|| not_configured("CALENDAR_REDIRECT_URL is not set"))?;
     let (url, st, verifier) = oauth::authorize_url(provider, settings, &redirect)
         .map_err(|e| ApiError::new(ErrorCode::DependencyUnavailable, e.to_string()))?;
     let hash = crate::auth::tokens::sha256_hex(st.as_bytes());
@@ -384,15 +385,22 @@ fn connection_view(c: connection::Model) -> ConnectionView {
     }
 }
 
-/// The provider's redirect back: exchanges the code for tokens and stores them sealed.
+/// Completes a connection with what the provider gave the browser: exchanges the code for
+/// tokens and stores them sealed. Only the user who started it (`authorize`) can complete it:
+/// a consent link sent to someone else, who grants access, would otherwise connect their
+/// calendar to the sender's account.
 pub async fn callback(
     app: &App,
+    p: &Principal,
     provider: &str,
     code: Option<&str>,
     st: Option<&str>,
     error: Option<&str>,
 ) -> ApiResult<ConnectionView> {
     let provider = parse_provider(provider)?;
+    if p.api_key.is_some() {
+        return Err(ApiError::forbidden("a calendar connection belongs to a user; sign in as one"));
+    }
     let s = syncer(app);
     let cipher = s.cipher.clone().ok_or_else(|| not_configured("CALENDAR_TOKEN_KEY is not set"))?;
     let st = st.ok_or_else(|| ApiError::field("state", "missing"))?;
@@ -403,12 +411,22 @@ pub async fn callback(
     let found = found
         .filter(|f| f.provider == provider.as_str() && f.expires_at > clock::now())
         .ok_or_else(|| ApiError::field("state", "unknown, used or expired: start again"))?;
+    if found.user_id != p.user_id.0 || found.firm_id != p.firm_id.0 {
+        // Someone else's consent link was followed and granted: never connect it, to either.
+        tracing::warn!(
+            user_id = %p.user_id.0,
+            started_by = %found.user_id,
+            provider = provider.as_str(),
+            "a calendar connection started by another user was refused"
+        );
+        return Err(ApiError::field("state", "was made for another user: start again from your own account"));
+    }
     if let Some(e) = error {
         return Err(ApiError::field("error", format!("the provider did not grant access: {}", crate::input::plain(e))));
     }
     let code = code.ok_or_else(|| ApiError::field("code", "missing"))?;
     let settings = s.settings(provider).ok_or_else(|| not_configured("the provider has no client"))?;
-    let redirect = s.redirect(provider).ok_or_else(|| not_configured("CALENDAR_REDIRECT_BASE is not set"))?;
+    let redirect = s.redirect(provider).ok_or_else(|| not_configured("CALENDAR_REDIRECT_URL is not set"))?;
     let verifier = cipher.open(&found.verifier, &format!("state:{hash}")).map_err(ApiError::internal)?;
     let t =
         oauth::exchange(&app.outbound, provider, settings, &redirect, code, &verifier).await.map_err(|e| match e {
