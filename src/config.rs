@@ -1020,7 +1020,7 @@ fn calendar_settings(get: &impl Fn(&str) -> Option<String>, env: AppEnv) -> Resu
     }
     Ok(CalendarConfig {
         token_key: key.map(SecretString::from),
-        redirect_url: redirect_url(get)?,
+        redirect_url: redirect_url(get, env, google.is_some() && microsoft.is_some())?,
         google,
         microsoft,
         sync_cron: get("CALENDAR_SYNC_CRON").unwrap_or_else(|| "*/5 * * * *".into()),
@@ -1029,7 +1029,12 @@ fn calendar_settings(get: &impl Fn(&str) -> Option<String>, env: AppEnv) -> Resu
 
 /// `CALENDAR_REDIRECT_URL`, checked; `CALENDAR_REDIRECT_BASE` (the API's own callback, which
 /// anyone holding a consent link could complete) is refused with what replaced it.
-fn redirect_url(get: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+fn redirect_url(
+    get: &impl Fn(&str) -> Option<String>,
+    env: AppEnv,
+    both_providers: bool,
+) -> Result<Option<String>, ConfigError> {
+    const NAME: &str = "CALENDAR_REDIRECT_URL";
     if get("CALENDAR_REDIRECT_BASE").is_some_and(|b| !b.trim().is_empty()) {
         return Err(invalid(
             "CALENDAR_REDIRECT_BASE",
@@ -1037,14 +1042,30 @@ fn redirect_url(get: &impl Fn(&str) -> Option<String>) -> Result<Option<String>,
              which completes the connection with the user's token (docs/CALENDAR.md, \"Connecting\")",
         ));
     }
-    let Some(u) = get("CALENDAR_REDIRECT_URL").filter(|u| !u.trim().is_empty()) else { return Ok(None) };
-    let parsed = url::Url::parse(&u.replace("{provider}", "google"))
-        .map_err(|e| invalid("CALENDAR_REDIRECT_URL", &format!("is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none() {
-        return Err(invalid("CALENDAR_REDIRECT_URL", "must be an http:// or https:// URL with a host"));
+    let Some(u) = get(NAME).map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()) else { return Ok(None) };
+    let filled = u.replace("{provider}", "google");
+    if filled.contains(['{', '}']) {
+        return Err(invalid(NAME, "has a brace that is not {provider}"));
     }
-    if parsed.fragment().is_some() {
-        return Err(invalid("CALENDAR_REDIRECT_URL", "must not have a #fragment (OAuth forbids one)"));
+    if both_providers && !u.contains("{provider}") {
+        return Err(invalid(
+            NAME,
+            "must contain {provider} when both providers are configured, so each has its own page",
+        ));
+    }
+    let parsed = url::Url::parse(&filled).map_err(|e| invalid(NAME, &format!("is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if env != AppEnv::Production => {}
+        "http" => return Err(invalid(NAME, "must be https in production")),
+        _ => return Err(invalid(NAME, "must be an http:// or https:// URL")),
+    }
+    if parsed.host_str().is_none() || !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(NAME, "must have a host and no user name or password"));
+    }
+    // The provider appends code, state (and error, iss) to the query; OAuth forbids a fragment.
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid(NAME, "must have no ?query and no #fragment: the provider adds its own query"));
     }
     Ok(Some(u))
 }
@@ -1173,9 +1194,49 @@ mod tests {
             &[("CALENDAR_REDIRECT_BASE", "https://api.firm.example"), ("CALENDAR_REDIRECT_URL", page)],
             "CALENDAR_REDIRECT_BASE",
         );
-        refused(&[("CALENDAR_REDIRECT_URL", "app.firm.example/connected")], "CALENDAR_REDIRECT_URL");
-        refused(&[("CALENDAR_REDIRECT_URL", "javascript:alert(1)")], "CALENDAR_REDIRECT_URL");
-        refused(&[("CALENDAR_REDIRECT_URL", "https://app.firm.example/#/connected")], "CALENDAR_REDIRECT_URL");
+        for bad in [
+            "app.firm.example/connected",
+            "javascript:alert(1)",
+            "https://app.firm.example/#/connected",
+            "https://app.firm.example/connected?next=home",
+            "https://user:pw@app.firm.example/connected",
+            "https://app.firm.example/connected/{Provider}",
+        ] {
+            refused(&[("CALENDAR_REDIRECT_URL", bad)], "CALENDAR_REDIRECT_URL");
+        }
+        // Trimmed; plain HTTP outside production only.
+        let spaced = Config::from_sources(
+            FileConfig::default(),
+            &env(&[("CALENDAR_REDIRECT_URL", " http://localhost:5173/cb ")]),
+        );
+        assert_eq!(spaced.unwrap().calendar.redirect_url.as_deref(), Some("http://localhost:5173/cb"));
+        let prod = [("APP_ENV", "production"), ("CALENDAR_REDIRECT_URL", "http://app.firm.example/cb")];
+        assert!(matches!(
+            calendar_settings(
+                &|k: &str| prod.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()),
+                AppEnv::Production
+            ),
+            Err(ConfigError::Invalid { name: "CALENDAR_REDIRECT_URL", .. })
+        ));
+        // Both providers: each needs its own page.
+        let both = |url: &str| {
+            let vars = [
+                ("CALENDAR_REDIRECT_URL", url),
+                ("GOOGLE_CLIENT_ID", "g"),
+                ("GOOGLE_CLIENT_SECRET", "gs"),
+                ("MICROSOFT_CLIENT_ID", "m"),
+                ("MICROSOFT_CLIENT_SECRET", "ms"),
+            ];
+            calendar_settings(
+                &|k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()),
+                AppEnv::Development,
+            )
+        };
+        assert!(matches!(
+            both("https://app.firm.example/cb"),
+            Err(ConfigError::Invalid { name: "CALENDAR_REDIRECT_URL", .. })
+        ));
+        assert!(both(page).is_ok());
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub async fn serve_until(
 }
 
 /// The listener as served: every accepted connection with Nagle's algorithm off.
-fn accepting(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+pub fn accepting(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
     listener.tap_io(no_delay)
 }
 

@@ -351,9 +351,8 @@ pub async fn authorize(
 }
 
 /// What the provider put in the query of the redirect back to the front end
-/// (`CALENDAR_REDIRECT_URL`), posted on by the front end.
+/// (`CALENDAR_REDIRECT_URL`), posted on by the front end under the same (OAuth's) names.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct CallbackBody {
     pub code: Option<String>,
     pub state: Option<String>,

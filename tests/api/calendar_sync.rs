@@ -527,8 +527,9 @@ async fn only_the_user_who_started_a_connection_can_complete_it(b: Backend) {
     r.expect(400);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("used"), "{}", r.body);
     assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_connections").await, 0);
-    // An API key acts for no user: it cannot complete one either.
-    let (_, q) = authorize(&t, &sender, "google").await;
+    // An API key acts for no user: its maker's own state cannot be completed with it, and is
+    // left for the maker's session.
+    let (_, q) = authorize(&t, &admin, "google").await;
     let key = t.post("/api/v1/api-keys", &admin.token, json!({"name": "ops", "scopes": ["calendar:write"]})).await;
     key.expect(201);
     let secret = key.data()["key"].as_str().unwrap().to_owned();
@@ -542,6 +543,11 @@ async fn only_the_user_who_started_a_connection_can_complete_it(b: Backend) {
         )
         .await;
     r.expect(403);
+    fake.with(|f| {
+        f.challenge = Some(q["code_challenge"].clone());
+        f.consenting = admin.user_id.clone();
+    });
+    complete(&t, Some(&admin.token), "google", json!({"code": "good-code", "state": q["state"]})).await.expect(200);
     // The sender, from their own session, connects.
     let (_, q) = authorize(&t, &sender, "google").await;
     fake.with(|f| {
@@ -555,6 +561,13 @@ async fn only_the_user_who_started_a_connection_can_complete_it(b: Backend) {
     assert_eq!(mine.data()[0]["provider"], "google");
     let theirs = t.get("/api/v1/calendar/connections", &victim.token).await;
     assert_eq!(theirs.data().as_array().map(Vec::len), Some(0), "{}", theirs.body);
+    // Each refusal is audited in the refusing user's firm, with who started it.
+    let audit = t.get("/api/v1/audit?action=calendar.connect_refused", &admin.token).await;
+    audit.expect(200);
+    let entries = audit.data().as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{}", audit.body);
+    assert_eq!(entries[0]["actorId"], victim.user_id.as_str());
+    assert_eq!(entries[0]["changes"]["startedBy"], sender.user_id.as_str());
 }
 
 async fn event_json(t: &TestApp, s: &Session, id: &str) -> Value {

@@ -407,18 +407,31 @@ pub async fn callback(
     // The state is used once, whatever happens next.
     let hash = crate::auth::tokens::sha256_hex(st.as_bytes());
     let found = state::Entity::find_by_id(hash.clone()).one(&app.db).await?;
-    state::Entity::delete_by_id(hash.clone()).exec(&app.db).await?;
+    // Only the caller whose delete took the row goes on: two posts of one state, one connection.
+    let taken = state::Entity::delete_by_id(hash.clone()).exec(&app.db).await?.rows_affected == 1;
     let found = found
-        .filter(|f| f.provider == provider.as_str() && f.expires_at > clock::now())
+        .filter(|f| taken && f.provider == provider.as_str() && f.expires_at > clock::now())
         .ok_or_else(|| ApiError::field("state", "unknown, used or expired: start again"))?;
     if found.user_id != p.user_id.0 || found.firm_id != p.firm_id.0 {
         // Someone else's consent link was followed and granted: never connect it, to either.
         tracing::warn!(
             user_id = %p.user_id.0,
+            firm_id = %p.firm_id.0,
             started_by = %found.user_id,
+            started_by_firm = %found.firm_id,
             provider = provider.as_str(),
             "a calendar connection started by another user was refused"
         );
+        // Audited in the caller's firm: its admins see that someone sent them a consent link.
+        let actor = &Actor::user(p);
+        let changes = &serde_json::json!({ "provider": provider.as_str(), "startedBy": found.user_id });
+        app.write(TxOptions::write(), |tx| async move {
+            let event =
+                AuditEvent::new("calendar.connect_refused", "calendar_connection", None).changes(changes.clone());
+            audit::record(&tx, p.firm_id, actor, event).await?;
+            Ok::<_, ApiError>(())
+        })
+        .await?;
         return Err(ApiError::field("state", "was made for another user: start again from your own account"));
     }
     if let Some(e) = error {
@@ -479,8 +492,7 @@ pub async fn callback(
         link::Entity::delete_many().filter(link::Column::ConnectionId.is_in(old.clone())).exec(tx).await?;
         connection::Entity::delete_many().filter(connection::Column::Id.is_in(old)).exec(tx).await?;
         connection::Entity::insert(connection::ActiveModel::from(c.clone())).exec_without_returning(tx).await?;
-        let role = user::Entity::find_by_id(c.user_id).one(tx).await?.map_or(user::Role::Staff, |u| u.role);
-        let actor = Actor::account(c.user_id, role);
+        let actor = Actor::user(p);
         audit::record(
             tx,
             FirmId(c.firm_id),
