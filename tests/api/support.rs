@@ -336,7 +336,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = self.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>();
-        tokio::spawn(async move { axum::serve(lexiflow::server::accepting(listener), svc).await });
+        tokio::spawn(async move { axum::serve(listener, svc).await });
         format!("http://{addr}")
     }
 
