@@ -124,6 +124,17 @@ pub async fn principal_of(app: &App, claims: &tokens::Claims) -> Result<Principa
 }
 
 async fn live_principal(app: &App, claims: &tokens::Claims) -> Result<Principal, ApiError> {
+    live(app, claims.sub, claims.sid, claims.firm).await
+}
+
+/// `p`'s session and user read again from the database, past the session cache (which may be
+/// up to `AUTH_CACHE_TTL_MS` behind a revocation on another instance): for a long-lived
+/// connection deciding what it may join.
+pub async fn fresh_principal(app: &App, p: &Principal) -> Result<Principal, ApiError> {
+    live(app, p.user_id.0, p.session_id.0, p.firm_id.0).await
+}
+
+async fn live(app: &App, sub: uuid::Uuid, sid: uuid::Uuid, claimed_firm: uuid::Uuid) -> Result<Principal, ApiError> {
     let looked_up_at = std::time::Instant::now();
     let ended = || ApiError::new(ErrorCode::AuthTokenInvalid, "the session of this token has ended; log in again");
     let stmt = Query::select()
@@ -137,8 +148,8 @@ async fn live_principal(app: &App, claims: &tokens::Claims) -> Result<Principal,
             user::Entity,
             Expr::col((user::Entity, user::Column::Id)).equals((session::Entity, session::Column::UserId)),
         )
-        .and_where(Expr::col((session::Entity, session::Column::Id)).eq(claims.sid))
-        .and_where(Expr::col((session::Entity, session::Column::UserId)).eq(claims.sub))
+        .and_where(Expr::col((session::Entity, session::Column::Id)).eq(sid))
+        .and_where(Expr::col((session::Entity, session::Column::UserId)).eq(sub))
         .to_owned();
     let row = app.db.query_one(&stmt).await?.ok_or_else(ended)?;
     let revoked: Option<chrono::DateTime<chrono::Utc>> = row.try_get("", "revoked_at")?;
@@ -146,16 +157,10 @@ async fn live_principal(app: &App, claims: &tokens::Claims) -> Result<Principal,
     let status: UserStatus = row.try_get("", "status")?;
     let role: Role = row.try_get("", "role")?;
     let firm: uuid::Uuid = row.try_get("", "firm_id")?;
-    if revoked.is_some() || expires <= chrono::Utc::now() || status != UserStatus::Active || firm != claims.firm {
+    if revoked.is_some() || expires <= chrono::Utc::now() || status != UserStatus::Active || firm != claimed_firm {
         return Err(ended());
     }
-    let p = Principal {
-        user_id: UserId(claims.sub),
-        firm_id: FirmId(firm),
-        role,
-        session_id: SessionId(claims.sid),
-        api_key: None,
-    };
+    let p = Principal { user_id: UserId(sub), firm_id: FirmId(firm), role, session_id: SessionId(sid), api_key: None };
     app.sessions.put(&p, expires, looked_up_at);
     Ok(p)
 }

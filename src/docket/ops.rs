@@ -28,6 +28,40 @@ use crate::{
 };
 
 const MAX_DESCRIPTION: usize = 2_000;
+
+/// An entry sealed or restricted after it was filed: its earlier events in the outbox (and
+/// those of deadlines computed from it) become sealed or restricted too, so that a replay
+/// (`since`, `lastSeq`) or a webhook redelivery does not send what the entry held to those who
+/// may no longer see it. Flags are only ever turned on, as the entry's `ever_*` flags are.
+async fn confide_past_events(
+    tx: &crate::db::Tx,
+    p: &Principal,
+    entry_id: Uuid,
+    (sealed, restricted): (bool, bool),
+) -> ApiResult<()> {
+    use crate::calendar::model::event as calendar_event;
+    let mut ids = vec![("docket_entry", entry_id.to_string())];
+    let deadlines: Vec<Uuid> = calendar_event::Entity::find()
+        .select_only()
+        .column(calendar_event::Column::Id)
+        .filter(calendar_event::Column::FirmId.eq(p.firm_id.0))
+        .filter(calendar_event::Column::DocketEntryId.eq(entry_id))
+        .into_tuple()
+        .all(tx)
+        .await?;
+    ids.extend(deadlines.into_iter().map(|d| ("calendar_event", d.to_string())));
+    let backend = tx.get_database_backend();
+    for (kind, id) in ids {
+        tx.execute_raw(crate::db::portable(
+            backend,
+            "UPDATE domain_events SET sealed = (sealed OR ?), restricted = (restricted OR ?)
+             WHERE firm_id = ? AND entity_type = ? AND entity_id = ?",
+            vec![sealed.into(), restricted.into(), p.firm_id.0.into(), kind.into(), id.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
 const MAX_SHORT: usize = 300;
 const MAX_RICH: usize = 200_000;
 /// Entries one request may post.
@@ -556,6 +590,9 @@ pub async fn update(
             crate::calendar::court::entry_moved(tx, p, id.0, updated.entry_date).await?;
         }
         let flags = (updated.ever_sealed, updated.ever_restricted);
+        if (flags.0 && !current.ever_sealed) || (flags.1 && !current.ever_restricted) {
+            confide_past_events(tx, p, id.0, flags).await?;
+        }
         let view = DocketEntryView::from(updated);
         let (actor, json) = (Actor::user(p), audit::json(&view));
         audit::record(

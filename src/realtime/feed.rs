@@ -208,23 +208,34 @@ pub enum Replay {
     Resync { seq: i64 },
 }
 
-/// Sends `s` the events of its firm after `since`, up to the feed's mark, that would reach a
-/// socket in `rooms` but not one in `before` (what it already had); then `join`s `rooms` — all
-/// under the feed's lock, so the next live event is the first one after the replay.
+/// What a socket may join, decided by [`replay_then_join`]'s gate under the feed's lock: the
+/// rooms it will be in, and those it was in already.
+#[derive(Debug)]
+pub struct Joining {
+    pub rooms: Vec<String>,
+    pub before: Vec<String>,
+}
+
+/// Decides, with `gate`, what `s` may join; sends it the events of its firm after `since`, up
+/// to the feed's mark, that would reach a socket in the new rooms but not one in those it had;
+/// then joins them — all under the feed's lock. So the next live event is the first one after
+/// the replay, and the gate's access check (read from the database) cannot race an access
+/// change: one committed before it is seen by it, one committed after is applied by the feed
+/// to a socket already in its rooms.
 pub async fn replay_then_join(
     app: &App,
     s: &SocketRef,
     firm: FirmId,
     since: Option<i64>,
-    rooms: Vec<String>,
-    before: &[String],
-) -> Result<Replay, DbErr> {
+    gate: impl Future<Output = Result<Joining, crate::http::ApiError>>,
+) -> Result<Replay, crate::http::ApiError> {
     let gw = &app.realtime;
     let mut marks = gw.marks.lock().await;
+    let Joining { rooms, before } = gate.await?;
     let mark = marks.init(app).await?.get(&firm).copied().unwrap_or(0);
     let outcome = match since {
         None => Replay::Done { sent: 0, seq: mark },
-        Some(since) => replay(app, s, firm, since.max(0), mark, &rooms, before).await?,
+        Some(since) => replay(app, s, firm, since.max(0), mark, &rooms, &before).await?,
     };
     s.join(rooms);
     Ok(outcome)

@@ -352,10 +352,23 @@ async fn on_connect(s: SocketRef, Extension(conn): Extension<Arc<Conn>>, State(c
             "timestamp": crate::clock::now(),
         }),
     );
-    match feed::replay_then_join(&app, &s, p.firm_id, conn.last_seq, base_rooms(p), &[]).await {
+    // The handshake's check may have read the session cache, and a revocation or role change
+    // may commit between it and joining the rooms: read both again under the feed's lock.
+    let gate = async {
+        let now = crate::auth::fresh_principal(&app, p).await?;
+        if now.role != p.role {
+            return Err(ApiError::new(ErrorCode::AuthTokenInvalid, "the user's role changed; connect again"));
+        }
+        Ok(feed::Joining { rooms: base_rooms(p), before: Vec::new() })
+    };
+    match feed::replay_then_join(&app, &s, p.firm_id, conn.last_seq, gate).await {
         Ok(feed::Replay::Done { .. }) => {}
         Ok(feed::Replay::Resync { seq }) => {
             let _ = s.emit("resync", &json!({ "status": "resync", "seq": seq }));
+        }
+        Err(e) if e.code == ErrorCode::AuthTokenInvalid => {
+            metrics::counter!("lexiflow_realtime_handshake_refusals_total", "reason" => "session_ended").increment(1);
+            s.disconnect().ok();
         }
         Err(e) => {
             tracing::warn!(error = %e, "realtime: cannot start a socket's feed; closing it");
@@ -426,19 +439,24 @@ async fn follow(
             format!("a connection may follow at most {} cases", app.config.realtime.max_cases_per_socket),
         ));
     }
-    // The API's rule: a missing case and one the user may not see get the same answer.
-    let access = crate::cases::access::visible_case(&app.db, p, CaseId(case)).await?.with_sealed_grant(&app.db).await?;
-    let mut rooms = vec![route::case_room(case)];
-    if access.team_role == Some(crate::cases::model::TeamRole::Client) {
-        rooms.push(route::case_clients_room(case));
-    }
-    if access.sees_sealed() {
-        rooms.push(route::case_sealed_room(case));
-    }
-    let before: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
-    let all: Vec<String> = before.iter().cloned().chain(rooms.iter().cloned()).collect();
-    let outcome = feed::replay_then_join(&app, s, p.firm_id, msg.since, all, &before).await?;
-    conn.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(case);
+    // Under the feed's lock (see `replay_then_join`), from the database: a removal from the
+    // team committed a moment ago is seen here, one committed after reaches the socket in the
+    // room. The API's rule: a missing case and one the user may not see get the same answer.
+    let gate = async {
+        let access =
+            crate::cases::access::visible_case(&app.db, p, CaseId(case)).await?.with_sealed_grant(&app.db).await?;
+        let mut rooms = vec![route::case_room(case)];
+        if access.team_role == Some(crate::cases::model::TeamRole::Client) {
+            rooms.push(route::case_clients_room(case));
+        }
+        if access.sees_sealed() {
+            rooms.push(route::case_sealed_room(case));
+        }
+        let before: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
+        conn.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(case);
+        Ok(feed::Joining { rooms: before.iter().cloned().chain(rooms).collect(), before })
+    };
+    let outcome = feed::replay_then_join(&app, s, p.firm_id, msg.since, gate).await?;
     Ok(match outcome {
         feed::Replay::Done { sent, seq } => {
             json!({ "status": "subscribed", "caseId": case, "replayed": sent, "seq": seq })

@@ -30,6 +30,8 @@ crate::on_both_backends!(
     connections_and_messages_are_limited_per_user,
     the_connection_limit_counts_every_instance,
     open_sockets_take_their_slots_back_and_closed_ones_do_not,
+    a_session_ended_behind_the_cache_cannot_keep_a_socket,
+    an_entry_sealed_later_is_not_replayed_to_those_without_the_grant,
 );
 
 /// How long an expected message may take.
@@ -375,6 +377,73 @@ async fn losing_access_stops_events_and_revoking_the_session_disconnects(b: Back
     let d = c.expect("p", "disconnect").await;
     assert_eq!(d["reason"], "io server disconnect");
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}
+
+/// The handshake may read the session cache, which on another instance can be up to
+/// `AUTH_CACHE_TTL_MS` behind a revocation: the socket's rooms are decided again from the
+/// database, so a session that ended meanwhile gets no socket.
+async fn a_session_ended_behind_the_cache_cannot_keep_a_socket(b: Backend) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    let Some((t, base, mut c)) = setup_with(b, |cfg| cfg.auth_cache_ttl = Duration::from_secs(60)).await else {
+        return;
+    };
+    let admin = t.register("Behind the cache").await;
+    let para = t.user(&admin, "paralegal").await;
+    // The first connection puts the session in the cache.
+    c.connect("first", &base, &para.token).await;
+    c.close("first").await;
+    // Ended in the database only, as another instance's revocation looks here until its
+    // eviction arrives.
+    let sid = t.app.tokens.verify(&para.token).unwrap().sid;
+    use lexiflow::auth::model::session;
+    session::Entity::update_many()
+        .col_expr(session::Column::RevokedAt, Expr::value(chrono::Utc::now()))
+        .filter(session::Column::Id.eq(sid))
+        .exec(&t.app.db)
+        .await
+        .unwrap();
+    c.open("second", &base, json!({"token": para.token}), json!({})).await;
+    let d = c.expect("second", "disconnect").await;
+    assert_eq!(d["reason"], "io server disconnect", "{d}");
+    // A role changed behind the cache ends the socket too (the client reconnects with it).
+    let att = t.user(&admin, "attorney").await;
+    c.connect("att", &base, &att.token).await;
+    c.close("att").await;
+    t.sql_exec(&format!("UPDATE users SET role = 'paralegal' WHERE email = '{}'", att.email.replace('\'', "''"))).await;
+    c.open("att2", &base, json!({"token": att.token}), json!({})).await;
+    assert_eq!(c.expect("att2", "disconnect").await["reason"], "io server disconnect");
+}
+
+/// An entry filed open and sealed afterwards: a follower without the grant who subscribes
+/// with `since` from before it was filed is not sent what it held.
+async fn an_entry_sealed_later_is_not_replayed_to_those_without_the_grant(b: Backend) {
+    let Some((t, base, mut c)) = setup(b).await else { return };
+    let admin = t.register("Sealed later").await;
+    let para = t.user(&admin, "paralegal").await;
+    let case = t.case(&admin, "SL-1").await;
+    team_add(&t, &admin, &case, &para, "paralegal").await;
+    c.connect("admin", &base, &admin.token).await;
+    assert_eq!(c.ask("admin", "subscribe:case", json!({"caseId": case})).await["status"], "subscribed");
+    c.connect("p", &base, &para.token).await;
+    let firm = lexiflow::ids::FirmId(admin.firm_id.parse().unwrap());
+    lexiflow::events::outbox::sequence_firm(&t.app.db, firm.0).await.unwrap();
+    let head = lexiflow::events::outbox::heads(&t.app.db).await.unwrap()[&firm];
+    let path = format!("/api/v1/cases/{case}/docket");
+    let filed = t.post(&path, &admin.token, json!({"type": "motion", "description": "Settlement terms"})).await;
+    let id = filed.expect(201).data()["id"].as_str().unwrap().to_owned();
+    t.patch(&format!("{path}/{id}"), &admin.token, json!({"sealed": true, "version": 1})).await.expect(200);
+    // Once the admin has both, the feed is past them: the follower's subscription replays.
+    assert_eq!(c.expect("admin", "docket:entry:added").await["data"]["description"], "Settlement terms");
+    c.expect("admin", "docket:entry:updated").await;
+    let ack = c.ask("p", "subscribe:case", json!({"caseId": case, "since": head})).await;
+    assert_eq!(ack["status"], "subscribed", "{ack}");
+    assert_eq!(ack["replayed"], 0, "{ack}");
+    let pending = c.pending("p").await;
+    assert!(!pending.iter().any(|e| e.starts_with("docket:")), "{pending:?}");
+    // The admin, subscribing again from the same point, still gets both.
+    c.connect("admin2", &base, &admin.token).await;
+    let ack = c.ask("admin2", "subscribe:case", json!({"caseId": case, "since": head})).await;
+    assert_eq!(ack["replayed"], 2, "{ack}");
 }
 
 async fn a_reconnecting_client_gets_exactly_what_it_missed_in_order(b: Backend) {
