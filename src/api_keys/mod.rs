@@ -166,9 +166,14 @@ pub struct KeyGrant {
 pub fn required_scope(method: &::http::Method, path: &str) -> Option<Scope> {
     // The path as the client sent it, or as a nested router sees it (without `/api/v1`).
     let rest = path.strip_prefix("/api/v1").unwrap_or(path).strip_prefix('/')?;
-    let first = rest.split('/').next().unwrap_or("");
+    let mut segments = rest.split('/');
+    let first = segments.next().unwrap_or("");
     let read = matches!(*method, ::http::Method::GET | ::http::Method::HEAD);
     let pick = |r: Scope, w: Scope| Some(if read { r } else { w });
+    // A case's documents are documents: `/cases/{id}/documents` needs the documents scopes.
+    if first == "cases" && segments.nth(1) == Some("documents") {
+        return pick(Scope::DocumentsRead, Scope::DocumentsWrite);
+    }
     match first {
         "cases" | "reports" => pick(Scope::CasesRead, Scope::CasesWrite),
         "documents" | "uploads" => pick(Scope::DocumentsRead, Scope::DocumentsWrite),
@@ -265,7 +270,7 @@ pub async fn authenticate(app: &App, presented: &str) -> Result<Principal, ApiEr
     Ok(entry.principal.clone())
 }
 
-/// Loads a usable key: not revoked, not expired, its maker active in its firm.
+/// Loads a usable key: not revoked, not expired, its maker an active admin of its firm.
 async fn lookup(app: &App, prefix: &str) -> Result<Option<CachedKey>, ApiError> {
     let k = model::Entity::find().filter(model::Column::Prefix.eq(prefix)).one(&app.db).await?;
     let Some(k) = k else { return Ok(None) };
@@ -275,13 +280,16 @@ async fn lookup(app: &App, prefix: &str) -> Result<Option<CachedKey>, ApiError> 
     let stmt = Query::select()
         .column(user::Column::Status)
         .column(user::Column::FirmId)
+        .column(user::Column::Role)
         .from(user::Entity)
         .and_where(Expr::col(user::Column::Id).eq(k.created_by))
         .to_owned();
     let Some(row) = app.db.query_one(&stmt).await? else { return Ok(None) };
     let status: UserStatus = row.try_get("", "status")?;
     let firm: Uuid = row.try_get("", "firm_id")?;
-    if status != UserStatus::Active || firm != k.firm_id {
+    let role: Role = row.try_get("", "role")?;
+    // Only admins make keys; a maker who is no longer one has lost what the key acts with.
+    if status != UserStatus::Active || firm != k.firm_id || role != Role::Admin {
         return Ok(None);
     }
     Ok(Some(CachedKey {

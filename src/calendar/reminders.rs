@@ -94,7 +94,7 @@ pub(super) async fn sees(db: &impl ConnectionTrait, u: &user::Model, m: &event::
         if e.sealed && u.role != Role::Admin && !sealed::is_granted(db, case, u.id).await? {
             return Ok(false);
         }
-        if e.restricted && role == Some(TeamRole::Client) {
+        if e.restricted && (role == Some(TeamRole::Client) || u.role == Role::Client) {
             return Ok(false);
         }
     }

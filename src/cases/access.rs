@@ -28,6 +28,8 @@ pub struct CaseAccess {
     may_lead: bool,
     admin: bool,
     user: uuid::Uuid,
+    /// The caller is an API key.
+    api_key: bool,
     /// The caller holds an admin's grant to see this case's sealed material. False until
     /// [`CaseAccess::with_sealed_grant`] looks it up, so a path that forgets to fails closed.
     sealed_grant: bool,
@@ -53,7 +55,8 @@ impl CaseAccess {
     /// Looks up the caller's sealed-access grant for this case, from the database (grants are
     /// never cached, so a revoke holds from its commit on).
     pub async fn with_sealed_grant(mut self, db: &impl ConnectionTrait) -> ApiResult<Self> {
-        if !self.admin {
+        // A key acts for its maker but never with the maker's grants: keys see no sealed material.
+        if !self.admin && !self.api_key {
             self.sealed_grant = super::sealed::is_granted(db, self.case.id, self.user).await?;
         }
         Ok(self)
@@ -124,6 +127,10 @@ fn decide(found: case::Model, team_role: Option<TeamRole>, p: &Principal) -> Api
     if !privileged && team_role.is_none() {
         return Err(ApiError::not_found("case"));
     }
+    // A user whose firm role became client is a client on every team they are still on,
+    // whatever place they were given there before (a role change leaves team rows alone).
+    let team_role =
+        if p.role == crate::users::model::Role::Client { team_role.map(|_| TeamRole::Client) } else { team_role };
     Ok(CaseAccess {
         case: found,
         team_role,
@@ -132,6 +139,7 @@ fn decide(found: case::Model, team_role: Option<TeamRole>, p: &Principal) -> Api
         may_lead: p.role.may_lead_cases(),
         admin: p.role == crate::users::model::Role::Admin,
         user: p.user_id.0,
+        api_key: p.api_key.is_some(),
         sealed_grant: false,
     })
 }

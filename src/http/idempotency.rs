@@ -1,10 +1,13 @@
 //! `Idempotency-Key` on POST: a retried create returns the first result.
 //!
-//! Per firm and key, the first request's fingerprint (SHA-256 of method, path, query and body)
-//! is claimed in `idempotency_keys` before the handler runs, and its answer stored after:
+//! Per firm and key, the first request's fingerprint (SHA-256 of the caller — user, or API
+//! key —, method, path, query and body) is claimed in `idempotency_keys` before the handler
+//! runs, and its answer stored after:
 //! - the same key with the same request gets the stored answer again, status included, with
 //!   `Idempotent-Replayed: true`;
-//! - the same key with a different request gets 422 `IDEMPOTENCY_KEY_REUSED`;
+//! - the same key with a different request, or from another caller, gets 422
+//!   `IDEMPOTENCY_KEY_REUSED` (never the other caller's answer: the handler's access checks
+//!   would not have run for them);
 //! - while the first is still being served, a duplicate gets 409 `CONFLICT` (retryable);
 //! - a 5xx answer is not kept: the key is released so the client's retry runs again.
 //!
@@ -64,7 +67,13 @@ pub async fn idempotency(State(app): State<App>, req: Request, next: Next) -> Re
             return ApiError::field("Idempotency-Key", "1 to 255 visible ASCII characters").into_response();
         }
     };
-    let Some(firm) = req.extensions().get::<Principal>().map(|p| p.firm_id.0) else {
+    let Some((firm, caller)) = req.extensions().get::<Principal>().map(|p| {
+        let caller = match &p.api_key {
+            Some(k) => format!("key:{}", k.id),
+            None => format!("user:{}", p.user_id.0),
+        };
+        (p.firm_id.0, caller)
+    }) else {
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();
@@ -73,6 +82,8 @@ pub async fn idempotency(State(app): State<App>, req: Request, next: Next) -> Re
         Err(_) => return ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large").into_response(),
     };
     let mut h = Sha256::new();
+    h.update(caller.as_bytes());
+    h.update(b"\n");
     h.update(parts.method.as_str().as_bytes());
     h.update(b" ");
     h.update(parts.uri.path().as_bytes());

@@ -47,6 +47,22 @@ pub struct UpdateUser {
     pub version: Option<i32>,
 }
 
+/// The failed-login records of `email` from each client address (`<e-mail>|<address>`). The
+/// address is a LIKE pattern with `%`, `_` and `\` escaped: an address may contain them, and
+/// unescaped `%@%.%` would match every account's records in the deployment.
+fn address_locks_of(email: &str) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Expr, LikeExpr};
+    let mut pattern = String::with_capacity(email.len() + 2);
+    for c in email.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push_str("|%");
+    Expr::col(login_attempt::Column::Email).like(LikeExpr::new(pattern).escape('\\'))
+}
+
 /// Fills `locked_until` of each view from the failed-login record of its address.
 async fn with_locks(db: &impl sea_orm::ConnectionTrait, mut views: Vec<UserView>) -> ApiResult<Vec<UserView>> {
     // Locks are per account and client address (`<e-mail>|<address>`, see
@@ -54,7 +70,7 @@ async fn with_locks(db: &impl sea_orm::ConnectionTrait, mut views: Vec<UserView>
     let now = clock::now();
     let mut any = sea_orm::Condition::any();
     for v in &views {
-        any = any.add(login_attempt::Column::Email.starts_with(format!("{}|", v.email)));
+        any = any.add(address_locks_of(&v.email));
     }
     let locks =
         login_attempt::Entity::find().filter(any).filter(login_attempt::Column::LockedUntil.gt(now)).all(db).await?;
@@ -185,7 +201,7 @@ pub async fn update(
                     .filter(
                         sea_orm::Condition::any()
                             .add(login_attempt::Column::Email.eq(current.email.clone()))
-                            .add(login_attempt::Column::Email.starts_with(format!("{}|", current.email))),
+                            .add(address_locks_of(&current.email)),
                     )
                     .exec(tx)
                     .await?;

@@ -13,6 +13,7 @@ crate::on_both_backends!(
     each_scope_opens_only_its_routes,
     revoked_expired_or_orphaned_keys_get_401,
     a_key_is_rate_limited_on_its_own_budget,
+    a_key_gets_no_sealed_grant_and_stops_when_its_maker_is_no_admin,
 );
 
 async fn make_key(t: &TestApp, admin: &Session, scopes: Value) -> (String, String) {
@@ -181,4 +182,43 @@ async fn a_key_is_rate_limited_on_its_own_budget(b: Backend) {
     assert_eq!(statuses, [200, 200, 200, 200, 429]);
     // The admin's own budget is untouched by the key's (register and key creation used two).
     t.get("/api/v1/cases", &admin.token).await.expect(200);
+}
+
+/// A key acts for its maker, an admin, as a partner: never with the maker's sealed-access
+/// grants (keys see no sealed material), and not at all once the maker is no admin.
+async fn a_key_gets_no_sealed_grant_and_stops_when_its_maker_is_no_admin(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Key grants").await;
+    let maker = t.user(&admin, "admin").await;
+    let case = t.case(&admin, "KG-1").await;
+    let path = format!("/api/v1/cases/{case}/docket");
+    t.post(&path, &admin.token, json!({"type": "motion", "description": "Under seal", "sealed": true}))
+        .await
+        .expect(201);
+    t.post(&path, &admin.token, json!({"type": "order", "description": "Open"})).await.expect(201);
+    // Another admin grants the maker sealed access on the case.
+    t.call(Method::PUT, &format!("/api/v1/cases/{case}/sealed-access/{}", maker.user_id), Some(&admin.token), None)
+        .await
+        .expect(200);
+    let (key, _) = make_key(&t, &maker, json!(["cases:read", "documents:read"])).await;
+    let listed = with_key(&t, Method::GET, &format!("{path}?limit=100"), &key, None, false).await;
+    listed.expect(200);
+    let items = listed.data().as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", listed.body);
+    assert_eq!(items[0]["description"], "Open");
+
+    // A case's documents are governed by the documents scopes, not the cases ones.
+    let docs = format!("/api/v1/cases/{case}/documents");
+    with_key(&t, Method::GET, &docs, &key, None, false).await.expect(200);
+    let (cases_only, _) = make_key(&t, &maker, json!(["cases:read", "cases:write"])).await;
+    let r = with_key(&t, Method::GET, &docs, &cases_only, None, false).await;
+    r.expect(403);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("documents:read"), "{}", r.body);
+
+    // The maker demoted: the key stops at once, though it was just checked (and cached).
+    t.patch(&format!("/api/v1/users/{}", maker.user_id), &admin.token, json!({"role": "attorney", "version": 1}))
+        .await
+        .expect(200);
+    let r = with_key(&t, Method::GET, "/api/v1/cases", &key, None, false).await;
+    r.expect(401);
 }

@@ -530,7 +530,9 @@ async fn only_the_user_who_started_a_connection_can_complete_it(b: Backend) {
     // An API key acts for no user: its maker's own state cannot be completed with it, and is
     // left for the maker's session.
     let (_, q) = authorize(&t, &admin, "google").await;
-    let key = t.post("/api/v1/api-keys", &admin.token, json!({"name": "ops", "scopes": ["calendar:write"]})).await;
+    let key = t
+        .post("/api/v1/api-keys", &admin.token, json!({"name": "ops", "scopes": ["calendar:read", "calendar:write"]}))
+        .await;
     key.expect(201);
     let secret = key.data()["key"].as_str().unwrap().to_owned();
     let r = t
@@ -543,6 +545,15 @@ async fn only_the_user_who_started_a_connection_can_complete_it(b: Backend) {
         )
         .await;
     r.expect(403);
+    // Nor list, pull or end its maker's connections.
+    for (method, path) in [
+        (Method::GET, "/api/v1/calendar/connections"),
+        (Method::POST, "/api/v1/calendar/connections/google/sync"),
+        (Method::DELETE, "/api/v1/calendar/connections/google"),
+    ] {
+        let r = t.call_with(method, path, None, None, &[("x-api-key", secret.as_str())]).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+    }
     fake.with(|f| {
         f.challenge = Some(q["code_challenge"].clone());
         f.consenting = admin.user_id.clone();

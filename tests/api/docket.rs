@@ -14,6 +14,7 @@ crate::on_both_backends!(
     partner_who_makes_themselves_lead_still_does_not_see_sealed_entries,
     sealed_access_is_a_per_case_grant_that_only_another_admin_gives,
     unrestricted_entry_keeps_its_restricted_history_from_clients,
+    a_team_member_made_a_client_is_treated_as_one,
 );
 
 fn entry(description: &str) -> Value {
@@ -326,4 +327,35 @@ async fn unrestricted_entry_keeps_its_restricted_history_from_clients(b: Backend
     assert!(!history(&t, &client, &case).await.contains(&id));
     // Staff on the case still read the whole history.
     assert!(history(&t, &paralegal, &case).await.contains("settle below"));
+}
+
+/// A role change leaves the user's places on teams as they were: a paralegal on a team whose
+/// firm role becomes client must be treated as a client there (no restricted material, no
+/// changes), not as the paralegal they were.
+async fn a_team_member_made_a_client_is_treated_as_one(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Made client").await;
+    let para = t.user(&admin, "paralegal").await;
+    let case = t.case(&admin, "MC-1").await;
+    team_add(&t, &admin, &case, &para, "paralegal").await;
+    let path = format!("/api/v1/cases/{case}/docket");
+    t.post(&path, &admin.token, entry("Open filing")).await.expect(201);
+    let internal = t
+        .post(
+            &path,
+            &admin.token,
+            json!({"type": "correspondence", "description": "Internal note", "restricted": true}),
+        )
+        .await;
+    let internal_id = internal.expect(201).data()["id"].as_str().unwrap().to_owned();
+    assert_eq!(docket(&t, &para, &case).await.total, 2);
+
+    t.patch(&format!("/api/v1/users/{}", para.user_id), &admin.token, json!({"role": "client", "version": 1}))
+        .await
+        .expect(200);
+    let d = docket(&t, &para, &case).await;
+    assert_eq!(d.total, 1, "{:?}", d.items);
+    assert_eq!(d.items[0]["description"], "Open filing");
+    t.get(&format!("{path}/{internal_id}"), &para.token).await.expect(404);
+    t.post(&path, &para.token, entry("By a client")).await.expect(403);
 }

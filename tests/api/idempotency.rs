@@ -70,6 +70,29 @@ async fn a_retried_create_returns_the_same_case(b: Backend) {
     theirs.expect(201);
     assert_ne!(theirs.data()["id"], first.data()["id"]);
 
+    // Keys are per caller too: a colleague who sends the same key and request is refused, and
+    // never gets the first caller's answer (a feed token, a new API key's secret, a case they
+    // may not see: the handler's checks did not run for them).
+    let colleague = t.user(&admin, "staff").await;
+    let feed = t
+        .call_with(Method::POST, "/api/v1/calendar/feed", Some(&admin.token), None, &[("idempotency-key", "feed-1")])
+        .await;
+    feed.expect(201);
+    let stolen = t
+        .call_with(
+            Method::POST,
+            "/api/v1/calendar/feed",
+            Some(&colleague.token),
+            None,
+            &[("idempotency-key", "feed-1")],
+        )
+        .await;
+    stolen.expect(422);
+    assert_eq!(stolen.code(), "IDEMPOTENCY_KEY_REUSED");
+    assert!(!stolen.body.to_string().contains(feed.data()["token"].as_str().unwrap()), "{}", stolen.body);
+    let theirs = post_with_key(&t, &colleague, "create-I-1", case("I-1")).await;
+    theirs.expect(422);
+
     // A malformed key is refused in our error body.
     let r = post_with_key(&t, &admin, "has space", case("I-2")).await;
     r.expect(400);

@@ -585,6 +585,23 @@ async fn repeated_failures_lock_the_account_even_for_the_right_password(b: Backe
     assert_eq!(r.code(), "AUTH_INVALID_CREDENTIALS");
     let wrong = login("still not the password").await;
     assert_eq!(r.body["error"]["message"], wrong.body["error"]["message"]);
+    // Another firm's user whose address is a LIKE pattern: their lock and their unlock reach
+    // no one else's records.
+    let other = t.register("Other firm").await;
+    let wild = t
+        .post(
+            "/api/v1/users",
+            &other.token,
+            json!({"email": "%@%.%", "firstName": "W", "lastName": "C", "role": "staff", "password": PASSWORD}),
+        )
+        .await;
+    let wild_id = wild.expect(201).data()["id"].as_str().unwrap().to_owned();
+    let theirs = t.get("/api/v1/users?limit=100", &other.token).await;
+    let row = theirs.data().as_array().unwrap().iter().find(|u| u["id"] == wild_id.as_str()).unwrap().clone();
+    assert!(row["lockedUntil"].is_null(), "another firm's lock shows through: {row}");
+    let r = t.patch(&format!("/api/v1/users/{wild_id}"), &other.token, json!({"unlock": true})).await;
+    r.expect(200);
+    login(PASSWORD).await.expect(401);
     // The admin sees the lock and its end, and can lift it.
     let users = t.get("/api/v1/users?limit=100", &admin.token).await;
     let row = users.data().as_array().unwrap().iter().find(|u| u["id"] == victim.user_id.as_str()).unwrap().clone();

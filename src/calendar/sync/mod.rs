@@ -332,9 +332,7 @@ fn syncer(app: &App) -> Syncer {
 /// Where to send the user to connect `provider`, with a fresh state and PKCE challenge.
 pub async fn authorize(app: &App, p: &Principal, provider: &str) -> ApiResult<url::Url> {
     let provider = parse_provider(provider)?;
-    if p.api_key.is_some() {
-        return Err(ApiError::forbidden("a calendar connection belongs to a user; sign in as one"));
-    }
+    users_only(p)?;
     let s = syncer(app);
     let cipher = s.cipher.clone().ok_or_else(|| not_configured("CALENDAR_TOKEN_KEY is not set"))?;
     let settings =
@@ -398,9 +396,7 @@ pub async fn callback(
     error: Option<&str>,
 ) -> ApiResult<ConnectionView> {
     let provider = parse_provider(provider)?;
-    if p.api_key.is_some() {
-        return Err(ApiError::forbidden("a calendar connection belongs to a user; sign in as one"));
-    }
+    users_only(p)?;
     let s = syncer(app);
     let cipher = s.cipher.clone().ok_or_else(|| not_configured("CALENDAR_TOKEN_KEY is not set"))?;
     let st = st.ok_or_else(|| ApiError::field("state", "missing"))?;
@@ -514,8 +510,18 @@ pub async fn callback(
     Ok(connection_view(c.clone()))
 }
 
+/// A calendar connection is its user's own: API keys (which act for their maker) may not
+/// start, complete, list, pull or end one.
+fn users_only(p: &Principal) -> ApiResult<()> {
+    match p.api_key {
+        Some(_) => Err(ApiError::forbidden("a calendar connection belongs to a user; sign in as one")),
+        None => Ok(()),
+    }
+}
+
 /// The caller's connections.
 pub async fn list(app: &App, p: &Principal) -> ApiResult<Vec<ConnectionView>> {
+    users_only(p)?;
     Ok(connection::Entity::find()
         .filter(connection::Column::UserId.eq(p.user_id.0))
         .all(&app.db)
@@ -528,6 +534,7 @@ pub async fn list(app: &App, p: &Principal) -> ApiResult<Vec<ConnectionView>> {
 /// Disconnects: revokes the grant at the provider where it can be, and forgets the tokens.
 pub async fn disconnect(app: &App, p: &Principal, provider: &str) -> ApiResult<bool> {
     let provider = parse_provider(provider)?;
+    users_only(p)?;
     let c = connection::Entity::find()
         .filter(connection::Column::UserId.eq(p.user_id.0))
         .filter(connection::Column::Provider.eq(provider.as_str()))
@@ -572,6 +579,7 @@ pub async fn disconnect(app: &App, p: &Principal, provider: &str) -> ApiResult<b
 /// Asks for a pull of the caller's connection now.
 pub async fn sync_now(app: &App, p: &Principal, provider: &str) -> ApiResult<()> {
     let provider = parse_provider(provider)?;
+    users_only(p)?;
     let c = connection::Entity::find()
         .filter(connection::Column::UserId.eq(p.user_id.0))
         .filter(connection::Column::Provider.eq(provider.as_str()))
