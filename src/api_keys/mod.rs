@@ -11,7 +11,7 @@
 //!   partner (every case of the firm, no sealed material), and only on the routes its
 //!   [scopes](Scope) open ([`required_scope`]). It is audited as actor `api_key` (its id),
 //!   rate-limited on its own budget, and stops working when revoked, past its expiry, or when
-//!   its maker is disabled.
+//!   its maker is disabled or no longer an admin.
 //! - Checked keys are trusted for `AUTH_CACHE_TTL_MS` in process; a revocation evicts them at
 //!   once, here and on every instance (the `api_key.revoked` event).
 

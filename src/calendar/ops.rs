@@ -438,8 +438,10 @@ pub fn visible(p: &Principal) -> Condition {
     if p.role != Role::Admin {
         // Entries the caller may not see: sealed ones of cases they hold no grant for, and
         // (for clients) restricted ones.
-        let mut hidden = Condition::any().add(
-            Condition::all().add(entry::Column::Sealed.eq(true)).add(
+        // An API key acts for its maker but never with the maker's grants: every sealed one.
+        let mut sealed = Condition::all().add(entry::Column::Sealed.eq(true));
+        if p.api_key.is_none() {
+            sealed = sealed.add(
                 entry::Column::CaseId.not_in_subquery(
                     Query::select()
                         .column(grant::Column::CaseId)
@@ -447,8 +449,9 @@ pub fn visible(p: &Principal) -> Condition {
                         .and_where(grant::Column::UserId.eq(me))
                         .to_owned(),
                 ),
-            ),
-        );
+            );
+        }
+        let mut hidden = Condition::any().add(sealed);
         if p.role == Role::Client {
             hidden = hidden.add(entry::Column::Restricted.eq(true));
         }

@@ -30,9 +30,12 @@ use crate::{
 const MAX_DESCRIPTION: usize = 2_000;
 
 /// An entry sealed or restricted after it was filed: its earlier events in the outbox (and
-/// those of deadlines computed from it) become sealed or restricted too, so that a replay
-/// (`since`, `lastSeq`) or a webhook redelivery does not send what the entry held to those who
-/// may no longer see it. Flags are only ever turned on, as the entry's `ever_*` flags are.
+/// those of deadlines computed from it) become sealed or restricted too, so that a realtime
+/// replay (`since`, `lastSeq`) does not send what the entry held to those who may no longer
+/// see it; and the webhook deliveries made of them are withheld: their stored copy replaced
+/// by [`crate::webhooks::WITHHELD`] (the deliveries list shows it to `webhooks:manage` keys,
+/// which see no sealed material), pending and retrying ones cancelled, redelivery refused.
+/// Flags are only ever turned on, as the entry's `ever_*` flags are.
 async fn confide_past_events(
     tx: &crate::db::Tx,
     p: &Principal,
@@ -52,6 +55,23 @@ async fn confide_past_events(
     ids.extend(deadlines.into_iter().map(|d| ("calendar_event", d.to_string())));
     let backend = tx.get_database_backend();
     for (kind, id) in ids {
+        tx.execute_raw(crate::db::portable(
+            backend,
+            "UPDATE webhook_deliveries SET payload = ?,
+                 status = CASE WHEN status IN ('pending', 'retrying') THEN 'cancelled' ELSE status END,
+                 last_error = CASE WHEN status IN ('pending', 'retrying') THEN ? ELSE last_error END
+             WHERE firm_id = ? AND event_id IN
+                 (SELECT id FROM domain_events WHERE firm_id = ? AND entity_type = ? AND entity_id = ?)",
+            vec![
+                crate::webhooks::WITHHELD.into(),
+                "withheld: the entry was sealed or restricted after this was queued".into(),
+                p.firm_id.0.into(),
+                p.firm_id.0.into(),
+                kind.into(),
+                id.clone().into(),
+            ],
+        ))
+        .await?;
         tx.execute_raw(crate::db::portable(
             backend,
             "UPDATE domain_events SET sealed = (sealed OR ?), restricted = (restricted OR ?)

@@ -231,8 +231,10 @@ pub async fn replay_then_join(
 ) -> Result<Replay, crate::http::ApiError> {
     let gw = &app.realtime;
     let mut marks = gw.marks.lock().await;
-    let Joining { rooms, before } = gate.await?;
+    // The heads first: a change committed after them is above the mark and reaches the socket
+    // through the feed; one committed before the gate's read is seen by the gate.
     let mark = marks.init(app).await?.get(&firm).copied().unwrap_or(0);
+    let Joining { rooms, before } = gate.await?;
     let outcome = match since {
         None => Replay::Done { sent: 0, seq: mark },
         Some(since) => replay(app, s, firm, since.max(0), mark, &rooms, &before).await?,

@@ -443,6 +443,11 @@ async fn follow(
     // team committed a moment ago is seen here, one committed after reaches the socket in the
     // room. The API's rule: a missing case and one the user may not see get the same answer.
     let gate = async {
+        // The session and role too: a disconnect for them may be waiting behind this lock.
+        let now = crate::auth::fresh_principal(&app, p).await?;
+        if now.role != p.role {
+            return Err(ApiError::new(ErrorCode::AuthTokenInvalid, "the user's role changed; connect again"));
+        }
         let access =
             crate::cases::access::visible_case(&app.db, p, CaseId(case)).await?.with_sealed_grant(&app.db).await?;
         let mut rooms = vec![route::case_room(case)];

@@ -186,6 +186,9 @@ pub fn plan(e: &DomainEvent) -> Vec<Action> {
                 }
             }
         }
+        // A reminder goes to users checked when it was sent; one whose deadline's entry was
+        // sealed or restricted since (`docket::ops::confide_past_events`) is not replayed.
+        (CalendarEventReminder, _) if e.sealed || e.restricted => Vec::new(),
         (CalendarEventReminder, _) => {
             let to: Vec<String> = e
                 .data

@@ -32,7 +32,7 @@ use crate::{
     clock,
     config::AppEnv,
     db::TxOptions,
-    http::error::{ApiError, ApiResult},
+    http::error::{ApiError, ApiResult, ErrorCode},
     users::model::Role,
 };
 
@@ -482,6 +482,10 @@ pub async fn deliveries(app: &App, p: &Principal, id: Uuid) -> ApiResult<Vec<Del
 }
 
 /// Sends a delivery again (a new job; the same `webhook-id`).
+/// The stored copy of a delivery whose event's entry was sealed or restricted after it was
+/// queued (`docket::ops`): never sent again.
+pub const WITHHELD: &str = r#"{"withheld":"the docket entry was sealed or restricted after this delivery was made"}"#;
+
 pub async fn redeliver(app: &App, p: &Principal, id: Uuid, delivery_id: Uuid) -> ApiResult<DeliveryView> {
     require_manager(p)?;
     let max_attempts = app.config.webhooks.max_attempts;
@@ -496,6 +500,12 @@ pub async fn redeliver(app: &App, p: &Principal, id: Uuid, delivery_id: Uuid) ->
                 .one(tx)
                 .await?
                 .ok_or_else(|| ApiError::not_found("delivery"))?;
+            if d.payload == WITHHELD {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "this delivery is withheld: its docket entry was sealed or restricted since",
+                ));
+            }
             let mut a: delivery::ActiveModel = d.into();
             a.status = Set("pending".into());
             a.updated_at = Set(clock::now());

@@ -192,20 +192,35 @@ async fn a_key_gets_no_sealed_grant_and_stops_when_its_maker_is_no_admin(b: Back
     let maker = t.user(&admin, "admin").await;
     let case = t.case(&admin, "KG-1").await;
     let path = format!("/api/v1/cases/{case}/docket");
-    t.post(&path, &admin.token, json!({"type": "motion", "description": "Under seal", "sealed": true}))
-        .await
-        .expect(201);
+    let sealed =
+        t.post(&path, &admin.token, json!({"type": "motion", "description": "Under seal", "sealed": true})).await;
+    let sealed_id = sealed.expect(201).data()["id"].as_str().unwrap().to_owned();
     t.post(&path, &admin.token, json!({"type": "order", "description": "Open"})).await.expect(201);
+    // A deadline computed from the sealed entry.
+    t.post(
+        &format!("/api/v1/cases/{case}/deadlines/compute"),
+        &admin.token,
+        json!({"ruleId": "frcp-56-b", "triggerDate": "2027-01-04", "create": true, "docketEntryId": sealed_id}),
+    )
+    .await
+    .expect(201);
     // Another admin grants the maker sealed access on the case.
     t.call(Method::PUT, &format!("/api/v1/cases/{case}/sealed-access/{}", maker.user_id), Some(&admin.token), None)
         .await
         .expect(200);
-    let (key, _) = make_key(&t, &maker, json!(["cases:read", "documents:read"])).await;
+    let (key, _) = make_key(&t, &maker, json!(["cases:read", "documents:read", "calendar:read"])).await;
     let listed = with_key(&t, Method::GET, &format!("{path}?limit=100"), &key, None, false).await;
     listed.expect(200);
     let items = listed.data().as_array().unwrap();
     assert_eq!(items.len(), 1, "{}", listed.body);
     assert_eq!(items[0]["description"], "Open");
+    // Nor its deadline on the calendar, which the maker's session sees.
+    let events = format!("/api/v1/calendar?caseId={case}");
+    let own = t.get(&events, &maker.token).await;
+    assert_eq!(own.data().as_array().unwrap().len(), 1, "{}", own.body);
+    let by_key = with_key(&t, Method::GET, &events, &key, None, false).await;
+    by_key.expect(200);
+    assert_eq!(by_key.data().as_array().unwrap().len(), 0, "{}", by_key.body);
 
     // A case's documents are governed by the documents scopes, not the cases ones.
     let docs = format!("/api/v1/cases/{case}/documents");

@@ -26,6 +26,7 @@ crate::on_both_backends!(
     private_targets_and_redirects_are_refused,
     a_webhook_secret_key_takes_over_and_survives_a_jwt_secret_rotation,
     reseal_moves_every_subscription_to_the_current_key,
+    a_delivery_of_an_entry_sealed_later_is_withheld,
 );
 
 /// `lexiflow webhooks reseal`'s work: every subscription, active or not, is sealed again under
@@ -416,4 +417,49 @@ async fn private_targets_and_redirects_are_refused(b: Backend) {
     assert_eq!(log.data()[0]["lastStatusCode"], 302);
     assert_ne!(log.data()[0]["status"], "delivered");
     stop.cancel();
+}
+
+/// A delivery queued while its docket entry was open, the entry sealed before it went out: the
+/// stored copy is replaced, the delivery cancelled, and redelivery refused.
+async fn a_delivery_of_an_entry_sealed_later_is_withheld(b: Backend) {
+    let t = app(b).await;
+    let admin = t.register("Withheld").await;
+    // No worker runs: the dispatcher makes the delivery, nothing sends it.
+    let (id, _) = subscribe(&t, &admin, "http://127.0.0.1:9/hook", json!(["docket_entry.*"])).await;
+    let case = t.case(&admin, "W-1").await;
+    let path = format!("/api/v1/cases/{case}/docket");
+    let filed = t.post(&path, &admin.token, json!({"type": "motion", "description": "Settlement terms"})).await;
+    let entry = filed.expect(201).data()["id"].as_str().unwrap().to_owned();
+    let deliveries = format!("/api/v1/webhooks/{id}/deliveries");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let delivery = loop {
+        let log = t.get(&deliveries, &admin.token).await;
+        if let Some(d) = log.data().as_array().and_then(|a| a.first()).cloned() {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "the dispatcher made no delivery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivery["status"], "pending", "{delivery}");
+    let stored: String = t.sql("SELECT payload FROM webhook_deliveries").await[0].try_get_by_index(0).unwrap();
+    assert!(stored.contains("Settlement terms"));
+
+    t.patch(&format!("{path}/{entry}"), &admin.token, json!({"sealed": true, "version": 1})).await.expect(200);
+    let log = t.get(&deliveries, &admin.token).await;
+    let d = &log.data()[0];
+    assert_eq!(d["status"], "cancelled", "{d}");
+    assert!(d["lastError"].as_str().unwrap().starts_with("withheld"), "{d}");
+    let stored: String = t.sql("SELECT payload FROM webhook_deliveries").await[0].try_get_by_index(0).unwrap();
+    assert_eq!(stored, lexiflow::webhooks::WITHHELD);
+    let again = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/webhooks/{id}/deliveries/{}/redeliver", d["id"].as_str().unwrap()),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    again.expect(409);
+    // The sealing's own event is not sent either (webhooks never carry sealed material).
+    assert_eq!(t.get(&deliveries, &admin.token).await.data().as_array().unwrap().len(), 1);
 }
