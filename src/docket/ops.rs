@@ -478,7 +478,31 @@ pub fn hidden_history(backend: DbBackend, access: &CaseAccess) -> Option<SimpleE
         .and_where(Expr::col((cal::Entity, cal::Column::Id)).eq(Expr::cust(event_id)))
         .and_where(Expr::col((cal::Entity, cal::Column::DocketEntryId)).in_subquery(hidden_entries))
         .to_owned();
-    Some(Expr::exists(probe).not().and(Expr::exists(event_probe).not()))
+    // And the history of the case's sealed (restricted) documents: their flags never change.
+    use crate::documents::model::document as doc;
+    let doc_id = match backend {
+        DbBackend::Postgres => {
+            r#"CASE WHEN "audit_entries"."entity_type" = 'document' THEN CAST("audit_entries"."entity_id" AS uuid) END"#
+        }
+        _ => {
+            r#"CASE WHEN "audit_entries"."entity_type" = 'document' THEN unhex(replace("audit_entries"."entity_id", '-', '')) END"#
+        }
+    };
+    let mut hidden_docs = Condition::any();
+    if !access.sees_sealed() {
+        hidden_docs = hidden_docs.add(Expr::col((doc::Entity, doc::Column::Sealed)).eq(true));
+    }
+    if !access.sees_restricted() {
+        hidden_docs = hidden_docs.add(Expr::col((doc::Entity, doc::Column::Restricted)).eq(true));
+    }
+    let doc_probe = Query::select()
+        .expr(Expr::val(1))
+        .from(doc::Entity)
+        .and_where(Expr::col((doc::Entity, doc::Column::Id)).eq(Expr::cust(doc_id)))
+        .and_where(Expr::col((doc::Entity, doc::Column::CaseId)).eq(access.case.id))
+        .cond_where(hidden_docs)
+        .to_owned();
+    Some(Expr::exists(probe).not().and(Expr::exists(event_probe).not()).and(Expr::exists(doc_probe).not()))
 }
 
 /// A page of the docket, in sequence order; entries the caller may not see are not there,

@@ -576,6 +576,27 @@ async fn sealed_restricted_and_held_documents(b: Backend) {
         let (status, ..) = t.raw(Method::GET, &format!("/api/v1/documents/{id}/download"), Some(&who.token), &[]).await;
         assert_eq!(status, if visible { 200 } else { 404 });
     }
+    // Nor is their history in the case's history: who filed what, under which title.
+    let history = |who: crate::support::Session| {
+        let t = &t;
+        let case = case.clone();
+        async move {
+            let r = t.get(&format!("/api/v1/cases/{case}/history?limit=100"), &who.token).await;
+            r.expect(200);
+            r.data()
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["entityType"] == "document")
+                .map(|e| e["entityId"].as_str().unwrap().to_owned())
+                .collect::<std::collections::BTreeSet<String>>()
+        }
+    };
+    let id = |d: &Value| d["id"].as_str().unwrap().to_owned();
+    let all: std::collections::BTreeSet<String> = [id(&sealed), id(&restricted), id(&open)].into();
+    assert_eq!(history(admin.clone()).await, all);
+    assert_eq!(history(attorney.clone()).await, [id(&restricted), id(&open)].into());
+    assert_eq!(history(client.clone()).await, [id(&open)].into());
     // Another firm sees nothing.
     let stranger = t.register("Stranger").await;
     t.get(&format!("/api/v1/documents/{}", open["id"].as_str().unwrap()), &stranger.token).await.expect(404);
