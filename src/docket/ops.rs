@@ -54,6 +54,16 @@ async fn confide_past_events(
         .await?;
     ids.extend(deadlines.into_iter().map(|d| ("calendar_event", d.to_string())));
     let backend = tx.get_database_backend();
+    if backend == DbBackend::Postgres {
+        // The webhook dispatcher holds this row while it turns events into deliveries: wait for
+        // a batch in flight to commit, so that its deliveries are withheld below too.
+        tx.execute_raw(crate::db::portable(
+            backend,
+            "SELECT 1 FROM webhook_cursors WHERE firm_id = ? FOR UPDATE",
+            vec![p.firm_id.0.into()],
+        ))
+        .await?;
+    }
     for (kind, id) in ids {
         tx.execute_raw(crate::db::portable(
             backend,

@@ -341,6 +341,21 @@ pub struct Deliverer {
 }
 
 /// The `webhooks.deliver` job: one attempt. An error makes the queue try again later.
+/// Writes an attempt's outcome unless the delivery was cancelled meanwhile (withheld because
+/// its entry was sealed while it was on its way: that attempt cannot be recalled, but its
+/// outcome must not undo the cancellation or lead to a retry). False when it was.
+async fn write_outcome(db: &sea_orm::DatabaseConnection, id: Uuid, a: delivery::ActiveModel) -> Result<bool, String> {
+    let n = delivery::Entity::update_many()
+        .set(a)
+        .filter(delivery::Column::Id.eq(id))
+        .filter(delivery::Column::Status.ne("cancelled"))
+        .exec(db)
+        .await
+        .map_err(|e| e.to_string())?
+        .rows_affected;
+    Ok(n == 1)
+}
+
 pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max_attempts: u32) -> Result<(), String> {
     let id = payload
         .get("deliveryId")
@@ -358,7 +373,7 @@ pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max
     let Some((del, sub)) = found else {
         return Ok(());
     };
-    if matches!(del.status.as_str(), "delivered" | "cancelled") {
+    if matches!(del.status.as_str(), "delivered" | "cancelled") || del.payload == super::WITHHELD {
         return Ok(());
     }
     let Some(sub) = sub.filter(|s| s.active) else {
@@ -395,7 +410,9 @@ pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max
     if ok {
         a.status = Set("delivered".into());
         a.delivered_at = Set(Some(now));
-        a.update(db).await.map_err(|e| e.to_string())?;
+        if !write_outcome(db, del.id, a).await? {
+            return Ok(());
+        }
         if sub.consecutive_failures != 0 {
             subscription::Entity::update_many()
                 .col_expr(subscription::Column::ConsecutiveFailures, sea_orm::sea_query::Expr::value(0))
@@ -410,7 +427,10 @@ pub async fn deliver(d: Deliverer, payload: serde_json::Value, attempt: u32, max
     let disable = failures as u32 >= d.disable_after;
     let last = attempt >= max_attempts;
     a.status = Set(if disable || last { "failed" } else { "retrying" }.into());
-    a.update(db).await.map_err(|e| e.to_string())?;
+    if !write_outcome(db, del.id, a).await? {
+        // Withheld while it was being sent: no retry.
+        return Ok(());
+    }
     record_failure(db, &sub, failures, disable).await.map_err(|e| e.to_string())?;
     if disable {
         // Disabled: no more attempts for this delivery either.

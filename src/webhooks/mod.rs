@@ -481,11 +481,11 @@ pub async fn deliveries(app: &App, p: &Principal, id: Uuid) -> ApiResult<Vec<Del
     Ok(rows.into_iter().map(delivery_view).collect())
 }
 
-/// Sends a delivery again (a new job; the same `webhook-id`).
 /// The stored copy of a delivery whose event's entry was sealed or restricted after it was
 /// queued (`docket::ops`): never sent again.
 pub const WITHHELD: &str = r#"{"withheld":"the docket entry was sealed or restricted after this delivery was made"}"#;
 
+/// Sends a delivery again (a new job; the same `webhook-id`).
 pub async fn redeliver(app: &App, p: &Principal, id: Uuid, delivery_id: Uuid) -> ApiResult<DeliveryView> {
     require_manager(p)?;
     let max_attempts = app.config.webhooks.max_attempts;
