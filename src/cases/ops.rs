@@ -452,16 +452,7 @@ pub struct CaseFilter {
 }
 
 fn escape_like(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('%');
-    for c in s.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
+    format!("%{}%", crate::db::like_literal(&s.to_lowercase()))
 }
 
 fn lower_like(col: case::Column, pattern: &str) -> SimpleExpr {

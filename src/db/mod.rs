@@ -231,6 +231,19 @@ pub async fn ping(db: &DatabaseConnection, timeout: Duration) -> Result<(), Stri
     }
 }
 
+/// `s` as a LIKE pattern that matches it literally: `%`, `_` and `\` escaped with `\` (use
+/// with `LikeExpr::escape('\\')`), so a user's text cannot widen the match.
+pub fn like_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A statement written once with `?` placeholders, for both databases: on PostgreSQL each `?`
 /// becomes `$1`, `$2`, … in order. For plain SQL without `?` inside string literals.
 pub fn portable(backend: sea_orm::DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> sea_orm::Statement {

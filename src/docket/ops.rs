@@ -29,69 +29,6 @@ use crate::{
 
 const MAX_DESCRIPTION: usize = 2_000;
 
-/// An entry sealed or restricted after it was filed: its earlier events in the outbox (and
-/// those of deadlines computed from it) become sealed or restricted too, so that a realtime
-/// replay (`since`, `lastSeq`) does not send what the entry held to those who may no longer
-/// see it; and the webhook deliveries made of them are withheld: their stored copy replaced
-/// by [`crate::webhooks::WITHHELD`] (the deliveries list shows it to `webhooks:manage` keys,
-/// which see no sealed material), pending and retrying ones cancelled, redelivery refused.
-/// Flags are only ever turned on, as the entry's `ever_*` flags are.
-async fn confide_past_events(
-    tx: &crate::db::Tx,
-    p: &Principal,
-    entry_id: Uuid,
-    (sealed, restricted): (bool, bool),
-) -> ApiResult<()> {
-    use crate::calendar::model::event as calendar_event;
-    let mut ids = vec![("docket_entry", entry_id.to_string())];
-    let deadlines: Vec<Uuid> = calendar_event::Entity::find()
-        .select_only()
-        .column(calendar_event::Column::Id)
-        .filter(calendar_event::Column::FirmId.eq(p.firm_id.0))
-        .filter(calendar_event::Column::DocketEntryId.eq(entry_id))
-        .into_tuple()
-        .all(tx)
-        .await?;
-    ids.extend(deadlines.into_iter().map(|d| ("calendar_event", d.to_string())));
-    let backend = tx.get_database_backend();
-    if backend == DbBackend::Postgres {
-        // The webhook dispatcher holds this row while it turns events into deliveries: wait for
-        // a batch in flight to commit, so that its deliveries are withheld below too.
-        tx.execute_raw(crate::db::portable(
-            backend,
-            "SELECT 1 FROM webhook_cursors WHERE firm_id = ? FOR UPDATE",
-            vec![p.firm_id.0.into()],
-        ))
-        .await?;
-    }
-    for (kind, id) in ids {
-        tx.execute_raw(crate::db::portable(
-            backend,
-            "UPDATE webhook_deliveries SET payload = ?,
-                 status = CASE WHEN status IN ('pending', 'retrying') THEN 'cancelled' ELSE status END,
-                 last_error = CASE WHEN status IN ('pending', 'retrying') THEN ? ELSE last_error END
-             WHERE firm_id = ? AND event_id IN
-                 (SELECT id FROM domain_events WHERE firm_id = ? AND entity_type = ? AND entity_id = ?)",
-            vec![
-                crate::webhooks::WITHHELD.into(),
-                "withheld: the entry was sealed or restricted after this was queued".into(),
-                p.firm_id.0.into(),
-                p.firm_id.0.into(),
-                kind.into(),
-                id.clone().into(),
-            ],
-        ))
-        .await?;
-        tx.execute_raw(crate::db::portable(
-            backend,
-            "UPDATE domain_events SET sealed = (sealed OR ?), restricted = (restricted OR ?)
-             WHERE firm_id = ? AND entity_type = ? AND entity_id = ?",
-            vec![sealed.into(), restricted.into(), p.firm_id.0.into(), kind.into(), id.into()],
-        ))
-        .await?;
-    }
-    Ok(())
-}
 const MAX_SHORT: usize = 300;
 const MAX_RICH: usize = 200_000;
 /// Entries one request may post.
@@ -428,6 +365,19 @@ fn visible_entries(access: &CaseAccess) -> sea_orm::Select<entry::Entity> {
     q
 }
 
+/// An audit entry's `entity_id` as the uuid it names when its entity type is `entity_type`
+/// (NULL otherwise), to compare with a table's id: SQLite stores a uuid as its 16 bytes.
+fn audit_entity_uuid(backend: DbBackend, entity_type: &'static str) -> String {
+    match backend {
+        DbBackend::Postgres => format!(
+            r#"CASE WHEN "audit_entries"."entity_type" = '{entity_type}' THEN CAST("audit_entries"."entity_id" AS uuid) END"#
+        ),
+        _ => format!(
+            r#"CASE WHEN "audit_entries"."entity_type" = '{entity_type}' THEN unhex(replace("audit_entries"."entity_id", '-', '')) END"#
+        ),
+    }
+}
+
 /// A condition on `audit_entries` rows that leaves out the history of the entries of
 /// `access`'s case its caller may not see; None when they see them all. Entries sealed or
 /// restricted before and lifted since keep their history hidden: it may hold what was
@@ -435,8 +385,9 @@ fn visible_entries(access: &CaseAccess) -> sea_orm::Select<entry::Entity> {
 ///
 /// It is a correlated `NOT EXISTS` that probes each history row's entry by primary key, so no
 /// list of ids is read or bound, however many entries are hidden. The entity id is text in the
-/// audit trail; it is turned into the docket's id only for `docket_entry` rows (under `CASE`,
-/// so no other entity's id is ever cast).
+/// audit trail; it is turned into an id only for rows of the probed entity type (under `CASE`,
+/// so no other entity's id is ever cast). Deadlines computed from hidden entries and sealed or
+/// restricted documents are left out the same way.
 pub fn hidden_history(backend: DbBackend, access: &CaseAccess) -> Option<SimpleExpr> {
     if access.sees_sealed() && access.sees_restricted() {
         return None;
@@ -450,15 +401,7 @@ pub fn hidden_history(backend: DbBackend, access: &CaseAccess) -> Option<SimpleE
         hidden =
             hidden.add(column(entry::Column::Restricted).eq(true)).add(column(entry::Column::EverRestricted).eq(true));
     }
-    let entry_id = match backend {
-        DbBackend::Postgres => {
-            r#"CASE WHEN "audit_entries"."entity_type" = 'docket_entry' THEN CAST("audit_entries"."entity_id" AS uuid) END"#
-        }
-        // SQLite stores a uuid as its 16 bytes.
-        _ => {
-            r#"CASE WHEN "audit_entries"."entity_type" = 'docket_entry' THEN unhex(replace("audit_entries"."entity_id", '-', '')) END"#
-        }
-    };
+    let entry_id = audit_entity_uuid(backend, "docket_entry");
     let probe = Query::select()
         .expr(Expr::val(1))
         .from(entry::Entity)
@@ -468,14 +411,7 @@ pub fn hidden_history(backend: DbBackend, access: &CaseAccess) -> Option<SimpleE
         .to_owned();
     // The history of calendar events computed from (tied to) those entries is hidden with them.
     use crate::calendar::model::event as cal;
-    let event_id = match backend {
-        DbBackend::Postgres => {
-            r#"CASE WHEN "audit_entries"."entity_type" = 'calendar_event' THEN CAST("audit_entries"."entity_id" AS uuid) END"#
-        }
-        _ => {
-            r#"CASE WHEN "audit_entries"."entity_type" = 'calendar_event' THEN unhex(replace("audit_entries"."entity_id", '-', '')) END"#
-        }
-    };
+    let event_id = audit_entity_uuid(backend, "calendar_event");
     let hidden_entries = Query::select()
         .column((entry::Entity, entry::Column::Id))
         .from(entry::Entity)
@@ -490,14 +426,7 @@ pub fn hidden_history(backend: DbBackend, access: &CaseAccess) -> Option<SimpleE
         .to_owned();
     // And the history of the case's sealed (restricted) documents: their flags never change.
     use crate::documents::model::document as doc;
-    let doc_id = match backend {
-        DbBackend::Postgres => {
-            r#"CASE WHEN "audit_entries"."entity_type" = 'document' THEN CAST("audit_entries"."entity_id" AS uuid) END"#
-        }
-        _ => {
-            r#"CASE WHEN "audit_entries"."entity_type" = 'document' THEN unhex(replace("audit_entries"."entity_id", '-', '')) END"#
-        }
-    };
+    let doc_id = audit_entity_uuid(backend, "document");
     let mut hidden_docs = Condition::any();
     if !access.sees_sealed() {
         hidden_docs = hidden_docs.add(Expr::col((doc::Entity, doc::Column::Sealed)).eq(true));
@@ -513,6 +442,70 @@ pub fn hidden_history(backend: DbBackend, access: &CaseAccess) -> Option<SimpleE
         .cond_where(hidden_docs)
         .to_owned();
     Some(Expr::exists(probe).not().and(Expr::exists(event_probe).not()).and(Expr::exists(doc_probe).not()))
+}
+
+/// An entry sealed or restricted after it was filed: its earlier events in the outbox (and
+/// those of deadlines computed from it) become sealed or restricted too, so that a realtime
+/// replay (`since`, `lastSeq`) does not send what the entry held to those who may no longer
+/// see it; and the webhook deliveries made of them are withheld: their stored copy replaced
+/// by [`crate::webhooks::WITHHELD`] (the deliveries list shows it to `webhooks:manage` keys,
+/// which see no sealed material), pending and retrying ones cancelled, redelivery refused.
+/// Flags are only ever turned on, as the entry's `ever_*` flags are.
+async fn confide_past_events(
+    tx: &crate::db::Tx,
+    p: &Principal,
+    entry_id: Uuid,
+    (sealed, restricted): (bool, bool),
+) -> ApiResult<()> {
+    use crate::calendar::model::event as calendar_event;
+    let mut ids = vec![("docket_entry", entry_id.to_string())];
+    let deadlines: Vec<Uuid> = calendar_event::Entity::find()
+        .select_only()
+        .column(calendar_event::Column::Id)
+        .filter(calendar_event::Column::FirmId.eq(p.firm_id.0))
+        .filter(calendar_event::Column::DocketEntryId.eq(entry_id))
+        .into_tuple()
+        .all(tx)
+        .await?;
+    ids.extend(deadlines.into_iter().map(|d| ("calendar_event", d.to_string())));
+    let backend = tx.get_database_backend();
+    if backend == DbBackend::Postgres {
+        // The webhook dispatcher holds this row while it turns events into deliveries: wait for
+        // a batch in flight to commit, so that its deliveries are withheld below too.
+        tx.execute_raw(crate::db::portable(
+            backend,
+            "SELECT 1 FROM webhook_cursors WHERE firm_id = ? FOR UPDATE",
+            vec![p.firm_id.0.into()],
+        ))
+        .await?;
+    }
+    for (kind, id) in ids {
+        tx.execute_raw(crate::db::portable(
+            backend,
+            "UPDATE webhook_deliveries SET payload = ?,
+                 status = CASE WHEN status IN ('pending', 'retrying') THEN 'cancelled' ELSE status END,
+                 last_error = CASE WHEN status IN ('pending', 'retrying') THEN ? ELSE last_error END
+             WHERE firm_id = ? AND event_id IN
+                 (SELECT id FROM domain_events WHERE firm_id = ? AND entity_type = ? AND entity_id = ?)",
+            vec![
+                crate::webhooks::WITHHELD.into(),
+                "withheld: the entry was sealed or restricted after this was queued".into(),
+                p.firm_id.0.into(),
+                p.firm_id.0.into(),
+                kind.into(),
+                id.clone().into(),
+            ],
+        ))
+        .await?;
+        tx.execute_raw(crate::db::portable(
+            backend,
+            "UPDATE domain_events SET sealed = (sealed OR ?), restricted = (restricted OR ?)
+             WHERE firm_id = ? AND entity_type = ? AND entity_id = ?",
+            vec![sealed.into(), restricted.into(), p.firm_id.0.into(), kind.into(), id.into()],
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// A page of the docket, in sequence order; entries the caller may not see are not there,

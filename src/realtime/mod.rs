@@ -317,6 +317,16 @@ async fn authenticate(s: SocketRef, TryData(auth): TryData<Value>, State(ctx): S
     Ok(())
 }
 
+/// Refuses (`AUTH_TOKEN_INVALID`) when `p`'s session has ended or its role changed since the
+/// handshake, read from the database past the session cache.
+async fn still_as_connected(app: &App, p: &Principal) -> Result<(), ApiError> {
+    let now = crate::auth::fresh_principal(app, p).await?;
+    if now.role != p.role {
+        return Err(ApiError::new(ErrorCode::AuthTokenInvalid, "the user's role changed; connect again"));
+    }
+    Ok(())
+}
+
 /// The rooms every socket of `p` is in.
 fn base_rooms(p: &Principal) -> Vec<String> {
     let mut rooms =
@@ -355,10 +365,7 @@ async fn on_connect(s: SocketRef, Extension(conn): Extension<Arc<Conn>>, State(c
     // The handshake's check may have read the session cache, and a revocation or role change
     // may commit between it and joining the rooms: read both again under the feed's lock.
     let gate = async {
-        let now = crate::auth::fresh_principal(&app, p).await?;
-        if now.role != p.role {
-            return Err(ApiError::new(ErrorCode::AuthTokenInvalid, "the user's role changed; connect again"));
-        }
+        still_as_connected(&app, p).await?;
         Ok(feed::Joining { rooms: base_rooms(p), before: Vec::new() })
     };
     match feed::replay_then_join(&app, &s, p.firm_id, conn.last_seq, gate).await {
@@ -444,10 +451,7 @@ async fn follow(
     // room. The API's rule: a missing case and one the user may not see get the same answer.
     let gate = async {
         // The session and role too: a disconnect for them may be waiting behind this lock.
-        let now = crate::auth::fresh_principal(&app, p).await?;
-        if now.role != p.role {
-            return Err(ApiError::new(ErrorCode::AuthTokenInvalid, "the user's role changed; connect again"));
-        }
+        still_as_connected(&app, p).await?;
         let access =
             crate::cases::access::visible_case(&app.db, p, CaseId(case)).await?.with_sealed_grant(&app.db).await?;
         let mut rooms = vec![route::case_room(case)];

@@ -52,14 +52,7 @@ pub struct UpdateUser {
 /// unescaped `%@%.%` would match every account's records in the deployment.
 fn address_locks_of(email: &str) -> sea_orm::sea_query::SimpleExpr {
     use sea_orm::sea_query::{Expr, LikeExpr};
-    let mut pattern = String::with_capacity(email.len() + 2);
-    for c in email.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push_str("|%");
+    let pattern = format!("{}|%", crate::db::like_literal(email));
     Expr::col(login_attempt::Column::Email).like(LikeExpr::new(pattern).escape('\\'))
 }
 
