@@ -31,6 +31,16 @@ pub struct Processor {
     pub files: FilesConfig,
 }
 
+/// Moves an infected blob's file from where uploads put it to its quarantine key `to`, if it
+/// is still there (idempotent).
+async fn quarantine(storage: &Storage, b: &blob::Model, to: &str) -> Result<(), JobError> {
+    let from = Storage::blob_key(b.firm_id, &b.sha256);
+    if from != to && storage.exists(&from).await? {
+        storage.rename(&from, to).await?;
+    }
+    Ok(())
+}
+
 /// Runs the job for the blob named in `payload`.
 pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_attempts: u32) -> Result<(), JobError> {
     let Some(id) = payload.get("blobId").and_then(|v| v.as_str()).and_then(|s| Uuid::parse_str(s).ok()) else {
@@ -40,6 +50,11 @@ pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_att
     // Settled already (a second delivery of the job, or no scanner configured): only an
     // image's missing thumbnail may be left to do.
     let settled = b.scan_status != "pending";
+    if b.scan_status == "infected" {
+        // Recorded as quarantined before the file is moved (below): a job that stopped in
+        // between moves it now. Until then the record alone keeps it from being served.
+        quarantine(&p.storage, &b, &b.storage_key).await?;
+    }
     let wants_thumb = b.thumbnail_key.is_none() && b.mime.starts_with("image/");
     if settled && !(wants_thumb && matches!(b.scan_status.as_str(), "clean" | "not_scanned")) {
         return Ok(());
@@ -51,11 +66,10 @@ pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_att
             let bytes = p.storage.read(&b.storage_key).await?;
             match clamd::scan(addr, p.files.clamd_timeout, bytes).await {
                 Ok(Verdict::Clean) => ("clean", None, b.storage_key.clone()),
-                Ok(Verdict::Infected(sig)) => {
-                    let to = Storage::quarantine_key(b.firm_id, &b.sha256);
-                    p.storage.rename(&b.storage_key, &to).await?;
-                    ("infected", Some(sig), to)
-                }
+                // Recorded first, moved after the commit: were the file moved first and the
+                // record then lost, the blob would stay `pending` pointing at nothing, and the
+                // same bytes uploaded again would be put back where they are served from.
+                Ok(Verdict::Infected(sig)) => ("infected", Some(sig), Storage::quarantine_key(b.firm_id, &b.sha256)),
                 Err(e) if attempt < max_attempts => {
                     return Err(JobError::Scan(e.to_string()));
                 }
@@ -143,6 +157,9 @@ pub async fn run(p: Processor, payload: serde_json::Value, attempt: u32, max_att
     .await
     .map_err(|e| JobError::Invalid(e.message.to_string()))?;
     drop(done.events);
+    if status == "infected" {
+        quarantine(&p.storage, &b, key).await?;
+    }
     // Numbered now rather than by the minute's sweep, so followers hear of it at once.
     outbox::sequence_firm(&p.db, firm).await?;
     if status == "infected" {

@@ -87,6 +87,9 @@ enum Inner {
 /// make sense are ours (500), since retrying cannot fix them.
 pub fn api_error(e: io::Error) -> crate::http::ApiError {
     match e.kind() {
+        io::ErrorKind::ResourceBusy => {
+            crate::http::ApiError::new(crate::http::ErrorCode::ResourceLocked, e.to_string())
+        }
         io::ErrorKind::NotFound | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
             crate::http::ApiError::internal(e)
         }
@@ -217,22 +220,43 @@ impl Storage {
                 if let Some(dir) = path.parent() {
                     tokio::fs::create_dir_all(dir).await?;
                 }
-                let mut f = tokio::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).await?;
-                let len = f.metadata().await?.len();
-                if len < offset {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("staging file of upload {upload} holds {len} bytes, {offset} were acknowledged"),
-                    ));
-                }
-                // Bytes past the acknowledged offset were never acknowledged: dropped.
-                if len > offset {
-                    f.set_len(offset).await?;
-                }
-                f.seek(io::SeekFrom::Start(offset)).await?;
+                let f = tokio::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).await?;
+                let mut f = f.into_std().await;
+                // One writer at a time, whatever the leases say: a PATCH that lost its lease
+                // (its process stalled past it) still holds its descriptor and buffered bytes,
+                // and once the file is complete it is renamed into the blob in place. Until
+                // that writer is gone the file is not written by anyone else (423), so its
+                // late bytes land past the recorded offset and are cut off below.
+                let mut f = tokio::task::spawn_blocking(move || {
+                    use std::io::Seek;
+                    match f.try_lock() {
+                        Ok(()) => {}
+                        Err(std::fs::TryLockError::WouldBlock) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::ResourceBusy,
+                                format!("upload {upload} is still being written by an earlier request"),
+                            ));
+                        }
+                        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+                    }
+                    let len = f.metadata()?.len();
+                    if len < offset {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("staging file of upload {upload} holds {len} bytes, {offset} were acknowledged"),
+                        ));
+                    }
+                    // Bytes past the acknowledged offset were never acknowledged: dropped.
+                    if len > offset {
+                        f.set_len(offset)?;
+                    }
+                    f.seek(io::SeekFrom::Start(offset))?;
+                    Ok(f)
+                })
+                .await
+                .map_err(io::Error::other)??;
                 // Written by a blocking thread of its own, fed through a channel: the disk
                 // writes overlap with receiving the next bytes instead of taking turns.
-                let mut f = f.into_std().await;
                 let (feed, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
                 let task = tokio::task::spawn_blocking(move || {
                     use std::io::Write;

@@ -353,8 +353,21 @@ async fn receive(
     let mut renewed = leased;
     // Whether the lease is due for renewal: a sixth of it gone since it was taken or renewed.
     let due = |renewed: Instant| renewed.elapsed() >= app.config.files.upload_lease / 6;
+    // A body that sends nothing for a third of the lease is taken as ended (its bytes so far
+    // kept, as for a hang-up): with renewals every sixth of it while bytes arrive, a PATCH
+    // then never outlives its lease by stalling.
+    let idle = app.config.files.upload_lease / 3;
     let mut stream = body.into_data_stream();
-    while let Some(next) = stream.next().await {
+    loop {
+        let next = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(next)) => next,
+            Ok(None) => break,
+            Err(_) => {
+                let why = format!("no bytes arrived for {} s", idle.as_secs_f32());
+                hung_up = Some(axum::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, why)));
+                break;
+            }
+        };
         match next {
             Ok(chunk) => {
                 if received + chunk.len() as u64 > room {
@@ -553,12 +566,23 @@ async fn discard(app: &App, row: &model::Model) -> ApiResult<()> {
     discard_with(&app.db, &app.storage, row).await
 }
 
-async fn discard_with(db: &DatabaseConnection, storage: &Storage, row: &model::Model) -> ApiResult<()> {
-    let (id, blob, state) = (row.id, row.blob_id, row.storage_state.clone());
+/// [`discard`] with the database and store given (the expiry job's form). `row` may be stale.
+pub async fn discard_with(db: &DatabaseConnection, storage: &Storage, row: &model::Model) -> ApiResult<()> {
+    let id = row.id;
+    // The reference dropped is the one the deleted row held, read as it is deleted: `row` may
+    // be stale (filed as a document meanwhile, its reference passed to the version; or
+    // completed since it was listed), and a row another request deleted first drops nothing.
     let done = db::transaction(db, TxOptions::write(), |tx| async move {
         let backend = tx.get_database_backend();
-        tx.execute_raw(db::portable(backend, "DELETE FROM uploads WHERE id = ?", vec![id.into()])).await?;
-        if let Some(b) = blob {
+        let gone = tx
+            .query_one_raw(db::portable(
+                backend,
+                "DELETE FROM uploads WHERE id = ? RETURNING blob_id, storage_state",
+                vec![id.into()],
+            ))
+            .await?;
+        let Some(gone) = gone else { return Ok::<_, ApiError>(None) };
+        if let Some(b) = gone.try_get::<Option<Uuid>>("", "blob_id")? {
             tx.execute_raw(db::portable(
                 backend,
                 "UPDATE blobs SET ref_count = ref_count - 1, updated_at = ? WHERE id = ?",
@@ -566,11 +590,13 @@ async fn discard_with(db: &DatabaseConnection, storage: &Storage, row: &model::M
             ))
             .await?;
         }
-        Ok::<_, ApiError>(())
+        Ok(Some(gone.try_get::<Option<String>>("", "storage_state")?))
     })
     .await?;
-    drop(done.events);
-    storage.discard_staging(id, state.as_deref()).await.map_err(ApiError::internal)
+    match done.value {
+        Some(state) => storage.discard_staging(id, state.as_deref()).await.map_err(ApiError::internal),
+        None => Ok(()),
+    }
 }
 
 /// tus termination: the upload and its bytes are removed (423 while a PATCH holds it).
@@ -619,7 +645,13 @@ async fn collect_garbage(db: &DatabaseConnection, storage: &Storage) -> ApiResul
             let row = tx
                 .query_one_raw(db::portable(
                     backend,
-                    &format!("SELECT storage_key, thumbnail_key FROM blobs WHERE id = ? AND ref_count <= 0{lock}"),
+                    // Nothing may refer to it, whatever the count says: a count that went
+                    // wrong must never cost a filed version its file.
+                    &format!(
+                        "SELECT storage_key, thumbnail_key FROM blobs WHERE id = ? AND ref_count <= 0
+                           AND NOT EXISTS (SELECT 1 FROM document_versions v WHERE v.blob_id = blobs.id)
+                           AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.blob_id = blobs.id){lock}"
+                    ),
                     vec![id.into()],
                 ))
                 .await?;

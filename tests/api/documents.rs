@@ -19,6 +19,7 @@ crate::on_both_backends!(
     tus_upload_becomes_a_document_that_downloads_byte_for_byte,
     bad_patches_get_their_error_and_change_nothing,
     a_second_patch_while_one_is_writing_is_refused,
+    a_patch_that_lost_its_lease_cannot_touch_the_stored_file,
     metadata_that_names_a_path_or_a_foreign_case_is_refused,
     the_same_bytes_are_stored_once_and_versions_are_gapless,
     executables_and_decompression_bombs_are_refused_on_completion,
@@ -355,6 +356,74 @@ async fn a_second_patch_while_one_is_writing_is_refused(b: Backend) {
     assert_eq!(t.get(&format!("/api/v1/uploads/{id}"), &s.token).await.data()["sha256"], sha256_hex(&bytes));
 }
 
+/// A PATCH whose lease was lost while it still held bytes (its process stalled past the
+/// lease, simulated here by clearing the lease under it): the upload's next holder is not let
+/// in while it still writes, and its late bytes never reach the stored file.
+async fn a_patch_that_lost_its_lease_cannot_touch_the_stored_file(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Stale").await;
+    let case = t.case(&s, "S-1").await;
+    let bytes = pdf(MB, 5);
+    let path = create(&t, &s, &case, "a.pdf", bytes.len()).await;
+    let id = path.rsplit('/').next().unwrap().to_owned();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri(&path)
+        .header("authorization", format!("Bearer {}", s.token))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(Body::from_stream(tokio_stream_of(rx)))
+        .unwrap();
+    let router = t.router.clone();
+    let stale = tokio::spawn(async move { tower::ServiceExt::oneshot(router, req).await.unwrap().status() });
+    // Bytes that are not the file's.
+    tx.send(Ok(bytes::Bytes::from(vec![b'X'; 1000]))).await.unwrap();
+    for _ in 0..100 {
+        let rows = t.sql("SELECT COUNT(*) AS n FROM uploads WHERE lock_token IS NOT NULL").await;
+        if rows[0].try_get::<i64>("", "n").unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It has opened its writer by now (before it reads its body). Then its lease lapses
+    // under it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.sql_exec("UPDATE uploads SET lock_token = NULL, locked_until = NULL").await;
+    let mut ended = Some(tx);
+    let mut done = false;
+    for _ in 0..100 {
+        let r = patch(&t, &s, &path, 0, &bytes).await;
+        if r.status == 204 {
+            done = true;
+            break;
+        }
+        // Local files: refused while the stale PATCH still holds the file.
+        r.expect(423);
+        // It ends (its client hangs up) and finds its lease gone.
+        if let Some(tx) = ended.take() {
+            tx.send(Err(std::io::Error::other("hang up"))).await.unwrap();
+            drop(tx);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done, "the upload was finished by its new holder");
+    if let Some(tx) = ended.take() {
+        // Object storage: the new holder went first; the stale PATCH ends now.
+        tx.send(Ok(bytes::Bytes::from(vec![b'X'; 1000]))).await.unwrap();
+        drop(tx);
+    }
+    tokio::time::timeout(Duration::from_secs(10), stale).await.expect("the stale PATCH ends").unwrap();
+    let doc = file_document(&t, &s, &case, &id, json!({})).await;
+    let dl = format!("/api/v1/documents/{}/download", doc["id"].as_str().unwrap());
+    let (status, _, body) = t.raw(Method::GET, &dl, Some(&s.token), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), bytes.len());
+    assert_eq!(sha256_hex(&body), sha256_hex(&bytes), "the stored file is the upload's, byte for byte");
+    assert_eq!(doc["latest"]["sha256"], sha256_hex(&bytes));
+}
+
 fn tokio_stream_of<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
@@ -648,6 +717,25 @@ async fn expired_uploads_and_unreferenced_files_are_removed(b: Backend) {
     assert_eq!(t.app.storage.list("blobs").await.unwrap().len(), 1, "the document's file stays");
     // Idempotent.
     assert_eq!(lexiflow::uploads::expire_with(&t.app.db, &storage).await.unwrap(), (0, 0));
+
+    // An upload discarded from a stale read (a termination or the expiry job that read it just
+    // before it was filed) drops no reference it no longer holds: the version keeps its file.
+    use sea_orm::EntityTrait;
+    let raced = upload(&t, &s, &case, "raced.pdf", &pdf(4_000, 13), 4_000).await;
+    let stale = lexiflow::uploads::model::Entity::find_by_id(uuid::Uuid::parse_str(&raced).unwrap())
+        .one(&t.app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let doc = file_document(&t, &s, &case, &raced, json!({})).await;
+    lexiflow::uploads::discard_with(&t.app.db, &storage, &stale).await.unwrap();
+    let counts = t.sql("SELECT ref_count FROM blobs ORDER BY ref_count").await;
+    let counts: Vec<i64> = counts.iter().map(|r| r.try_get("", "ref_count").unwrap()).collect();
+    assert_eq!(counts, [1, 1], "each filed version holds its blob once");
+    lexiflow::uploads::expire_with(&t.app.db, &storage).await.unwrap();
+    let dl = format!("/api/v1/documents/{}/download", doc["id"].as_str().unwrap());
+    let (status, ..) = t.raw(Method::GET, &dl, Some(&s.token), &[]).await;
+    assert_eq!(status, 200, "the filed version's file is still there");
 }
 
 /// The clamd the scanning tests use, if any.
@@ -730,6 +818,18 @@ async fn eicar_is_quarantined_and_a_clean_file_is_served(b: Backend) {
     assert_eq!(audit.data().as_array().unwrap().len(), 1, "{}", audit.body);
     let events = t.sql("SELECT COUNT(*) AS n FROM domain_events WHERE event_type = 'document.processed'").await;
     assert_eq!(events[0].try_get::<i64>("", "n").unwrap(), 2);
+    // The verdict is recorded before the file is moved: a job that stopped in between (here:
+    // the file put back where uploads leave it) moves it when it runs again.
+    let row = &t.sql("SELECT firm_id, sha256, storage_key FROM blobs WHERE scan_status = 'infected'").await[0];
+    let (firm, sha): (uuid::Uuid, String) = (row.try_get("", "firm_id").unwrap(), row.try_get("", "sha256").unwrap());
+    let quarantined: String = row.try_get("", "storage_key").unwrap();
+    let servable = lexiflow::storage::Storage::blob_key(firm, &sha);
+    t.app.storage.rename(&quarantined, &servable).await.unwrap();
+    assert!(stored(&t).await.contains(&servable));
+    process_pending(&t, 1, 8).await;
+    let files = stored(&t).await;
+    assert!(!files.contains(&servable) && files.contains(&quarantined), "{files:?}");
+
     // The same infected bytes again: the known verdict stands, nothing new is servable.
     let again = upload(&t, &s, &case, "again.txt", &eicar(), 1000).await;
     let again = file_document(&t, &s, &case, &again, json!({})).await;
