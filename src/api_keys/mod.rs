@@ -208,12 +208,14 @@ pub fn looks_like_key(presented: &str) -> bool {
     presented.starts_with("lf_")
 }
 
-/// The rate-limit budget of a presented key: its prefix (or the whole string when malformed).
-pub fn budget_key(presented: &str) -> String {
-    match split(presented) {
-        Some((prefix, _)) => format!("k:{prefix}"),
-        None => "k:malformed".to_owned(),
-    }
+/// The rate-limit budget of a presented key: its own (by prefix) once the key was checked —
+/// it is in the cache of checked keys and the secret matches — else None, and the request
+/// counts against its address like any other unauthenticated one. A made-up key, or a real
+/// prefix with a wrong secret, must not open a fresh budget (or drain the real key's).
+pub fn budget_key(app: &App, presented: &str) -> Option<String> {
+    let (prefix, secret) = split(presented)?;
+    let entry = app.api_keys.get(prefix)?;
+    bool::from(hash(secret).as_bytes().ct_eq(entry.secret_hash.as_bytes())).then(|| format!("k:{prefix}"))
 }
 
 const PREFIX_LEN: usize = 12;
@@ -237,12 +239,55 @@ pub struct CachedKey {
     last_used_written: std::sync::atomic::AtomicI64,
 }
 
-/// Keys checked recently, by prefix.
-pub type KeyCache = moka::sync::Cache<String, Arc<CachedKey>>;
+/// Keys checked recently, by prefix. A lookup that read the database before the cache was
+/// last cleared (a revocation, a maker suspended) is not kept: without that, a key read a
+/// moment before its revocation committed would be cached after the clearing and trusted
+/// for another `AUTH_CACHE_TTL_MS`.
+#[derive(Clone, Debug)]
+pub struct KeyCache {
+    entries: moka::sync::Cache<String, Arc<CachedKey>>,
+    /// How many times the cache was cleared.
+    clearings: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl KeyCache {
+    pub fn get(&self, prefix: &str) -> Option<Arc<CachedKey>> {
+        self.entries.get(prefix)
+    }
+
+    /// Forgets every key (on this instance).
+    pub fn invalidate_all(&self) {
+        self.clearings.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.entries.invalidate_all();
+    }
+
+    /// A mark to take before reading a key from the database, for [`KeyCache::insert_since`].
+    fn mark(&self) -> u64 {
+        self.clearings.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Keeps `entry` unless the cache was cleared since `mark` (checked again after the
+    /// insert, so a clearing between the check and the insert removes it too).
+    fn insert_since(&self, mark: u64, prefix: &str, entry: Arc<CachedKey>) {
+        if self.mark() != mark {
+            return;
+        }
+        self.entries.insert(prefix.to_owned(), entry);
+        if self.mark() != mark {
+            self.entries.invalidate(prefix);
+        }
+    }
+}
 
 /// A cache that trusts a checked key for `ttl`.
 pub fn cache(ttl: std::time::Duration) -> KeyCache {
-    moka::sync::Cache::builder().max_capacity(10_000).time_to_live(ttl.max(std::time::Duration::from_millis(1))).build()
+    KeyCache {
+        entries: moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(ttl.max(std::time::Duration::from_millis(1)))
+            .build(),
+        clearings: Arc::default(),
+    }
 }
 
 /// The principal of a presented key, or 401.
@@ -253,9 +298,10 @@ pub async fn authenticate(app: &App, presented: &str) -> Result<Principal, ApiEr
     let entry = match cached {
         Some(c) => c,
         None => {
+            let mark = app.api_keys.mark();
             let c = Arc::new(lookup(app, prefix).await?.ok_or_else(invalid)?);
             if !ttl.is_zero() {
-                app.api_keys.insert(prefix.to_owned(), Arc::clone(&c));
+                app.api_keys.insert_since(mark, prefix, Arc::clone(&c));
             }
             c
         }
@@ -518,5 +564,40 @@ mod tests {
         let scopes: Scopes = [Scope::CasesRead, Scope::AuditRead].into_iter().collect();
         assert_eq!(Scopes::parse_stored(&scopes.stored()), scopes);
         assert!(scopes.contains(Scope::AuditRead) && !scopes.contains(Scope::CasesWrite));
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn entry() -> Arc<CachedKey> {
+        Arc::new(CachedKey {
+            secret_hash: String::new(),
+            principal: Principal {
+                user_id: UserId(Uuid::nil()),
+                firm_id: FirmId(Uuid::nil()),
+                role: Role::Partner,
+                session_id: SessionId(Uuid::nil()),
+                api_key: None,
+            },
+            expires_at: None,
+            checked: Instant::now(),
+            last_used_written: std::sync::atomic::AtomicI64::new(0),
+        })
+    }
+
+    #[test]
+    fn a_key_read_before_the_cache_was_cleared_is_not_kept() {
+        let c = cache(std::time::Duration::from_secs(60));
+        let mark = c.mark();
+        // The revocation commits and clears the cache while the lookup is on its way.
+        c.invalidate_all();
+        c.insert_since(mark, "abc", entry());
+        assert!(c.get("abc").is_none());
+        // A lookup that started after the clearing is kept.
+        let mark = c.mark();
+        c.insert_since(mark, "abc", entry());
+        assert!(c.get("abc").is_some());
     }
 }

@@ -27,6 +27,7 @@ use std::{
 
 use bytes::Bytes;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use uuid::Uuid;
 
 use crate::resilience::{Breaker, BreakerConfig};
 
@@ -191,29 +192,38 @@ impl Outbound {
         }
     }
 
-    fn breaker(&self, dependency: &'static str, host: &str) -> Arc<Breaker> {
+    /// The breaker of one target: a dependency, a host and port, and for calls made for one
+    /// tenant (a firm's webhooks) that tenant, so that one firm's failing endpoints never open
+    /// the breaker in front of another firm's receiver on the same host.
+    fn breaker(&self, dependency: &'static str, tenant: Option<Uuid>, url: &url::Url) -> Arc<Breaker> {
+        let target = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
+        let key = match tenant {
+            Some(t) => format!("{dependency} {t} {target}"),
+            None => format!("{dependency} {target}"),
+        };
         let mut all = self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if all.len() > 10_000 {
             all.clear();
         }
         Arc::clone(
-            all.entry(format!("{dependency} {host}")).or_insert_with(|| {
-                Arc::new(Breaker::for_target(dependency, Some(host.to_owned()), self.config.breaker))
-            }),
+            all.entry(key)
+                .or_insert_with(|| Arc::new(Breaker::for_target(dependency, Some(target), self.config.breaker))),
         )
     }
 
-    /// POSTs `body` to `url` with `headers`, for `dependency` (a metrics label); keeps at most
-    /// [`MAX_BODY`] of the answer.
+    /// POSTs `body` to `url` with `headers`, for `dependency` (a metrics label) on behalf of
+    /// `tenant` (whose calls have breakers of their own); keeps at most [`MAX_BODY`] of the
+    /// answer.
     pub async fn post(
         &self,
         dependency: &'static str,
+        tenant: Uuid,
         url: &url::Url,
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Reply, OutboundError> {
-        let r =
-            self.send(dependency, Call { method: http::Method::POST, url, headers, body, max_body: MAX_BODY }).await?;
+        let call = Call { method: http::Method::POST, url, headers, body, max_body: MAX_BODY };
+        let r = self.send_for(dependency, Some(tenant), call).await?;
         Ok(Reply { status: r.status, body: r.body, latency: r.latency })
     }
 
@@ -221,9 +231,17 @@ impl Outbound {
     /// the guards above; keeps at most `max_body` bytes of the answer (more is an error, so a
     /// cut body is never parsed as whole).
     pub async fn send(&self, dependency: &'static str, call: Call<'_>) -> Result<Answer, OutboundError> {
+        self.send_for(dependency, None, call).await
+    }
+
+    async fn send_for(
+        &self,
+        dependency: &'static str,
+        tenant: Option<Uuid>,
+        call: Call<'_>,
+    ) -> Result<Answer, OutboundError> {
         self.check_url(call.url)?;
-        let host = call.url.host_str().unwrap_or("").to_owned();
-        let breaker = self.breaker(dependency, &host);
+        let breaker = self.breaker(dependency, tenant, call.url);
         let Ok(permit) = breaker.try_acquire() else {
             metrics::counter!("lexiflow_outbound_requests_total", "dependency" => dependency, "outcome" => "open")
                 .increment(1);

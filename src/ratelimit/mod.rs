@@ -125,7 +125,8 @@ fn exempt(method: &Method, path: &str) -> bool {
         || (*method == Method::PATCH && path.starts_with("/api/v1/uploads/"))
 }
 
-/// Who a request counts against: the user of a valid access token, else the client address.
+/// Who a request counts against: the user of a valid access token or the checked API key,
+/// else the client address.
 /// A token verified here is handed on (as [`VerifiedClaims`]) so authentication does not
 /// verify the same signature again.
 fn client_key(app: &App, req: &mut Request) -> String {
@@ -137,7 +138,7 @@ fn client_key(app: &App, req: &mut Request) -> String {
         return format!("console:{sid}");
     }
     if let Some(k) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return crate::api_keys::budget_key(k.trim());
+        return crate::api_keys::budget_key(app, k.trim()).unwrap_or_else(|| ip_key(req));
     }
     let token = req
         .headers()
@@ -147,7 +148,7 @@ fn client_key(app: &App, req: &mut Request) -> String {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     if let Some(t) = token.filter(|t| crate::api_keys::looks_like_key(t)) {
-        return crate::api_keys::budget_key(t);
+        return crate::api_keys::budget_key(app, t).unwrap_or_else(|| ip_key(req));
     }
     if let Some(claims) = token.and_then(|t| app.tokens.verify(t).ok()) {
         let key = format!("u:{}", claims.sub);

@@ -34,7 +34,11 @@ const BATCH: u64 = 500;
 /// The most of a receiver's answer kept on the delivery.
 const KEPT_BODY: usize = 1024;
 
-/// Creates the firm's cursor at its current head, if it has none.
+/// Creates the firm's cursor at its current head, if it has none; and moves it there when no
+/// subscription of the firm is active (all disabled or deleted), since the dispatcher leaves
+/// such a firm's cursor where it was. Called before a subscription is made or turned back on,
+/// so that it gets the events after that moment, never a backlog from before it (up to
+/// `EVENTS_RETENTION_DAYS` of them).
 pub async fn start_cursor(db: &impl ConnectionTrait, firm: Uuid) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     db.execute_raw(crate::db::portable(
@@ -43,6 +47,14 @@ pub async fn start_cursor(db: &impl ConnectionTrait, firm: Uuid) -> Result<(), D
          SELECT ?, COALESCE((SELECT seq FROM event_heads WHERE firm_id = ?), 0)
          ON CONFLICT (firm_id) DO NOTHING",
         vec![firm.into(), firm.into()],
+    ))
+    .await?;
+    db.execute_raw(crate::db::portable(
+        backend,
+        "UPDATE webhook_cursors SET seq = COALESCE((SELECT seq FROM event_heads WHERE firm_id = ?), 0)
+         WHERE firm_id = ? AND seq < COALESCE((SELECT seq FROM event_heads WHERE firm_id = ?), 0)
+           AND NOT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE firm_id = ? AND active)",
+        vec![firm.into(), firm.into(), firm.into(), firm.into()],
     ))
     .await?;
     Ok(())
@@ -328,7 +340,7 @@ pub async fn send(
         ("webhook-timestamp", ts.to_string()),
         ("webhook-signature", sig),
     ];
-    outbound.post("webhooks", &url, &headers, Bytes::from(body)).await
+    outbound.post("webhooks", s.firm_id, &url, &headers, Bytes::from(body)).await
 }
 
 /// What the delivery job needs.

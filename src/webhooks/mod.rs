@@ -21,7 +21,10 @@ pub mod http;
 pub mod sign;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -143,6 +146,10 @@ pub mod model {
 
 use model::{delivery, subscription};
 
+/// The most subscriptions a firm may have: every one multiplies the deliveries its events
+/// make, and all firms' deliveries share the `webhooks` queue's workers.
+pub const MAX_SUBSCRIPTIONS: u64 = 25;
+
 /// Whether `wanted` (a subscription's list) asks for `event`.
 pub fn wants(wanted: &str, event: &str) -> bool {
     wanted.split_whitespace().any(|w| {
@@ -178,6 +185,33 @@ fn validate_url(app: &App, raw: &str) -> ApiResult<String> {
     }
     app.outbound.check_url(&url).map_err(|e| ApiError::field("url", e.to_string()))?;
     Ok(url.to_string())
+}
+
+/// The read scope a key needs to have `event`'s kind sent to a URL it chose: a subscription
+/// made or changed by a key carries no more than the key may read itself.
+fn read_scope_of(event: &str) -> crate::api_keys::Scope {
+    use crate::api_keys::Scope;
+    match event.split_once('.').map_or(event, |(entity, _)| entity) {
+        "document" => Scope::DocumentsRead,
+        "calendar_event" => Scope::CalendarRead,
+        _ => Scope::CasesRead,
+    }
+}
+
+/// Refuses a key whose scopes do not read every kind of event in `events` (the stored,
+/// space-separated list); users pass (admins only reach here, see [`require_manager`]).
+fn require_read_scopes(p: &Principal, events: &str) -> ApiResult<()> {
+    let Some(key) = p.api_key else { return Ok(()) };
+    for e in events.split_whitespace() {
+        let needed = read_scope_of(e);
+        if !key.scopes.contains(needed) {
+            return Err(ApiError::forbidden(format!(
+                "this API key does not have the scope {}, which {e} events need",
+                needed.as_str()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Admins, and API keys (which reach here only with `webhooks:manage`).
@@ -253,11 +287,15 @@ pub async fn create(app: &App, p: &Principal, input: CreateWebhook) -> ApiResult
     require_manager(p)?;
     let url = validate_url(app, &input.url)?;
     let events = validate_events(&input.events)?;
+    require_read_scopes(p, &events)?;
     if input.description.chars().count() > 500 {
         return Err(ApiError::field("description", "at most 500 characters"));
     }
     let secret = sign::new_secret().map_err(ApiError::internal)?;
     let sealed = seal(app, &secret)?;
+    // Events committed before now are numbered first (on PostgreSQL numbering follows the
+    // commit), so that the firm's head, where a new cursor starts, is past them.
+    crate::events::outbox::sequence_firm(&app.db, p.firm_id.0).await?;
     let now = clock::now();
     let row = subscription::Model {
         id: Uuid::now_v7(),
@@ -280,8 +318,17 @@ pub async fn create(app: &App, p: &Principal, input: CreateWebhook) -> ApiResult
             let row = row.clone();
             async move {
                 let tx = &tx;
+                let made =
+                    subscription::Entity::find().filter(subscription::Column::FirmId.eq(p.firm_id.0)).count(tx).await?;
+                if made >= MAX_SUBSCRIPTIONS {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        format!("a firm may have at most {MAX_SUBSCRIPTIONS} webhook subscriptions; delete one first"),
+                    ));
+                }
                 // Deliveries start with the events after this one: the firm's cursor starts at
-                // its head when its first subscription is made.
+                // its head when its first subscription is made, or the first after all others
+                // were disabled or deleted.
                 dispatch::start_cursor(tx, p.firm_id.0).await?;
                 let saved = subscription::ActiveModel::from(row).insert(tx).await?;
                 let change = serde_json::json!({
@@ -334,12 +381,18 @@ pub async fn update(app: &App, p: &Principal, id: Uuid, input: UpdateWebhook) ->
     require_manager(p)?;
     let url = input.url.as_deref().map(|u| validate_url(app, u)).transpose()?;
     let events = input.events.as_deref().map(validate_events).transpose()?;
+    if input.active == Some(true) {
+        // As for a new one (see `create`): turned back on, it starts after what was committed.
+        crate::events::outbox::sequence_firm(&app.db, p.firm_id.0).await?;
+    }
     let saved = app
         .write(TxOptions::write(), |tx| {
             let (url, events, description) = (url.clone(), events.clone(), input.description.clone());
             async move {
                 let tx = &tx;
                 let old = find(tx, p, id).await?;
+                // A key may not point someone else's subscription at its own URL either.
+                require_read_scopes(p, events.as_deref().unwrap_or(&old.events))?;
                 let mut a: subscription::ActiveModel = old.clone().into();
                 if let Some(u) = url {
                     a.url = Set(u);
@@ -352,6 +405,10 @@ pub async fn update(app: &App, p: &Principal, id: Uuid, input: UpdateWebhook) ->
                 }
                 if let Some(active) = input.active {
                     a.active = Set(active);
+                    if active && !old.active {
+                        // Turned back on: from now, like a new one (see `start_cursor`).
+                        dispatch::start_cursor(tx, p.firm_id.0).await?;
+                    }
                     if active {
                         a.consecutive_failures = Set(0);
                         a.disabled_reason = Set(None);

@@ -103,19 +103,41 @@ async fn each_scope_opens_only_its_routes(b: Backend) {
         }
     }
 
-    // webhooks:manage opens the webhook routes and nothing else.
+    // webhooks:manage opens the webhook routes and nothing else, and a subscription made or
+    // changed by a key carries only what the key may read itself.
     let (hooks, _) = make_key(&t, &admin, json!(["webhooks:manage"])).await;
     with_key(&t, Method::GET, "/api/v1/webhooks", &hooks, None, false).await.expect(200);
-    let made = with_key(
-        &t,
-        Method::POST,
-        "/api/v1/webhooks",
-        &hooks,
-        Some(json!({"url": "https://hooks.example.com/lexiflow", "events": ["case.*"]})),
-        false,
-    )
-    .await;
+    let hook = |events: Value| Some(json!({"url": "https://hooks.example.com/lexiflow", "events": events}));
+    for events in
+        [json!(["case.*"]), json!(["party.created"]), json!(["document.uploaded"]), json!(["calendar_event.*"])]
+    {
+        let refused = with_key(&t, Method::POST, "/api/v1/webhooks", &hooks, hook(events.clone()), false).await;
+        refused.expect(403);
+        assert!(refused.body["error"]["message"].as_str().unwrap().contains(":read"), "{events}: {}", refused.body);
+    }
+    let (reading_hooks, _) = make_key(&t, &admin, json!(["webhooks:manage", "cases:read"])).await;
+    let made = with_key(&t, Method::POST, "/api/v1/webhooks", &reading_hooks, hook(json!(["case.*"])), false).await;
     made.expect(201);
+    with_key(&t, Method::POST, "/api/v1/webhooks", &reading_hooks, hook(json!(["document.*"])), false)
+        .await
+        .expect(403);
+    // Nor may a key point an admin's subscription somewhere else, or widen its own.
+    let admins = t
+        .post(
+            "/api/v1/webhooks",
+            &admin.token,
+            json!({"url": "https://firm.example.com/in", "events": ["docket_entry.*"]}),
+        )
+        .await;
+    admins.expect(201);
+    let repoint = Some(json!({"url": "https://hooks.example.com/stolen"}));
+    let path = format!("/api/v1/webhooks/{}", admins.data()["id"].as_str().unwrap());
+    with_key(&t, Method::PATCH, &path, &hooks, repoint.clone(), false).await.expect(403);
+    with_key(&t, Method::PATCH, &path, &reading_hooks, repoint, false).await.expect(200);
+    let own = format!("/api/v1/webhooks/{}", made.data()["id"].as_str().unwrap());
+    with_key(&t, Method::PATCH, &own, &reading_hooks, Some(json!({"events": ["calendar_event.*"]})), false)
+        .await
+        .expect(403);
     with_key(&t, Method::GET, "/api/v1/webhooks", &reader, None, false).await.expect(403);
     with_key(&t, Method::GET, "/api/v1/cases", &hooks, None, false).await.expect(403);
 
@@ -172,16 +194,34 @@ async fn revoked_expired_or_orphaned_keys_get_401(b: Backend) {
 }
 
 async fn a_key_is_rate_limited_on_its_own_budget(b: Backend) {
-    let t = TestApp::with(b, |c| c.throttle.global = Quota::per_seconds(4, 60)).await;
+    let t = TestApp::with(b, |c| {
+        c.throttle.global = Quota::per_seconds(4, 60);
+        c.auth_cache_ttl = std::time::Duration::from_secs(60);
+    })
+    .await;
     let admin = t.register("Budget").await;
     let (key, _) = make_key(&t, &admin, json!(["cases:read"])).await;
     let mut statuses = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..6 {
         statuses.push(with_key(&t, Method::GET, "/api/v1/cases", &key, None, false).await.status.as_u16());
     }
-    assert_eq!(statuses, [200, 200, 200, 200, 429]);
+    // The first request, before the key was checked, counted against the address (as did
+    // the registration); the next four against the key's own budget.
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
     // The admin's own budget is untouched by the key's (register and key creation used two).
     t.get("/api/v1/cases", &admin.token).await.expect(200);
+    // Made-up keys, each with another prefix, and a real prefix with a wrong secret: all count
+    // against the address (at most three left of its four), not against fresh budgets or the
+    // key's.
+    let (head, _) = key.rsplit_once('_').unwrap();
+    let mut presented: Vec<String> = (0..4).map(|i| format!("lf_made{i:0>8}_{}", "A".repeat(43))).collect();
+    presented.push(format!("{head}_{}", "B".repeat(43)));
+    let mut statuses = Vec::new();
+    for p in &presented {
+        statuses.push(with_key(&t, Method::GET, "/api/v1/cases", p, None, false).await.status.as_u16());
+    }
+    assert!(statuses.iter().all(|s| [401, 429].contains(s)), "{statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == 429).count() >= 2, "{statuses:?}");
 }
 
 /// A key acts for its maker, an admin, as a partner: never with the maker's sealed-access

@@ -22,6 +22,8 @@ crate::on_both_backends!(
     signed_deliveries_verify_with_the_standard_webhooks_library,
     a_receiver_failing_three_times_gets_the_delivery_once,
     a_subscription_failing_again_and_again_is_disabled,
+    one_firms_failing_endpoint_does_not_open_the_breaker_for_another,
+    a_new_or_reenabled_subscription_gets_no_backlog,
     a_delivery_survives_the_death_of_the_server_that_committed_the_change,
     private_targets_and_redirects_are_refused,
     a_webhook_secret_key_takes_over_and_survives_a_jwt_secret_rotation,
@@ -338,6 +340,109 @@ async fn a_subscription_failing_again_and_again_is_disabled(b: Backend) {
     stop.cancel();
 }
 
+/// Breakers are per firm and per host and port: a firm whose endpoint on a receiver's host is
+/// down (or a firm that points one there to break it on purpose) opens only its own.
+async fn one_firms_failing_endpoint_does_not_open_the_breaker_for_another(b: Backend) {
+    if !python_available() {
+        return;
+    }
+    let t = app(b).await;
+    let mut rx = Receiver::start(&[]).await;
+    let victim = t.register("Victim").await;
+    let (victim_hook, secret) = subscribe(&t, &victim, &rx.url, json!(["case.created"])).await;
+    rx.secret(&secret).await;
+    // The attacker's endpoint: the same host, a closed port, and another of its own on the
+    // receiver's very address that it breaks too.
+    let attacker = t.register("Attacker").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (dead, _) = subscribe(&t, &attacker, &format!("http://127.0.0.1:{closed}/hook"), json!(["case.created"])).await;
+    let test = |token: String, id: String| {
+        let t = &t;
+        async move {
+            let r = t.call(Method::POST, &format!("/api/v1/webhooks/{id}/test"), Some(&token), None).await;
+            r.expect(200);
+            r.data().clone()
+        }
+    };
+    let mut opened = false;
+    for _ in 0..10 {
+        let r = test(attacker.token.clone(), dead.clone()).await;
+        assert_eq!(r["delivered"], false);
+        if r["error"].as_str().unwrap().contains("circuit breaker") {
+            opened = true;
+            break;
+        }
+    }
+    assert!(opened, "the attacker's own breaker opens");
+    let r = test(victim.token.clone(), victim_hook).await;
+    assert_eq!(r["delivered"], true, "the victim's receiver on the same host is still called: {r}");
+    assert_eq!(rx.next().await["body"]["type"], "webhook.test");
+}
+
+/// The deliveries of a subscription, oldest first, once the dispatcher has made `n` of them.
+async fn deliveries(t: &TestApp, admin: &Session, id: &str, n: usize) -> Vec<Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let log = t.get(&format!("/api/v1/webhooks/{id}/deliveries"), &admin.token).await;
+        let mut log = log.data().as_array().unwrap().clone();
+        if log.len() >= n || started.elapsed() > WAIT {
+            log.sort_by(|a, b| a["createdAt"].as_str().cmp(&b["createdAt"].as_str()));
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A firm whose only subscription is disabled keeps its cursor where it was; a subscription
+/// made (or turned back on) later starts from then, not from that old place.
+async fn a_new_or_reenabled_subscription_gets_no_backlog(b: Backend) {
+    let t = app(b).await;
+    let admin = t.register("Backlog").await;
+    // No worker runs: the dispatcher makes deliveries, nothing sends them.
+    let (first, _) = subscribe(&t, &admin, "http://127.0.0.1:9/a", json!(["case.created"])).await;
+    let number = |d: &Value| d["payload"]["data"]["caseNumber"].as_str().map(str::to_owned);
+    t.case(&admin, "B-1").await;
+    assert_eq!(deliveries(&t, &admin, &first, 1).await.len(), 1);
+    let path = format!("/api/v1/webhooks/{first}");
+    t.patch(&path, &admin.token, json!({"active": false})).await.expect(200);
+    t.case(&admin, "B-2").await;
+    let (second, _) = subscribe(&t, &admin, "http://127.0.0.1:9/b", json!(["case.created"])).await;
+    t.case(&admin, "B-3").await;
+    let got = deliveries(&t, &admin, &second, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    // The list may not carry payloads; the event's case number is then read from the table.
+    if let Some(n) = number(&got[0]) {
+        assert_eq!(n, "B-3");
+    }
+    // Turned back on: from then on, nothing of what happened while it was off.
+    t.patch(&path, &admin.token, json!({"active": true})).await.expect(200);
+    t.case(&admin, "B-4").await;
+    let both = deliveries(&t, &admin, &second, 2).await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    let first_log = deliveries(&t, &admin, &first, 2).await;
+    assert_eq!(first_log.len(), 2, "B-1, then B-4 only: {first_log:?}");
+    let rows = t.sql("SELECT payload FROM webhook_deliveries").await;
+    let mut numbers: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let p: String = r.try_get("", "payload").unwrap();
+            serde_json::from_str::<Value>(&p).unwrap()["data"]["caseNumber"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, ["B-1", "B-3", "B-4", "B-4"], "B-2 went to nobody");
+
+    // A firm's subscriptions are bounded (they share the delivery workers with every firm).
+    for i in 2..lexiflow::webhooks::MAX_SUBSCRIPTIONS {
+        subscribe(&t, &admin, &format!("http://127.0.0.1:9/{i}"), json!(["case.created"])).await;
+    }
+    let r = t
+        .post("/api/v1/webhooks", &admin.token, json!({"url": "http://127.0.0.1:9/over", "events": ["case.created"]}))
+        .await;
+    r.expect(409);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("at most"), "{}", r.body);
+}
+
 async fn a_delivery_survives_the_death_of_the_server_that_committed_the_change(b: Backend) {
     if !python_available() {
         return;
@@ -389,7 +494,7 @@ async fn private_targets_and_redirects_are_refused(b: Backend) {
     };
     if loops {
         let url = url::Url::parse(&format!("http://{host}:9/x")).unwrap();
-        let err = out.post("test", &url, &[], bytes::Bytes::new()).await.unwrap_err();
+        let err = out.post("test", uuid::Uuid::nil(), &url, &[], bytes::Bytes::new()).await.unwrap_err();
         assert!(err.to_string().contains("refused"), "{url}: {err}");
     } else {
         let _ = writeln!(
