@@ -3,12 +3,13 @@
 //! SHA-256 is stored. Making a new feed revokes the old one; revoking leaves none.
 //!
 //! The feed holds the events the user may see now (the same rule as the API, evaluated on
-//! every fetch), from a year ago on, at most [`MAX_EVENTS`], as RFC 5545 `VEVENT`s: timed
-//! events in UTC, all-day events as dates, completed ones marked so, reminders as `VALARM`s.
+//! every fetch), from a year ago on, at most [`MAX_EVENTS`] (every event not yet over first, so
+//! past ones never crowd out an upcoming deadline), as RFC 5545 `VEVENT`s: timed events in UTC,
+//! all-day events as dates, completed ones marked so, reminders as `VALARM`s.
 
 use chrono::Duration;
 use icalendar::{Alarm, Calendar, Component, Event, EventLike};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -27,7 +28,7 @@ use crate::{
     users::model as user,
 };
 
-/// The most events one feed holds (the earliest first).
+/// The most events one feed holds (see [`feed_events`] for which).
 pub const MAX_EVENTS: u64 = 20_000;
 const PREFIX: &str = "lfcal_";
 
@@ -133,15 +134,7 @@ pub async fn render(app: &App, token: &str) -> ApiResult<String> {
         session_id: SessionId(f.id),
         api_key: None,
     };
-    let since = clock::now() - Duration::days(365);
-    let rows = event::Entity::find()
-        .filter(ops::visible(&p))
-        .filter(event::Column::EndsAt.gte(since))
-        .order_by_asc(event::Column::StartsAt)
-        .order_by_asc(event::Column::Id)
-        .limit(MAX_EVENTS)
-        .all(&app.db)
-        .await?;
+    let rows = feed_events(&app.db, &p, MAX_EVENTS).await?;
     let views = ops::views(&app.db, rows).await?;
     // Last use is kept to the minute, so a calendar polling every few seconds writes little.
     let now = clock::now();
@@ -153,6 +146,48 @@ pub async fn render(app: &App, token: &str) -> ApiResult<String> {
             .await?;
     }
     Ok(to_ics(&views, &format!("{} {} (LexiFlow)", u.first_name, u.last_name)))
+}
+
+/// The events of `p`'s feed, at most `cap`: every event `p` sees that is not over yet, then as
+/// many of those that ended in the last 365 days as there is room for, the latest ended first.
+/// Past events never crowd out an upcoming deadline; when the upcoming ones alone are more than
+/// `cap`, the earliest `cap` are kept and a warning is logged. (Calendar applications order a
+/// feed's events themselves.)
+pub async fn feed_events(db: &impl ConnectionTrait, p: &Principal, cap: u64) -> ApiResult<Vec<event::Model>> {
+    let now = clock::now();
+    let mut rows = event::Entity::find()
+        .filter(ops::visible(p))
+        .filter(event::Column::EndsAt.gte(now))
+        .order_by_asc(event::Column::StartsAt)
+        .order_by_asc(event::Column::Id)
+        .limit(cap.saturating_add(1))
+        .all(db)
+        .await?;
+    let cap_len = usize::try_from(cap).unwrap_or(usize::MAX);
+    if rows.len() > cap_len {
+        rows.truncate(cap_len);
+        // No titles: they may be confidential.
+        tracing::warn!(
+            user_id = %p.user_id,
+            cap,
+            "calendar feed: more upcoming events than a feed holds; the latest are left out"
+        );
+        return Ok(rows);
+    }
+    let room = cap.saturating_sub(u64::try_from(rows.len()).unwrap_or(cap));
+    if room > 0 {
+        let past = event::Entity::find()
+            .filter(ops::visible(p))
+            .filter(event::Column::EndsAt.lt(now))
+            .filter(event::Column::EndsAt.gte(now - Duration::days(365)))
+            .order_by_desc(event::Column::EndsAt)
+            .order_by_desc(event::Column::Id)
+            .limit(room)
+            .all(db)
+            .await?;
+        rows.extend(past);
+    }
+    Ok(rows)
 }
 
 /// RFC 5545 text of `events`.

@@ -7,7 +7,9 @@
 //!
 //! Who changes one: for a case event, whoever may edit the case; for a firm event, a user
 //! whose role may edit cases and who sees the event as creator, assignee, or admin/partner.
-//! A user named as assignee or attendee must be an active user of the firm who sees the case.
+//! A user named as assignee or attendee must be an active user of the firm who sees the case;
+//! an attendee of an event tied to a docket entry must also see the entry (no one it is sealed
+//! or restricted from, and no address outside the firm when it is either).
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -354,26 +356,80 @@ fn clean_attendees(f: &mut Fields, list: &[Attendee]) -> Vec<Attendee> {
     out
 }
 
-/// Whether `user` is an active user of the firm who sees `case` (any firm user for firm events).
-async fn may_attend(db: &impl ConnectionTrait, firm: Uuid, user: Uuid, case: Option<Uuid>) -> ApiResult<bool> {
+/// `user` when they are an active user of the firm who sees `case` (any firm user for firm
+/// events), with their place on its team (None for admins and partners, who see every case).
+async fn attendee_of(
+    db: &impl ConnectionTrait,
+    firm: Uuid,
+    user: Uuid,
+    case: Option<Uuid>,
+) -> ApiResult<Option<(user::Model, Option<TeamRole>)>> {
     let Some(u) = user::Entity::find_by_id(user).filter(user::Column::FirmId.eq(firm)).one(db).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     if u.status != user::UserStatus::Active {
-        return Ok(false);
+        return Ok(None);
     }
-    match case {
-        None => Ok(true),
-        Some(_) if u.role.sees_all_cases() => Ok(true),
-        Some(c) => Ok(team_member::Entity::find_by_id((c, user)).one(db).await?.is_some()),
-    }
+    let team = match case {
+        None => None,
+        Some(_) if u.role.sees_all_cases() => None,
+        Some(c) => match team_role(db, c, user).await? {
+            Some(r) => Some(r),
+            None => return Ok(None),
+        },
+    };
+    Ok(Some((u, team)))
 }
 
-/// Refuses assignees and attendees who are not active users of the firm seeing the case.
+/// Whether docket entry `id` is sealed, and whether it is restricted, now.
+pub(super) async fn entry_flags(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<(bool, bool)> {
+    let flags: Option<(bool, bool)> = entry::Entity::find_by_id(id)
+        .select_only()
+        .column(entry::Column::Sealed)
+        .column(entry::Column::Restricted)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(flags.unwrap_or((false, false)))
+}
+
+/// Whether `u`, who sees `case` (`team`: their place on its team), may also see a docket entry
+/// of it with these flags: sealed, only admins and holders of a grant for the case; restricted,
+/// not clients (the rule of [`visible`] and `reminders::sees`).
+async fn sees_entry(
+    db: &impl ConnectionTrait,
+    u: &user::Model,
+    team: Option<TeamRole>,
+    case: Uuid,
+    (sealed, restricted): (bool, bool),
+) -> ApiResult<bool> {
+    if sealed && u.role != Role::Admin && !crate::cases::sealed::is_granted(db, case, u.id).await? {
+        return Ok(false);
+    }
+    Ok(!(restricted && (team == Some(TeamRole::Client) || u.role == Role::Client)))
+}
+
+/// Refuses assignees and attendees who are not active users of the firm seeing the case. For an
+/// event tied to a docket entry, [`check_people_on`] checks the attendees against the entry too.
 pub(super) async fn check_people(
     db: &impl ConnectionTrait,
     firm: Uuid,
     case: Option<Uuid>,
+    assignee: Option<Uuid>,
+    attendees: &[Attendee],
+) -> ApiResult<()> {
+    check_people_on(db, firm, case, None, assignee, attendees).await
+}
+
+/// [`check_people`] for an event tied to `docket_entry` of `case`: each attendee must also
+/// see the entry as it is now. A provider's copy of the event names its attendees, and Google
+/// puts a copy in each one's calendar, so a sealed or restricted entry's event names no one it
+/// is hidden from; an address outside the firm holds no grant and is refused there too.
+pub(super) async fn check_people_on(
+    db: &impl ConnectionTrait,
+    firm: Uuid,
+    case: Option<Uuid>,
+    docket_entry: Option<Uuid>,
     assignee: Option<Uuid>,
     attendees: &[Attendee],
 ) -> ApiResult<()> {
@@ -383,16 +439,34 @@ pub(super) async fn check_people(
     } else {
         "must be an active user of the firm"
     };
+    // One wording for sealed and restricted entries: the refusal tells nothing of which.
+    let hidden = "must be a user who may see the docket entry this event is tied to";
+    let flags = match (case, docket_entry) {
+        (Some(_), Some(e)) => entry_flags(db, e).await?,
+        _ => (false, false),
+    };
     if let Some(a) = assignee
-        && !may_attend(db, firm, a, case).await?
+        && attendee_of(db, firm, a, case).await?.is_none()
     {
         f.error("assigneeId", why);
     }
     for (i, a) in attendees.iter().enumerate() {
-        if let Some(u) = a.user_id
-            && !may_attend(db, firm, u.0, case).await?
-        {
-            f.error(&format!("attendees[{i}].userId"), why);
+        let Some(id) = a.user_id else {
+            if flags.0 || flags.1 {
+                f.error(&format!("attendees[{i}].email"), hidden);
+            }
+            continue;
+        };
+        let field = format!("attendees[{i}].userId");
+        match attendee_of(db, firm, id.0, case).await? {
+            None => f.error(&field, why),
+            Some((u, team)) => {
+                if let Some(c) = case
+                    && !sees_entry(db, &u, team, c, flags).await?
+                {
+                    f.error(&field, hidden);
+                }
+            }
         }
     }
     f.finish()
@@ -696,7 +770,8 @@ pub async fn create(app: &App, p: &Principal, input: CreateEvent) -> ApiResult<E
                 check_entry(tx, p, c, e).await?;
             }
         }
-        check_people(tx, p.firm_id.0, n.model.case_id, n.model.assignee_id, &n.attendees).await?;
+        let m = &n.model;
+        check_people_on(tx, p.firm_id.0, m.case_id, m.docket_entry_id, m.assignee_id, &n.attendees).await?;
         n.model.updated_at = clock::now();
         let mut v = insert(tx, p, vec![n]).await?;
         v.pop().ok_or_else(|| ApiError::not_found("calendar event"))
@@ -864,7 +939,8 @@ pub async fn update(
         let old_people = attendees_of(tx, &[id.0]).await?.remove(&id.0).unwrap_or_default();
         let all_attendees = attendees.unwrap_or_else(|| old_people.clone());
         if people_changed {
-            check_people(tx, p.firm_id.0, next.case_id, next.assignee_id, &all_attendees).await?;
+            check_people_on(tx, p.firm_id.0, next.case_id, next.docket_entry_id, next.assignee_id, &all_attendees)
+                .await?;
         }
         next.version = current.version + 1;
         next.updated_at = clock::now();

@@ -15,9 +15,11 @@ crate::on_both_backends!(
     case_team_rules_decide_who_sees_and_changes_an_event,
     deadlines_are_computed_by_rule_created_and_recomputed_when_their_entry_moves,
     deadlines_of_a_sealed_entry_are_hidden_with_it_history_included,
+    only_those_who_may_see_a_sealed_entry_may_attend_its_events,
     court_closures_and_firm_rules_move_deadlines,
     a_reminder_fires_once_across_two_workers_and_follows_a_moved_event,
     the_ics_feed_holds_what_the_user_may_see_and_can_be_revoked,
+    a_full_ics_feed_keeps_upcoming_deadlines_before_past_events,
 );
 
 async fn team_add(t: &TestApp, admin: &Session, case: &str, user: &Session, role: &str) {
@@ -401,6 +403,75 @@ async fn deadlines_of_a_sealed_entry_are_hidden_with_it_history_included(b: Back
     assert!(!h.body.to_string().contains(&ev_id));
 }
 
+/// An attendee of an event tied to a sealed docket entry must see the entry: an admin or a
+/// holder of a grant for the case. A provider's copy names the attendees (and Google puts a copy
+/// in each one's calendar), so one without the grant is refused, in words that keep the seal.
+async fn only_those_who_may_see_a_sealed_entry_may_attend_its_events(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Sealed attendees").await;
+    let other_admin = t.user(&admin, "admin").await;
+    let paralegal = t.user(&admin, "paralegal").await;
+    let attorney = t.user(&admin, "attorney").await;
+    let case = t.case(&admin, "SA-1").await;
+    team_add(&t, &admin, &case, &paralegal, "paralegal").await;
+    team_add(&t, &admin, &case, &attorney, "attorney").await;
+    let grant = |who: &Session| format!("/api/v1/cases/{case}/sealed-access/{}", who.user_id);
+    t.call(Method::PUT, &grant(&attorney), Some(&admin.token), None).await.expect(200);
+    let entry = t
+        .post(
+            &format!("/api/v1/cases/{case}/docket"),
+            &admin.token,
+            json!({"type": "order", "description": "Sealed order to respond", "entryDate": "2026-09-01", "sealed": true}),
+        )
+        .await;
+    let entry_id = entry.expect(201).data()["id"].as_str().unwrap().to_owned();
+    let event = |attendees: Value| {
+        json!({"caseId": case, "docketEntryId": entry_id, "type": "deadline", "title": "Respond",
+               "allDay": true, "startDate": "2027-06-01", "attendees": attendees})
+    };
+
+    // The paralegal sees the case but not the sealed entry: refused, on their place in the list.
+    let before = count_sql(&t, "SELECT COUNT(*) FROM calendar_events").await;
+    let r = t
+        .post(
+            "/api/v1/calendar",
+            &admin.token,
+            event(json!([{"userId": attorney.user_id}, {"userId": paralegal.user_id}])),
+        )
+        .await;
+    r.expect(400);
+    assert_eq!(r.code(), "VALIDATION_FAILED");
+    let fields = r.body["error"]["details"]["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 1, "{}", r.body);
+    assert_eq!(fields[0]["field"], "attendees[1].userId");
+    assert!(!fields[0]["message"].as_str().unwrap().to_lowercase().contains("seal"), "{}", r.body);
+    // An address outside the firm holds no grant either.
+    let r = t.post("/api/v1/calendar", &admin.token, event(json!([{"email": "someone@example.com"}]))).await;
+    r.expect(400);
+    assert_eq!(r.body["error"]["details"]["fields"][0]["field"], "attendees[0].email");
+    assert_eq!(count_sql(&t, "SELECT COUNT(*) FROM calendar_events").await, before, "nothing was created");
+
+    // The grant holder and an admin may attend.
+    let r = t
+        .post(
+            "/api/v1/calendar",
+            &admin.token,
+            event(json!([{"userId": attorney.user_id}, {"userId": other_admin.user_id}])),
+        )
+        .await;
+    let id = r.expect(201).data()["id"].as_str().unwrap().to_owned();
+    // Added later: refused too, until an admin grants the paralegal sealed access.
+    let three = json!({"attendees": [
+        {"userId": attorney.user_id}, {"userId": other_admin.user_id}, {"userId": paralegal.user_id}
+    ]});
+    let r = t.patch(&format!("/api/v1/calendar/{id}"), &admin.token, three.clone()).await;
+    r.expect(400);
+    assert_eq!(r.body["error"]["details"]["fields"][0]["field"], "attendees[2].userId");
+    t.call(Method::PUT, &grant(&paralegal), Some(&admin.token), None).await.expect(200);
+    let r = t.patch(&format!("/api/v1/calendar/{id}"), &admin.token, three).await;
+    assert_eq!(r.expect(200).data()["attendees"].as_array().map(Vec::len), Some(3));
+}
+
 async fn court_closures_and_firm_rules_move_deadlines(b: Backend) {
     let t = TestApp::new(b).await;
     let admin = t.register("Closures").await;
@@ -641,4 +712,57 @@ async fn the_ics_feed_holds_what_the_user_may_see_and_can_be_revoked(b: Backend)
         .await
         .expect(200);
     assert_eq!(t.raw(Method::GET, &third, None, &[]).await.0, 404);
+}
+
+/// Creates a one-hour deadline of the firm starting at `starts`; its id.
+async fn deadline_at(t: &TestApp, s: &Session, title: &str, starts: chrono::DateTime<chrono::Utc>) -> String {
+    let r = t
+        .post(
+            "/api/v1/calendar",
+            &s.token,
+            json!({"type": "deadline", "title": title, "startsAt": starts, "endsAt": starts + chrono::Duration::hours(1)}),
+        )
+        .await;
+    r.expect(201).data()["id"].as_str().unwrap().to_owned()
+}
+
+/// The ids of the events a feed of at most `cap` holds for `p`, in the order chosen.
+async fn feed_ids(t: &TestApp, p: &lexiflow::auth::Principal, cap: u64) -> Vec<String> {
+    let rows = lexiflow::calendar::ics::feed_events(&t.app.db, p, cap).await.unwrap();
+    rows.into_iter().map(|m| m.id.to_string()).collect()
+}
+
+/// Past events never crowd an upcoming deadline out of a full feed: the events not over yet go
+/// in first (the earliest, when even they are too many), then the most recently ended past ones
+/// fill what room is left. Checked with a small cap on the function the feed uses.
+async fn a_full_ics_feed_keeps_upcoming_deadlines_before_past_events(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Full feed").await;
+    let now = chrono::Utc::now();
+    let days = chrono::Duration::days;
+    let past_10 = deadline_at(&t, &admin, "Ten days ago", now - days(10)).await;
+    let past_20 = deadline_at(&t, &admin, "Twenty days ago", now - days(20)).await;
+    let past_30 = deadline_at(&t, &admin, "Thirty days ago", now - days(30)).await;
+    let too_old = deadline_at(&t, &admin, "Over a year ago", now - days(400)).await;
+    let due = deadline_at(&t, &admin, "Reply brief due", now + days(5)).await;
+    let p = lexiflow::auth::Principal {
+        user_id: lexiflow::ids::UserId(admin.user_id.parse().unwrap()),
+        firm_id: lexiflow::ids::FirmId(admin.firm_id.parse().unwrap()),
+        role: lexiflow::users::model::Role::Admin,
+        session_id: lexiflow::ids::SessionId::new(),
+        api_key: None,
+    };
+    // Three past events would fill a feed of three: the deadline still goes in, and the most
+    // recently ended past ones take the room left.
+    assert_eq!(feed_ids(&t, &p, 3).await, vec![due.clone(), past_10.clone(), past_20.clone()]);
+    // Room for all: everything that ended within the year, and nothing older.
+    let all = feed_ids(&t, &p, 100).await;
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert!(all.contains(&past_30) && !all.contains(&too_old), "{all:?}");
+    // More upcoming events than room: the earliest are kept, and no past one.
+    let sooner = deadline_at(&t, &admin, "Motion due", now + days(2)).await;
+    assert_eq!(feed_ids(&t, &p, 1).await, vec![sooner.clone()]);
+    assert_eq!(feed_ids(&t, &p, 2).await, vec![sooner, due]);
+    // The feed itself holds the same, at its real cap.
+    assert_eq!(feed_ids(&t, &p, lexiflow::calendar::ics::MAX_EVENTS).await.len(), 5);
 }

@@ -24,6 +24,7 @@ crate::on_both_backends!(
     a_connection_refreshes_its_token_once_however_many_jobs_need_it,
     losing_access_takes_the_copies_out_of_that_users_calendar,
     only_the_user_who_started_a_connection_can_complete_it,
+    a_sealed_entrys_event_is_pushed_without_attendees_who_may_not_see_it,
 );
 
 /// One fake provider's state.
@@ -961,4 +962,89 @@ async fn losing_access_takes_the_copies_out_of_that_users_calendar(b: Backend) {
         .expect(200);
     until(&t, "the firm event's copy taken out", || async { fake.live().is_empty() }).await;
     assert_eq!(count(&t, "SELECT COUNT(*) FROM calendar_event_links").await, 0);
+}
+
+/// Google puts a copy of an event in the calendar of every guest it lists, so the copy of an
+/// event tied to a sealed docket entry names only the attendees who may see it (admins and
+/// grant holders). An attendee added while the entry was open is taken off the copies once it
+/// is sealed, without the event changing, and stays off when the event changes later.
+async fn a_sealed_entrys_event_is_pushed_without_attendees_who_may_not_see_it(b: Backend) {
+    let (server, fake) = fake_server(false).await;
+    let uri = server.uri();
+    let t = TestApp::with(b, |c| configure(c, Some(&uri), None)).await;
+    let admin = t.register("Sealed sync").await;
+    let paralegal = t.user(&admin, "paralegal").await;
+    let attorney = t.user(&admin, "attorney").await;
+    let case = t.case(&admin, "SS-1").await;
+    for (who, role) in [(&paralegal, "paralegal"), (&attorney, "attorney")] {
+        t.post(&format!("/api/v1/cases/{case}/team"), &admin.token, json!({"userId": who.user_id, "role": role}))
+            .await
+            .expect(201);
+    }
+    let grant = format!("/api/v1/cases/{case}/sealed-access/{}", attorney.user_id);
+    t.call(Method::PUT, &grant, Some(&admin.token), None).await.expect(200);
+    connect(&t, &admin, &fake, "google").await;
+    let entry = t
+        .post(
+            &format!("/api/v1/cases/{case}/docket"),
+            &admin.token,
+            json!({"type": "order", "description": "Order to respond", "entryDate": "2026-09-01"}),
+        )
+        .await;
+    let entry_id = entry.expect(201).data()["id"].as_str().unwrap().to_owned();
+    // While the entry is open, the paralegal may attend its deadline.
+    let r = t
+        .post(
+            "/api/v1/calendar",
+            &admin.token,
+            json!({"caseId": case, "docketEntryId": entry_id, "type": "deadline", "title": "Respond to the order",
+                   "allDay": true, "startDate": "2027-06-01",
+                   "attendees": [{"userId": paralegal.user_id}, {"userId": attorney.user_id}]}),
+        )
+        .await;
+    let id = r.expect(201).data()["id"].as_str().unwrap().to_owned();
+    // The guests of the copy in the admin's calendar, by e-mail.
+    let guests = |f: &Fake| -> Option<Vec<String>> {
+        let copy = f.live().into_iter().find(|e| e["extendedProperties"]["private"]["lexiflowId"] == id.as_str())?;
+        let mut mails: Vec<String> = copy["attendees"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["email"].as_str().map(str::to_owned))
+            .collect();
+        mails.sort();
+        Some(mails)
+    };
+    let mut both = vec![paralegal.email.clone(), attorney.email.clone()];
+    both.sort();
+    until(&t, "the deadline pushed with both attendees", || async { guests(&fake) == Some(both.clone()) }).await;
+    let versions = count(&t, "SELECT SUM(version) FROM calendar_events").await;
+
+    // Sealed: the copy is sent again without the paralegal, who has no grant.
+    t.patch(&format!("/api/v1/cases/{case}/docket/{entry_id}"), &admin.token, json!({"sealed": true}))
+        .await
+        .expect(200);
+    let only_attorney = Some(vec![attorney.email.clone()]);
+    until(&t, "the paralegal taken off the copy", || async { guests(&fake) == only_attorney }).await;
+    assert_eq!(count(&t, "SELECT SUM(version) FROM calendar_events").await, versions, "the event did not change");
+    // Nor can they be named again; a later change of the event is pushed without them too.
+    let r = t
+        .patch(
+            &format!("/api/v1/calendar/{id}"),
+            &admin.token,
+            json!({"attendees": [{"userId": paralegal.user_id}, {"userId": attorney.user_id}]}),
+        )
+        .await;
+    r.expect(400);
+    assert_eq!(r.body["error"]["details"]["fields"][0]["field"], "attendees[0].userId", "{}", r.body);
+    t.patch(&format!("/api/v1/calendar/{id}"), &admin.token, json!({"title": "Respond to the order (moved)"}))
+        .await
+        .expect(200);
+    until(&t, "the rename pushed", || async {
+        fake.live().iter().any(|e| e["summary"] == "Respond to the order (moved)")
+    })
+    .await;
+    assert_eq!(guests(&fake), only_attorney);
+    let copy = fake.live().into_iter().find(|e| e["summary"] == "Respond to the order (moved)").unwrap();
+    assert!(!copy.to_string().contains(&paralegal.email), "{copy}");
 }

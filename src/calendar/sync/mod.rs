@@ -11,12 +11,14 @@
 //! - **Push**: every change of an event enqueues a `calendar.push` job for its version (when
 //!   the firm has any connection). The job sends the event to the connections of the users it
 //!   concerns (creator, assignee, user attendees) who may see it, updates or deletes where it
-//!   was sent before, and deletes it from calendars of users who no longer see it.
+//!   was sent before, and deletes it from calendars of users who no longer see it. A copy names
+//!   only the attendees who may see the event at push time (Google puts a copy in each guest's
+//!   calendar): none a sealed or restricted docket entry is hidden from.
 //! - **Losing access**: a committed change that may take an event away from someone (a team
 //!   removal, a revoked sealed grant, a deleted case, a changed docket entry, a suspended user or
 //!   a new role) queues `calendar.revalidate` in its transaction ([`access_changed`], called
 //!   by `db::tx`); the job pushes the events concerned again, which deletes the copies of users
-//!   who no longer see them.
+//!   who no longer see them, and sends the others again when they would now leave an attendee out.
 //! - **Created once**: before creating an event in a calendar, the push looks for a copy that
 //!   carries its LexiFlow id (a lost answer, a crash before the link was recorded, an earlier
 //!   connection) and takes it over.
@@ -752,22 +754,7 @@ impl Syncer {
 
     /// The event as it is pushed.
     async fn outgoing(&self, m: &event::Model) -> Result<Outgoing, SyncError> {
-        let people = attendee::Entity::find().filter(attendee::Column::EventId.eq(m.id)).all(&self.db).await?;
-        let ids: Vec<Uuid> = people.iter().filter_map(|a| a.user_id).collect();
-        let emails: std::collections::HashMap<Uuid, String> = user::Entity::find()
-            .filter(user::Column::Id.is_in(ids))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u.email))
-            .collect();
-        let attendees = people
-            .iter()
-            .filter_map(|a| {
-                let mail = a.email.clone().or_else(|| a.user_id.and_then(|u| emails.get(&u).cloned()))?;
-                Some((mail, a.name.clone()))
-            })
-            .collect();
+        let (attendees, _) = self.shown_attendees(m).await?;
         let (start, end) = match (m.all_day, m.start_date, m.end_date) {
             (true, Some(first), Some(last)) => (When::Day(first), When::Day(last.succ_opt().unwrap_or(last))),
             _ => (When::At(m.starts_at), When::At(m.ends_at)),
@@ -783,6 +770,49 @@ impl Syncer {
             attendees,
             reminders: serde_json::from_str(&m.reminders).unwrap_or_default(),
         })
+    }
+
+    /// The attendees a copy of `m` names, and whether any attendee of `m` is left out. Google
+    /// puts a copy of an event in each guest's calendar, so only those who may see the event
+    /// now are named (the push's own rule, `reminders::sees`: a sealed docket entry's event names
+    /// only admins and grant holders, a restricted one no client); addresses outside the firm
+    /// only when the event's docket entry is neither sealed nor restricted.
+    async fn shown_attendees(&self, m: &event::Model) -> Result<(Vec<(String, Option<String>)>, bool), SyncError> {
+        let invalid = |e: ApiError| SyncError::Invalid(e.message.to_string());
+        let people = attendee::Entity::find()
+            .filter(attendee::Column::EventId.eq(m.id))
+            .order_by_asc(attendee::Column::Position)
+            .all(&self.db)
+            .await?;
+        let ids: Vec<Uuid> = people.iter().filter_map(|a| a.user_id).collect();
+        let users: std::collections::HashMap<Uuid, user::Model> = user::Entity::find()
+            .filter(user::Column::Id.is_in(ids))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect();
+        let confidential = match m.docket_entry_id {
+            Some(e) => {
+                let (sealed, restricted) = super::ops::entry_flags(&self.db, e).await.map_err(invalid)?;
+                sealed || restricted
+            }
+            None => false,
+        };
+        let mut shown = Vec::with_capacity(people.len());
+        let mut left_out = false;
+        for a in &people {
+            let mail = match (a.user_id.and_then(|id| users.get(&id)), &a.email) {
+                (Some(u), _) => super::reminders::sees(&self.db, u, m).await.map_err(invalid)?.then(|| u.email.clone()),
+                (None, Some(e)) if a.user_id.is_none() && !confidential => Some(e.clone()),
+                (None, _) => None,
+            };
+            match mail {
+                Some(mail) => shown.push((mail, a.name.clone())),
+                None => left_out = true,
+            }
+        }
+        Ok((shown, left_out))
     }
 
     /// The connections `m` belongs in: of its creator, assignee and user attendees, active,
@@ -900,14 +930,18 @@ impl Syncer {
         }
     }
 
-    /// Sends `m` to `c` (create, or update with the stored ETag), resolving a conflict by the rule.
+    /// Sends `m` to `c` (create, or update with the stored ETag), resolving a conflict by the rule;
+    /// a copy already at this version is sent again only when `resend` (and only to Google: Graph
+    /// copies name no attendees).
     async fn push_one(
         &self,
         m: &event::Model,
         c: &connection::Model,
         l: Option<&link::Model>,
+        resend: bool,
     ) -> Result<(), SyncError> {
-        if l.is_some_and(|l| l.pushed_version >= m.version) {
+        let resend = resend && c.provider == Provider::Google.as_str();
+        if l.is_some_and(|l| l.pushed_version > m.version || (l.pushed_version == m.version && !resend)) {
             return Ok(());
         }
         let cid = c.id;
@@ -967,7 +1001,8 @@ impl Syncer {
 
     /// The `calendar.revalidate` job: every linked event of its scope is pushed again as it is
     /// now, which takes it out of the calendars of users who may no longer see it (the push's
-    /// own rule) and changes nothing where it still belongs (already at that version).
+    /// own rule) and changes nothing where it still belongs (already at that version), unless
+    /// its copies would now leave out an attendee: then they are sent again.
     pub async fn revalidate(&self, payload: serde_json::Value) -> Result<(), JobError> {
         let s: Scope = serde_json::from_value(payload).map_err(|e| JobError::Invalid(e.to_string()))?;
         let mut linked = link::Entity::find().select_only().column(link::Column::EventId);
@@ -1021,11 +1056,15 @@ impl Syncer {
         }
         let m = &m;
         let targets = self.targets(m).await?;
+        // A revalidation sends the copies again when they would now leave an attendee out: one
+        // who lost sight of the event would otherwise stay a guest of the others' copies (and
+        // keep Google's copy in their own calendar) until the event next changes.
+        let resend = version.is_none() && !targets.is_empty() && self.shown_attendees(m).await?.1;
         let links = link::Entity::find().filter(link::Column::EventId.eq(m.id)).all(&self.db).await?;
         let mut first_error = None;
         for c in &targets {
             let l = links.iter().find(|l| l.connection_id == c.id);
-            if let Err(e) = self.push_one(m, c, l).await {
+            if let Err(e) = self.push_one(m, c, l, resend).await {
                 self.note_error(c.id, &e).await;
                 first_error.get_or_insert(e);
             }

@@ -39,6 +39,8 @@ pub struct Outgoing {
     pub start: When,
     pub end: When,
     pub time_zone: String,
+    /// E-mail and name of each attendee who may see the event now (`Syncer::outgoing` leaves the
+    /// others out): Google puts a copy of the event in every guest's calendar.
     pub attendees: Vec<(String, Option<String>)>,
     pub reminders: Vec<u32>,
 }
