@@ -1,6 +1,10 @@
 //! `/api/v1/cases` handlers: cases, their teams and sealed-access grants.
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use axum::{
+    extract::{FromRequest, Request, State},
+    http::StatusCode,
+    response::IntoResponse,
+};
 use serde::Deserialize;
 
 use super::{
@@ -201,6 +205,7 @@ pub struct BulkCreateBody {
     pub on_conflict: OnConflict,
     /// Up to 10,000 cases, each as for `POST /cases`.
     #[schema(value_type = Vec<CreateCase>)]
+    #[serde(deserialize_with = "bulk_items")]
     pub items: Vec<serde_json::Value>,
 }
 
@@ -212,6 +217,7 @@ pub struct BulkUpdateBody {
     pub mode: BulkMode,
     /// Up to 10,000 items: `id` plus the fields of `PATCH /cases/{id}` (with `version` to guard).
     #[schema(value_type = Vec<Object>)]
+    #[serde(deserialize_with = "bulk_items")]
     pub items: Vec<serde_json::Value>,
 }
 
@@ -226,6 +232,12 @@ pub struct BulkDeleteBody {
     #[serde(default)]
     pub hard: bool,
     pub ids: Vec<CaseId>,
+}
+
+/// The `items` of a bulk body: at most [`MAX_ITEMS`], refused while the body is read, before
+/// the rest of it is parsed (see [`crate::input::bounded_items`]).
+pub(crate) fn bulk_items<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<serde_json::Value>, D::Error> {
+    crate::input::bounded_items(d, MAX_ITEMS, "items")
 }
 
 /// Parses one item, reporting a malformed one as that item's error.
@@ -247,14 +259,13 @@ fn parse_update_item(v: serde_json::Value) -> Result<UpdateItem, ApiError> {
 #[utoipa::path(post, path = "/cases/bulk", tag = "cases", request_body = BulkCreateBody,
     responses((status = 200, body = Success<BulkResult>), (status = 400, body = ErrorBody, description = "atomic mode: items failed validation; nothing written"),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "atomic mode: case numbers taken; nothing written")))]
-pub async fn bulk_create(
-    State(app): State<App>,
-    p: Principal,
-    AppJson(body): AppJson<BulkCreateBody>,
-) -> ApiResult<Envelope<BulkResult>> {
-    if body.items.len() > MAX_ITEMS {
-        return Err(ApiError::field("items", format!("at most {MAX_ITEMS} items per request")));
+pub async fn bulk_create(State(app): State<App>, p: Principal, req: Request) -> ApiResult<Envelope<BulkResult>> {
+    // The role alone decides, so it is checked before up to 32 MiB of body is read and parsed
+    // (`create_many` checks it again, for the import).
+    if !p.role.may_create_cases() {
+        return Err(ApiError::forbidden("your role may not open cases"));
     }
+    let AppJson(body) = AppJson::<BulkCreateBody>::from_request(req, &app).await?;
     let items = body.items.into_iter().map(parse_item::<CreateCase>).collect();
     let opts = CreateOptions { mode: body.mode, on_conflict: body.on_conflict };
     Ok(Envelope::ok(bulk::create_many(&app, &p, items, opts, &|_| {}).await?))
@@ -268,9 +279,6 @@ pub async fn bulk_update(
     p: Principal,
     AppJson(body): AppJson<BulkUpdateBody>,
 ) -> ApiResult<Envelope<BulkResult>> {
-    if body.items.len() > MAX_ITEMS {
-        return Err(ApiError::field("items", format!("at most {MAX_ITEMS} items per request")));
-    }
     let items = body.items.into_iter().map(parse_update_item).collect();
     Ok(Envelope::ok(bulk::update_many(&app, &p, items, body.mode).await?))
 }
@@ -284,4 +292,25 @@ pub async fn bulk_delete(
     AppJson(body): AppJson<BulkDeleteBody>,
 ) -> ApiResult<Envelope<BulkResult>> {
     Ok(Envelope::ok(bulk::delete_many(&app, &p, body.ids, body.hard, body.mode).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `{"items":[{},{},…]}` with `n` items.
+    fn body(n: usize) -> String {
+        format!(r#"{{"items":[{}]}}"#, vec!["{}"; n].join(","))
+    }
+
+    #[test]
+    fn bulk_bodies_take_max_items_and_refuse_one_more() {
+        assert_eq!(serde_json::from_str::<BulkCreateBody>(&body(MAX_ITEMS)).unwrap().items.len(), MAX_ITEMS);
+        assert_eq!(serde_json::from_str::<BulkUpdateBody>(&body(MAX_ITEMS)).unwrap().items.len(), MAX_ITEMS);
+        let limit = format!("at most {MAX_ITEMS} items per request");
+        let e = serde_json::from_str::<BulkCreateBody>(&body(MAX_ITEMS + 1)).unwrap_err();
+        assert!(e.to_string().contains(&limit), "{e}");
+        let e = serde_json::from_str::<BulkUpdateBody>(&body(MAX_ITEMS + 1)).unwrap_err();
+        assert!(e.to_string().contains(&limit), "{e}");
+    }
 }

@@ -3,7 +3,7 @@
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use serde::Deserialize;
 
-use super::ops::{self, CreateEntry, DocketEntryView, UpdateEntry};
+use super::ops::{self, CreateEntry, DocketEntryView, MAX_BATCH, UpdateEntry};
 use crate::{
     app::App,
     auth::Principal,
@@ -13,6 +13,7 @@ use crate::{
         pagination::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE},
     },
     ids::{CaseId, DocketEntryId},
+    input::OneOrMany,
 };
 
 /// `GET /cases/{id}/docket` query.
@@ -32,6 +33,18 @@ pub struct ListDocketQuery {
 pub enum PostDocket {
     One(CreateEntry),
     Many(Vec<CreateEntry>),
+}
+
+/// `POST /cases/{id}/docket` body as read: what [`PostDocket`] documents, each entry kept as
+/// JSON to be parsed in the handler. A batch past [`MAX_BATCH`] entries is refused while the
+/// body is read, before the rest of it is parsed.
+#[derive(Debug)]
+pub struct DocketBody(OneOrMany);
+
+impl<'de> Deserialize<'de> for DocketBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::input::one_or_many(d, MAX_BATCH, "entries").map(DocketBody)
+    }
 }
 
 /// A case's docket, in sequence order. Sealed entries appear only to admins and the case's
@@ -62,7 +75,7 @@ pub async fn create(
     State(app): State<App>,
     p: Principal,
     AppPath(case_id): AppPath<CaseId>,
-    AppJson(body): AppJson<serde_json::Value>,
+    AppJson(DocketBody(body)): AppJson<DocketBody>,
 ) -> ApiResult<impl IntoResponse> {
     // Parsed here rather than by serde's untagged enum, whose error would not say which field
     // was wrong.
@@ -70,18 +83,18 @@ pub async fn create(
         serde_json::from_value::<CreateEntry>(v).map_err(|e| ApiError::field("body", e.to_string()))
     };
     match body {
-        serde_json::Value::Array(items) => {
+        OneOrMany::Many(items) => {
             let inputs = items.into_iter().map(parse).collect::<ApiResult<Vec<_>>>()?;
             let views = ops::create(&app, &p, case_id, inputs).await?;
             Ok(Envelope::created(views).into_response())
         }
-        one @ serde_json::Value::Object(_) => {
+        OneOrMany::One(one @ serde_json::Value::Object(_)) => {
             let mut views = ops::create(&app, &p, case_id, vec![parse(one)?]).await?;
             let v = views.pop().ok_or_else(|| ApiError::not_found("docket entry"))?;
             let version = v.version;
             Ok(Envelope::created(v).etag(version).into_response())
         }
-        _ => Err(ApiError::field("body", "expected a docket entry or an array of them")),
+        OneOrMany::One(_) => Err(ApiError::field("body", "expected a docket entry or an array of them")),
     }
 }
 
@@ -127,4 +140,24 @@ pub async fn delete(
 ) -> ApiResult<impl IntoResponse> {
     ops::delete(&app, &p, case_id, id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: &str) -> Result<OneOrMany, serde_json::Error> {
+        serde_json::from_str::<DocketBody>(json).map(|b| b.0)
+    }
+
+    #[test]
+    fn a_batch_takes_max_batch_entries_and_refuses_one_more() {
+        let batch = |n: usize| format!("[{}]", vec!["{}"; n].join(","));
+        assert!(matches!(body(&batch(MAX_BATCH)), Ok(OneOrMany::Many(v)) if v.len() == MAX_BATCH));
+        let e = body(&batch(MAX_BATCH + 1)).unwrap_err();
+        assert!(e.to_string().contains(&format!("at most {MAX_BATCH} entries per request")), "{e}");
+        // One entry is still an object, and anything else is left for the handler to refuse.
+        assert!(matches!(body(r#"{"description":"x"}"#), Ok(OneOrMany::One(serde_json::Value::Object(_)))));
+        assert!(matches!(body(r#""x""#), Ok(OneOrMany::One(serde_json::Value::String(_)))));
+    }
 }

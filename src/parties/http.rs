@@ -8,7 +8,7 @@ use crate::{
     app::App,
     auth::Principal,
     cases::{
-        bulk::{BulkMode, BulkResult, MAX_ITEMS},
+        bulk::{BulkMode, BulkResult},
         http::parse_item,
     },
     http::{
@@ -115,8 +115,10 @@ pub struct BulkPartiesBody {
     /// `atomic` (default) or `partial`.
     #[serde(default)]
     pub mode: BulkMode,
-    /// Up to 10,000 parties, each as for `POST /cases/{id}/parties`.
+    /// Up to 10,000 parties, each as for `POST /cases/{id}/parties` (more are refused while
+    /// the body is read).
     #[schema(value_type = Vec<CreateParty>)]
+    #[serde(deserialize_with = "crate::cases::http::bulk_items")]
     pub items: Vec<serde_json::Value>,
 }
 
@@ -130,9 +132,24 @@ pub async fn bulk_create(
     AppPath(case_id): AppPath<CaseId>,
     AppJson(body): AppJson<BulkPartiesBody>,
 ) -> ApiResult<Envelope<BulkResult>> {
-    if body.items.len() > MAX_ITEMS {
-        return Err(ApiError::field("items", format!("at most {MAX_ITEMS} items per request")));
-    }
     let items = body.items.into_iter().map(parse_item::<CreateParty>).collect();
     Ok(Envelope::ok(ops::create_many(&app, &p, case_id, items, body.mode).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BulkPartiesBody;
+    use crate::cases::bulk::MAX_ITEMS;
+
+    /// `{"items":[{},{},…]}` with `n` items.
+    fn body(n: usize) -> String {
+        format!(r#"{{"items":[{}]}}"#, vec!["{}"; n].join(","))
+    }
+
+    #[test]
+    fn bulk_parties_body_takes_max_items_and_refuses_one_more() {
+        assert_eq!(serde_json::from_str::<BulkPartiesBody>(&body(MAX_ITEMS)).unwrap().items.len(), MAX_ITEMS);
+        let e = serde_json::from_str::<BulkPartiesBody>(&body(MAX_ITEMS + 1)).unwrap_err();
+        assert!(e.to_string().contains(&format!("at most {MAX_ITEMS} items per request")), "{e}");
+    }
 }

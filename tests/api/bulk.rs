@@ -13,6 +13,7 @@ crate::on_both_backends!(
     bulk_parties_and_limits,
     atomic_bulk_over_several_chunks_is_whole_or_nothing,
     the_firms_other_writes_during_a_large_bulk_create_all_land,
+    one_item_past_the_limit_is_refused_while_the_body_is_read,
 );
 
 fn case(number: &str) -> Value {
@@ -350,6 +351,41 @@ async fn bulk_parties_and_limits(b: Backend) {
         .await;
     let d = res.expect(200).data().clone();
     assert_eq!((d["succeeded"].as_u64(), d["errors"][0]["index"].as_u64()), (Some(1), Some(0)));
+}
+
+/// The items are counted as the body is read: one past the limit fails there, however small
+/// they are, with a message naming the limit, and so does an item that holds too much. A
+/// role that may not open cases is refused before the body is read at all.
+async fn one_item_past_the_limit_is_refused_while_the_body_is_read(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Limits").await;
+    let message = |res: &crate::support::Res| res.body["error"]["message"].as_str().unwrap_or("").to_owned();
+
+    let tiny = |n: usize| Value::Array(vec![json!({}); n]);
+    let over = json!({ "items": tiny(10_001) });
+    let res = t.post("/api/v1/cases/bulk", &s.token, over.clone()).await;
+    res.expect(400);
+    assert_eq!(res.code(), "VALIDATION_FAILED");
+    assert!(message(&res).contains("at most 10000 items per request"), "{}", res.body);
+    let res = t.patch("/api/v1/cases/bulk", &s.token, over.clone()).await;
+    res.expect(400);
+    assert!(message(&res).contains("at most 10000 items per request"), "{}", res.body);
+
+    // One item of a hundred values is refused as a whole body, however few the items.
+    let fat = Value::Array(vec![json!(0); 100]);
+    let res = t.post("/api/v1/cases/bulk", &s.token, json!({ "items": [fat] })).await;
+    res.expect(400);
+    assert_eq!(res.code(), "VALIDATION_FAILED");
+    assert!(message(&res).contains("at most 64 values"), "{}", res.body);
+
+    // The limit itself is read through to the items, each `{}` then failing on its own.
+    let res = t.post("/api/v1/cases/bulk", &s.token, json!({ "items": tiny(10_000) })).await;
+    res.expect(400);
+    assert!(message(&res).contains("10000 of 10000 items failed"), "{}", message(&res));
+
+    let client = t.user(&s, "client").await;
+    t.post("/api/v1/cases/bulk", &client.token, over).await.expect(403);
+    assert_eq!(total_cases(&t, &s.token).await, 0);
 }
 
 /// The existence check of a bulk create keeps probing the index as the table grows, even on

@@ -15,6 +15,7 @@ crate::on_both_backends!(
     sealed_access_is_a_per_case_grant_that_only_another_admin_gives,
     unrestricted_entry_keeps_its_restricted_history_from_clients,
     a_team_member_made_a_client_is_treated_as_one,
+    a_batch_past_the_limit_is_refused_while_the_body_is_read,
 );
 
 fn entry(description: &str) -> Value {
@@ -358,4 +359,27 @@ async fn a_team_member_made_a_client_is_treated_as_one(b: Backend) {
     assert_eq!(d.items[0]["description"], "Open filing");
     t.get(&format!("{path}/{internal_id}"), &para.token).await.expect(404);
     t.post(&path, &para.token, entry("By a client")).await.expect(403);
+}
+
+/// A batch is counted as the body is read: one entry past the limit fails there, with a
+/// message naming the limit. One entry and anything else are told apart as before.
+async fn a_batch_past_the_limit_is_refused_while_the_body_is_read(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Batch").await;
+    let case = t.case(&s, "B-1").await;
+    let path = format!("/api/v1/cases/{case}/docket");
+    let res = t.post(&path, &s.token, Value::Array(vec![json!({}); 1_001])).await;
+    res.expect(400);
+    assert_eq!(res.code(), "VALIDATION_FAILED");
+    let message = res.body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("at most 1000 entries per request"), "{}", res.body);
+
+    let res = t.post(&path, &s.token, json!(42)).await;
+    res.expect(400);
+    assert_eq!(res.body["error"]["details"]["fields"][0]["field"], "body", "{}", res.body);
+    t.post(&path, &s.token, json!([])).await.expect(400);
+
+    t.post(&path, &s.token, json!([entry("one of a batch")])).await.expect(201);
+    t.post(&path, &s.token, entry("on its own")).await.expect(201);
+    assert_eq!(docket(&t, &s, &case).await.total, 2);
 }

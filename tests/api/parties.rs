@@ -1,7 +1,7 @@
 //! Parties of a case.
 
 use http::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{Backend, TestApp};
 
@@ -11,6 +11,7 @@ crate::on_both_backends!(
     party_urls_are_stored_parsed_and_normalised,
     stale_party_update_is_412,
     parties_of_a_hidden_case_are_hidden,
+    bulk_parties_past_the_limit_are_refused_while_the_body_is_read,
 );
 
 async fn party_round_trip(b: Backend) {
@@ -159,4 +160,18 @@ async fn parties_of_a_hidden_case_are_hidden(b: Backend) {
     t.get(&format!("/api/v1/cases/{id}/parties/{pid}"), &para.token).await.expect(404);
     t.patch(&format!("/api/v1/cases/{id}/parties/{pid}"), &para.token, json!({"name": "x"})).await.expect(404);
     t.delete(&format!("/api/v1/cases/{id}/parties/{pid}"), &para.token).await.expect(404);
+}
+
+/// The items of a bulk body are counted as it is read: one past the limit fails there, with
+/// a message naming the limit.
+async fn bulk_parties_past_the_limit_are_refused_while_the_body_is_read(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Firm").await;
+    let id = t.case(&s, "P-1").await;
+    let items = Value::Array(vec![json!({}); 10_001]);
+    let res = t.post(&format!("/api/v1/cases/{id}/parties/bulk"), &s.token, json!({ "items": items })).await;
+    res.expect(400);
+    assert_eq!(res.code(), "VALIDATION_FAILED");
+    let message = res.body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("at most 10000 items per request"), "{}", res.body);
 }
