@@ -199,6 +199,10 @@ pub struct AuditReport {
 /// Largest period a report may cover, in entries (beyond it: narrow the period).
 const REPORT_MAX_ENTRIES: u64 = 100_000;
 
+/// Largest period a report may cover, in characters of the entries' changes (the report holds
+/// them about three times over while it is built: rows, values, the serialized body).
+const REPORT_MAX_CHANGE_BYTES: u64 = 64_000_000;
+
 /// A compliance report for a period, as JSON or CSV (opens in a spreadsheet).
 #[utoipa::path(get, path = "/audit/report", tag = "audit", params(ReportQuery),
     responses((status = 200, body = Success<AuditReport>, description = "JSON, or text/csv with format=csv"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -218,6 +222,26 @@ pub async fn report(State(app): State<App>, p: Principal, AppQuery(q): AppQuery<
         return Err(ApiError::field(
             "from",
             format!("the period holds {total} entries; report at most {REPORT_MAX_ENTRIES} at once"),
+        ));
+    }
+    // Entries can be large (a docket entry's text is up to 200,000 characters, and its audit
+    // entry holds the change): a report is built in memory, so its size is bounded too.
+    let bytes: Option<i64> = base
+        .clone()
+        .select_only()
+        .column_as(sea_orm::sea_query::Expr::cust("COALESCE(SUM(LENGTH(changes)), 0)"), "bytes")
+        .into_tuple()
+        .one(&app.db)
+        .await?;
+    let bytes = bytes.unwrap_or(0).max(0) as u64;
+    if bytes > REPORT_MAX_CHANGE_BYTES {
+        return Err(ApiError::field(
+            "from",
+            format!(
+                "the period's entries hold {} MB of changes; report at most {} MB at once",
+                bytes / 1_000_000,
+                REPORT_MAX_CHANGE_BYTES / 1_000_000
+            ),
         ));
     }
     let rows = base.order_by_asc(entry::Column::OccurredAt).order_by_asc(entry::Column::Id).all(&app.db).await?;

@@ -357,6 +357,33 @@ impl Cache {
         Ok(value)
     }
 
+    /// Computes `key`'s value afresh and stores it (a warm-up), unless an invalidation of its
+    /// tags happened while it was computed: the tags' state is taken before computing, as in
+    /// [`Cache::get_or_set`], so a value computed from data a write then changed is not kept.
+    pub async fn refresh<T, E, F, Fut>(&self, key: &Key, compute: F) -> Result<T, E>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let before = self.snapshot(&key.tags);
+        let versions = match &self.redis {
+            Some(link) => self.remote_versions(link, key).await,
+            None => None,
+        };
+        let value = compute().await?;
+        if let Ok(json) = serde_json::to_vec(&value) {
+            let json: Arc<[u8]> = json.into();
+            if self.snapshot(&key.tags) == before {
+                self.local_put(key, json.clone(), before, versions.clone());
+            }
+            if let Some(versions) = versions {
+                self.remote_put(key, &json, &versions).await;
+            }
+        }
+        Ok(value)
+    }
+
     /// Drops one key on every instance.
     pub async fn delete(&self, key: &str) {
         metrics::counter!("lexiflow_cache_invalidations_total", "kind" => "key").increment(1);
@@ -613,6 +640,22 @@ mod tests {
             .await;
         assert_eq!(v, Ok(1));
         assert_eq!(c.get::<u32>(&key).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_warm_up_computed_across_an_invalidation_is_not_kept() {
+        let c = cache();
+        let key = Key::new("t:warm").tag("firm:8");
+        let v = c
+            .refresh(&key, || async {
+                c.invalidate_tags(&["firm:8".into()]).await;
+                Ok::<_, ()>(2u32)
+            })
+            .await;
+        assert_eq!(v, Ok(2));
+        assert_eq!(c.get::<u32>(&key).await, None);
+        c.refresh(&key, || async { Ok::<_, ()>(3u32) }).await.unwrap();
+        assert_eq!(c.get::<u32>(&key).await, Some(3));
     }
 
     #[tokio::test]

@@ -291,7 +291,7 @@ pub async fn remove_closure(
 #[utoipa::path(post, path = "/calendar/feed", tag = "calendar",
     responses((status = 201, body = Success<FeedCreated>), (status = 403, body = ErrorBody)))]
 pub async fn create_feed(State(app): State<App>, p: Principal) -> ApiResult<impl IntoResponse> {
-    Ok(Envelope::created(ics::create(&app, &p).await?))
+    Ok(Envelope::created(ics::create(&app, &p).await?).holding_secret())
 }
 
 /// Revokes the caller's `.ics` feed.

@@ -479,6 +479,9 @@ async fn confide_past_events(
         ))
         .await?;
     }
+    // No index serves these lookups: the events are found in the firm's part of the outbox (a
+    // week by default, `EVENTS_RETENTION_DAYS`), the deliveries by a scan (a deleted
+    // subscription's are withheld too). Every write would pay for an index; sealing is rare.
     for (kind, id) in ids {
         tx.execute_raw(crate::db::portable(
             backend,

@@ -57,6 +57,18 @@ pub async fn record_route(req: Request, next: Next) -> Response {
 }
 
 /// Methods get their own label value; anything else is `_OTHER` (bounded cardinality).
+/// A request path fit for the log: a path segment that is a credential (a calendar feed's
+/// `lfcal_…` token, which calendar apps can only send in the URL) keeps its prefix alone.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const SECRET: &str = "lfcal_";
+    if !path.contains(SECRET) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let masked: Vec<&str> =
+        path.split('/').map(|seg| if seg.starts_with(SECRET) { "lfcal_[redacted]" } else { seg }).collect();
+    std::borrow::Cow::Owned(masked.join("/"))
+}
+
 fn method_label(m: &http::Method) -> &'static str {
     match m.as_str() {
         "GET" => "GET",
@@ -216,7 +228,7 @@ pub async fn request_context(State(app): State<App>, mut req: Request, next: Nex
         correlation_id = %ctx.correlation_id,
         method = %ctx.method,
         route = &*route,
-        path = %ctx.path,
+        path = %loggable_path(&ctx.path),
         status = status.as_u16(),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         firm_id = principal.map(|p| p.firm_id.to_string()),
@@ -251,4 +263,18 @@ pub async fn detached<T: Send + 'static>(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn a_feed_token_never_reaches_the_log() {
+        assert_eq!(loggable_path("/api/v1/cases/42"), "/api/v1/cases/42");
+        assert_eq!(
+            loggable_path("/api/v1/calendar/feed/lfcal_AbC-123_xyz.ics"),
+            "/api/v1/calendar/feed/lfcal_[redacted]"
+        );
+    }
 }

@@ -117,7 +117,13 @@ pub struct Envelope<T> {
     data: T,
     pagination: Option<Pagination>,
     etag: Option<String>,
+    secret: bool,
 }
+
+/// Marks an answer that shows a secret once (a new key, token or signing secret): it is never
+/// stored, not even for an `Idempotency-Key` replay (see [`super::idempotency`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HoldsSecret;
 
 /// The documented shape of a success body (for OpenAPI).
 #[derive(Serialize, utoipa::ToSchema)]
@@ -147,7 +153,7 @@ pub struct ErrorDetail {
 impl<T: Serialize> Envelope<T> {
     /// 200 with `data`.
     pub fn ok(data: T) -> Self {
-        Self { status: StatusCode::OK, data, pagination: None, etag: None }
+        Self { status: StatusCode::OK, data, pagination: None, etag: None, secret: false }
     }
 
     /// 201 with `data`.
@@ -163,6 +169,12 @@ impl<T: Serialize> Envelope<T> {
     /// Adds an `ETag` header (the resource's version).
     pub fn etag(mut self, version: i32) -> Self {
         self.etag = Some(format!("\"{version}\""));
+        self
+    }
+
+    /// Marks the answer as showing a secret ([`HoldsSecret`]).
+    pub fn holding_secret(mut self) -> Self {
+        self.secret = true;
         self
     }
 }
@@ -183,6 +195,9 @@ impl<T: Serialize> IntoResponse for Envelope<T> {
                 res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 if let Some(tag) = self.etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
                     res.headers_mut().insert(header::ETAG, tag);
+                }
+                if self.secret {
+                    res.extensions_mut().insert(HoldsSecret);
                 }
                 res
             }

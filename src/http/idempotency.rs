@@ -9,7 +9,9 @@
 //!   `IDEMPOTENCY_KEY_REUSED` (never the other caller's answer: the handler's access checks
 //!   would not have run for them);
 //! - while the first is still being served, a duplicate gets 409 `CONFLICT` (retryable);
-//! - a 5xx answer is not kept: the key is released so the client's retry runs again.
+//! - a 5xx answer is not kept: the key is released so the client's retry runs again;
+//! - an answer that shows a secret once (a new API key, feed token or webhook secret) is not
+//!   kept either: a replay gets 409 `CONFLICT` saying the first request succeeded.
 //!
 //! The handler runs on a task of its own, so a client that hangs up does not stop its answer
 //! from being stored. Keys are kept 24 hours. While the handler runs, its claim is renewed
@@ -226,6 +228,20 @@ async fn settle(app: &App, firm: uuid::Uuid, key: &str, res: Response) -> Respon
         release(app, firm, key).await;
         return res;
     }
+    if res.extensions().get::<super::envelope::HoldsSecret>().is_some() {
+        // A secret shown once is not kept in the clear for a day: a retry is told it was made.
+        let replay = ApiError::new(
+            ErrorCode::Conflict,
+            "the request with this Idempotency-Key succeeded; its answer showed a secret once and is not kept",
+        )
+        .into_response();
+        let (parts, body) = replay.into_parts();
+        match to_bytes(body, MAX_STORED).await.ok().and_then(|b| String::from_utf8(b.to_vec()).ok()) {
+            Some(text) => store(app, firm, key, parts.status, Some("application/json".into()), text).await,
+            None => release(app, firm, key).await,
+        }
+        return res;
+    }
     let (parts, body) = res.into_parts();
     let bytes = match to_bytes(body, MAX_STORED).await {
         Ok(b) => b,
@@ -237,31 +253,28 @@ async fn settle(app: &App, firm: uuid::Uuid, key: &str, res: Response) -> Respon
     let text = String::from_utf8(bytes.to_vec()).ok();
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     match text {
-        Some(text) => {
-            let db = app.db.get_database_backend();
-            let r = app
-                .db
-                .execute_raw(crate::db::portable(
-                    db,
-                    "UPDATE idempotency_keys SET status_code = ?, content_type = ?, body = ?
-                      WHERE firm_id = ? AND key = ?",
-                    vec![
-                        i32::from(parts.status.as_u16()).into(),
-                        content_type.into(),
-                        text.into(),
-                        firm.into(),
-                        key.into(),
-                    ],
-                ))
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "could not store an idempotent answer; releasing the key");
-                release(app, firm, key).await;
-            }
-        }
+        Some(text) => store(app, firm, key, parts.status, content_type, text).await,
         None => release(app, firm, key).await,
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Stores an answer under the claim (releasing the claim when that fails).
+async fn store(app: &App, firm: uuid::Uuid, key: &str, status: StatusCode, content_type: Option<String>, text: String) {
+    let db = app.db.get_database_backend();
+    let r = app
+        .db
+        .execute_raw(crate::db::portable(
+            db,
+            "UPDATE idempotency_keys SET status_code = ?, content_type = ?, body = ?
+              WHERE firm_id = ? AND key = ?",
+            vec![i32::from(status.as_u16()).into(), content_type.into(), text.into(), firm.into(), key.into()],
+        ))
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not store an idempotent answer; releasing the key");
+        release(app, firm, key).await;
+    }
 }
 
 /// Deletes keys older than 24 hours; returns how many (the hourly `events.prune` job calls it).

@@ -57,14 +57,21 @@ pub enum JobError {
 async fn audit_retention(db: DatabaseConnection, days: Option<u32>) -> Result<(), JobError> {
     let Some(days) = days else { return Ok(()) };
     let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-    // Idempotent: a second run (or a second instance) finds nothing older left to prune.
+    // Idempotent: a second run (or a second instance) finds nothing older left to prune. One
+    // firm that fails (its chain's head locked by a long import) does not hold up the others;
+    // the run fails at the end, so the queue tries again.
+    let mut failed = None;
     for firm in crate::audit::chain::firms(&db).await? {
-        let n = crate::audit::chain::prune(&db, firm, before).await?;
-        if n > 0 {
-            tracing::info!(firm_id = %firm, pruned = n, "audit retention pruned entries");
+        match crate::audit::chain::prune(&db, firm, before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(firm_id = %firm, pruned = n, "audit retention pruned entries"),
+            Err(e) => {
+                tracing::warn!(firm_id = %firm, error = %e, "audit retention failed for a firm; going on with the others");
+                failed = Some(e);
+            }
         }
     }
-    Ok(())
+    failed.map_or(Ok(()), |e| Err(e.into()))
 }
 
 async fn login_attempts_prune(db: DatabaseConnection) -> Result<(), JobError> {
@@ -129,10 +136,14 @@ async fn report_warm(db: DatabaseConnection, cache: Arc<Cache>) -> Result<(), Jo
     // Idempotent: computing a summary twice stores the same figures.
     let firms: Vec<uuid::Uuid> =
         crate::firms::Entity::find().select_only().column(crate::firms::Column::Id).into_tuple().all(&db).await?;
+    let mut failed = None;
     for firm in firms {
-        crate::reports::warm(&db, &cache, firm).await?;
+        if let Err(e) = crate::reports::warm(&db, &cache, firm).await {
+            tracing::warn!(firm_id = %firm, error = %e, "report warm-up failed for a firm; going on with the others");
+            failed = Some(e);
+        }
     }
-    Ok(())
+    failed.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// The worker with every handler and schedule, ready to `run` until its token is cancelled.

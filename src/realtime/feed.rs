@@ -214,6 +214,9 @@ pub enum Replay {
 pub struct Joining {
     pub rooms: Vec<String>,
     pub before: Vec<String>,
+    /// The case the socket follows once it has joined (counted against its limit only then,
+    /// so a replay that fails leaves nothing behind).
+    pub follow: Option<Uuid>,
 }
 
 /// Decides, with `gate`, what `s` may join; sends it the events of its firm after `since`, up
@@ -234,12 +237,17 @@ pub async fn replay_then_join(
     // The heads first: a change committed after them is above the mark and reaches the socket
     // through the feed; one committed before the gate's read is seen by the gate.
     let mark = marks.init(app).await?.get(&firm).copied().unwrap_or(0);
-    let Joining { rooms, before } = gate.await?;
+    let Joining { rooms, before, follow } = gate.await?;
     let outcome = match since {
         None => Replay::Done { sent: 0, seq: mark },
         Some(since) => replay(app, s, firm, since.max(0), mark, &rooms, &before).await?,
     };
     s.join(rooms);
+    if let Some(case) = follow
+        && let Some(conn) = s.extensions.get::<std::sync::Arc<Conn>>()
+    {
+        conn.follow(case);
+    }
     Ok(outcome)
 }
 

@@ -116,6 +116,10 @@ impl Conn {
         self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&case)
     }
 
+    fn follow(&self, case: Uuid) {
+        self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(case);
+    }
+
     fn forget(&self, case: Uuid) {
         self.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&case);
     }
@@ -366,7 +370,7 @@ async fn on_connect(s: SocketRef, Extension(conn): Extension<Arc<Conn>>, State(c
     // may commit between it and joining the rooms: read both again under the feed's lock.
     let gate = async {
         still_as_connected(&app, p).await?;
-        Ok(feed::Joining { rooms: base_rooms(p), before: Vec::new() })
+        Ok(feed::Joining { rooms: base_rooms(p), before: Vec::new(), follow: None })
     };
     match feed::replay_then_join(&app, &s, p.firm_id, conn.last_seq, gate).await {
         Ok(feed::Replay::Done { .. }) => {}
@@ -462,8 +466,7 @@ async fn follow(
             rooms.push(route::case_sealed_room(case));
         }
         let before: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
-        conn.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(case);
-        Ok(feed::Joining { rooms: before.iter().cloned().chain(rooms).collect(), before })
+        Ok(feed::Joining { rooms: before.iter().cloned().chain(rooms).collect(), before, follow: Some(case) })
     };
     let outcome = feed::replay_then_join(&app, s, p.firm_id, msg.since, gate).await?;
     Ok(match outcome {

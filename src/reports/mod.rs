@@ -79,8 +79,7 @@ pub async fn case_summary(app: &App, p: &Principal) -> ApiResult<CaseSummary> {
 /// Computes the firm-wide summary of `firm` and stores it in the cache (the warm-up job).
 pub async fn warm(db: &impl ConnectionTrait, cache: &crate::cache::Cache, firm: Uuid) -> Result<(), DbErr> {
     let scope = Scope { firm, user: None };
-    let summary = compute(db, scope).await?;
-    cache.set(&scope.key(), &summary).await;
+    cache.refresh(&scope.key(), || compute(db, scope)).await?;
     Ok(())
 }
 

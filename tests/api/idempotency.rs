@@ -89,7 +89,21 @@ async fn a_retried_create_returns_the_same_case(b: Backend) {
         .await;
     stolen.expect(422);
     assert_eq!(stolen.code(), "IDEMPOTENCY_KEY_REUSED");
-    assert!(!stolen.body.to_string().contains(feed.data()["token"].as_str().unwrap()), "{}", stolen.body);
+    let token = feed.data()["token"].as_str().unwrap().to_owned();
+    assert!(!stolen.body.to_string().contains(&token), "{}", stolen.body);
+    // A secret shown once is not kept for replays, nor stored: the caller's own retry is told
+    // the first request succeeded.
+    let again = t
+        .call_with(Method::POST, "/api/v1/calendar/feed", Some(&admin.token), None, &[("idempotency-key", "feed-1")])
+        .await;
+    again.expect(409);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert!(!again.body.to_string().contains(&token), "{}", again.body);
+    let stored = t.sql("SELECT body FROM idempotency_keys").await;
+    for row in &stored {
+        let body: Option<String> = row.try_get("", "body").unwrap();
+        assert!(!body.unwrap_or_default().contains(&token), "a feed token stored in the clear");
+    }
     let theirs = post_with_key(&t, &colleague, "create-I-1", case("I-1")).await;
     theirs.expect(422);
 
