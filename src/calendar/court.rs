@@ -67,8 +67,23 @@ pub async fn find_rule(db: &impl ConnectionTrait, firm: Uuid, id: &str) -> ApiRe
     Ok(rule::Entity::find_by_id((firm, id.to_owned())).one(db).await?.and_then(from_row))
 }
 
-/// The closed days for computing `rule` from `trigger`: federal holidays and the firm's closures.
-pub async fn closed_for(db: &impl ConnectionTrait, firm: Uuid, rule: &Rule, trigger: NaiveDate) -> ApiResult<Closed> {
+/// Whether a closure recorded for `closure_court` (`""`: every court) closes the court of a
+/// case whose court is `case_court`. Compared without regard to case or surrounding spaces.
+pub fn closes(closure_court: &str, case_court: Option<&str>) -> bool {
+    let wanted = closure_court.trim();
+    wanted.is_empty() || case_court.is_some_and(|c| c.trim().to_lowercase() == wanted.to_lowercase())
+}
+
+/// The closed days for computing `rule` from `trigger` for a case in `court`: federal holidays,
+/// the firm's closures of every court, and those of that court. A closure of another court
+/// never moves a deadline (it would move it later than the rule allows).
+pub async fn closed_for(
+    db: &impl ConnectionTrait,
+    firm: Uuid,
+    court: Option<&str>,
+    rule: &Rule,
+    trigger: NaiveDate,
+) -> ApiResult<Closed> {
     let (first, last) = deadlines::years(rule, trigger);
     let from = NaiveDate::from_ymd_opt(first.max(1), 1, 1).unwrap_or(NaiveDate::MIN);
     let to = NaiveDate::from_ymd_opt(last.min(9999), 12, 31).unwrap_or(NaiveDate::MAX);
@@ -78,6 +93,7 @@ pub async fn closed_for(db: &impl ConnectionTrait, firm: Uuid, rule: &Rule, trig
         .all(db)
         .await?
         .into_iter()
+        .filter(|c| closes(&c.court, court))
         .map(|c| c.day)
         .collect();
     Ok(Closed::new(first, last, days))
@@ -199,7 +215,7 @@ async fn compute_in(
         Trigger::Day(d) => d,
         Trigger::At(at, tz) => at.with_timezone(&tz).date_naive(),
     };
-    let closed = closed_for(db, p.firm_id.0, &rule, day).await?;
+    let closed = closed_for(db, p.firm_id.0, access.case.court.as_deref(), &rule, day).await?;
     let c = deadlines::compute(&rule, trigger, input.service_method, &closed).map_err(compute_error)?;
     Ok((rule, c))
 }
@@ -268,6 +284,8 @@ async fn recompute(
     why: &str,
 ) -> ApiResult<usize> {
     let mut changed = 0;
+    // The court of each event's case (events of one case share it).
+    let mut courts: std::collections::HashMap<Uuid, Option<String>> = Default::default();
     for m in events {
         let (Some(rule_id), Some(trigger)) = (m.rule_id.clone(), trigger_of(&m)) else { continue };
         let Some(rule) = find_rule(tx, firm.0, &rule_id).await? else {
@@ -282,7 +300,22 @@ async fn recompute(
             .service_method
             .as_deref()
             .and_then(|s| serde_json::from_value(serde_json::Value::String(s.to_owned())).ok());
-        let closed = closed_for(tx, firm.0, &rule, trigger).await?;
+        let court = match m.case_id {
+            Some(case) => match courts.get(&case) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = crate::cases::model::case::Entity::find_by_id(case)
+                        .filter(crate::cases::model::case::Column::FirmId.eq(firm.0))
+                        .one(tx)
+                        .await?
+                        .and_then(|c| c.court);
+                    courts.insert(case, c.clone());
+                    c
+                }
+            },
+            None => None,
+        };
+        let closed = closed_for(tx, firm.0, court.as_deref(), &rule, trigger).await?;
         let Ok(c) = deadlines::compute(&rule, Trigger::Day(trigger), service, &closed) else { continue };
         let t = deadline_times(&c, tz)?;
         if t.starts_at == m.starts_at && t.ends_at == m.ends_at && m.trigger_date == Some(trigger) {
@@ -374,6 +407,16 @@ fn require_admin(p: &Principal) -> ApiResult<()> {
 pub struct ClosureView {
     pub day: NaiveDate,
     pub name: String,
+    /// The court it closes, as cases name it in their `court` (compared without regard to case
+    /// or surrounding spaces); absent or empty: every court of the firm.
+    #[serde(default)]
+    pub court: Option<String>,
+}
+
+impl From<closure::Model> for ClosureView {
+    fn from(c: closure::Model) -> Self {
+        Self { day: c.day, name: c.name, court: (!c.court.is_empty()).then_some(c.court) }
+    }
 }
 
 /// The firm's closures in `[from, to]`.
@@ -385,7 +428,7 @@ pub async fn list_closures(app: &App, p: &Principal, from: NaiveDate, to: NaiveD
         .all(&app.db)
         .await?
         .into_iter()
-        .map(|c| ClosureView { day: c.day, name: c.name })
+        .map(ClosureView::from)
         .collect())
 }
 
@@ -394,23 +437,28 @@ pub async fn add_closure(app: &App, p: &Principal, input: ClosureView) -> ApiRes
     require_admin(p)?;
     let mut f = Fields::default();
     let name = f.text("name", &input.name, 200);
+    let court = match input.court.as_deref().map(str::trim) {
+        None | Some("") => String::new(),
+        Some(c) => f.text("court", c, 200),
+    };
     if !clock::date_in_range(input.day) {
         f.error("day", "must be in the years 1 to 9999");
     }
     f.finish()?;
-    let (name, day) = (&name, input.day);
+    let (name, day, court) = (&name, input.day, &court);
     app.write(TxOptions::write(), |tx| async move {
         let tx = &tx;
         use sea_orm::PaginatorTrait;
         let count = closure::Entity::find().filter(closure::Column::FirmId.eq(p.firm_id.0)).count(tx).await?;
-        let existing = closure::Entity::find_by_id((p.firm_id.0, day)).one(tx).await?;
+        let existing = closure::Entity::find_by_id((p.firm_id.0, day, court.clone())).one(tx).await?;
         if existing.is_none() && count >= MAX_CLOSURES {
             return Err(ApiError::field("day", format!("a firm may record at most {MAX_CLOSURES} closures")));
         }
-        closure::Entity::delete_by_id((p.firm_id.0, day)).exec(tx).await?;
+        closure::Entity::delete_by_id((p.firm_id.0, day, court.clone())).exec(tx).await?;
         closure::Entity::insert(closure::ActiveModel::from(closure::Model {
             firm_id: p.firm_id.0,
             day,
+            court: court.clone(),
             name: name.clone(),
             created_by: p.user_id.0,
             created_at: clock::now(),
@@ -422,22 +470,29 @@ pub async fn add_closure(app: &App, p: &Principal, input: ClosureView) -> ApiRes
             tx,
             p.firm_id,
             &actor,
-            AuditEvent::new("calendar.closure.add", "court_closure", Some(day.to_string()))
-                .changes(serde_json::json!({ "name": { "old": existing.map(|e| e.name), "new": name } })),
+            AuditEvent::new("calendar.closure.add", "court_closure", Some(day.to_string())).changes(
+                serde_json::json!({
+                    "name": { "old": existing.map(|e| e.name), "new": name },
+                    "court": { "old": null, "new": court },
+                }),
+            ),
         )
         .await?;
         let moved = closures_changed(tx, p, day).await?;
-        Ok((ClosureView { day, name: name.clone() }, moved))
+        Ok((ClosureView { day, name: name.clone(), court: (!court.is_empty()).then(|| court.clone()) }, moved))
     })
     .await
 }
 
-/// Removes a closure and recomputes the deadlines it had moved.
-pub async fn remove_closure(app: &App, p: &Principal, day: NaiveDate) -> ApiResult<usize> {
+/// Removes a closure (of `court`, or the one of every court) and recomputes the deadlines it
+/// had moved.
+pub async fn remove_closure(app: &App, p: &Principal, day: NaiveDate, court: Option<&str>) -> ApiResult<usize> {
     require_admin(p)?;
+    let court = court.map(str::trim).unwrap_or_default().to_owned();
+    let court = &court;
     app.write(TxOptions::write(), |tx| async move {
         let tx = &tx;
-        let n = closure::Entity::delete_by_id((p.firm_id.0, day)).exec(tx).await?.rows_affected;
+        let n = closure::Entity::delete_by_id((p.firm_id.0, day, court.clone())).exec(tx).await?.rows_affected;
         if n == 0 {
             return Err(ApiError::not_found("court closure"));
         }
@@ -446,8 +501,9 @@ pub async fn remove_closure(app: &App, p: &Principal, day: NaiveDate) -> ApiResu
             tx,
             p.firm_id,
             &actor,
-            AuditEvent::new("calendar.closure.remove", "court_closure", Some(day.to_string()))
-                .changes(serde_json::json!({ "deleted": { "old": false, "new": true } })),
+            AuditEvent::new("calendar.closure.remove", "court_closure", Some(day.to_string())).changes(
+                serde_json::json!({ "deleted": { "old": false, "new": true }, "court": { "old": court, "new": null } }),
+            ),
         )
         .await?;
         closures_changed(tx, p, day).await

@@ -274,16 +274,26 @@ pub async fn add_closure(
     Ok(Envelope::created(ClosureChange { closure: Some(c), recomputed: n }))
 }
 
+/// `DELETE /calendar/closures/{day}` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ClosureCourt {
+    /// The court whose closure it is (absent: the closure of every court).
+    pub court: Option<String>,
+}
+
 /// Removes a court closure; the deadlines it had moved are recomputed.
 #[utoipa::path(delete, path = "/calendar/closures/{day}", tag = "calendar",
-    params(("day" = NaiveDate, Path, description = "the day")),
+    params(("day" = NaiveDate, Path, description = "the day"), ClosureCourt),
     responses((status = 200, body = Success<ClosureChange>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove_closure(
     State(app): State<App>,
     p: Principal,
     AppPath(day): AppPath<NaiveDate>,
+    AppQuery(q): AppQuery<ClosureCourt>,
 ) -> ApiResult<Envelope<ClosureChange>> {
-    let n = court::remove_closure(&app, &p, day).await?;
+    let n = court::remove_closure(&app, &p, day, q.court.as_deref()).await?;
     Ok(Envelope::ok(ClosureChange { closure: None, recomputed: n }))
 }
 
@@ -291,7 +301,7 @@ pub async fn remove_closure(
 #[utoipa::path(post, path = "/calendar/feed", tag = "calendar",
     responses((status = 201, body = Success<FeedCreated>), (status = 403, body = ErrorBody)))]
 pub async fn create_feed(State(app): State<App>, p: Principal) -> ApiResult<impl IntoResponse> {
-    Ok(Envelope::created(ics::create(&app, &p).await?).holding_secret())
+    Ok(Envelope::created(ics::create(&app, &p).await?).holding_secret(&["path", "token"]))
 }
 
 /// Revokes the caller's `.ics` feed.

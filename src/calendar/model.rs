@@ -107,6 +107,10 @@ pub mod closure {
         pub firm_id: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]
         pub day: Date,
+        /// The court it applies to (compared without regard to case or surrounding spaces), or
+        /// `""` for every court.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub court: String,
         pub name: String,
         pub created_by: Uuid,
         pub created_at: DateTimeUtc,

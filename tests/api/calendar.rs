@@ -17,6 +17,7 @@ crate::on_both_backends!(
     deadlines_of_a_sealed_entry_are_hidden_with_it_history_included,
     only_those_who_may_see_a_sealed_entry_may_attend_its_events,
     court_closures_and_firm_rules_move_deadlines,
+    a_closure_of_one_court_moves_only_that_courts_deadlines,
     a_reminder_fires_once_across_two_workers_and_follows_a_moved_event,
     the_ics_feed_holds_what_the_user_may_see_and_can_be_revoked,
     a_full_ics_feed_keeps_upcoming_deadlines_before_past_events,
@@ -529,6 +530,70 @@ async fn court_closures_and_firm_rules_move_deadlines(b: Backend) {
     compute(&t, &other, &other_case, json!({"ruleId": "local-7-1-b", "triggerDate": "2026-11-25"})).await.expect(400);
     t.delete("/api/v1/calendar/rules/local-7-1-b", &admin.token).await.expect(204);
     t.delete("/api/v1/calendar/rules/local-7-1-b", &admin.token).await.expect(404);
+}
+
+/// A closure recorded for one court is a legal holiday for that court's cases only: a state
+/// court's snow day must not push a federal case's deadline later than its rule allows.
+async fn a_closure_of_one_court_moves_only_that_courts_deadlines(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Courts").await;
+    let case_in = |number: &'static str, court: &'static str| {
+        let (t, token) = (&t, admin.token.clone());
+        async move {
+            let r = t
+                .post(
+                    "/api/v1/cases",
+                    &token,
+                    json!({"caseNumber": number, "title": number, "type": "civil", "court": court}),
+                )
+                .await;
+            r.expect(201);
+            r.data()["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let state = case_in("ST-1", "Superior Court of Vermont").await;
+    let federal = case_in("FD-1", "D. Vt.").await;
+    let deadline = |case: String| {
+        let (t, admin) = (&t, &admin);
+        async move {
+            let body = json!({"ruleId": "frcp-12-a-1-A-i", "triggerDate": "2026-01-09", "create": true});
+            let r = compute(t, admin, &case, body).await;
+            r.expect(201);
+            r.data()["events"][0]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    // 2026-01-09 + 21 days = Friday 2026-01-30, for both.
+    let (in_state, in_federal) = (deadline(state.clone()).await, deadline(federal.clone()).await);
+    let start = |id: String| {
+        let (t, admin) = (&t, &admin);
+        async move { t.get(&format!("/api/v1/calendar/{id}"), &admin.token).await.data()["startDate"].clone() }
+    };
+    let r = t
+        .post(
+            "/api/v1/calendar/closures",
+            &admin.token,
+            json!({"day": "2026-01-30", "name": "Snow", "court": "  superior court of VERMONT "}),
+        )
+        .await;
+    r.expect(201);
+    assert_eq!(r.data()["closure"]["court"], "superior court of VERMONT");
+    assert_eq!(start(in_state.clone()).await, "2026-02-02", "the state court was closed: on to Monday");
+    assert_eq!(start(in_federal.clone()).await, "2026-01-30", "the federal court was open");
+    // Computing afresh follows the same rule.
+    let r = compute(&t, &admin, &federal, json!({"ruleId": "frcp-12-a-1-A-i", "triggerDate": "2026-01-09"})).await;
+    assert_eq!(r.expect(200).data()["deadlines"][0]["dueDate"], "2026-01-30");
+    // A closure of every court on the same day is a closure of its own.
+    t.post("/api/v1/calendar/closures", &admin.token, json!({"day": "2026-01-30", "name": "Storm"})).await.expect(201);
+    assert_eq!(start(in_federal.clone()).await, "2026-02-02");
+    let list = t.get("/api/v1/calendar/closures?from=2026-01-30&to=2026-01-30", &admin.token).await;
+    assert_eq!(list.data().as_array().unwrap().len(), 2, "{}", list.body);
+    // Removing the firm-wide one leaves the state court's.
+    t.delete("/api/v1/calendar/closures/2026-01-30", &admin.token).await.expect(200);
+    assert_eq!(start(in_federal).await, "2026-01-30");
+    assert_eq!(start(in_state.clone()).await, "2026-02-02");
+    let path = "/api/v1/calendar/closures/2026-01-30?court=superior%20court%20of%20VERMONT";
+    t.delete(path, &admin.token).await.expect(200);
+    assert_eq!(start(in_state).await, "2026-01-30");
 }
 
 async fn a_reminder_fires_once_across_two_workers_and_follows_a_moved_event(b: Backend) {

@@ -19,6 +19,7 @@ mod m0010_webhooks;
 mod m0011_documents;
 mod m0012_calendar;
 mod m0013_calendar_sync;
+mod m0014_calendar_courts;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_documents::Migration),
             Box::new(m0012_calendar::Migration),
             Box::new(m0013_calendar_sync::Migration),
+            Box::new(m0014_calendar_courts::Migration),
         ]
     }
 }
