@@ -117,6 +117,23 @@ pub fn one_or_many<'de, D: Deserializer<'de>>(d: D, max: usize, noun: &'static s
     d.deserialize_any(OneOrManyVisitor(Items { max, noun }))
 }
 
+/// Marks a serde error that is a refusal of one field (a count past its limit), so that the
+/// body's rejection becomes our usual `VALIDATION_FAILED` naming the field
+/// ([`field_error_of`]) rather than a parse error.
+const FIELD_MARK: char = '\u{E000}';
+
+fn limit_error(field: &str, message: &str) -> String {
+    format!("{FIELD_MARK}{field}{FIELD_MARK}{message}{FIELD_MARK}")
+}
+
+/// The field and message of a serde error made by [`limit_error`], if `text` holds one.
+pub fn field_error_of(text: &str) -> Option<(&str, &str)> {
+    let (_, rest) = text.split_once(FIELD_MARK)?;
+    let (field, rest) = rest.split_once(FIELD_MARK)?;
+    let (message, _) = rest.split_once(FIELD_MARK)?;
+    Some((field, message))
+}
+
 /// Reads an array of items, counting them.
 #[derive(Clone, Copy)]
 struct Items {
@@ -129,7 +146,10 @@ impl Items {
         let mut items = Vec::new();
         while let Some(Item(v)) = seq.next_element::<Item>()? {
             if items.len() == self.max {
-                return Err(de::Error::custom(format!("at most {} {} per request", self.max, self.noun)));
+                return Err(de::Error::custom(limit_error(
+                    self.noun,
+                    &format!("at most {} {} per request", self.max, self.noun),
+                )));
             }
             items.push(v);
         }

@@ -22,7 +22,7 @@ pub async fn create(
     p: Principal,
     AppJson(input): AppJson<CreateKey>,
 ) -> ApiResult<Envelope<ApiKeyView>> {
-    Ok(Envelope::created(super::create(&app, &p, input).await?).holding_secret())
+    Ok(Envelope::created(super::create(&app, &p, input).await?).holding_secret(&["key"]))
 }
 
 /// The firm's API keys (never their secrets), with when each was last used.

@@ -208,15 +208,21 @@ pub fn looks_like_key(presented: &str) -> bool {
     presented.starts_with("lf_")
 }
 
-/// The rate-limit budget of a presented key: its own (by prefix) once the key was checked —
-/// it is in the cache of checked keys and the secret matches — else None, and the request
-/// counts against its address like any other unauthenticated one. A made-up key, or a real
-/// prefix with a wrong secret, must not open a fresh budget (or drain the real key's).
-pub fn budget_key(app: &App, presented: &str) -> Option<String> {
-    let (prefix, secret) = split(presented)?;
-    let entry = app.api_keys.get(prefix)?;
-    bool::from(hash(secret).as_bytes().ct_eq(entry.secret_hash.as_bytes())).then(|| format!("k:{prefix}"))
+/// The rate-limit budget of a presented key, and its principal: the key is checked (as
+/// [`authenticate`] does, from the cache or the database), and only a valid key has a budget
+/// of its own (by prefix). None for anything else, which then counts against its address like
+/// any unauthenticated request: a made-up key, or a real prefix with a wrong secret, must not
+/// open a fresh budget (or drain the real key's).
+pub async fn budget(app: &App, presented: &str) -> Option<(String, Principal)> {
+    let (prefix, _) = split(presented)?;
+    let principal = authenticate(app, presented).await.ok()?;
+    Some((format!("k:{prefix}"), principal))
 }
+
+/// A key the rate limiter already checked for this request (so authentication does not check
+/// it again); set by the server only, in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct VerifiedKey(pub Principal);
 
 const PREFIX_LEN: usize = 12;
 const SECRET_LEN: usize = 43;

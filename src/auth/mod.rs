@@ -76,9 +76,13 @@ fn presented_key(req: &Request) -> Option<String> {
 /// API key whose scopes open the route.
 pub async fn require_auth(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(key) = presented_key(&req) {
-        let principal = crate::api_keys::authenticate(&app, &key).await.inspect_err(|_| {
-            metrics::counter!("lexiflow_auth_failures_total", "reason" => "api_key").increment(1);
-        })?;
+        // Checked already by the rate limiter (which needs the key to pick its budget), or now.
+        let principal = match req.extensions_mut().remove::<crate::api_keys::VerifiedKey>() {
+            Some(crate::api_keys::VerifiedKey(p)) => p,
+            None => crate::api_keys::authenticate(&app, &key).await.inspect_err(|_| {
+                metrics::counter!("lexiflow_auth_failures_total", "reason" => "api_key").increment(1);
+            })?,
+        };
         let path = match req.extensions().get::<axum::extract::OriginalUri>() {
             Some(o) => o.0.path().to_owned(),
             None => req.uri().path().to_owned(),

@@ -56,7 +56,6 @@ pub async fn record_route(req: Request, next: Next) -> Response {
     res
 }
 
-/// Methods get their own label value; anything else is `_OTHER` (bounded cardinality).
 /// A request path fit for the log: a path segment that is a credential (a calendar feed's
 /// `lfcal_…` token, which calendar apps can only send in the URL) keeps its prefix alone.
 fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
@@ -69,6 +68,7 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(masked.join("/"))
 }
 
+/// Methods get their own label value; anything else is `_OTHER` (bounded cardinality).
 fn method_label(m: &http::Method) -> &'static str {
     match m.as_str() {
         "GET" => "GET",

@@ -117,13 +117,14 @@ pub struct Envelope<T> {
     data: T,
     pagination: Option<Pagination>,
     etag: Option<String>,
-    secret: bool,
+    secret: Option<HoldsSecret>,
 }
 
-/// Marks an answer that shows a secret once (a new key, token or signing secret): it is never
-/// stored, not even for an `Idempotency-Key` replay (see [`super::idempotency`]).
+/// Marks an answer that shows a secret once (a new key, token or signing secret) in the named
+/// fields of its `data`: they are never stored, not even for an `Idempotency-Key` replay,
+/// which gets the answer with them null (see [`super::idempotency`]).
 #[derive(Clone, Copy, Debug)]
-pub struct HoldsSecret;
+pub struct HoldsSecret(pub &'static [&'static str]);
 
 /// The documented shape of a success body (for OpenAPI).
 #[derive(Serialize, utoipa::ToSchema)]
@@ -153,7 +154,7 @@ pub struct ErrorDetail {
 impl<T: Serialize> Envelope<T> {
     /// 200 with `data`.
     pub fn ok(data: T) -> Self {
-        Self { status: StatusCode::OK, data, pagination: None, etag: None, secret: false }
+        Self { status: StatusCode::OK, data, pagination: None, etag: None, secret: None }
     }
 
     /// 201 with `data`.
@@ -172,9 +173,9 @@ impl<T: Serialize> Envelope<T> {
         self
     }
 
-    /// Marks the answer as showing a secret ([`HoldsSecret`]).
-    pub fn holding_secret(mut self) -> Self {
-        self.secret = true;
+    /// Marks the answer as showing a secret in `fields` of its data ([`HoldsSecret`]).
+    pub fn holding_secret(mut self, fields: &'static [&'static str]) -> Self {
+        self.secret = Some(HoldsSecret(fields));
         self
     }
 }
@@ -196,8 +197,8 @@ impl<T: Serialize> IntoResponse for Envelope<T> {
                 if let Some(tag) = self.etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
                     res.headers_mut().insert(header::ETAG, tag);
                 }
-                if self.secret {
-                    res.extensions_mut().insert(HoldsSecret);
+                if let Some(secret) = self.secret {
+                    res.extensions_mut().insert(secret);
                 }
                 res
             }

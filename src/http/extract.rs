@@ -94,6 +94,9 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => {
             // serde's message names the field: "unknown field `role`", "missing field `title`".
             let text = e.body_text();
+            if let Some((field, message)) = crate::input::field_error_of(&text) {
+                return ApiError::field(field, message);
+            }
             let detail = text.split_once(": ").map(|(_, d)| d.to_owned()).unwrap_or(text);
             ApiError::new(ErrorCode::ValidationFailed, format!("the body does not fit: {detail}"))
         }

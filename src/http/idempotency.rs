@@ -10,8 +10,9 @@
 //!   would not have run for them);
 //! - while the first is still being served, a duplicate gets 409 `CONFLICT` (retryable);
 //! - a 5xx answer is not kept: the key is released so the client's retry runs again;
-//! - an answer that shows a secret once (a new API key, feed token or webhook secret) is not
-//!   kept either: a replay gets 409 `CONFLICT` saying the first request succeeded.
+//! - an answer that shows a secret once (a new API key, feed token or webhook secret) is
+//!   stored with its secret fields null: a replay learns what was made (to revoke or rotate
+//!   it), never the secret.
 //!
 //! The handler runs on a task of its own, so a client that hangs up does not stop its answer
 //! from being stored. Keys are kept 24 hours. While the handler runs, its claim is renewed
@@ -228,20 +229,7 @@ async fn settle(app: &App, firm: uuid::Uuid, key: &str, res: Response) -> Respon
         release(app, firm, key).await;
         return res;
     }
-    if res.extensions().get::<super::envelope::HoldsSecret>().is_some() {
-        // A secret shown once is not kept in the clear for a day: a retry is told it was made.
-        let replay = ApiError::new(
-            ErrorCode::Conflict,
-            "the request with this Idempotency-Key succeeded; its answer showed a secret once and is not kept",
-        )
-        .into_response();
-        let (parts, body) = replay.into_parts();
-        match to_bytes(body, MAX_STORED).await.ok().and_then(|b| String::from_utf8(b.to_vec()).ok()) {
-            Some(text) => store(app, firm, key, parts.status, Some("application/json".into()), text).await,
-            None => release(app, firm, key).await,
-        }
-        return res;
-    }
+    let secret = res.extensions().get::<super::envelope::HoldsSecret>().copied();
     let (parts, body) = res.into_parts();
     let bytes = match to_bytes(body, MAX_STORED).await {
         Ok(b) => b,
@@ -250,7 +238,23 @@ async fn settle(app: &App, firm: uuid::Uuid, key: &str, res: Response) -> Respon
             return ApiError::internal(e).into_response();
         }
     };
-    let text = String::from_utf8(bytes.to_vec()).ok();
+    let text = match secret {
+        // A secret shown once is not kept in the clear for a day: the stored answer has its
+        // secret fields null, so a retry learns the resource (its id, to revoke or rotate it).
+        Some(super::envelope::HoldsSecret(fields)) => {
+            serde_json::from_slice::<serde_json::Value>(&bytes).ok().map(|mut v| {
+                if let Some(data) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
+                    for f in fields {
+                        if let Some(x) = data.get_mut(*f) {
+                            *x = serde_json::Value::Null;
+                        }
+                    }
+                }
+                v.to_string()
+            })
+        }
+        None => String::from_utf8(bytes.to_vec()).ok(),
+    };
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     match text {
         Some(text) => store(app, firm, key, parts.status, content_type, text).await,

@@ -203,7 +203,9 @@ impl Outbound {
         };
         let mut all = self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if all.len() > 10_000 {
-            all.clear();
+            // Forget only closed breakers no call holds: clearing them all would let a firm
+            // that makes many targets (URLs are its to choose) close every open breaker.
+            all.retain(|_, b| Arc::strong_count(b) > 1 || b.state() != crate::resilience::BreakerState::Closed);
         }
         Arc::clone(
             all.entry(key)

@@ -129,7 +129,7 @@ fn exempt(method: &Method, path: &str) -> bool {
 /// else the client address.
 /// A token verified here is handed on (as [`VerifiedClaims`]) so authentication does not
 /// verify the same signature again.
-fn client_key(app: &App, req: &mut Request) -> String {
+async fn client_key(app: &App, req: &mut Request) -> String {
     // The operator console: its session (from the signed cookie, no database), so a console
     // tab neither eats its admin's API budget nor shares one address's budget with the office.
     if crate::console::is_console(req.uri().path())
@@ -137,8 +137,8 @@ fn client_key(app: &App, req: &mut Request) -> String {
     {
         return format!("console:{sid}");
     }
-    if let Some(k) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return crate::api_keys::budget_key(app, k.trim()).unwrap_or_else(|| ip_key(req));
+    if let Some(k) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(|k| k.trim().to_owned()) {
+        return key_budget(app, req, &k).await;
     }
     let token = req
         .headers()
@@ -146,16 +146,28 @@ fn client_key(app: &App, req: &mut Request) -> String {
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    if let Some(t) = token.filter(|t| crate::api_keys::looks_like_key(t)) {
-        return crate::api_keys::budget_key(app, t).unwrap_or_else(|| ip_key(req));
+        .map(|(_, t)| t.trim().to_owned());
+    if let Some(t) = token.as_deref().filter(|t| crate::api_keys::looks_like_key(t)) {
+        return key_budget(app, req, t).await;
     }
-    if let Some(claims) = token.and_then(|t| app.tokens.verify(t).ok()) {
+    if let Some(claims) = token.and_then(|t| app.tokens.verify(&t).ok()) {
         let key = format!("u:{}", claims.sub);
         req.extensions_mut().insert(VerifiedClaims(claims));
         return key;
     }
     ip_key(req)
+}
+
+/// A presented key's budget when the key is valid (handed on as
+/// [`crate::api_keys::VerifiedKey`]), else the address's.
+async fn key_budget(app: &App, req: &mut Request, presented: &str) -> String {
+    match crate::api_keys::budget(app, presented).await {
+        Some((budget, principal)) => {
+            req.extensions_mut().insert(crate::api_keys::VerifiedKey(principal));
+            budget
+        }
+        None => ip_key(req),
+    }
 }
 
 fn ip_key(req: &Request) -> String {
@@ -170,7 +182,7 @@ pub async fn global_limit(State(app): State<App>, mut req: Request, next: Next) 
     if !app.config.throttle.enabled || exempt(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
-    let key = format!("global:{}", client_key(&app, &mut req));
+    let key = format!("global:{}", client_key(&app, &mut req).await);
     let d = app.limiter.check(&key, app.config.throttle.global).await;
     if !d.allowed {
         return refused("global", d);
@@ -204,7 +216,7 @@ pub async fn route_limit(State((app, policy)): State<(App, RoutePolicy)>, mut re
     }
     let who = match policy.by {
         By::Ip => ip_key(&req),
-        By::Client => client_key(&app, &mut req),
+        By::Client => client_key(&app, &mut req).await,
     };
     let d = app.limiter.check(&format!("{}:{who}", policy.name), (policy.quota)(&app.config.throttle)).await;
     if !d.allowed {

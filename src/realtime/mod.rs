@@ -441,19 +441,21 @@ async fn follow(
     within_budget(&app, p).await?;
     let msg = msg.map_err(|_| bad_payload())?;
     let case = msg.case_id;
-    if !conn.follows(case)
-        && conn.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-            >= app.config.realtime.max_cases_per_socket
-    {
-        return Err(ApiError::new(
-            ErrorCode::RateLimitExceeded,
-            format!("a connection may follow at most {} cases", app.config.realtime.max_cases_per_socket),
-        ));
-    }
     // Under the feed's lock (see `replay_then_join`), from the database: a removal from the
     // team committed a moment ago is seen here, one committed after reaches the socket in the
     // room. The API's rule: a missing case and one the user may not see get the same answer.
     let gate = async {
+        // Counted under the lock too: a socket's subscriptions are handled concurrently, and
+        // a case is counted once it has joined (in `replay_then_join`).
+        if !conn.follows(case)
+            && conn.cases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+                >= app.config.realtime.max_cases_per_socket
+        {
+            return Err(ApiError::new(
+                ErrorCode::RateLimitExceeded,
+                format!("a connection may follow at most {} cases", app.config.realtime.max_cases_per_socket),
+            ));
+        }
         // The session and role too: a disconnect for them may be waiting behind this lock.
         still_as_connected(&app, p).await?;
         let access =

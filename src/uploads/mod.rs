@@ -374,17 +374,20 @@ async fn receive(
                     over = true;
                     break;
                 }
-                received += chunk.len() as u64;
-                out.write(chunk.clone()).await.map_err(crate::storage::api_error)?;
-                if feed.send(chunk).await.is_err() {
-                    return Err(ApiError::internal(std::io::Error::other("the hashing thread stopped")));
-                }
+                // Renewed before the bytes are written: a PATCH that lost its lease (its process
+                // stalled past it) writes nothing more, so on S3 it cannot overwrite a part the
+                // next holder sent under the same number.
                 if due(renewed) {
                     let at = Instant::now();
                     if !renew(app, row.id, token).await? {
                         return Err(ApiError::new(ErrorCode::ResourceLocked, "the upload's lease was lost"));
                     }
                     renewed = at;
+                }
+                received += chunk.len() as u64;
+                out.write(chunk.clone()).await.map_err(crate::storage::api_error)?;
+                if feed.send(chunk).await.is_err() {
+                    return Err(ApiError::internal(std::io::Error::other("the hashing thread stopped")));
                 }
             }
             Err(e) => {
@@ -625,6 +628,10 @@ pub async fn expire_with(db: &DatabaseConnection, storage: &Storage) -> ApiResul
     Ok((uploads, blobs))
 }
 
+/// No version and no upload refers to the blob (`blobs` in the outer query).
+const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM document_versions v WHERE v.blob_id = blobs.id) \
+     AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.blob_id = blobs.id)";
+
 /// Deletes blobs with no references: each under its row lock (PostgreSQL; SQLite's writer
 /// lock), so an upload of the same bytes finishing at that moment either waits and inserts a
 /// fresh row after the file is gone, or took its reference first and the blob stays.
@@ -633,6 +640,7 @@ async fn collect_garbage(db: &DatabaseConnection, storage: &Storage) -> ApiResul
         .select_only()
         .column(blob::Column::Id)
         .filter(blob::Column::RefCount.lte(0))
+        .filter(sea_orm::sea_query::Expr::cust(UNREFERENCED))
         .limit(1_000)
         .into_tuple()
         .all(db)
@@ -648,9 +656,8 @@ async fn collect_garbage(db: &DatabaseConnection, storage: &Storage) -> ApiResul
                     // Nothing may refer to it, whatever the count says: a count that went
                     // wrong must never cost a filed version its file.
                     &format!(
-                        "SELECT storage_key, thumbnail_key FROM blobs WHERE id = ? AND ref_count <= 0
-                           AND NOT EXISTS (SELECT 1 FROM document_versions v WHERE v.blob_id = blobs.id)
-                           AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.blob_id = blobs.id){lock}"
+                        "SELECT firm_id, sha256, storage_key, thumbnail_key FROM blobs
+                          WHERE id = ? AND ref_count <= 0 AND {UNREFERENCED}{lock}"
                     ),
                     vec![id.into()],
                 ))
@@ -659,6 +666,13 @@ async fn collect_garbage(db: &DatabaseConnection, storage: &Storage) -> ApiResul
             let key: String = row.try_get("", "storage_key")?;
             let thumb: Option<String> = row.try_get("", "thumbnail_key")?;
             storage.delete(&key).await.map_err(ApiError::internal)?;
+            // An infected file whose move to quarantine never happened (its job ran out of
+            // attempts in between) is still where uploads leave files.
+            let (firm, sha): (Uuid, String) = (row.try_get("", "firm_id")?, row.try_get("", "sha256")?);
+            let uploaded = Storage::blob_key(firm, &sha);
+            if uploaded != key {
+                storage.delete(&uploaded).await.map_err(ApiError::internal)?;
+            }
             if let Some(t) = thumb {
                 storage.delete(&t).await.map_err(ApiError::internal)?;
             }

@@ -22,7 +22,7 @@ pub async fn create(
     p: Principal,
     AppJson(input): AppJson<CreateWebhook>,
 ) -> ApiResult<Envelope<WebhookView>> {
-    Ok(Envelope::created(super::create(&app, &p, input).await?).holding_secret())
+    Ok(Envelope::created(super::create(&app, &p, input).await?).holding_secret(&["secret"]))
 }
 
 /// The firm's webhook subscriptions.
@@ -67,7 +67,7 @@ pub async fn rotate(
     p: Principal,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Envelope<WebhookView>> {
-    Ok(Envelope::ok(super::rotate(&app, &p, id).await?).holding_secret())
+    Ok(Envelope::ok(super::rotate(&app, &p, id).await?).holding_secret(&["secret"]))
 }
 
 /// Send a signed `webhook.test` event now; the answer says what the receiver replied.

@@ -318,6 +318,19 @@ pub async fn create(app: &App, p: &Principal, input: CreateWebhook) -> ApiResult
             let row = row.clone();
             async move {
                 let tx = &tx;
+                // Deliveries start with the events after this one: the firm's cursor starts at
+                // its head when its first subscription is made, or the first after all others
+                // were disabled or deleted.
+                dispatch::start_cursor(tx, p.firm_id.0).await?;
+                if tx.get_database_backend() == sea_orm::DbBackend::Postgres {
+                    // Two creations at once must not both find room under the limit.
+                    tx.execute_raw(crate::db::portable(
+                        sea_orm::DbBackend::Postgres,
+                        "SELECT 1 FROM webhook_cursors WHERE firm_id = ? FOR UPDATE",
+                        vec![p.firm_id.0.into()],
+                    ))
+                    .await?;
+                }
                 let made =
                     subscription::Entity::find().filter(subscription::Column::FirmId.eq(p.firm_id.0)).count(tx).await?;
                 if made >= MAX_SUBSCRIPTIONS {
@@ -326,10 +339,6 @@ pub async fn create(app: &App, p: &Principal, input: CreateWebhook) -> ApiResult
                         format!("a firm may have at most {MAX_SUBSCRIPTIONS} webhook subscriptions; delete one first"),
                     ));
                 }
-                // Deliveries start with the events after this one: the firm's cursor starts at
-                // its head when its first subscription is made, or the first after all others
-                // were disabled or deleted.
-                dispatch::start_cursor(tx, p.firm_id.0).await?;
                 let saved = subscription::ActiveModel::from(row).insert(tx).await?;
                 let change = serde_json::json!({
                     "url": { "old": null, "new": saved.url },

@@ -366,7 +366,8 @@ async fn one_item_past_the_limit_is_refused_while_the_body_is_read(b: Backend) {
     let res = t.post("/api/v1/cases/bulk", &s.token, over.clone()).await;
     res.expect(400);
     assert_eq!(res.code(), "VALIDATION_FAILED");
-    assert!(message(&res).contains("at most 10000 items per request"), "{}", res.body);
+    assert_eq!(message(&res), "items: at most 10000 items per request", "the error names the field, as before");
+    assert_eq!(res.body["error"]["details"]["fields"][0]["field"], "items");
     let res = t.patch("/api/v1/cases/bulk", &s.token, over.clone()).await;
     res.expect(400);
     assert!(message(&res).contains("at most 10000 items per request"), "{}", res.body);

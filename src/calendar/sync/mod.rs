@@ -752,14 +752,17 @@ impl Syncer {
         Ok(Api { outbound: &self.outbound, provider, base: &settings.api_base, token })
     }
 
-    /// The event as it is pushed.
-    async fn outgoing(&self, m: &event::Model) -> Result<Outgoing, SyncError> {
-        let (attendees, _) = self.shown_attendees(m).await?;
+    /// The event as it is pushed, and a digest of the attendees it names (kept on each link,
+    /// so a revalidation sends a copy again only when that list changed).
+    async fn outgoing(&self, m: &event::Model) -> Result<(Outgoing, String), SyncError> {
+        let attendees = self.shown_attendees(m).await?;
+        let named: Vec<String> = attendees.iter().map(|(mail, name)| format!("{mail}\u{1f}{name:?}")).collect();
+        let digest = crate::auth::tokens::sha256_hex(named.join("\u{1e}").as_bytes());
         let (start, end) = match (m.all_day, m.start_date, m.end_date) {
             (true, Some(first), Some(last)) => (When::Day(first), When::Day(last.succ_opt().unwrap_or(last))),
             _ => (When::At(m.starts_at), When::At(m.ends_at)),
         };
-        Ok(Outgoing {
+        let out = Outgoing {
             lexiflow_id: m.id,
             title: m.title.clone(),
             description: m.description.clone(),
@@ -769,15 +772,15 @@ impl Syncer {
             time_zone: m.time_zone.clone(),
             attendees,
             reminders: serde_json::from_str(&m.reminders).unwrap_or_default(),
-        })
+        };
+        Ok((out, digest))
     }
 
-    /// The attendees a copy of `m` names, and whether any attendee of `m` is left out. Google
-    /// puts a copy of an event in each guest's calendar, so only those who may see the event
-    /// now are named (the push's own rule, `reminders::sees`: a sealed docket entry's event names
+    /// The attendees a copy of `m` names. Google puts a copy of an event in each guest's
+    /// calendar, so only those who may see the event now are named (the push's own rule, `reminders::sees`: a sealed docket entry's event names
     /// only admins and grant holders, a restricted one no client); addresses outside the firm
     /// only when the event's docket entry is neither sealed nor restricted.
-    async fn shown_attendees(&self, m: &event::Model) -> Result<(Vec<(String, Option<String>)>, bool), SyncError> {
+    async fn shown_attendees(&self, m: &event::Model) -> Result<Vec<(String, Option<String>)>, SyncError> {
         let invalid = |e: ApiError| SyncError::Invalid(e.message.to_string());
         let people = attendee::Entity::find()
             .filter(attendee::Column::EventId.eq(m.id))
@@ -800,19 +803,17 @@ impl Syncer {
             None => false,
         };
         let mut shown = Vec::with_capacity(people.len());
-        let mut left_out = false;
         for a in &people {
             let mail = match (a.user_id.and_then(|id| users.get(&id)), &a.email) {
                 (Some(u), _) => super::reminders::sees(&self.db, u, m).await.map_err(invalid)?.then(|| u.email.clone()),
                 (None, Some(e)) if a.user_id.is_none() && !confidential => Some(e.clone()),
                 (None, _) => None,
             };
-            match mail {
-                Some(mail) => shown.push((mail, a.name.clone())),
-                None => left_out = true,
+            if let Some(mail) = mail {
+                shown.push((mail, a.name.clone()));
             }
         }
-        Ok((shown, left_out))
+        Ok(shown)
     }
 
     /// The connections `m` belongs in: of its creator, assignee and user attendees, active,
@@ -866,16 +867,18 @@ impl Syncer {
         c: &connection::Model,
         r: &RemoteEvent,
         version: i32,
+        attendees: Option<&str>,
     ) -> Result<(), SyncError> {
         let backend = self.db.get_database_backend();
         self.db
             .execute_raw(db::portable(
                 backend,
                 "INSERT INTO calendar_event_links (event_id, connection_id, remote_id, remote_etag, remote_updated_at, \
-                 pushed_version, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 pushed_version, synced_at, attendees_sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (event_id, connection_id) DO UPDATE SET remote_id = excluded.remote_id, \
                  remote_etag = excluded.remote_etag, remote_updated_at = excluded.remote_updated_at, \
-                 pushed_version = excluded.pushed_version, synced_at = excluded.synced_at",
+                 pushed_version = excluded.pushed_version, synced_at = excluded.synced_at, \
+                 attendees_sent = COALESCE(excluded.attendees_sent, calendar_event_links.attendees_sent)",
                 vec![
                     m.id.into(),
                     c.id.into(),
@@ -884,6 +887,7 @@ impl Syncer {
                     r.updated.into(),
                     version.into(),
                     clock::now().into(),
+                    attendees.map(str::to_owned).into(),
                 ],
             ))
             .await?;
@@ -930,35 +934,39 @@ impl Syncer {
         }
     }
 
-    /// Sends `m` to `c` (create, or update with the stored ETag), resolving a conflict by the rule;
-    /// a copy already at this version is sent again only when `resend` (and only to Google: Graph
-    /// copies name no attendees).
+    /// Sends `m` (as `out`, naming the attendees `digest` stands for) to `c` (create, or update
+    /// with the stored ETag), resolving a conflict by the rule. A copy already at this version is
+    /// sent again only by a revalidation, to Google (Graph copies name no attendees), when the
+    /// attendees it would name are not those it was last sent with.
     async fn push_one(
         &self,
         m: &event::Model,
         c: &connection::Model,
         l: Option<&link::Model>,
-        resend: bool,
+        (out, digest): (&Outgoing, &str),
+        revalidating: bool,
     ) -> Result<(), SyncError> {
-        let resend = resend && c.provider == Provider::Google.as_str();
-        if l.is_some_and(|l| l.pushed_version > m.version || (l.pushed_version == m.version && !resend)) {
+        let resend = |l: &link::Model| {
+            revalidating && c.provider == Provider::Google.as_str() && l.attendees_sent.as_deref() != Some(digest)
+        };
+        if l.is_some_and(|l| l.pushed_version > m.version || (l.pushed_version == m.version && !resend(l))) {
             return Ok(());
         }
+        let sent = Some(digest);
         let cid = c.id;
         let token = move |force: bool| -> futures_util::future::BoxFuture<'_, Result<String, SyncError>> {
             Box::pin(self.access_token(cid, force))
         };
         let api = self.api(c, &token)?;
-        let out = self.outgoing(m).await?;
         let Some(l) = l else {
-            let r = Self::create_once(&api, &out).await?;
-            return self.save_link(m, c, &r, m.version).await;
+            let r = Self::create_once(&api, out).await?;
+            return self.save_link(m, c, &r, m.version, sent).await;
         };
-        match api.update(&l.remote_id, l.remote_etag.as_deref(), &out).await {
-            Ok(r) => self.save_link(m, c, &r, m.version).await,
+        match api.update(&l.remote_id, l.remote_etag.as_deref(), out).await {
+            Ok(r) => self.save_link(m, c, &r, m.version, sent).await,
             Err(SyncError::Gone) => {
-                let r = Self::create_once(&api, &out).await?;
-                self.save_link(m, c, &r, m.version).await?;
+                let r = Self::create_once(&api, out).await?;
+                self.save_link(m, c, &r, m.version, sent).await?;
                 self.audit_conflict(m, c, "lexiflow", "deleted at the provider while changed in LexiFlow: re-created")
                     .await
             }
@@ -973,13 +981,13 @@ impl Syncer {
                 match remote {
                     Some(r) if remote_newer && owner_may_edit && !protected(m.event_type) => {
                         let applied = self.apply_remote(m, &r).await?;
-                        self.save_link(m, c, &r, applied).await?;
+                        self.save_link(m, c, &r, applied, None).await?;
                         self.audit_conflict(m, c, "provider", "changed on both sides; the provider's change is later")
                             .await
                     }
                     _ => {
-                        let r = api.update(&l.remote_id, None, &out).await?;
-                        self.save_link(m, c, &r, m.version).await?;
+                        let r = api.update(&l.remote_id, None, out).await?;
+                        self.save_link(m, c, &r, m.version, sent).await?;
                         let why = if protected(m.event_type) {
                             "changed on both sides; a court date or deadline keeps LexiFlow's version"
                         } else {
@@ -1056,15 +1064,17 @@ impl Syncer {
         }
         let m = &m;
         let targets = self.targets(m).await?;
-        // A revalidation sends the copies again when they would now leave an attendee out: one
-        // who lost sight of the event would otherwise stay a guest of the others' copies (and
-        // keep Google's copy in their own calendar) until the event next changes.
-        let resend = version.is_none() && !targets.is_empty() && self.shown_attendees(m).await?.1;
+        // The copy is made once for every target. A revalidation sends it again where the
+        // attendees it names changed: one who lost sight of the event would otherwise stay a
+        // guest of the others' copies (and keep Google's copy in their own calendar) until the
+        // event next changes.
+        let out = if targets.is_empty() { None } else { Some(self.outgoing(m).await?) };
         let links = link::Entity::find().filter(link::Column::EventId.eq(m.id)).all(&self.db).await?;
         let mut first_error = None;
         for c in &targets {
+            let Some((out, digest)) = &out else { break };
             let l = links.iter().find(|l| l.connection_id == c.id);
-            if let Err(e) = self.push_one(m, c, l, resend).await {
+            if let Err(e) = self.push_one(m, c, l, (out, digest), version.is_none()).await {
                 self.note_error(c.id, &e).await;
                 first_error.get_or_insert(e);
             }
@@ -1289,13 +1299,13 @@ impl Syncer {
             };
             let keep_ours = protected(m.event_type) || !may_edit;
             let local_changed = m.version > l.pushed_version;
-            let out = self.outgoing(&m).await?;
             if r.deleted {
                 if m.deleted_at.is_some() {
                     self.unlink(m.id, c.id).await?;
                 } else if keep_ours || local_changed {
+                    let (out, digest) = self.outgoing(&m).await?;
                     let created = Self::create_once(&api, &out).await?;
-                    self.save_link(&m, c, &created, m.version).await?;
+                    self.save_link(&m, c, &created, m.version, Some(&digest)).await?;
                     self.audit_conflict(&m, c, "lexiflow", "deleted at the provider: re-created").await?;
                 } else {
                     self.delete_local(&m).await?;
@@ -1310,8 +1320,9 @@ impl Syncer {
             }
             let remote_newer = r.updated.is_some_and(|t| t > m.updated_at);
             if keep_ours || (local_changed && !remote_newer) {
+                let (out, digest) = self.outgoing(&m).await?;
                 let w = api.update(&r.id, None, &out).await?;
-                self.save_link(&m, c, &w, m.version).await?;
+                self.save_link(&m, c, &w, m.version, Some(&digest)).await?;
                 let why = if protected(m.event_type) {
                     "changed at the provider; a court date or deadline keeps LexiFlow's version"
                 } else if !may_edit {
@@ -1323,7 +1334,7 @@ impl Syncer {
             } else {
                 match self.apply_remote(&m, r).await {
                     Ok(v) => {
-                        self.save_link(&m, c, r, v).await?;
+                        self.save_link(&m, c, r, v, None).await?;
                         if local_changed {
                             self.audit_conflict(
                                 &m,

@@ -76,6 +76,9 @@ pub mod link {
         /// The LexiFlow version last pushed, or last taken from the provider.
         pub pushed_version: i32,
         pub synced_at: DateTimeUtc,
+        /// A digest of the attendees the copy was last sent with (None: not known, sent before
+        /// 2026-12-08 or last written from the provider's side).
+        pub attendees_sent: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
