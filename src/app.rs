@@ -138,14 +138,22 @@ impl App {
     where
         Fut: Future<Output = crate::http::error::ApiResult<db::Outcome<T, crate::http::error::ApiError>>>,
     {
-        let done = db::transaction_outcome(&self.db, db::TxOptions { origin: Some(self.origin), ..opts }, work).await?;
+        // The events are handed on by the task that commits, right after the commit: a request
+        // dropped while it waits (its client gone, its deadline) must not skip the cache
+        // invalidation, the session evictions and the sequencer's kick of a committed write.
+        let app = self.clone();
+        let after: db::AfterCommit = std::sync::Arc::new(move |events| {
+            let app = app.clone();
+            Box::pin(async move { app.publish(events).await })
+        });
+        let opts = db::TxOptions { origin: Some(self.origin), ..opts };
+        let done = db::transaction_with(&self.db, opts, Some(after), work).await?;
         // Only for a write that succeeded: one that committed and then failed (a wrong
         // password's failure count) must answer like one that committed nothing (a locked-out
         // address), or the header would tell them apart. Ignored outside a request.
         if done.value.is_ok() {
             let _ = crate::http::envelope::REQUEST.try_with(|c| c.mark_committed());
         }
-        self.publish(done.events).await;
         done.value
     }
 

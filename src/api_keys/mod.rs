@@ -208,21 +208,36 @@ pub fn looks_like_key(presented: &str) -> bool {
     presented.starts_with("lf_")
 }
 
-/// The rate-limit budget of a presented key, and its principal: the key is checked (as
-/// [`authenticate`] does, from the cache or the database), and only a valid key has a budget
-/// of its own (by prefix). None for anything else, which then counts against its address like
-/// any unauthenticated request: a made-up key, or a real prefix with a wrong secret, must not
-/// open a fresh budget (or drain the real key's).
-pub async fn budget(app: &App, presented: &str) -> Option<(String, Principal)> {
-    let (prefix, _) = split(presented)?;
-    let principal = authenticate(app, presented).await.ok()?;
-    Some((format!("k:{prefix}"), principal))
+/// A presented key as checked once for a request (by the rate limiter, which needs to know
+/// whether it is valid to pick its budget), so authentication does not look it up again. Set
+/// by the server only, in the request's extensions; used only for the same presented key.
+#[derive(Clone, Debug)]
+pub struct CheckedKey {
+    pub presented: String,
+    /// The key's principal, or None when it is not a valid key.
+    pub principal: Option<Principal>,
 }
 
-/// A key the rate limiter already checked for this request (so authentication does not check
-/// it again); set by the server only, in the request's extensions.
-#[derive(Clone, Debug)]
-pub struct VerifiedKey(pub Principal);
+impl CheckedKey {
+    /// Checks `presented` as [`authenticate`] does (cache, else database).
+    pub async fn check(app: &App, presented: &str) -> Self {
+        Self { presented: presented.to_owned(), principal: authenticate(app, presented).await.ok() }
+    }
+
+    /// The rate-limit budget of the key: its own (by prefix) when it is valid, else None, and
+    /// the request counts against its address like any unauthenticated one (a made-up key, or
+    /// a real prefix with a wrong secret, must not open a fresh budget or drain the real
+    /// key's).
+    pub fn budget(&self) -> Option<String> {
+        self.principal.as_ref()?;
+        split(&self.presented).map(|(prefix, _)| format!("k:{prefix}"))
+    }
+
+    /// What authentication makes of it: the principal, or the usual 401.
+    pub fn into_result(self) -> Result<Principal, ApiError> {
+        self.principal.ok_or_else(invalid)
+    }
+}
 
 const PREFIX_LEN: usize = 12;
 const SECRET_LEN: usize = 43;

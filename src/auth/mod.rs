@@ -77,12 +77,14 @@ fn presented_key(req: &Request) -> Option<String> {
 pub async fn require_auth(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(key) = presented_key(&req) {
         // Checked already by the rate limiter (which needs the key to pick its budget), or now.
-        let principal = match req.extensions_mut().remove::<crate::api_keys::VerifiedKey>() {
-            Some(crate::api_keys::VerifiedKey(p)) => p,
-            None => crate::api_keys::authenticate(&app, &key).await.inspect_err(|_| {
-                metrics::counter!("lexiflow_auth_failures_total", "reason" => "api_key").increment(1);
-            })?,
-        };
+        let checked = req.extensions_mut().remove::<crate::api_keys::CheckedKey>().filter(|c| c.presented == key);
+        let principal = match checked {
+            Some(c) => c.into_result(),
+            None => crate::api_keys::authenticate(&app, &key).await,
+        }
+        .inspect_err(|_| {
+            metrics::counter!("lexiflow_auth_failures_total", "reason" => "api_key").increment(1);
+        })?;
         let path = match req.extensions().get::<axum::extract::OriginalUri>() {
             Some(o) => o.0.path().to_owned(),
             None => req.uri().path().to_owned(),

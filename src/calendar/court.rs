@@ -377,6 +377,21 @@ pub async fn entry_moved(tx: &crate::db::Tx, p: &Principal, entry: Uuid, date: N
     recompute(tx, p.firm_id, &actor, events, |_| Some(date), "the docket entry's date changed").await
 }
 
+/// After a case's court changed (in the same transaction): recomputes its open rule-computed
+/// deadlines, since the closures that count are that court's.
+pub async fn case_court_changed(tx: &crate::db::Tx, p: &Principal, case: Uuid) -> ApiResult<usize> {
+    let events = event::Entity::find()
+        .filter(event::Column::FirmId.eq(p.firm_id.0))
+        .filter(event::Column::CaseId.eq(case))
+        .filter(event::Column::Recompute.eq(true))
+        .filter(event::Column::Completed.eq(false))
+        .filter(event::Column::DeletedAt.is_null())
+        .all(tx)
+        .await?;
+    let actor = Actor::user(p);
+    recompute(tx, p.firm_id, &actor, events, |m| m.trigger_date, "the case's court changed").await
+}
+
 /// After the firm's closures changed: recomputes its open rule-computed deadlines that fall
 /// within 60 days of `day` or later.
 async fn closures_changed(tx: &crate::db::Tx, p: &Principal, day: NaiveDate) -> ApiResult<usize> {
@@ -432,15 +447,41 @@ pub async fn list_closures(app: &App, p: &Principal, from: NaiveDate, to: NaiveD
         .collect())
 }
 
+/// A closure's court as stored: plain text, trimmed; `""` for every court.
+fn closure_court(court: Option<&str>) -> String {
+    crate::input::plain(court.unwrap_or_default()).trim().to_owned()
+}
+
+/// The audit identity of a closure: its day, and its court when it has one.
+fn closure_id(day: NaiveDate, court: &str) -> String {
+    if court.is_empty() { day.to_string() } else { format!("{day}/{court}") }
+}
+
+/// The firm's closure on `day` of `court` however it was written (case, spaces).
+async fn same_court_on(
+    db: &impl ConnectionTrait,
+    firm: Uuid,
+    day: NaiveDate,
+    court: &str,
+) -> ApiResult<Option<closure::Model>> {
+    let on_day = closure::Entity::find()
+        .filter(closure::Column::FirmId.eq(firm))
+        .filter(closure::Column::Day.eq(day))
+        .all(db)
+        .await?;
+    let key = court.to_lowercase();
+    Ok(on_day.into_iter().find(|c| c.court.trim().to_lowercase() == key))
+}
+
 /// Records a closure (or renames one) and recomputes the deadlines it moves.
 pub async fn add_closure(app: &App, p: &Principal, input: ClosureView) -> ApiResult<(ClosureView, usize)> {
     require_admin(p)?;
     let mut f = Fields::default();
     let name = f.text("name", &input.name, 200);
-    let court = match input.court.as_deref().map(str::trim) {
-        None | Some("") => String::new(),
-        Some(c) => f.text("court", c, 200),
-    };
+    let court = closure_court(input.court.as_deref());
+    if court.chars().count() > 200 {
+        f.error("court", "must be at most 200 characters");
+    }
     if !clock::date_in_range(input.day) {
         f.error("day", "must be in the years 1 to 9999");
     }
@@ -450,11 +491,14 @@ pub async fn add_closure(app: &App, p: &Principal, input: ClosureView) -> ApiRes
         let tx = &tx;
         use sea_orm::PaginatorTrait;
         let count = closure::Entity::find().filter(closure::Column::FirmId.eq(p.firm_id.0)).count(tx).await?;
-        let existing = closure::Entity::find_by_id((p.firm_id.0, day, court.clone())).one(tx).await?;
+        // The same court however it is written: one closure a day, renamed in place.
+        let existing = same_court_on(tx, p.firm_id.0, day, court).await?;
         if existing.is_none() && count >= MAX_CLOSURES {
             return Err(ApiError::field("day", format!("a firm may record at most {MAX_CLOSURES} closures")));
         }
-        closure::Entity::delete_by_id((p.firm_id.0, day, court.clone())).exec(tx).await?;
+        if let Some(e) = &existing {
+            closure::Entity::delete_by_id((p.firm_id.0, day, e.court.clone())).exec(tx).await?;
+        }
         closure::Entity::insert(closure::ActiveModel::from(closure::Model {
             firm_id: p.firm_id.0,
             day,
@@ -470,10 +514,10 @@ pub async fn add_closure(app: &App, p: &Principal, input: ClosureView) -> ApiRes
             tx,
             p.firm_id,
             &actor,
-            AuditEvent::new("calendar.closure.add", "court_closure", Some(day.to_string())).changes(
+            AuditEvent::new("calendar.closure.add", "court_closure", Some(closure_id(day, court))).changes(
                 serde_json::json!({
-                    "name": { "old": existing.map(|e| e.name), "new": name },
-                    "court": { "old": null, "new": court },
+                    "name": { "old": existing.as_ref().map(|e| e.name.clone()), "new": name },
+                    "court": { "old": existing.map(|e| e.court), "new": court },
                 }),
             ),
         )
@@ -488,21 +532,21 @@ pub async fn add_closure(app: &App, p: &Principal, input: ClosureView) -> ApiRes
 /// had moved.
 pub async fn remove_closure(app: &App, p: &Principal, day: NaiveDate, court: Option<&str>) -> ApiResult<usize> {
     require_admin(p)?;
-    let court = court.map(str::trim).unwrap_or_default().to_owned();
+    let court = closure_court(court);
     let court = &court;
     app.write(TxOptions::write(), |tx| async move {
         let tx = &tx;
-        let n = closure::Entity::delete_by_id((p.firm_id.0, day, court.clone())).exec(tx).await?.rows_affected;
-        if n == 0 {
+        let Some(found) = same_court_on(tx, p.firm_id.0, day, court).await? else {
             return Err(ApiError::not_found("court closure"));
-        }
+        };
+        closure::Entity::delete_by_id((p.firm_id.0, day, found.court.clone())).exec(tx).await?;
         let actor = Actor::user(p);
         audit::record(
             tx,
             p.firm_id,
             &actor,
-            AuditEvent::new("calendar.closure.remove", "court_closure", Some(day.to_string())).changes(
-                serde_json::json!({ "deleted": { "old": false, "new": true }, "court": { "old": court, "new": null } }),
+            AuditEvent::new("calendar.closure.remove", "court_closure", Some(closure_id(day, court))).changes(
+                serde_json::json!({ "deleted": { "old": false, "new": true }, "court": { "old": found.court, "new": null } }),
             ),
         )
         .await?;

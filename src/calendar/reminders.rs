@@ -1,8 +1,10 @@
 //! Reminders: one delayed job per reminder of an event version, on the `calendar` queue.
 //!
 //! Every change of an event bumps its version and schedules that version's reminders (those
-//! still in the future); a job whose event has moved on (another version, completed, deleted)
-//! does nothing, so a moved event's reminders fire at the new times only. The queue's lease
+//! still in the future, and those already due but not sent while the event is still ahead,
+//! at once); a job whose event has moved on (another version, completed, deleted) does
+//! nothing, so a moved event's reminders fire at the new times only, and a reminder whose
+//! job had not run yet when its event changed is not lost. The queue's lease
 //! runs each job on one worker at a time, and `calendar_reminders_sent` makes a job that runs
 //! again (its worker died after sending) send nothing twice.
 //!
@@ -53,10 +55,18 @@ pub async fn schedule(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<
     let minutes: Vec<u32> = serde_json::from_str(&m.reminders).unwrap_or_default();
     let now = clock::now();
     for min in minutes {
-        let at = m.starts_at - Duration::minutes(i64::from(min));
-        if at <= now {
+        let due = m.starts_at - Duration::minutes(i64::from(min));
+        // A reminder already due is sent now, while the event is still ahead and this reminder
+        // of it was not sent yet: the job of the version before may not have run when this
+        // version replaced it (a worker restarting, a busy queue, a retry waiting), and it
+        // does nothing for a version that is not the event's own any more.
+        let at = if due > now {
+            due
+        } else if m.starts_at > now && !sent_before(tx, m.id, min).await? {
+            now
+        } else {
             continue;
-        }
+        };
         let job = NewJob::new(REMIND, serde_json::json!({ "eventId": m.id, "version": m.version, "minutes": min }))
             .queue(QUEUE)
             .run_at(at)
@@ -65,6 +75,18 @@ pub async fn schedule(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<
         lexiflow_queue::enqueue(tx, job).await.map_err(ApiError::internal)?;
     }
     Ok(())
+}
+
+/// Whether the reminder `minutes` before event `id` was sent for any of its versions.
+async fn sent_before(db: &impl ConnectionTrait, id: Uuid, minutes: u32) -> ApiResult<bool> {
+    let row = db
+        .query_one_raw(db::portable(
+            db.get_database_backend(),
+            "SELECT 1 FROM calendar_reminders_sent WHERE event_id = ? AND minutes = ? LIMIT 1",
+            vec![id.into(), i64::from(minutes).into()],
+        ))
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Whether `u` may see `m` now.

@@ -195,11 +195,18 @@ pub async fn sequence_all(db: &DatabaseConnection) -> Result<u64, DbErr> {
         .into_tuple()
         .all(db)
         .await?;
-    let mut n = 0;
+    // One firm that fails does not leave the others unnumbered until the next sweep.
+    let (mut n, mut failed) = (0, None);
     for firm in firms {
-        n += sequence_firm(db, firm).await?;
+        match sequence_firm(db, firm).await {
+            Ok(k) => n += k,
+            Err(e) => {
+                tracing::warn!(firm_id = %firm, error = %e, "numbering a firm's events failed; going on with the others");
+                failed.get_or_insert(e);
+            }
+        }
     }
-    Ok(n)
+    failed.map_or(Ok(n), Err)
 }
 
 /// How long a sequencer run waits for more commits to join it.

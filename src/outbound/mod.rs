@@ -206,6 +206,10 @@ impl Outbound {
             // Forget only closed breakers no call holds: clearing them all would let a firm
             // that makes many targets (URLs are its to choose) close every open breaker.
             all.retain(|_, b| Arc::strong_count(b) > 1 || b.state() != crate::resilience::BreakerState::Closed);
+            if all.len() > 10_000 {
+                // Mostly open ones of targets nobody calls any more: only those in use stay.
+                all.retain(|_, b| Arc::strong_count(b) > 1);
+            }
         }
         Arc::clone(
             all.entry(key)

@@ -158,16 +158,19 @@ async fn client_key(app: &App, req: &mut Request) -> String {
     ip_key(req)
 }
 
-/// A presented key's budget when the key is valid (handed on as
-/// [`crate::api_keys::VerifiedKey`]), else the address's.
+/// A presented key's budget when the key is valid, else the address's. The check is done once
+/// per request and handed on ([`crate::api_keys::CheckedKey`]) to the per-route limits and to
+/// authentication.
 async fn key_budget(app: &App, req: &mut Request, presented: &str) -> String {
-    match crate::api_keys::budget(app, presented).await {
-        Some((budget, principal)) => {
-            req.extensions_mut().insert(crate::api_keys::VerifiedKey(principal));
-            budget
+    let checked = match req.extensions().get::<crate::api_keys::CheckedKey>() {
+        Some(c) if c.presented == presented => c.clone(),
+        _ => {
+            let c = crate::api_keys::CheckedKey::check(app, presented).await;
+            req.extensions_mut().insert(c.clone());
+            c
         }
-        None => ip_key(req),
-    }
+    };
+    checked.budget().unwrap_or_else(|| ip_key(req))
 }
 
 fn ip_key(req: &Request) -> String {

@@ -142,6 +142,10 @@ fn describe_all() {
     describe_counter!("lexiflow_idempotent_replays_total", "POSTs answered from a stored Idempotency-Key answer");
     describe_counter!("lexiflow_webhook_attempts_total", "Webhook delivery attempts, by outcome");
     describe_counter!("lexiflow_webhook_deliveries_created_total", "Webhook deliveries made from outbox events");
+    describe_counter!(
+        "lexiflow_webhook_events_missed_total",
+        "Outbox events pruned before the webhook dispatcher turned them into deliveries (never sent)"
+    );
     describe_counter!("lexiflow_outbound_requests_total", "Outbound HTTP calls, by dependency and outcome");
     describe_histogram!(
         "lexiflow_outbound_request_duration_seconds",

@@ -160,6 +160,19 @@ async fn dispatch_batch(
     let Some(last) = events.last().and_then(|e| e.seq) else {
         return Ok(Batch { made: 0, more: false, started: false });
     };
+    // Numbers are gapless per firm: fewer rows than numbers means the outbox's retention
+    // removed events this firm's deliveries never got to (the dispatcher was behind by more
+    // than `EVENTS_RETENTION_DAYS`). They cannot be sent any more; it must not pass unseen.
+    let missing = (last - cursor) - events.len() as i64;
+    if missing > 0 {
+        metrics::counter!("lexiflow_webhook_events_missed_total").increment(missing as u64);
+        tracing::error!(
+            firm_id = %firm,
+            missing,
+            after_seq = cursor,
+            "webhook events were pruned before they were turned into deliveries; they will not be sent"
+        );
+    }
     let subs = subscription::Entity::find()
         .filter(subscription::Column::FirmId.eq(firm))
         .filter(subscription::Column::Active.eq(true))
@@ -220,14 +233,22 @@ async fn subscribed_firms(app: &App) -> Result<Vec<Uuid>, DbErr> {
 
 /// One look at `firms`.
 async fn pass(app: &App, firms: &[Uuid]) -> Result<usize, crate::http::error::ApiError> {
-    let mut made = 0;
+    // One firm that fails (its cursor's row locked by a long sealing, say) does not hold up
+    // the others; the pass reports the first error after trying every firm.
+    let (mut made, mut failed) = (0, None);
     for firm in firms {
-        made += dispatch_firm(app, *firm).await?;
+        match dispatch_firm(app, *firm).await {
+            Ok(n) => made += n,
+            Err(e) => {
+                tracing::warn!(firm_id = %firm, error = %e, "webhook dispatch failed for a firm; going on with the others");
+                failed.get_or_insert(e);
+            }
+        }
     }
     if made > 0 {
         metrics::counter!("lexiflow_webhook_deliveries_created_total").increment(made as u64);
     }
-    Ok(made)
+    failed.map_or(Ok(made), Err)
 }
 
 /// Runs the dispatcher until `app` is dropped: woken by commits (here and, through the

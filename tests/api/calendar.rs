@@ -19,6 +19,7 @@ crate::on_both_backends!(
     court_closures_and_firm_rules_move_deadlines,
     a_closure_of_one_court_moves_only_that_courts_deadlines,
     a_reminder_fires_once_across_two_workers_and_follows_a_moved_event,
+    a_reminder_due_when_its_event_changed_is_still_sent,
     the_ics_feed_holds_what_the_user_may_see_and_can_be_revoked,
     a_full_ics_feed_keeps_upcoming_deadlines_before_past_events,
 );
@@ -585,15 +586,25 @@ async fn a_closure_of_one_court_moves_only_that_courts_deadlines(b: Backend) {
     // A closure of every court on the same day is a closure of its own.
     t.post("/api/v1/calendar/closures", &admin.token, json!({"day": "2026-01-30", "name": "Storm"})).await.expect(201);
     assert_eq!(start(in_federal.clone()).await, "2026-02-02");
+    // The same court written otherwise is the same closure, renamed.
+    let again = json!({"day": "2026-01-30", "name": "Snow, still", "court": "Superior Court of Vermont"});
+    t.post("/api/v1/calendar/closures", &admin.token, again).await.expect(201);
     let list = t.get("/api/v1/calendar/closures?from=2026-01-30&to=2026-01-30", &admin.token).await;
     assert_eq!(list.data().as_array().unwrap().len(), 2, "{}", list.body);
     // Removing the firm-wide one leaves the state court's.
     t.delete("/api/v1/calendar/closures/2026-01-30", &admin.token).await.expect(200);
-    assert_eq!(start(in_federal).await, "2026-01-30");
+    assert_eq!(start(in_federal.clone()).await, "2026-01-30");
     assert_eq!(start(in_state.clone()).await, "2026-02-02");
-    let path = "/api/v1/calendar/closures/2026-01-30?court=superior%20court%20of%20VERMONT";
+    // A case moved to the closed court has its deadlines counted again, there and then.
+    let moved =
+        t.patch(&format!("/api/v1/cases/{federal}"), &admin.token, json!({"court": "superior court of vermont"})).await;
+    moved.expect(200);
+    assert_eq!(start(in_federal.clone()).await, "2026-02-02");
+    let path = "/api/v1/calendar/closures/2026-01-30?court=SUPERIOR%20COURT%20OF%20VERMONT";
     t.delete(path, &admin.token).await.expect(200);
+    t.delete(path, &admin.token).await.expect(404);
     assert_eq!(start(in_state).await, "2026-01-30");
+    assert_eq!(start(in_federal).await, "2026-01-30");
 }
 
 async fn a_reminder_fires_once_across_two_workers_and_follows_a_moved_event(b: Backend) {
@@ -663,6 +674,46 @@ async fn a_reminder_fires_once_across_two_workers_and_follows_a_moved_event(b: B
     )
     .await;
     assert_eq!(pending, 1, "the moved event's new reminder, and nothing else, is still to come");
+}
+
+/// A reminder that fell due while no worker ran, its event changed before the job ran (a
+/// new version, whose own schedule skips reminders already due): sent all the same, once.
+async fn a_reminder_due_when_its_event_changed_is_still_sent(b: Backend) {
+    let t = TestApp::new(b).await;
+    let admin = t.register("Late reminders").await;
+    let start = chrono::Utc::now() + chrono::Duration::seconds(62);
+    let r = t
+        .post(
+            "/api/v1/calendar",
+            &admin.token,
+            json!({"type": "meeting", "title": "Filing call", "startsAt": start, "reminders": [1]}),
+        )
+        .await;
+    r.expect(201);
+    let id = r.data()["id"].as_str().unwrap().to_owned();
+    // Due in 2 s; no worker runs until after the change.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    t.patch(&format!("/api/v1/calendar/{id}"), &admin.token, json!({"title": "Filing call (moved room)"}))
+        .await
+        .expect(200);
+    let db = t.app.db.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let w = lexiflow::jobs::worker(db.clone(), db, &t.app.config, t.app.cache.clone(), t.app.storage.clone()).unwrap();
+    let run = tokio::spawn(w.run(stop.clone()));
+    let sent = "SELECT COUNT(*) FROM domain_events WHERE event_type = 'calendar_event.reminder'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count_sql(&t, sent).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "the reminder was lost with the version it was scheduled for");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another change now schedules nothing more: it was sent.
+    t.patch(&format!("/api/v1/calendar/{id}"), &admin.token, json!({"title": "Filing call (room 2)"}))
+        .await
+        .expect(200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    run.await.unwrap();
+    assert_eq!(count_sql(&t, sent).await, 1, "sent once");
 }
 
 fn python() -> String {

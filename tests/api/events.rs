@@ -24,6 +24,7 @@ use crate::support::{Backend, TestApp};
 crate::on_both_backends!(
     every_write_lands_in_the_outbox_with_a_gapless_sequence_per_firm,
     events_are_published_once_after_commit_and_never_after_a_rollback,
+    a_write_whose_caller_is_dropped_still_publishes_its_events,
     a_transaction_handle_kept_past_its_work_is_inert,
     writes_by_another_process_reach_this_ones_caches_through_the_outbox,
     concurrent_sequencers_number_each_event_once,
@@ -135,6 +136,45 @@ async fn every_write_lands_in_the_outbox_with_a_gapless_sequence_per_firm(b: Bac
 
 fn lexiflow_delete() -> http::Method {
     http::Method::DELETE
+}
+
+/// A request dropped while its write commits (its client gone, its deadline) must not skip
+/// the publishing: caches would keep what the write changed, sessions it revoked would stay
+/// cached, and on PostgreSQL the sequencer would not be told.
+async fn a_write_whose_caller_is_dropped_still_publishes_its_events(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Dropped").await;
+    let firm = FirmId(s.firm_id.parse().unwrap());
+    let recorder = Arc::new(Recorder::default());
+    t.app.events.subscribe(recorder.clone());
+    // Writes whose callers go away sooner or later: some before their commit (nothing is
+    // written, nothing owed), some while it runs, some after.
+    for i in 0..40u64 {
+        let app = t.app.clone();
+        let id = format!("dropped-{i}");
+        let write = tokio::spawn(async move {
+            app.write(TxOptions::write(), |tx| {
+                let id = id.clone();
+                async move {
+                    tx.record(DomainEvent::new(EventType::CaseUpdated, firm, &Actor::system(), &id));
+                    Ok::<_, ApiError>(())
+                }
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_micros(250 * i)).await;
+        write.abort();
+        let _ = write.await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows =
+        event::Entity::find().filter(event::Column::EntityId.starts_with("dropped-")).all(&t.app.db).await.unwrap();
+    assert!(!rows.is_empty(), "some of the writes committed");
+    let published: Vec<String> = recorder.0.lock().unwrap().iter().map(|e| e.entity_id.clone()).collect();
+    for r in &rows {
+        assert!(published.contains(&r.entity_id), "{} committed but was not published", r.entity_id);
+    }
+    numbered(&t).await;
 }
 
 /// A work that fails records nothing; a work that loses a conflict and is run again publishes

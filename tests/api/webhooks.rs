@@ -24,6 +24,7 @@ crate::on_both_backends!(
     a_subscription_failing_again_and_again_is_disabled,
     one_firms_failing_endpoint_does_not_open_the_breaker_for_another,
     a_new_or_reenabled_subscription_gets_no_backlog,
+    events_pruned_before_their_deliveries_were_made_are_counted,
     a_delivery_survives_the_death_of_the_server_that_committed_the_change,
     private_targets_and_redirects_are_refused,
     a_webhook_secret_key_takes_over_and_survives_a_jwt_secret_rotation,
@@ -390,6 +391,36 @@ async fn deliveries(t: &TestApp, admin: &Session, id: &str, n: usize) -> Vec<Val
             return log;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A dispatcher behind by more than the outbox's retention finds numbers without rows: those
+/// events cannot be sent any more, and that is counted and logged, not passed over unseen.
+async fn events_pruned_before_their_deliveries_were_made_are_counted(b: Backend) {
+    let t = app(b).await;
+    let admin = t.register("Pruned").await;
+    let (id, _) = subscribe(&t, &admin, "http://127.0.0.1:9/p", json!(["case.created"])).await;
+    t.case(&admin, "P-1").await;
+    t.case(&admin, "P-2").await;
+    assert_eq!(deliveries(&t, &admin, &id, 2).await.len(), 2);
+    // As if the dispatcher had stopped before P-1 and retention then pruned P-1's event.
+    let firm = admin.firm_id.clone();
+    let p1 = "SELECT e.seq FROM domain_events e JOIN webhook_deliveries d ON d.event_id = e.id               WHERE d.payload LIKE '%\"P-1\"%'";
+    let seq: i64 = t.sql(p1).await[0].try_get_by_index(0).unwrap();
+    t.sql_exec("DELETE FROM webhook_deliveries WHERE payload LIKE '%\"P-1\"%'").await;
+    t.sql_exec(&format!("DELETE FROM domain_events WHERE seq = {seq} AND firm_id = '{firm}'")).await;
+    t.sql_exec(&format!("UPDATE webhook_cursors SET seq = {} WHERE firm_id = '{firm}'", seq - 1)).await;
+    t.case(&admin, "P-3").await;
+    let got = deliveries(&t, &admin, &id, 2).await;
+    assert_eq!(got.len(), 2, "P-2's delivery is not made twice, P-3's is made: {got:?}");
+    let started = std::time::Instant::now();
+    loop {
+        let m = t.call(Method::GET, "/metrics", None, None).await;
+        if m.body.as_str().unwrap_or_default().contains("lexiflow_webhook_events_missed_total") {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the pruned event was passed over unseen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
