@@ -216,12 +216,20 @@ pub struct CheckedKey {
     pub presented: String,
     /// The key's principal, or None when it is not a valid key.
     pub principal: Option<Principal>,
+    /// False when the check could not tell (the database failing): authentication then asks
+    /// again and reports that failure, rather than calling a valid key invalid.
+    pub decided: bool,
 }
 
 impl CheckedKey {
     /// Checks `presented` as [`authenticate`] does (cache, else database).
     pub async fn check(app: &App, presented: &str) -> Self {
-        Self { presented: presented.to_owned(), principal: authenticate(app, presented).await.ok() }
+        let (principal, decided) = match authenticate(app, presented).await {
+            Ok(p) => (Some(p), true),
+            Err(e) if e.code == ErrorCode::AuthTokenInvalid => (None, true),
+            Err(_) => (None, false),
+        };
+        Self { presented: presented.to_owned(), principal, decided }
     }
 
     /// The rate-limit budget of the key: its own (by prefix) when it is valid, else None, and

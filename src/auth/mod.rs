@@ -77,7 +77,8 @@ fn presented_key(req: &Request) -> Option<String> {
 pub async fn require_auth(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     if let Some(key) = presented_key(&req) {
         // Checked already by the rate limiter (which needs the key to pick its budget), or now.
-        let checked = req.extensions_mut().remove::<crate::api_keys::CheckedKey>().filter(|c| c.presented == key);
+        let checked =
+            req.extensions_mut().remove::<crate::api_keys::CheckedKey>().filter(|c| c.decided && c.presented == key);
         let principal = match checked {
             Some(c) => c.into_result(),
             None => crate::api_keys::authenticate(&app, &key).await,

@@ -454,7 +454,7 @@ fn closure_court(court: Option<&str>) -> String {
 
 /// The audit identity of a closure: its day, and its court when it has one.
 fn closure_id(day: NaiveDate, court: &str) -> String {
-    if court.is_empty() { day.to_string() } else { format!("{day}/{court}") }
+    if court.is_empty() { day.to_string() } else { format!("{day}/{}", court.to_lowercase()) }
 }
 
 /// The firm's closure on `day` of `court` however it was written (case, spaces).

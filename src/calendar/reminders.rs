@@ -62,7 +62,7 @@ pub async fn schedule(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<
         // does nothing for a version that is not the event's own any more.
         let at = if due > now {
             due
-        } else if m.starts_at > now && !sent_before(tx, m.id, min).await? {
+        } else if m.starts_at > now && !sent_before(tx, m.id, min, due).await? {
             now
         } else {
             continue;
@@ -77,13 +77,19 @@ pub async fn schedule(tx: &impl ConnectionTrait, m: &event::Model) -> ApiResult<
     Ok(())
 }
 
-/// Whether the reminder `minutes` before event `id` was sent for any of its versions.
-async fn sent_before(db: &impl ConnectionTrait, id: Uuid, minutes: u32) -> ApiResult<bool> {
+/// Whether the reminder `minutes` before event `id`, due at `due`, was sent (for any version
+/// of the event: one moved since was reminded of at another time, and is reminded again).
+async fn sent_before(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    minutes: u32,
+    due: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<bool> {
     let row = db
         .query_one_raw(db::portable(
             db.get_database_backend(),
-            "SELECT 1 FROM calendar_reminders_sent WHERE event_id = ? AND minutes = ? LIMIT 1",
-            vec![id.into(), i64::from(minutes).into()],
+            "SELECT 1 FROM calendar_reminders_sent WHERE event_id = ? AND minutes = ? AND due_at = ? LIMIT 1",
+            vec![id.into(), i64::from(minutes).into(), clock::stored(due).into()],
         ))
         .await?;
     Ok(row.is_some())
@@ -146,15 +152,34 @@ pub async fn run(db: DatabaseConnection, payload: serde_json::Value) -> Result<(
         }
     }
     let (m, to) = (&m, &to);
+    let due = clock::stored(m.starts_at - Duration::minutes(i64::from(p.minutes)));
     let done = db::transaction(&db, TxOptions::write(), |tx| async move {
         let tx = &tx;
         let backend = tx.get_database_backend();
+        // Still this version, read again in the transaction that records the sending (the
+        // event's row held on PostgreSQL; SQLite's writer lock orders it against the update):
+        // an update committing after the check above must not have this version's reminder
+        // sent next to the one its own version schedules.
+        let lock = if backend == sea_orm::DbBackend::Postgres { " FOR UPDATE" } else { "" };
+        let current = tx
+            .query_one_raw(db::portable(
+                backend,
+                &format!(
+                    "SELECT 1 FROM calendar_events WHERE id = ? AND version = ? AND completed = ? \
+                     AND deleted_at IS NULL{lock}"
+                ),
+                vec![m.id.into(), m.version.into(), false.into()],
+            ))
+            .await?;
+        if current.is_none() {
+            return Ok::<_, ApiError>(false);
+        }
         let n = tx
             .execute_raw(db::portable(
                 backend,
-                "INSERT INTO calendar_reminders_sent (event_id, version, minutes, sent_at) VALUES (?, ?, ?, ?) \
+                "INSERT INTO calendar_reminders_sent (event_id, version, minutes, sent_at, due_at) VALUES (?, ?, ?, ?, ?) \
                  ON CONFLICT DO NOTHING",
-                vec![m.id.into(), m.version.into(), i64::from(p.minutes).into(), clock::now().into()],
+                vec![m.id.into(), m.version.into(), i64::from(p.minutes).into(), clock::now().into(), due.into()],
             ))
             .await?
             .rows_affected();

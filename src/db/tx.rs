@@ -538,22 +538,27 @@ where
 /// reaches the subscribers (cache invalidation, session eviction). The SQLite write turn is
 /// held until the transaction has ended.
 async fn finish(open: Open, commit: Option<(Vec<DomainEvent>, Option<AfterCommit>)>) -> Result<(), DbErr> {
-    let task = tokio::spawn(async move {
-        let Open { conn, _turn } = open;
-        match commit {
-            Some((events, after)) => {
-                conn.commit().await?;
-                drop(_turn);
-                if let Some(after) = after
-                    && !events.is_empty()
-                {
-                    after(events).await;
+    // In the request's span, so what the after-commit step logs keeps its correlation id.
+    let span = tracing::Span::current();
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let Open { conn, _turn } = open;
+            match commit {
+                Some((events, after)) => {
+                    conn.commit().await?;
+                    drop(_turn);
+                    if let Some(after) = after
+                        && !events.is_empty()
+                    {
+                        after(events).await;
+                    }
+                    Ok(())
                 }
-                Ok(())
+                None => conn.rollback().await,
             }
-            None => conn.rollback().await,
-        }
-    });
+        },
+        span,
+    ));
     match task.await {
         Ok(ended) => ended,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

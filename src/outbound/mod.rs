@@ -206,9 +206,13 @@ impl Outbound {
             // Forget only closed breakers no call holds: clearing them all would let a firm
             // that makes many targets (URLs are its to choose) close every open breaker.
             all.retain(|_, b| Arc::strong_count(b) > 1 || b.state() != crate::resilience::BreakerState::Closed);
-            if all.len() > 10_000 {
-                // Mostly open ones of targets nobody calls any more: only those in use stay.
-                all.retain(|_, b| Arc::strong_count(b) > 1);
+            if all.len() > 10_000
+                && let Some(t) = tenant
+            {
+                // Mostly open breakers of targets nobody calls any more, and this tenant is the
+                // one making new targets: its unused ones go, nobody else's.
+                let mine = format!("{dependency} {t} ");
+                all.retain(|k, b| Arc::strong_count(b) > 1 || !k.starts_with(&mine));
             }
         }
         Arc::clone(

@@ -9,6 +9,10 @@
 //! `calendar_event_links` gains `attendees_sent`: a digest of the attendees a provider copy was
 //! last sent with, so that a revalidation sends a copy again only when the attendees it may
 //! name changed (someone lost sight of a sealed entry's event), not on every run.
+//!
+//! `calendar_reminders_sent` gains `due_at`: when the reminder sent was due, so that a version
+//! of an event that replaced one whose reminder had not run yet sends it, and one whose
+//! reminder was sent for the same moment does not send it again.
 
 use sea_orm_migration::prelude::*;
 
@@ -35,6 +39,12 @@ enum CourtClosuresNext {
 enum CalendarEventLinks {
     Table,
     AttendeesSent,
+}
+
+#[derive(DeriveIden)]
+enum CalendarRemindersSent {
+    Table,
+    DueAt,
 }
 
 #[async_trait::async_trait]
@@ -68,6 +78,13 @@ impl MigrationTrait for Migration {
             Table::alter()
                 .table(CalendarEventLinks::Table)
                 .add_column(ColumnDef::new(CalendarEventLinks::AttendeesSent).string().null())
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table(CalendarRemindersSent::Table)
+                .add_column(ColumnDef::new(CalendarRemindersSent::DueAt).timestamp_with_time_zone().null())
                 .to_owned(),
         )
         .await?;
