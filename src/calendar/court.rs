@@ -362,17 +362,20 @@ async fn recompute(
     Ok(changed)
 }
 
-/// After a docket entry's date changed (in the same transaction): recomputes the deadlines
-/// computed from it.
-pub async fn entry_moved(tx: &crate::db::Tx, p: &Principal, entry: Uuid, date: NaiveDate) -> ApiResult<usize> {
-    let events = event::Entity::find()
-        .filter(event::Column::FirmId.eq(p.firm_id.0))
-        .filter(event::Column::DocketEntryId.eq(entry))
+/// The firm's open deadlines that follow their rule: computed in days, neither completed nor
+/// deleted (narrowed further by the caller).
+fn recomputable(firm: FirmId) -> sea_orm::Select<event::Entity> {
+    event::Entity::find()
+        .filter(event::Column::FirmId.eq(firm.0))
         .filter(event::Column::Recompute.eq(true))
         .filter(event::Column::Completed.eq(false))
         .filter(event::Column::DeletedAt.is_null())
-        .all(tx)
-        .await?;
+}
+
+/// After a docket entry's date changed (in the same transaction): recomputes the deadlines
+/// computed from it.
+pub async fn entry_moved(tx: &crate::db::Tx, p: &Principal, entry: Uuid, date: NaiveDate) -> ApiResult<usize> {
+    let events = recomputable(p.firm_id).filter(event::Column::DocketEntryId.eq(entry)).all(tx).await?;
     let actor = Actor::user(p);
     recompute(tx, p.firm_id, &actor, events, |_| Some(date), "the docket entry's date changed").await
 }
@@ -380,14 +383,7 @@ pub async fn entry_moved(tx: &crate::db::Tx, p: &Principal, entry: Uuid, date: N
 /// After a case's court changed (in the same transaction): recomputes its open rule-computed
 /// deadlines, since the closures that count are that court's.
 pub async fn case_court_changed(tx: &crate::db::Tx, p: &Principal, case: Uuid) -> ApiResult<usize> {
-    let events = event::Entity::find()
-        .filter(event::Column::FirmId.eq(p.firm_id.0))
-        .filter(event::Column::CaseId.eq(case))
-        .filter(event::Column::Recompute.eq(true))
-        .filter(event::Column::Completed.eq(false))
-        .filter(event::Column::DeletedAt.is_null())
-        .all(tx)
-        .await?;
+    let events = recomputable(p.firm_id).filter(event::Column::CaseId.eq(case)).all(tx).await?;
     let actor = Actor::user(p);
     recompute(tx, p.firm_id, &actor, events, |m| m.trigger_date, "the case's court changed").await
 }
@@ -396,14 +392,7 @@ pub async fn case_court_changed(tx: &crate::db::Tx, p: &Principal, case: Uuid) -
 /// within 60 days of `day` or later.
 async fn closures_changed(tx: &crate::db::Tx, p: &Principal, day: NaiveDate) -> ApiResult<usize> {
     let from = ops::start_of(day - Duration::days(60), Tz::UTC).unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let events = event::Entity::find()
-        .filter(event::Column::FirmId.eq(p.firm_id.0))
-        .filter(event::Column::Recompute.eq(true))
-        .filter(event::Column::Completed.eq(false))
-        .filter(event::Column::DeletedAt.is_null())
-        .filter(event::Column::StartsAt.gte(from))
-        .all(tx)
-        .await?;
+    let events = recomputable(p.firm_id).filter(event::Column::StartsAt.gte(from)).all(tx).await?;
     let actor = Actor::user(p);
     recompute(tx, p.firm_id, &actor, events, |m| m.trigger_date, "the firm's court closures changed").await
 }

@@ -639,21 +639,10 @@ async fn a_reminder_fires_once_across_two_workers_and_follows_a_moved_event(b: B
         .await
         .expect(200);
 
-    let db = t.app.db.clone();
     let stop = tokio_util::sync::CancellationToken::new();
-    let mut runs = Vec::new();
-    for _ in 0..2 {
-        let w =
-            lexiflow::jobs::worker(db.clone(), db.clone(), &t.app.config, t.app.cache.clone(), t.app.storage.clone())
-                .unwrap();
-        runs.push(tokio::spawn(w.run(stop.clone())));
-    }
+    let runs = vec![start_worker(&t, &stop), start_worker(&t, &stop)];
     let sent = "SELECT COUNT(*) FROM domain_events WHERE event_type = 'calendar_event.reminder'";
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while count_sql(&t, sent).await == 0 {
-        assert!(std::time::Instant::now() < deadline, "the reminder never fired");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_one(&t, sent, Duration::from_secs(30), "the reminder never fired").await;
     // Time for a second delivery, were there one.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
@@ -676,6 +665,22 @@ async fn a_reminder_fires_once_across_two_workers_and_follows_a_moved_event(b: B
     assert_eq!(pending, 1, "the moved event's new reminder, and nothing else, is still to come");
 }
 
+/// A job worker on the test's database until `stop` is cancelled.
+fn start_worker(t: &TestApp, stop: &tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
+    let db = t.app.db.clone();
+    let w = lexiflow::jobs::worker(db.clone(), db, &t.app.config, t.app.cache.clone(), t.app.storage.clone()).unwrap();
+    tokio::spawn(w.run(stop.clone()))
+}
+
+/// Waits (at most `within`) until the count `sql` is not zero.
+async fn wait_for_one(t: &TestApp, sql: &str, within: Duration, why: &str) {
+    let deadline = std::time::Instant::now() + within;
+    while count_sql(t, sql).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A reminder that fell due while no worker ran, its event changed before the job ran (a
 /// new version, whose own schedule skips reminders already due): sent all the same, once.
 async fn a_reminder_due_when_its_event_changed_is_still_sent(b: Backend) {
@@ -696,16 +701,11 @@ async fn a_reminder_due_when_its_event_changed_is_still_sent(b: Backend) {
     t.patch(&format!("/api/v1/calendar/{id}"), &admin.token, json!({"title": "Filing call (moved room)"}))
         .await
         .expect(200);
-    let db = t.app.db.clone();
     let stop = tokio_util::sync::CancellationToken::new();
-    let w = lexiflow::jobs::worker(db.clone(), db, &t.app.config, t.app.cache.clone(), t.app.storage.clone()).unwrap();
-    let run = tokio::spawn(w.run(stop.clone()));
+    let run = start_worker(&t, &stop);
     let sent = "SELECT COUNT(*) FROM domain_events WHERE event_type = 'calendar_event.reminder'";
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while count_sql(&t, sent).await == 0 {
-        assert!(std::time::Instant::now() < deadline, "the reminder was lost with the version it was scheduled for");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_one(&t, sent, Duration::from_secs(20), "the reminder was lost with the version it was scheduled for")
+        .await;
     // Another change now schedules nothing more: it was sent.
     t.patch(&format!("/api/v1/calendar/{id}"), &admin.token, json!({"title": "Filing call (room 2)"}))
         .await

@@ -322,29 +322,8 @@ async fn a_second_patch_while_one_is_writing_is_refused(b: Backend) {
     let bytes = pdf(MB, 4);
     let path = create(&t, &s, &case, "a.pdf", bytes.len()).await;
     // The first PATCH's body arrives slowly, through a channel.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let body = Body::from_stream(tokio_stream_of(rx));
-    let req = Request::builder()
-        .method(Method::PATCH)
-        .uri(&path)
-        .header("authorization", format!("Bearer {}", s.token))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-offset", "0")
-        .header("content-type", "application/offset+octet-stream")
-        .body(body)
-        .unwrap();
-    let router = t.router.clone();
-    let first = tokio::spawn(async move { tower::ServiceExt::oneshot(router, req).await.unwrap().status() });
-    tx.send(Ok(bytes::Bytes::copy_from_slice(&bytes[..1000]))).await.unwrap();
-    // Wait until it holds the lease.
+    let (tx, first) = slow_patch(&t, &s, &path, bytes::Bytes::copy_from_slice(&bytes[..1000])).await;
     let id = path.rsplit('/').next().unwrap().to_owned();
-    for _ in 0..100 {
-        let rows = t.sql("SELECT COUNT(*) AS n FROM uploads WHERE lock_token IS NOT NULL").await;
-        if rows[0].try_get::<i64>("", "n").unwrap() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let second = patch(&t, &s, &path, 0, &bytes).await;
     second.expect(423);
     assert_eq!(second.code(), "RESOURCE_LOCKED");
@@ -366,27 +345,8 @@ async fn a_patch_that_lost_its_lease_cannot_touch_the_stored_file(b: Backend) {
     let bytes = pdf(MB, 5);
     let path = create(&t, &s, &case, "a.pdf", bytes.len()).await;
     let id = path.rsplit('/').next().unwrap().to_owned();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let req = Request::builder()
-        .method(Method::PATCH)
-        .uri(&path)
-        .header("authorization", format!("Bearer {}", s.token))
-        .header("tus-resumable", "1.0.0")
-        .header("upload-offset", "0")
-        .header("content-type", "application/offset+octet-stream")
-        .body(Body::from_stream(tokio_stream_of(rx)))
-        .unwrap();
-    let router = t.router.clone();
-    let stale = tokio::spawn(async move { tower::ServiceExt::oneshot(router, req).await.unwrap().status() });
     // Bytes that are not the file's.
-    tx.send(Ok(bytes::Bytes::from(vec![b'X'; 1000]))).await.unwrap();
-    for _ in 0..100 {
-        let rows = t.sql("SELECT COUNT(*) AS n FROM uploads WHERE lock_token IS NOT NULL").await;
-        if rows[0].try_get::<i64>("", "n").unwrap() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (tx, stale) = slow_patch(&t, &s, &path, bytes::Bytes::from(vec![b'X'; 1000])).await;
     // It has opened its writer by now (before it reads its body). Then its lease lapses
     // under it.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -422,6 +382,37 @@ async fn a_patch_that_lost_its_lease_cannot_touch_the_stored_file(b: Backend) {
     assert_eq!(body.len(), bytes.len());
     assert_eq!(sha256_hex(&body), sha256_hex(&bytes), "the stored file is the upload's, byte for byte");
     assert_eq!(doc["latest"]["sha256"], sha256_hex(&bytes));
+}
+
+/// A PATCH at offset 0 whose body arrives through the channel returned, `first` sent, started
+/// on its own task (its status at the end); returns once it holds the upload's lease.
+async fn slow_patch(
+    t: &TestApp,
+    s: &Session,
+    path: &str,
+    first: bytes::Bytes,
+) -> (tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>, tokio::task::JoinHandle<http::StatusCode>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", s.token))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(Body::from_stream(tokio_stream_of(rx)))
+        .unwrap();
+    let router = t.router.clone();
+    let task = tokio::spawn(async move { tower::ServiceExt::oneshot(router, req).await.unwrap().status() });
+    tx.send(Ok(first)).await.unwrap();
+    for _ in 0..100 {
+        let rows = t.sql("SELECT COUNT(*) AS n FROM uploads WHERE lock_token IS NOT NULL").await;
+        if rows[0].try_get::<i64>("", "n").unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (tx, task)
 }
 
 fn tokio_stream_of<T: Send + 'static>(
