@@ -119,8 +119,9 @@ const SEQUENCE_BATCH: i64 = 5_000;
 
 /// Numbers a firm's committed, unnumbered events (PostgreSQL) in one short transaction: it
 /// locks the firm's head row, then — with a fresh snapshot, so rows another sequencer just
-/// numbered are seen as numbered — gives the unnumbered rows the next numbers in id order and
-/// moves the head. Returns how many rows it numbered. Safe to run anywhere at any time: two
+/// numbered are seen as numbered — gives the unnumbered rows the next numbers in the order they
+/// were written (`insert_order`, from a database sequence: never ahead of a commit that came
+/// before, whatever the instances' clocks, as UUIDv7 ids could be) and moves the head. Returns how many rows it numbered. Safe to run anywhere at any time: two
 /// sequencers of one firm take turns at the head row.
 pub async fn sequence_firm(db: &DatabaseConnection, firm: Uuid) -> Result<u64, DbErr> {
     let backend = db.get_database_backend();
@@ -155,9 +156,9 @@ pub async fn sequence_firm(db: &DatabaseConnection, firm: Uuid) -> Result<u64, D
             .execute_raw(Statement::from_sql_and_values(
                 backend,
                 "UPDATE domain_events d SET seq = $2 + p.n
-                   FROM (SELECT id, row_number() OVER (ORDER BY id) AS n
+                   FROM (SELECT id, row_number() OVER (ORDER BY insert_order, id) AS n
                            FROM domain_events WHERE firm_id = $1 AND seq IS NULL
-                          ORDER BY id LIMIT $3) p
+                          ORDER BY insert_order, id LIMIT $3) p
                   WHERE d.id = p.id",
                 [firm.into(), head.into(), SEQUENCE_BATCH.into()],
             ))

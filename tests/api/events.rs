@@ -28,6 +28,7 @@ crate::on_both_backends!(
     a_transaction_handle_kept_past_its_work_is_inert,
     writes_by_another_process_reach_this_ones_caches_through_the_outbox,
     concurrent_sequencers_number_each_event_once,
+    the_sequencer_numbers_in_write_order_whatever_the_ids,
     tables_that_grew_since_their_statistics_are_analysed,
     retention_prunes_numbered_events_recorded_before_the_cutoff,
 );
@@ -304,6 +305,42 @@ async fn writes_by_another_process_reach_this_ones_caches_through_the_outbox(b: 
 /// Writers that commit without sequencing (a crash right after commit, in effect), then four
 /// sequencers at once, as several instances and the sweep job would run them: every event
 /// gets exactly one number, 1..=n, in id order within each run.
+/// A change committed after another is numbered after it, even when its id sorts first (its
+/// instance's clock a little behind the other's: ids are UUIDv7, stamped by the writer).
+async fn the_sequencer_numbers_in_write_order_whatever_the_ids(b: Backend) {
+    let t = TestApp::new(b).await;
+    let s = t.register("Clocks").await;
+    let firm = FirmId(s.firm_id.parse().unwrap());
+    let write = |entity: &'static str, id: uuid::Uuid| {
+        let db = t.app.db.clone();
+        async move {
+            let _committed = lexiflow::db::transaction(&db, TxOptions::write(), |tx| async move {
+                let mut e = DomainEvent::new(EventType::CaseUpdated, firm, &Actor::system(), entity);
+                e.id = id;
+                tx.record(e);
+                Ok::<_, ApiError>(())
+            })
+            .await
+            .unwrap();
+        }
+    };
+    // The first change, then one made after its commit on an instance whose clock is behind.
+    let first = uuid::Uuid::now_v7();
+    write("created", first).await;
+    let behind = uuid::Uuid::from_u128(first.as_u128() - (1u128 << 80));
+    assert!(behind < first);
+    write("updated", behind).await;
+    lexiflow::events::outbox::sequence_firm(&t.app.db, firm.0).await.unwrap();
+    numbered(&t).await;
+    let order: Vec<String> = rows(&t, &s.firm_id)
+        .await
+        .into_iter()
+        .filter(|r| r.entity_id == "created" || r.entity_id == "updated")
+        .map(|r| r.entity_id)
+        .collect();
+    assert_eq!(order, ["created", "updated"], "numbered in the order they were written");
+}
+
 async fn concurrent_sequencers_number_each_event_once(b: Backend) {
     let t = TestApp::new(b).await;
     let s = t.register("Firm").await;

@@ -20,6 +20,7 @@ mod m0011_documents;
 mod m0012_calendar;
 mod m0013_calendar_sync;
 mod m0014_calendar_courts;
+mod m0015_event_insert_order;
 
 /// The ordered list of every migration.
 #[derive(Debug)]
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0012_calendar::Migration),
             Box::new(m0013_calendar_sync::Migration),
             Box::new(m0014_calendar_courts::Migration),
+            Box::new(m0015_event_insert_order::Migration),
         ]
     }
 }
