@@ -67,36 +67,35 @@ pub async fn find_rule(db: &impl ConnectionTrait, firm: Uuid, id: &str) -> ApiRe
     Ok(rule::Entity::find_by_id((firm, id.to_owned())).one(db).await?.and_then(from_row))
 }
 
+/// A court as closures and cases are matched by: without regard to case or surrounding
+/// spaces (`""`: none, or for a closure every court).
+pub fn court_key(court: Option<&str>) -> String {
+    court.map(|c| c.trim().to_lowercase()).unwrap_or_default()
+}
+
 /// Whether a closure recorded for `closure_court` (`""`: every court) closes the court of a
-/// case whose court is `case_court`. Compared without regard to case or surrounding spaces.
+/// case whose court is `case_court`.
 pub fn closes(closure_court: &str, case_court: Option<&str>) -> bool {
-    let wanted = closure_court.trim();
-    wanted.is_empty() || case_court.is_some_and(|c| c.trim().to_lowercase() == wanted.to_lowercase())
+    let wanted = court_key(Some(closure_court));
+    wanted.is_empty() || (case_court.is_some() && court_key(case_court) == wanted)
+}
+
+/// The firm's closures (at most [`MAX_CLOSURES`]): read once for the deadlines computed
+/// together, then narrowed by [`closed_among`].
+async fn closures_of(db: &impl ConnectionTrait, firm: Uuid) -> ApiResult<Vec<closure::Model>> {
+    Ok(closure::Entity::find().filter(closure::Column::FirmId.eq(firm)).all(db).await?)
 }
 
 /// The closed days for computing `rule` from `trigger` for a case in `court`: federal holidays,
-/// the firm's closures of every court, and those of that court. A closure of another court
-/// never moves a deadline (it would move it later than the rule allows).
-pub async fn closed_for(
-    db: &impl ConnectionTrait,
-    firm: Uuid,
-    court: Option<&str>,
-    rule: &Rule,
-    trigger: NaiveDate,
-) -> ApiResult<Closed> {
+/// the firm's closures of every court, and those of that court (from `closures`, the firm's).
+/// A closure of another court never moves a deadline (it would move it later than the rule
+/// allows).
+fn closed_among(closures: &[closure::Model], court: Option<&str>, rule: &Rule, trigger: NaiveDate) -> Closed {
     let (first, last) = deadlines::years(rule, trigger);
     let from = NaiveDate::from_ymd_opt(first.max(1), 1, 1).unwrap_or(NaiveDate::MIN);
     let to = NaiveDate::from_ymd_opt(last.min(9999), 12, 31).unwrap_or(NaiveDate::MAX);
-    let days: Vec<NaiveDate> = closure::Entity::find()
-        .filter(closure::Column::FirmId.eq(firm))
-        .filter(closure::Column::Day.between(from, to))
-        .all(db)
-        .await?
-        .into_iter()
-        .filter(|c| closes(&c.court, court))
-        .map(|c| c.day)
-        .collect();
-    Ok(Closed::new(first, last, days))
+    let days = closures.iter().filter(|c| (from..=to).contains(&c.day) && closes(&c.court, court)).map(|c| c.day);
+    Closed::new(first, last, days)
 }
 
 /// `POST /cases/{id}/deadlines/compute` body.
@@ -215,7 +214,7 @@ async fn compute_in(
         Trigger::Day(d) => d,
         Trigger::At(at, tz) => at.with_timezone(&tz).date_naive(),
     };
-    let closed = closed_for(db, p.firm_id.0, access.case.court.as_deref(), &rule, day).await?;
+    let closed = closed_among(&closures_of(db, p.firm_id.0).await?, access.case.court.as_deref(), &rule, day);
     let c = deadlines::compute(&rule, trigger, input.service_method, &closed).map_err(compute_error)?;
     Ok((rule, c))
 }
@@ -284,6 +283,8 @@ async fn recompute(
     why: &str,
 ) -> ApiResult<usize> {
     let mut changed = 0;
+    // The firm's closures, read once for all the events.
+    let closures = if events.is_empty() { Vec::new() } else { closures_of(tx, firm.0).await? };
     // The court of each event's case (events of one case share it).
     let mut courts: std::collections::HashMap<Uuid, Option<String>> = Default::default();
     for m in events {
@@ -315,7 +316,7 @@ async fn recompute(
             },
             None => None,
         };
-        let closed = closed_for(tx, firm.0, court.as_deref(), &rule, trigger).await?;
+        let closed = closed_among(&closures, court.as_deref(), &rule, trigger);
         let Ok(c) = deadlines::compute(&rule, Trigger::Day(trigger), service, &closed) else { continue };
         let t = deadline_times(&c, tz)?;
         if t.starts_at == m.starts_at && t.ends_at == m.ends_at && m.trigger_date == Some(trigger) {
@@ -443,7 +444,7 @@ fn closure_court(court: Option<&str>) -> String {
 
 /// The audit identity of a closure: its day, and its court when it has one.
 fn closure_id(day: NaiveDate, court: &str) -> String {
-    if court.is_empty() { day.to_string() } else { format!("{day}/{}", court.to_lowercase()) }
+    if court.is_empty() { day.to_string() } else { format!("{day}/{}", court_key(Some(court))) }
 }
 
 /// The firm's closure on `day` of `court` however it was written (case, spaces).
@@ -458,8 +459,8 @@ async fn same_court_on(
         .filter(closure::Column::Day.eq(day))
         .all(db)
         .await?;
-    let key = court.to_lowercase();
-    Ok(on_day.into_iter().find(|c| c.court.trim().to_lowercase() == key))
+    let key = court_key(Some(court));
+    Ok(on_day.into_iter().find(|c| court_key(Some(&c.court)) == key))
 }
 
 /// Records a closure (or renames one) and recomputes the deadlines it moves.

@@ -396,7 +396,7 @@ pub(super) async fn entry_flags(db: &impl ConnectionTrait, id: Uuid) -> ApiResul
 /// Whether `u`, who sees `case` (`team`: their place on its team), may also see a docket entry
 /// of it with these flags: sealed, only admins and holders of a grant for the case; restricted,
 /// not clients (the rule of [`visible`] and `reminders::sees`).
-async fn sees_entry(
+pub(super) async fn sees_entry(
     db: &impl ConnectionTrait,
     u: &user::Model,
     team: Option<TeamRole>,

@@ -22,15 +22,13 @@ use uuid::Uuid;
 use super::model::{attendee, event};
 use crate::{
     audit::Actor,
-    cases::{model::TeamRole, sealed},
     clock,
     db::{self, TxOptions},
-    docket::model as entry,
     events::{DomainEvent, EventType, outbox},
     http::error::{ApiError, ApiResult},
     ids::FirmId,
     jobs::JobError,
-    users::model::{self as user, Role},
+    users::model as user,
 };
 
 /// The calendar's queue.
@@ -116,17 +114,10 @@ pub(super) async fn sees(db: &impl ConnectionTrait, u: &user::Model, m: &event::
     if !u.role.sees_all_cases() && role.is_none() {
         return Ok(false);
     }
-    if let Some(e) = m.docket_entry_id
-        && let Some(e) = entry::Entity::find_by_id(e).one(db).await?
-    {
-        if e.sealed && u.role != Role::Admin && !sealed::is_granted(db, case, u.id).await? {
-            return Ok(false);
-        }
-        if e.restricted && (role == Some(TeamRole::Client) || u.role == Role::Client) {
-            return Ok(false);
-        }
+    match m.docket_entry_id {
+        Some(e) => super::ops::sees_entry(db, u, role, case, super::ops::entry_flags(db, e).await?).await,
+        None => Ok(true),
     }
-    Ok(true)
 }
 
 /// The job: sends one reminder, unless the event has moved on or it was sent already.

@@ -685,8 +685,8 @@ pub(super) async fn update_in(
     .await?;
     tx.record(DomainEvent::new(EventType::CaseUpdated, p.firm_id, &actor, current.id).case(current.id).data(json));
     // Another court has other closures: its deadlines are counted again, in this transaction.
-    let court = |c: Option<&str>| c.map(|c| c.trim().to_lowercase()).unwrap_or_default();
-    if court(view.court.as_deref()) != court(current.court.as_deref()) {
+    use crate::calendar::court::court_key;
+    if court_key(view.court.as_deref()) != court_key(current.court.as_deref()) {
         crate::calendar::court::case_court_changed(tx, p, current.id).await?;
     }
     Ok(view)
